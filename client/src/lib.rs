@@ -1,0 +1,1 @@
+//! clipmesh client (in progress).

@@ -1,0 +1,201 @@
+//! JSON bodies of the relay's HTTP API under `/api/v1`.
+//!
+//! Binary values (salts, keys, wrapped keys) travel as lower-case hex.
+//! `docs/protocol.md` lists every endpoint.
+
+use crate::ids::{DeviceId, UserId};
+use crate::keys::KdfParams;
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted username, in bytes.
+pub const MAX_USERNAME: usize = 64;
+/// Longest accepted device name, in bytes.
+pub const MAX_DEVICE_NAME: usize = crate::frame::MAX_DEVICE_NAME;
+
+/// `POST /api/v1/prelogin`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreloginRequest {
+    /// The account name.
+    pub username: String,
+}
+
+/// Answer to `prelogin`: what the client needs to derive its keys. For an
+/// unknown user the relay answers with a deterministic fake salt and the
+/// default parameters, so the answer does not reveal whether an account
+/// exists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreloginResponse {
+    /// The Argon2id salt, 16 bytes as hex.
+    pub salt: String,
+    /// The Argon2id parameters.
+    pub kdf: KdfParams,
+}
+
+/// `POST /api/v1/signup`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// The account name.
+    pub username: String,
+    /// The salt the client chose, hex.
+    pub salt: String,
+    /// The parameters the client used.
+    pub kdf: KdfParams,
+    /// `auth_key`, 32 bytes as hex. The relay stores only its Argon2id hash.
+    pub auth_key: String,
+    /// The data key wrapped under the KEK, hex.
+    pub wrapped_data_key: String,
+    /// Name for the first device.
+    pub device_name: String,
+}
+
+/// `POST /api/v1/login`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The account name.
+    pub username: String,
+    /// `auth_key`, hex.
+    pub auth_key: String,
+    /// Name for this device.
+    pub device_name: String,
+}
+
+/// Answer to signup and login.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// The account.
+    pub user_id: UserId,
+    /// The device just created.
+    pub device_id: DeviceId,
+    /// Long-lived device token (256 random bits, base64url). Secret.
+    pub token: String,
+    /// The wrapped data key, hex.
+    pub wrapped_data_key: String,
+    /// The salt, hex (so a client can re-derive for a password change).
+    pub salt: String,
+    /// The KDF parameters.
+    pub kdf: KdfParams,
+    /// Whether this account administers the relay.
+    pub is_admin: bool,
+}
+
+/// `POST /api/v1/password`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// The current `auth_key`, hex.
+    pub current_auth_key: String,
+    /// The new salt, hex.
+    pub new_salt: String,
+    /// The new parameters (may be stronger than the old).
+    pub new_kdf: KdfParams,
+    /// The new `auth_key`, hex.
+    pub new_auth_key: String,
+    /// The same data key wrapped under the new KEK, hex.
+    pub new_wrapped_data_key: String,
+    /// Revoke every other device's session.
+    #[serde(default)]
+    pub end_other_sessions: bool,
+}
+
+/// One device in `GET /api/v1/devices`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// The device id.
+    pub id: DeviceId,
+    /// Its name.
+    pub name: String,
+    /// Login time, seconds since the epoch.
+    pub created_at: i64,
+    /// Last time it authenticated, seconds since the epoch.
+    pub last_seen_at: i64,
+    /// Whether it has a socket open now.
+    pub online: bool,
+    /// Whether it is the device making the request.
+    pub current: bool,
+}
+
+/// `GET /api/v1/devices`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DevicesResponse {
+    /// The user's devices with a live session.
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// One user in the admin listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The user id.
+    pub id: UserId,
+    /// The account name.
+    pub username: String,
+    /// Whether it administers the relay.
+    pub is_admin: bool,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// Creation time, seconds since the epoch.
+    pub created_at: i64,
+    /// Devices with a live session.
+    pub devices: u32,
+}
+
+/// `GET /api/v1/admin/users`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UsersResponse {
+    /// Every user.
+    pub users: Vec<UserRecord>,
+}
+
+/// Every non-2xx answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `"invalid_credentials"`.
+    pub error: String,
+    /// One human line.
+    pub message: String,
+}
+
+// Request types carry keys; print them without.
+macro_rules! redacted_debug {
+    ($t:ty, $($field:ident),*) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+redacted_debug!(SignupRequest, username, device_name);
+redacted_debug!(LoginRequest, username, device_name);
+redacted_debug!(LoginResponse, user_id, device_id, is_admin);
+redacted_debug!(ChangePasswordRequest, end_other_sessions);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_omits_secrets() {
+        let r = LoginRequest {
+            username: "ann".into(),
+            auth_key: "deadbeef".into(),
+            device_name: "laptop".into(),
+        };
+        let s = format!("{r:?}");
+        assert!(s.contains("ann") && !s.contains("deadbeef"));
+    }
+
+    #[test]
+    fn kdf_params_json_shape() {
+        let s = serde_json::to_string(&KdfParams::default()).unwrap();
+        assert_eq!(
+            s,
+            r#"{"alg":"argon2id","version":19,"m_kib":65536,"t":3,"p":4}"#
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! `clipmesh-proto`: the wire types and the crypto envelope shared by the
+//! clipmesh relay and client.
+//!
+//! **Architecture Invariant:** this crate does no IO. It has no async runtime,
+//! no sockets and no files; time is passed in as an argument. Everything here
+//! can be tested with plain function calls.
+//!
+//! Map of the crate:
+//!
+//! - [`codec`]: the bounded binary reader/writer every decoder is built on.
+//! - [`frame`]: every message between a device and the relay, and between
+//!   two devices, plus close and error codes.
+//! - [`keys`]: the key hierarchy (Argon2id → HKDF → auth key / KEK, wrapped
+//!   data key).
+//! - [`envelope`]: the sealed clip envelope (XChaCha20-Poly1305, header as AAD).
+//! - [`content`]: the clip content model that lives *inside* the ciphertext.
+//! - [`chunk`]: splitting oversized frames and reassembling them with bounds.
+//! - [`api`]: JSON bodies of the relay's HTTP API.
+
+pub mod api;
+pub mod chunk;
+pub mod codec;
+pub mod content;
+pub mod envelope;
+pub mod frame;
+pub mod ids;
+pub mod keys;
+
+pub use chunk::{Chunker, ReassembleError, Reassembler};
+pub use codec::DecodeError;
+pub use content::{ClipContent, ClipItem, FileEntry};
+pub use envelope::{Envelope, EnvelopeHeader, EnvelopeKind, OpenError};
+pub use frame::{CloseCode, DeviceInfo, ErrorCode, Frame, SignalKind, PROTOCOL_VERSION};
+pub use ids::{DeviceId, UserId};
+pub use keys::{AuthKey, ClipKey, DataKey, KdfParams, Kek, MasterKey, WrappedDataKey};

@@ -1,0 +1,1 @@
+//! clipmesh relay (in progress).
