@@ -1,8 +1,8 @@
 //! Envelope seal/open throughput and Argon2id cost at the default parameters.
-#![allow(missing_docs)]
 //!
 //! `cargo bench -p clipmesh-proto --bench crypto`; figures go to
 //! `docs/benchmarks.md`.
+#![allow(missing_docs)]
 
 use clipmesh_proto::keys::{derive_keys, random_salt};
 use clipmesh_proto::{DataKey, DeviceId, Envelope, EnvelopeHeader, EnvelopeKind, KdfParams};
