@@ -1,1 +1,3 @@
 //! clipmesh client (in progress).
+
+pub mod clipboard;
