@@ -130,6 +130,15 @@ impl fmt::Debug for FileEntry {
     }
 }
 
+impl fmt::Debug for FileBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(d) => write!(f, "Inline({} bytes)", d.len()),
+            Self::Blob { .. } => f.write_str("Blob"),
+        }
+    }
+}
+
 impl ClipContent {
     /// A short name for the content type, for status output and logs.
     pub fn kind_name(&self) -> &'static str {

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Generate or check clipmesh-proto's crypto test vectors with an independent
+implementation.
+
+The Rust code (proto/src/keys.rs, proto/src/envelope.rs) is checked against
+the committed JSON by `cargo test -p clipmesh-proto --test vectors`. This
+script recomputes every value from the same fixed inputs with unrelated
+libraries, so a bug shared by the Rust code and its vectors cannot hide:
+
+  - Argon2id: argon2-cffi's low-level `hash_secret_raw` (the Argon2 reference
+    C implementation), type ID, version 0x13 (19).
+  - HKDF-SHA256: written out here from RFC 5869 with Python's hmac/hashlib.
+  - XChaCha20-Poly1305: PyNaCl's binding of libsodium's
+    `crypto_aead_xchacha20poly1305_ietf_encrypt`.
+  - Envelope header and clip item bytes: packed here with `struct` from the
+    layouts in docs/protocol.md and docs/crypto.md.
+
+Usage (from anywhere; paths are relative to the repository):
+
+    pip install argon2-cffi pynacl
+    python3 scripts/vectors.py            # (re)write proto/tests/vectors/*.json
+    python3 scripts/vectors.py --check    # verify the committed files; exit 1 on mismatch
+
+Nothing in `cargo test` needs this script or Python.
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import struct
+import sys
+from pathlib import Path
+
+from argon2.low_level import Type, hash_secret_raw
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_decrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+)
+
+VECTORS_DIR = Path(__file__).resolve().parent.parent / "proto" / "tests" / "vectors"
+
+# Constants, spelled out independently of proto/src/keys.rs.
+ARGON2_VERSION = 0x13
+INFO_AUTH = b"clipmesh/v1/auth"
+INFO_KEK = b"clipmesh/v1/kek"
+INFO_CLIP = b"clipmesh/v1/clip"
+WRAP_AAD = b"clipmesh/v1/wrapped-data-key"
+ENVELOPE_VERSION = 1
+ENVELOPE_KIND_CLIP = 1
+CONTENT_VERSION = 1
+
+
+def hkdf_sha256(ikm: bytes, info: bytes, length: int = 32, salt: bytes = b"") -> bytes:
+    """RFC 5869 HKDF-SHA256. An empty salt means HashLen zero bytes."""
+    if not salt:
+        salt = b"\x00" * 32
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    okm, t, counter = b"", b"", 1
+    while len(okm) < length:
+        t = hmac.new(prk, t + info + bytes([counter]), hashlib.sha256).digest()
+        okm += t
+        counter += 1
+    return okm[:length]
+
+
+def argon2id(password: bytes, salt: bytes, m_kib: int, t: int, p: int) -> bytes:
+    return hash_secret_raw(
+        secret=password,
+        salt=salt,
+        time_cost=t,
+        memory_cost=m_kib,
+        parallelism=p,
+        hash_len=32,
+        type=Type.ID,
+        version=ARGON2_VERSION,
+    )
+
+
+def pattern(n: int, start: int, step: int = 1) -> bytes:
+    """Deterministic test bytes: start, start+step, ... mod 256."""
+    return bytes((start + i * step) % 256 for i in range(n))
+
+
+# ---------------------------------------------------------------- kdf.json
+
+KDF_INPUTS = [
+    # (password, salt, m_kib, t, p)
+    ("password", pattern(16, 0x01), 64, 1, 1),
+    ("correct horse battery staple", pattern(16, 0xa0, 3), 1024, 2, 2),
+    ("pässwörd \u2603 \U0001f511", bytes(16), 256, 3, 4),
+    # The defaults: KdfParams::default() (64 MiB, t = 3, p = 4).
+    ("clipmesh default parameters", pattern(16, 0x10, 7), 65536, 3, 4),
+]
+
+
+def kdf_vectors():
+    out = []
+    for password, salt, m_kib, t, p in KDF_INPUTS:
+        master = argon2id(password.encode("utf-8"), salt, m_kib, t, p)
+        out.append(
+            {
+                "password": password,
+                "salt_hex": salt.hex(),
+                "m_kib": m_kib,
+                "t": t,
+                "p": p,
+                "master_hex": master.hex(),
+                "auth_key_hex": hkdf_sha256(master, INFO_AUTH).hex(),
+                "kek_hex": hkdf_sha256(master, INFO_KEK).hex(),
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------- wrap.json
+
+
+def wrap_vectors(kdf):
+    inputs = [
+        # The KEK of the first KDF vector, so the two files chain.
+        (bytes.fromhex(kdf[0]["kek_hex"]), pattern(32, 0x40), pattern(24, 0x80)),
+        (pattern(32, 0xff, 0xfd), bytes(32), pattern(24, 0x00, 0x11)),
+    ]
+    out = []
+    for kek, data_key, nonce in inputs:
+        wrapped = crypto_aead_xchacha20poly1305_ietf_encrypt(data_key, WRAP_AAD, nonce, kek)
+        assert len(wrapped) == 32 + 16
+        out.append(
+            {
+                "kek_hex": kek.hex(),
+                "data_key_hex": data_key.hex(),
+                "nonce_hex": nonce.hex(),
+                "aad_hex": WRAP_AAD.hex(),
+                "wrapped_hex": wrapped.hex(),
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------- clip_key.json
+
+
+def clip_key_vectors(wrap):
+    out = []
+    for w in wrap:
+        data_key = bytes.fromhex(w["data_key_hex"])
+        out.append(
+            {
+                "data_key_hex": data_key.hex(),
+                "info": INFO_CLIP.decode("ascii"),
+                "clip_key_hex": hkdf_sha256(data_key, INFO_CLIP).hex(),
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------- envelope.json
+
+
+def envelope_header(sender: int, seq: int) -> bytes:
+    """version u8 | kind u8 | sender u64 | seq u64, big-endian (18 bytes)."""
+    return struct.pack(">BBQQ", ENVELOPE_VERSION, ENVELOPE_KIND_CLIP, sender, seq)
+
+
+def clip_item_text(timestamp_ms: int, text: str) -> bytes:
+    """version u8 | timestamp_ms u64 | tag 0x01 | len u32 | utf-8."""
+    b = text.encode("utf-8")
+    return struct.pack(">BQBI", CONTENT_VERSION, timestamp_ms, 0x01, len(b)) + b
+
+
+def envelope_vectors(clip_keys):
+    key = bytes.fromhex(clip_keys[0]["clip_key_hex"])
+    inputs = [
+        # (sender, seq, nonce, plaintext)
+        (3, 1, pattern(24, 0x20), clip_item_text(1_700_000_000_000, "hello from clipmesh")),
+        (0x0102030405060708, 0xFFFFFFFFFFFFFFFF, pattern(24, 0xc0, 5), b""),
+        (42, 7, pattern(24, 0x55, 13), pattern(1000, 0x00)),
+    ]
+    out = []
+    for sender, seq, nonce, plaintext in inputs:
+        aad = envelope_header(sender, seq)
+        ct = crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+        assert crypto_aead_xchacha20poly1305_ietf_decrypt(ct, aad, nonce, key) == plaintext
+        out.append(
+            {
+                "key_hex": key.hex(),
+                "nonce_hex": nonce.hex(),
+                "aad_hex": aad.hex(),
+                "plaintext_hex": plaintext.hex(),
+                "ciphertext_hex": ct.hex(),
+                "envelope_hex": (aad + nonce + ct).hex(),
+            }
+        )
+    return out
+
+
+def all_vectors():
+    kdf = kdf_vectors()
+    wrap = wrap_vectors(kdf)
+    clip_keys = clip_key_vectors(wrap)
+    env = envelope_vectors(clip_keys)
+    return {
+        "kdf.json": kdf,
+        "wrap.json": wrap,
+        "clip_key.json": clip_keys,
+        "envelope.json": env,
+    }
+
+
+def render(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="verify the committed files instead of writing them")
+    args = ap.parse_args()
+
+    vectors = all_vectors()
+    if not args.check:
+        VECTORS_DIR.mkdir(parents=True, exist_ok=True)
+        for name, value in vectors.items():
+            (VECTORS_DIR / name).write_text(render(value), encoding="utf-8")
+            print(f"wrote proto/tests/vectors/{name} ({len(value)} entries)")
+        return 0
+
+    failed = False
+    for name, expected in vectors.items():
+        path = VECTORS_DIR / name
+        try:
+            committed = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            print(f"FAIL proto/tests/vectors/{name}: {e}")
+            failed = True
+            continue
+        if committed != expected:
+            failed = True
+            print(f"FAIL proto/tests/vectors/{name}: differs from an independent recomputation")
+            for i, (c, e) in enumerate(zip(committed, expected)):
+                for k in sorted(set(c) | set(e)):
+                    if c.get(k) != e.get(k):
+                        print(f"  entry {i} field {k}: committed {c.get(k)!r} expected {e.get(k)!r}")
+            if len(committed) != len(expected):
+                print(f"  {len(committed)} entries committed, {len(expected)} expected")
+        else:
+            print(f"ok   proto/tests/vectors/{name} ({len(expected)} entries)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
