@@ -1,20 +1,61 @@
 //! The OS clipboard: watch it for local changes and put remote items on it.
 //!
-//! This module owns everything that touches the operating system's
-//! clipboard. The daemon sees two things:
+//! The daemon sees two things, both from [`spawn_watcher`]:
 //!
 //! - a [`tokio::sync::mpsc::Receiver`] of [`LocalChange`]s: one per new item
-//!   copied on this device that is neither sensitive nor an echo of an item
-//!   this module applied itself;
+//!   copied on this device that is neither marked sensitive by its source
+//!   nor an echo of an item this module applied itself;
 //! - a [`ClipboardHandle`] whose [`ClipboardHandle::apply`] puts a remote
 //!   item on the clipboard.
 //!
-//! (Minimal placeholder: the X11 backend lands in the next commit.)
+//! Platforms:
+//!
+//! - **X11** (and Wayland sessions with XWayland, through `DISPLAY`):
+//!   event-driven. A watcher thread with its own X connection gets XFixes
+//!   owner-change events and re-reads the selection ([`x11`]); a writer
+//!   thread owns one long-lived arboard `Clipboard` that serves pastes
+//!   ([`worker`]). No polling: an idle clipboard costs no wake-ups.
+//! - **Wayland without XWayland**: not supported in this build (arboard's
+//!   `wayland-data-control` has no change events); [`spawn_watcher`] fails
+//!   with [`ClipboardError::WaylandWithoutX11`].
+//! - **macOS, Windows**: not implemented yet (they need a changeCount poll
+//!   and a clipboard format listener respectively, which cannot be built or
+//!   tested here); [`spawn_watcher`] fails with
+//!   [`ClipboardError::Unsupported`].
+//!
+//! Sensitive items (password-manager markers, see [`sensitive`]) are never
+//! emitted. Echo and duplicate suppression is a sans-IO state machine
+//! ([`dedupe`]). Content types are text and HTML; images and files slot in
+//! as more formats in [`formats`] and more arms in the writer.
+//!
+//! **Invariant:** clipboard contents never reach a log line; only kinds and
+//! lengths do.
+
+mod dedupe;
+mod formats;
+mod sensitive;
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+mod worker;
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+mod x11;
 
 use clipmesh_proto::ClipContent;
+use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Depth of the local-change queue to the daemon. The watcher blocks (and
+/// coalesces further owner changes) while it is full.
+pub const LOCAL_CHANGE_QUEUE: usize = 16;
+/// Depth of the apply queue to the writer thread.
+pub const APPLY_QUEUE: usize = 8;
 
 /// What to watch and write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,37 +76,185 @@ pub struct LocalChange {
 /// Why the clipboard cannot be watched or written.
 #[derive(Debug, Error)]
 pub enum ClipboardError {
-    /// Neither X11 nor a supported Wayland protocol is reachable.
+    /// Neither `DISPLAY` nor `WAYLAND_DISPLAY` is set.
     #[error("no X display: set DISPLAY or run under Xvfb")]
     NoDisplay,
+    /// A Wayland session without XWayland.
+    #[error(
+        "Wayland session without X11: native Wayland clipboard access (wlr/ext data-control) \
+         is not supported in this build; enable XWayland and set DISPLAY"
+    )]
+    WaylandWithoutX11,
+    /// The X server could not be reached.
+    #[error("cannot connect to the X display (DISPLAY): {reason}")]
+    Connect {
+        /// What the X client library said.
+        reason: String,
+    },
+    /// The X server lacks XFixes, needed for change events.
+    #[error("the X server lacks the XFIXES extension needed to watch the clipboard")]
+    MissingXFixes,
+    /// An X protocol error while setting up.
+    #[error("X11 error: {0}")]
+    X11(String),
+    /// The clipboard library failed.
+    #[error("clipboard error: {0}")]
+    Backend(String),
+    /// A content type this build cannot put on the clipboard yet.
+    #[error("{0} items are not supported on the clipboard yet")]
+    UnsupportedContent(&'static str),
     /// The platform has no backend in this build.
-    #[error("clipboard sync is not supported on this platform yet")]
+    #[error(
+        "clipboard sync is not supported on this platform yet (this build supports X11 and XWayland)"
+    )]
     Unsupported,
-    /// The watcher or writer thread has stopped.
+    /// The watcher or writer thread has stopped (cancelled or display gone).
     #[error("clipboard watcher stopped")]
     Stopped,
 }
 
-/// A cheap handle to the clipboard writer.
+/// A cheap, cloneable handle to the clipboard writer.
 #[derive(Clone, Debug)]
 pub struct ClipboardHandle {
-    _private: (),
+    #[cfg_attr(
+        not(all(
+            unix,
+            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        )),
+        allow(dead_code)
+    )]
+    tx: mpsc::Sender<Command>,
 }
 
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+use worker::Command;
+
+/// Placeholder command type where there is no writer.
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+)))]
+#[derive(Debug)]
+enum Command {}
+
 impl ClipboardHandle {
-    /// Puts `content` on the OS clipboard. The watcher does not report it
-    /// back as a [`LocalChange`].
+    /// Puts `content` on the OS clipboard (CLIPBOARD, and PRIMARY when
+    /// configured). The watcher does not report it back as a [`LocalChange`].
     pub async fn apply(&self, content: ClipContent) -> Result<(), ClipboardError> {
-        let _ = content;
-        Err(ClipboardError::Stopped)
+        #[cfg(all(
+            unix,
+            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        ))]
+        {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            self.tx
+                .send(Command::Apply { content, done })
+                .await
+                .map_err(|_| ClipboardError::Stopped)?;
+            rx.await.map_err(|_| ClipboardError::Stopped)?
+        }
+        #[cfg(not(all(
+            unix,
+            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        )))]
+        {
+            let _ = content;
+            Err(ClipboardError::Unsupported)
+        }
     }
 }
 
 /// Starts watching the OS clipboard until `cancel` fires.
+///
+/// Spawns two OS threads (watcher and writer); both end soon after `cancel`
+/// fires or every [`ClipboardHandle`] is dropped. The receiver closes when
+/// the watcher ends (also when the display goes away). Does not need to be
+/// called from a tokio runtime.
 pub fn spawn_watcher(
     cfg: ClipboardConfig,
     cancel: CancellationToken,
 ) -> Result<(ClipboardHandle, mpsc::Receiver<LocalChange>), ClipboardError> {
-    let _ = (cfg, cancel);
-    Err(ClipboardError::Unsupported)
+    #[cfg(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    ))]
+    {
+        spawn_x11(cfg, cancel)
+    }
+    #[cfg(not(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    )))]
+    {
+        let _ = (cfg, cancel);
+        Err(ClipboardError::Unsupported)
+    }
+}
+
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+fn spawn_x11(
+    cfg: ClipboardConfig,
+    cancel: CancellationToken,
+) -> Result<(ClipboardHandle, mpsc::Receiver<LocalChange>), ClipboardError> {
+    use std::sync::{Arc, Mutex};
+
+    let deduper = Arc::new(Mutex::new(dedupe::Deduper::default()));
+    let (change_tx, change_rx) = mpsc::channel(LOCAL_CHANGE_QUEUE);
+    let (watcher, waker) = x11::connect(cfg, Arc::clone(&deduper), change_tx)?;
+
+    // The writer creates its arboard clipboard on its own thread and reports
+    // whether that worked before we return.
+    let (cmd_tx, cmd_rx) = mpsc::channel(APPLY_QUEUE);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let worker_waker = waker.clone();
+    let worker_cancel = cancel.clone();
+    std::thread::Builder::new()
+        .name("clipmesh-clip-writer".into())
+        .spawn(move || match arboard::Clipboard::new() {
+            Ok(clipboard) => {
+                let _ = ready_tx.send(Ok(()));
+                worker::Worker {
+                    clipboard,
+                    primary: cfg.primary,
+                    deduper,
+                    rx: cmd_rx,
+                    cancel: worker_cancel,
+                    waker: worker_waker,
+                }
+                .run();
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(ClipboardError::Backend(e.to_string())));
+            }
+        })
+        .map_err(|e| ClipboardError::Backend(format!("cannot start writer thread: {e}")))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(ClipboardError::Stopped),
+    }
+
+    std::thread::Builder::new()
+        .name("clipmesh-clip-watch".into())
+        .spawn(move || watcher.run())
+        .map_err(|e| {
+            waker.wake();
+            ClipboardError::Backend(format!("cannot start watcher thread: {e}"))
+        })?;
+
+    Ok((ClipboardHandle { tx: cmd_tx }, change_rx))
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -1,0 +1,171 @@
+//! Echo suppression and duplicate detection for clipboard changes (sans-IO).
+//!
+//! The OS tells us "the clipboard changed" (an X11 owner change, a macOS
+//! changeCount bump, ...). That is only a hint: the new owner may be
+//! ourselves (we just applied a remote item), an application re-asserting
+//! ownership of the same data, or the PRIMARY selection echoing what was
+//! just copied to CLIPBOARD. The watcher therefore re-reads the content,
+//! hashes it, and asks the [`Deduper`] whether it is news.
+//!
+//! Rules, in order, for an observed hash `h`:
+//!
+//! 1. `h` equals the last thing seen on the clipboard (read or applied):
+//!    not news. It is an [`Verdict::Echo`] if it is the item we applied
+//!    last, else a [`Verdict::Duplicate`].
+//! 2. Otherwise it is a new local item: [`Verdict::Emit`]. It becomes the
+//!    last seen item and the "last applied" marker is forgotten, so copying
+//!    an earlier remote item again later is synced like any other copy.
+//!
+//! Applying a remote item records it as both last applied and last seen
+//! *before* the OS clipboard is claimed, so the owner-change event our own
+//! claim causes is always recognised as an echo.
+
+use clipmesh_proto::ClipContent;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// A 64-bit hash of clipboard content (SipHash-1-3 with fixed keys).
+///
+/// Used only to compare items within one process, never sent or stored, so
+/// a non-cryptographic hash is enough: a collision can at worst skip one
+/// item that equals, by hash, the previous one.
+pub(crate) type ContentHash = u64;
+
+/// Hashes what a receiver would see of `content` (type and every field).
+pub(crate) fn content_hash(content: &ClipContent) -> ContentHash {
+    let mut h = DefaultHasher::new();
+    content.kind_name().hash(&mut h);
+    match content {
+        ClipContent::Text(t) => t.hash(&mut h),
+        ClipContent::Html { html, alt_text } => {
+            html.hash(&mut h);
+            alt_text.hash(&mut h);
+        }
+        ClipContent::Image { width, height, png } => {
+            width.hash(&mut h);
+            height.hash(&mut h);
+            png.hash(&mut h);
+        }
+        ClipContent::Files(files) => {
+            files.len().hash(&mut h);
+            for f in files {
+                f.name.hash(&mut h);
+                f.size.hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+/// What to do with an observed clipboard item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A new local item: send it.
+    Emit,
+    /// The item this device applied last, seen again: drop it.
+    Echo,
+    /// Same as the last item seen (owner re-asserted, PRIMARY mirror): drop it.
+    Duplicate,
+}
+
+/// Remembers the last applied and last seen item.
+#[derive(Debug, Default)]
+pub(crate) struct Deduper {
+    /// Hash of the last remote item put on the clipboard, until a different
+    /// item is seen.
+    last_applied: Option<ContentHash>,
+    /// Hash of the last item on the clipboard, whoever put it there.
+    last_seen: Option<ContentHash>,
+}
+
+impl Deduper {
+    /// Records that we are about to put `h` on the clipboard.
+    pub(crate) fn applied(&mut self, h: ContentHash) {
+        self.last_applied = Some(h);
+        self.last_seen = Some(h);
+    }
+
+    /// Classifies an item read from the clipboard after a change hint.
+    pub(crate) fn observe(&mut self, h: ContentHash) -> Verdict {
+        if self.last_seen == Some(h) {
+            return if self.last_applied == Some(h) {
+                Verdict::Echo
+            } else {
+                Verdict::Duplicate
+            };
+        }
+        self.last_applied = None;
+        self.last_seen = Some(h);
+        Verdict::Emit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> ContentHash {
+        content_hash(&ClipContent::Text(s.into()))
+    }
+
+    #[test]
+    fn new_items_are_emitted_once() {
+        let mut d = Deduper::default();
+        assert_eq!(d.observe(text("a")), Verdict::Emit);
+        assert_eq!(d.observe(text("a")), Verdict::Duplicate);
+        assert_eq!(d.observe(text("b")), Verdict::Emit);
+        assert_eq!(d.observe(text("a")), Verdict::Emit);
+    }
+
+    #[test]
+    fn applied_item_is_an_echo_however_often_it_is_seen() {
+        let mut d = Deduper::default();
+        d.applied(text("remote"));
+        assert_eq!(d.observe(text("remote")), Verdict::Echo);
+        assert_eq!(d.observe(text("remote")), Verdict::Echo);
+    }
+
+    #[test]
+    fn echo_suppression_ends_when_something_else_is_copied() {
+        let mut d = Deduper::default();
+        d.applied(text("remote"));
+        assert_eq!(d.observe(text("local")), Verdict::Emit);
+        // The user copies the earlier remote item again: that is a real copy.
+        assert_eq!(d.observe(text("remote")), Verdict::Emit);
+    }
+
+    #[test]
+    fn applying_over_an_unseen_echo_still_suppresses_it() {
+        // Two remote items applied back to back; the owner-change event of the
+        // first is only handled after the second was applied, so the read
+        // returns the second item.
+        let mut d = Deduper::default();
+        d.applied(text("one"));
+        d.applied(text("two"));
+        assert_eq!(d.observe(text("two")), Verdict::Echo);
+        assert_eq!(d.observe(text("two")), Verdict::Echo);
+    }
+
+    #[test]
+    fn local_copy_of_same_text_after_apply_of_other_is_emitted() {
+        let mut d = Deduper::default();
+        assert_eq!(d.observe(text("x")), Verdict::Emit);
+        d.applied(text("y"));
+        assert_eq!(d.observe(text("x")), Verdict::Emit);
+    }
+
+    #[test]
+    fn hash_distinguishes_kind_and_fields() {
+        let t = content_hash(&ClipContent::Text("a".into()));
+        let h1 = content_hash(&ClipContent::Html {
+            html: "a".into(),
+            alt_text: String::new(),
+        });
+        let h2 = content_hash(&ClipContent::Html {
+            html: String::new(),
+            alt_text: "a".into(),
+        });
+        assert_ne!(t, h1);
+        assert_ne!(h1, h2);
+        assert_eq!(t, content_hash(&ClipContent::Text("a".into())));
+    }
+}

@@ -1,0 +1,185 @@
+//! Choosing and decoding clipboard formats (sans-IO).
+//!
+//! A clipboard owner offers its data in several formats ("targets" on X11).
+//! [`ReadPlan::from_targets`] picks which ones to fetch for text and HTML,
+//! and the `decode_*` functions turn raw bytes into strings. Images and
+//! files (a later issue) slot in as more fields of [`ReadPlan`] and more
+//! arms of [`ReadPlan::assemble`].
+
+use clipmesh_proto::ClipContent;
+
+/// Text targets, best first. `UTF8_STRING` is the X11 norm; `STRING` is
+/// ISO Latin-1; `TEXT` and `text/plain` have no declared charset and are
+/// read as UTF-8 with replacement.
+pub(crate) const TEXT_TARGETS: &[&str] = &[
+    "UTF8_STRING",
+    "text/plain;charset=utf-8",
+    "text/plain;charset=UTF-8",
+    "STRING",
+    "TEXT",
+    "text/plain",
+];
+
+/// The HTML target.
+pub(crate) const HTML_TARGET: &str = "text/html";
+
+/// Which targets to read for one item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReadPlan {
+    /// The text target to read, if any is offered.
+    pub(crate) text: Option<&'static str>,
+    /// Whether HTML is offered.
+    pub(crate) html: bool,
+}
+
+impl ReadPlan {
+    /// Picks targets from what the owner offers.
+    pub(crate) fn from_targets<S: AsRef<str>>(targets: &[S]) -> Self {
+        let has = |name: &str| targets.iter().any(|t| t.as_ref() == name);
+        Self {
+            text: TEXT_TARGETS.iter().copied().find(|t| has(t)),
+            html: has(HTML_TARGET),
+        }
+    }
+
+    /// The plan for owners that do not answer `TARGETS` (old clients):
+    /// try `UTF8_STRING` only (then `STRING`, handled by the reader).
+    pub(crate) fn fallback() -> Self {
+        Self {
+            text: Some("UTF8_STRING"),
+            html: false,
+        }
+    }
+
+    /// True when nothing this build syncs is offered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.text.is_none() && !self.html
+    }
+
+    /// Builds the content from what was read. Empty items are `None`:
+    /// clearing the clipboard is not synced.
+    pub(crate) fn assemble(text: Option<String>, html: Option<String>) -> Option<ClipContent> {
+        match (html, text) {
+            (Some(html), text) if !html.trim().is_empty() => {
+                let alt_text = text.unwrap_or_else(|| html_to_text(&html));
+                Some(ClipContent::Html { html, alt_text })
+            }
+            (_, Some(text)) if !text.is_empty() => Some(ClipContent::Text(text)),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes bytes read from a text target.
+pub(crate) fn decode_text(target: &str, bytes: Vec<u8>) -> String {
+    if target == "STRING" {
+        // ISO Latin-1: every byte is the code point of the same value.
+        bytes.into_iter().map(char::from).collect()
+    } else {
+        match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+}
+
+/// Decodes `text/html` bytes: UTF-8, or UTF-16 when a byte-order mark says
+/// so (older Firefox versions offer UTF-16LE with a BOM).
+pub(crate) fn decode_html(bytes: Vec<u8>) -> String {
+    let utf16 = |b: &[u8], le: bool| -> String {
+        let units = b.chunks_exact(2).map(|c| {
+            if le {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        });
+        char::decode_utf16(units)
+            .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect()
+    };
+    match bytes.as_slice() {
+        [0xff, 0xfe, rest @ ..] => utf16(rest, true),
+        [0xfe, 0xff, rest @ ..] => utf16(rest, false),
+        [0xef, 0xbb, 0xbf, rest @ ..] => String::from_utf8_lossy(rest).into_owned(),
+        _ => decode_text(HTML_TARGET, bytes),
+    }
+}
+
+/// A crude plain-text rendering of HTML for owners that offer no text:
+/// drops tags and decodes the five basic entities.
+pub(crate) fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_prefers_utf8_and_sees_html() {
+        let p = ReadPlan::from_targets(&["TARGETS", "STRING", "UTF8_STRING", "text/html"]);
+        assert_eq!(p.text, Some("UTF8_STRING"));
+        assert!(p.html);
+        let p = ReadPlan::from_targets(&["STRING"]);
+        assert_eq!(p.text, Some("STRING"));
+        assert!(!p.html);
+        let p = ReadPlan::from_targets(&["image/png", "TARGETS"]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn assemble_prefers_html_with_text_alt() {
+        let c = ReadPlan::assemble(Some("hi".into()), Some("<b>hi</b>".into()));
+        assert_eq!(
+            c,
+            Some(ClipContent::Html {
+                html: "<b>hi</b>".into(),
+                alt_text: "hi".into()
+            })
+        );
+        let c = ReadPlan::assemble(None, Some("<b>a &amp; b</b>".into()));
+        assert_eq!(
+            c,
+            Some(ClipContent::Html {
+                html: "<b>a &amp; b</b>".into(),
+                alt_text: "a & b".into()
+            })
+        );
+        assert_eq!(
+            ReadPlan::assemble(Some("t".into()), None),
+            Some(ClipContent::Text("t".into()))
+        );
+        assert_eq!(ReadPlan::assemble(Some(String::new()), None), None);
+        assert_eq!(
+            ReadPlan::assemble(Some("t".into()), Some("  ".into())),
+            Some(ClipContent::Text("t".into()))
+        );
+    }
+
+    #[test]
+    fn decoders_handle_latin1_bad_utf8_and_bom() {
+        assert_eq!(decode_text("STRING", vec![0x63, 0x61, 0x66, 0xe9]), "café");
+        assert_eq!(decode_text("UTF8_STRING", vec![0x61, 0xff]), "a\u{fffd}");
+        assert_eq!(
+            decode_html(vec![0xff, 0xfe, b'<', 0, b'p', 0, b'>', 0]),
+            "<p>"
+        );
+        assert_eq!(decode_html(vec![0xef, 0xbb, 0xbf, b'x']), "x");
+        assert_eq!(decode_html(b"<i>y</i>".to_vec()), "<i>y</i>");
+    }
+}

@@ -1,0 +1,112 @@
+//! X11 backend, part 2: the writer thread that owns the arboard clipboard.
+//!
+//! On X11 the clipboard holds no data: the *owner* serves every paste. arboard
+//! does that from a background thread that lives as long as its `Clipboard`
+//! object, so this thread keeps one `Clipboard` for the daemon's lifetime and
+//! takes commands from a bounded channel. (arboard's `Clipboard` is not `Send`
+//! on every platform, which is another reason it stays on one thread.)
+//!
+//! The thread waits with a tiny current-thread tokio runtime (no IO, no timer
+//! driver, no extra threads) so it can wait for a command *or* cancellation
+//! without polling. When it ends it stops the watcher through its waker.
+
+use super::dedupe::{content_hash, Deduper};
+use super::x11::X11Waker;
+use super::ClipboardError;
+use arboard::{LinuxClipboardKind, SetExtLinux};
+use clipmesh_proto::ClipContent;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A request to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Put an item on the clipboard.
+    Apply {
+        /// The item.
+        content: ClipContent,
+        /// Where to report the outcome.
+        done: oneshot::Sender<Result<(), ClipboardError>>,
+    },
+}
+
+/// Everything the writer thread owns.
+pub(crate) struct Worker {
+    pub(crate) clipboard: arboard::Clipboard,
+    pub(crate) primary: bool,
+    pub(crate) deduper: Arc<Mutex<Deduper>>,
+    pub(crate) rx: mpsc::Receiver<Command>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) waker: X11Waker,
+}
+
+impl Worker {
+    /// The thread body: serve commands until cancelled or every handle is gone.
+    pub(crate) fn run(mut self) {
+        let rt = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "clipboard writer could not start");
+                self.waker.wake();
+                return;
+            }
+        };
+        rt.block_on(async {
+            loop {
+                let cmd = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => None,
+                    cmd = self.rx.recv() => cmd,
+                };
+                match cmd {
+                    Some(Command::Apply { content, done }) => {
+                        let res = self.apply(&content);
+                        if let Err(e) = &res {
+                            tracing::warn!(error = %e, "could not set the clipboard");
+                        }
+                        let _ = done.send(res);
+                    }
+                    None => break,
+                }
+            }
+        });
+        self.waker.wake();
+        tracing::debug!("clipboard writer stopped");
+        // Dropping `self.clipboard` here releases the selection (arboard
+        // offers it to a clipboard manager first, if one runs).
+    }
+
+    fn apply(&mut self, content: &ClipContent) -> Result<(), ClipboardError> {
+        match content {
+            ClipContent::Text(_) | ClipContent::Html { .. } => {}
+            other => return Err(ClipboardError::UnsupportedContent(other.kind_name())),
+        }
+        // Before claiming, so the owner change we cause reads as an echo.
+        self.deduper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .applied(content_hash(content));
+        let mut kinds = vec![LinuxClipboardKind::Clipboard];
+        if self.primary {
+            kinds.push(LinuxClipboardKind::Primary);
+        }
+        for kind in kinds {
+            let set = self.clipboard.set().clipboard(kind);
+            let res = match content {
+                ClipContent::Html { html, alt_text } => {
+                    set.html(html.as_str(), Some(alt_text.as_str()))
+                }
+                ClipContent::Text(t) => set.text(t.as_str()),
+                _ => Ok(()),
+            };
+            res.map_err(|e| ClipboardError::Backend(e.to_string()))?;
+        }
+        tracing::trace!(
+            kind = content.kind_name(),
+            len = content.payload_len(),
+            "clipboard set"
+        );
+        Ok(())
+    }
+}

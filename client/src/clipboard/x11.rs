@@ -1,0 +1,532 @@
+//! X11 backend, part 1: the change watcher and selection reader.
+//!
+//! One dedicated thread owns its own X connection and a hidden 1×1 window.
+//! It asks the XFixes extension for `SetSelectionOwner` notifications on
+//! CLIPBOARD (and PRIMARY when configured), then sleeps in the kernel until
+//! the X server sends something: no polling, no timers, no wake-ups while
+//! the clipboard is idle.
+//!
+//! Each owner change is only a hint. The watcher re-reads the selection on
+//! the same connection — `TARGETS` first (sensitivity markers, which formats
+//! exist), then HTML and/or text — and hands the content to the shared
+//! [`Deduper`]. Reads are bounded by [`READ_TIMEOUT`] and [`MAX_READ_BYTES`]
+//! (large items arrive by the ICCCM `INCR` protocol), so a hung or hostile
+//! owner can delay the watcher but never block or exhaust it. Owner changes
+//! that arrive during a read are remembered and handled afterwards, newest
+//! content wins.
+//!
+//! Writing (owning the selection and serving paste requests) is arboard's
+//! job, in [`super::worker`]. The worker stops this thread by sending a
+//! `ClientMessage` to the watcher's window through [`X11Waker`].
+
+use super::dedupe::{content_hash, Deduper, Verdict};
+use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET, TEXT_TARGETS};
+use super::sensitive::{
+    classify, hint_is_secret, Sensitivity, CONCEALED_MARKERS, KDE_PASSWORD_HINT,
+};
+use super::{now_ms, ClipboardConfig, ClipboardError, LocalChange};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::errors::{ConnectionError, ReplyError};
+use x11rb::protocol::xfixes::{self, ConnectionExt as _, SelectionEventMask};
+use x11rb::protocol::xproto::{
+    Atom, AtomEnum, ClientMessageEvent, ConnectionExt as _, CreateWindowAux, EventMask, Property,
+    Window, WindowClass,
+};
+use x11rb::protocol::Event;
+use x11rb::rust_connection::RustConnection;
+use x11rb::{COPY_DEPTH_FROM_PARENT, COPY_FROM_PARENT, CURRENT_TIME, NONE};
+
+/// How long one selection read may take before the item is skipped; for
+/// `INCR` transfers, the longest gap between two chunks.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest item the watcher reads; bigger ones are skipped.
+pub(crate) const MAX_READ_BYTES: usize = 64 * 1024 * 1024;
+
+/// Environment variable naming the X display.
+pub(crate) const ENV_DISPLAY: &str = "DISPLAY";
+/// Environment variable naming the Wayland display.
+pub(crate) const ENV_WAYLAND_DISPLAY: &str = "WAYLAND_DISPLAY";
+
+/// Fixed atoms the watcher needs.
+#[derive(Clone, Copy, Debug)]
+struct Atoms {
+    clipboard: Atom,
+    primary: Atom,
+    targets: Atom,
+    incr: Atom,
+    /// Property on our window that owners write converted data into.
+    dest: Atom,
+    /// `ClientMessage` type that tells the watcher to stop.
+    stop: Atom,
+}
+
+/// Wakes the watcher thread out of its blocking wait so it stops.
+#[derive(Clone)]
+pub(crate) struct X11Waker {
+    conn: Arc<RustConnection>,
+    window: Window,
+    stop: Atom,
+}
+
+impl std::fmt::Debug for X11Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "X11Waker {{ window: {:#x} }}", self.window)
+    }
+}
+
+impl X11Waker {
+    /// Asks the watcher to stop; harmless if it already has.
+    pub(crate) fn wake(&self) {
+        let ev = ClientMessageEvent::new(32, self.window, self.stop, [0u32; 5]);
+        let sent = self
+            .conn
+            .send_event(false, self.window, EventMask::NO_EVENT, ev)
+            .map(|_| ())
+            .and_then(|()| self.conn.flush());
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not wake the clipboard watcher (already gone)");
+        }
+    }
+}
+
+/// Why one read of the selection produced nothing.
+#[derive(Debug)]
+enum ReadError {
+    /// The owner did not answer in time.
+    Timeout,
+    /// The item is larger than [`MAX_READ_BYTES`].
+    TooLarge,
+    /// The watcher was told to stop in the middle of a read.
+    Stopping,
+    /// The X connection failed: the watcher stops.
+    Connection(String),
+}
+
+impl From<ConnectionError> for ReadError {
+    fn from(e: ConnectionError) -> Self {
+        Self::Connection(e.to_string())
+    }
+}
+
+impl From<ReplyError> for ReadError {
+    fn from(e: ReplyError) -> Self {
+        Self::Connection(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Connection(e.to_string())
+    }
+}
+
+/// The watcher: owns the connection's event stream.
+pub(crate) struct X11Watcher {
+    conn: Arc<RustConnection>,
+    window: Window,
+    atoms: Atoms,
+    /// Atoms of every target name the watcher understands (text, HTML,
+    /// sensitivity markers), so `TARGETS` replies are named without one
+    /// round trip per atom. Unknown atoms cannot matter and are ignored.
+    known: Vec<(Atom, &'static str)>,
+    /// The selections being watched.
+    selections: Vec<Atom>,
+    /// Selections whose owner changed and that were not re-read yet.
+    pending: VecDeque<Atom>,
+    deduper: Arc<Mutex<Deduper>>,
+    tx: mpsc::Sender<LocalChange>,
+    stopping: bool,
+}
+
+impl std::fmt::Debug for X11Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "X11Watcher {{ window: {:#x} }}", self.window)
+    }
+}
+
+/// Checks the environment for a display before trying to connect, so the
+/// error says what to do.
+pub(crate) fn check_environment() -> Result<(), ClipboardError> {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    if set(ENV_DISPLAY) {
+        if set(ENV_WAYLAND_DISPLAY) {
+            tracing::info!(
+                "Wayland session: using the X11 clipboard through XWayland; \
+                 native Wayland data-control is not supported in this build"
+            );
+        }
+        Ok(())
+    } else if set(ENV_WAYLAND_DISPLAY) {
+        Err(ClipboardError::WaylandWithoutX11)
+    } else {
+        Err(ClipboardError::NoDisplay)
+    }
+}
+
+/// Connects, checks XFixes, creates the window and subscribes to owner
+/// changes. Returns the watcher (to run on its own thread) and its waker.
+pub(crate) fn connect(
+    cfg: ClipboardConfig,
+    deduper: Arc<Mutex<Deduper>>,
+    tx: mpsc::Sender<LocalChange>,
+) -> Result<(X11Watcher, X11Waker), ClipboardError> {
+    check_environment()?;
+    let (conn, screen_num) =
+        RustConnection::connect(None).map_err(|e| ClipboardError::Connect {
+            reason: e.to_string(),
+        })?;
+    let x = |e: &dyn std::fmt::Display| ClipboardError::X11(e.to_string());
+
+    if conn
+        .extension_information(xfixes::X11_EXTENSION_NAME)
+        .map_err(|e| x(&e))?
+        .is_none()
+    {
+        return Err(ClipboardError::MissingXFixes);
+    }
+    // The client must announce its XFixes version before using it.
+    conn.xfixes_query_version(5, 0)
+        .map_err(|e| x(&e))?
+        .reply()
+        .map_err(|e| x(&e))?;
+
+    let root = conn
+        .setup()
+        .roots
+        .get(screen_num)
+        .ok_or_else(|| ClipboardError::X11("the display has no such screen".into()))?
+        .root;
+    let window = conn.generate_id().map_err(|e| x(&e))?;
+    conn.create_window(
+        COPY_DEPTH_FROM_PARENT,
+        window,
+        root,
+        0,
+        0,
+        1,
+        1,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        COPY_FROM_PARENT,
+        // PropertyNotify carries INCR chunks.
+        &CreateWindowAux::new().event_mask(EventMask::PROPERTY_CHANGE),
+    )
+    .map_err(|e| x(&e))?;
+
+    // Intern every atom in one round trip.
+    let fixed = [
+        "CLIPBOARD",
+        "PRIMARY",
+        "TARGETS",
+        "INCR",
+        "CLIPMESH_SELECTION",
+        "CLIPMESH_STOP",
+    ];
+    let named: Vec<&'static str> = TEXT_TARGETS
+        .iter()
+        .chain([HTML_TARGET, KDE_PASSWORD_HINT].iter())
+        .chain(CONCEALED_MARKERS.iter())
+        .copied()
+        .collect();
+    let cookies = fixed
+        .iter()
+        .chain(named.iter())
+        .map(|n| conn.intern_atom(false, n.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| x(&e))?;
+    let mut interned = Vec::with_capacity(cookies.len());
+    for c in cookies {
+        interned.push(c.reply().map_err(|e| x(&e))?.atom);
+    }
+    let atoms = Atoms {
+        clipboard: interned[0],
+        primary: interned[1],
+        targets: interned[2],
+        incr: interned[3],
+        dest: interned[4],
+        stop: interned[5],
+    };
+    let known: Vec<(Atom, &'static str)> =
+        interned[fixed.len()..].iter().copied().zip(named).collect();
+
+    let mut selections = vec![atoms.clipboard];
+    if cfg.primary {
+        selections.push(atoms.primary);
+    }
+    for &sel in &selections {
+        conn.xfixes_select_selection_input(window, sel, SelectionEventMask::SET_SELECTION_OWNER)
+            .map_err(|e| x(&e))?;
+    }
+    conn.flush().map_err(|e| x(&e))?;
+
+    let conn = Arc::new(conn);
+    let waker = X11Waker {
+        conn: Arc::clone(&conn),
+        window,
+        stop: atoms.stop,
+    };
+    let watcher = X11Watcher {
+        conn,
+        window,
+        atoms,
+        known,
+        selections,
+        pending: VecDeque::new(),
+        deduper,
+        tx,
+        stopping: false,
+    };
+    Ok((watcher, waker))
+}
+
+impl X11Watcher {
+    /// The thread body: wait for events until stopped or disconnected.
+    pub(crate) fn run(mut self) {
+        tracing::debug!(window = self.window, "clipboard watcher started");
+        while !self.stopping {
+            if let Some(sel) = self.pending.pop_front() {
+                if let Err(e) = self.handle_change(sel) {
+                    tracing::warn!(error = %e, "clipboard watcher lost the X connection");
+                    break;
+                }
+                continue;
+            }
+            match self.conn.wait_for_event() {
+                Ok(ev) => self.dispatch(ev),
+                Err(e) => {
+                    tracing::warn!(error = %e, "clipboard watcher lost the X connection");
+                    break;
+                }
+            }
+        }
+        let _ = self.conn.destroy_window(self.window);
+        let _ = self.conn.flush();
+        tracing::debug!("clipboard watcher stopped");
+    }
+
+    /// Handles an event that is not the answer to a read in progress.
+    fn dispatch(&mut self, ev: Event) {
+        match ev {
+            Event::XfixesSelectionNotify(e)
+                if e.owner != NONE
+                    && self.selections.contains(&e.selection)
+                    && !self.pending.contains(&e.selection) =>
+            {
+                self.pending.push_back(e.selection);
+            }
+            Event::ClientMessage(e) if e.type_ == self.atoms.stop && e.window == self.window => {
+                self.stopping = true;
+            }
+            // Late answers to reads that timed out, INCR leftovers, etc.
+            _ => {}
+        }
+    }
+
+    /// Re-reads `sel` after an owner change and emits it if it is news.
+    /// Errors only for a dead connection.
+    fn handle_change(&mut self, sel: Atom) -> Result<(), String> {
+        let at_ms = now_ms();
+        let content = match self.read_content(sel) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(()),
+            Err(ReadError::Connection(e)) => return Err(e),
+            Err(ReadError::Stopping) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(error = ?e, "skipped a clipboard item that could not be read");
+                return Ok(());
+            }
+        };
+        let verdict = self
+            .deduper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(content_hash(&content));
+        tracing::trace!(
+            kind = content.kind_name(),
+            len = content.payload_len(),
+            ?verdict,
+            "clipboard change"
+        );
+        if verdict == Verdict::Emit {
+            let change = LocalChange { content, at_ms };
+            if self.tx.blocking_send(change).is_err() {
+                // Nobody listens any more.
+                self.stopping = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what is on `sel` now: `None` for nothing syncable (empty,
+    /// sensitive, or only formats this build does not sync).
+    fn read_content(
+        &mut self,
+        sel: Atom,
+    ) -> Result<Option<clipmesh_proto::ClipContent>, ReadError> {
+        let plan = match self.read(sel, self.atoms.targets)? {
+            Some(bytes) => {
+                let names: Vec<&'static str> = bytes
+                    .chunks_exact(4)
+                    .filter_map(|c| {
+                        let atom = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+                        self.known.iter().find(|(a, _)| *a == atom).map(|(_, n)| *n)
+                    })
+                    .collect();
+                match classify(&names) {
+                    Sensitivity::Public => {}
+                    Sensitivity::Secret => {
+                        tracing::debug!("skipped a clipboard item marked sensitive");
+                        return Ok(None);
+                    }
+                    Sensitivity::CheckKdeHint => {
+                        let value = match self.atom_of(KDE_PASSWORD_HINT) {
+                            Some(a) => self.read(sel, a).unwrap_or(None),
+                            None => None,
+                        };
+                        if hint_is_secret(value.as_deref()) {
+                            tracing::debug!("skipped a clipboard item marked sensitive");
+                            return Ok(None);
+                        }
+                    }
+                }
+                ReadPlan::from_targets(&names)
+            }
+            // Owners that cannot list their targets: try plain text.
+            None => ReadPlan::fallback(),
+        };
+        if plan.is_empty() {
+            tracing::trace!("clipboard item has no text or html");
+            return Ok(None);
+        }
+        let html = match (plan.html, self.atom_of(HTML_TARGET)) {
+            (true, Some(a)) => self.read(sel, a)?.map(decode_html),
+            _ => None,
+        };
+        let mut text = None;
+        if let Some(target) = plan.text {
+            if let Some(a) = self.atom_of(target) {
+                text = self.read(sel, a)?.map(|b| decode_text(target, b));
+            }
+        }
+        Ok(ReadPlan::assemble(text, html))
+    }
+
+    fn atom_of(&self, name: &str) -> Option<Atom> {
+        self.known.iter().find(|(_, n)| *n == name).map(|(a, _)| *a)
+    }
+
+    /// Converts `sel` to `target` and returns the bytes, or `None` when the
+    /// owner refuses (or there is no owner).
+    fn read(&mut self, sel: Atom, target: Atom) -> Result<Option<Vec<u8>>, ReadError> {
+        let conn = Arc::clone(&self.conn);
+        conn.delete_property(self.window, self.atoms.dest)?;
+        conn.convert_selection(self.window, sel, target, self.atoms.dest, CURRENT_TIME)?;
+        conn.flush()?;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            match self.next_event_until(deadline)? {
+                Event::SelectionNotify(e)
+                    if e.requestor == self.window && e.selection == sel && e.target == target =>
+                {
+                    if e.property == NONE {
+                        return Ok(None);
+                    }
+                    return self.fetch_property().map(Some);
+                }
+                ev => {
+                    self.dispatch(ev);
+                    if self.stopping {
+                        return Err(ReadError::Stopping);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads (and deletes) the destination property, following `INCR`.
+    fn fetch_property(&mut self) -> Result<Vec<u8>, ReadError> {
+        let conn = Arc::clone(&self.conn);
+        let reply = conn
+            .get_property(
+                true,
+                self.window,
+                self.atoms.dest,
+                AtomEnum::ANY,
+                0,
+                u32::MAX / 4,
+            )?
+            .reply()?;
+        if reply.type_ != self.atoms.incr {
+            if reply.value.len() > MAX_READ_BYTES {
+                return Err(ReadError::TooLarge);
+            }
+            return Ok(reply.value);
+        }
+        // INCR: deleting the property (done above) asks for the first chunk;
+        // each chunk arrives as a new value of the property; an empty chunk
+        // ends the transfer.
+        conn.flush()?;
+        let mut data = Vec::new();
+        let mut deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            match self.next_event_until(deadline)? {
+                Event::PropertyNotify(e)
+                    if e.window == self.window
+                        && e.atom == self.atoms.dest
+                        && e.state == Property::NEW_VALUE =>
+                {
+                    let chunk = conn
+                        .get_property(
+                            true,
+                            self.window,
+                            self.atoms.dest,
+                            AtomEnum::ANY,
+                            0,
+                            u32::MAX / 4,
+                        )?
+                        .reply()?;
+                    conn.flush()?;
+                    if chunk.value.is_empty() {
+                        return Ok(data);
+                    }
+                    if data.len() + chunk.value.len() > MAX_READ_BYTES {
+                        return Err(ReadError::TooLarge);
+                    }
+                    data.extend_from_slice(&chunk.value);
+                    deadline = Instant::now() + READ_TIMEOUT;
+                }
+                ev => {
+                    self.dispatch(ev);
+                    if self.stopping {
+                        return Err(ReadError::Stopping);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event, waiting at most until `deadline`.
+    fn next_event_until(&mut self, deadline: Instant) -> Result<Event, ReadError> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        loop {
+            if let Some(ev) = self.conn.poll_for_event()? {
+                return Ok(ev);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadError::Timeout);
+            }
+            let timeout = Timespec::try_from(left).map_err(|_| ReadError::Timeout)?;
+            let mut fds = [PollFd::new(self.conn.stream(), PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(ReadError::Connection(e.to_string())),
+            }
+        }
+    }
+}
