@@ -1,0 +1,554 @@
+//! `fanout` and `max`: publishers send probe clips, receivers time their
+//! arrival.
+//!
+//! Each user has `devices` devices: device 0 publishes, the others receive,
+//! so every publish is `devices - 1` deliveries. `fanout` publishes at a
+//! fixed aggregate rate (open loop) and reports the hop latency; `max` keeps
+//! a bounded window of undelivered frames per user (closed loop, the same
+//! for the relay and the baseline) and reports delivered frames per second.
+//! Only frames sent inside the measurement window (after a warm-up) count.
+
+use crate::device::{
+    inbound, join, probe, probe_sent_ns, publish_bytes, Inbound, Joined, MIN_PROBE,
+};
+use crate::measure::{latency_histogram, median, now_ns, us};
+use crate::sessions::Sessions;
+use crate::target::{ServerKind, Target, Ws};
+use crate::TargetArgs;
+use anyhow::{bail, Context};
+use clipmesh_proto::Frame;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// Longest a `max` publisher waits for its window before it counts a stall
+/// and assumes one frame lost.
+const STALL: Duration = Duration::from_secs(1);
+/// Longest the receivers get after the last publish to drain.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Open loop at a fixed rate, or closed loop for the maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fixed aggregate publish rate; report latency.
+    Rate,
+    /// Bounded window per user; report the maximum delivered rate.
+    Max,
+}
+
+/// Settings of a fan-out run.
+#[derive(Debug, clap::Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Users (one publisher each).
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Devices per user: 1 publisher + (devices - 1) receivers.
+    #[arg(long, default_value_t = 3)]
+    devices: usize,
+    /// Aggregate publish rate, frames/s (`fanout` only).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Envelope size, bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Measurement window, seconds (accepts a trailing `s`).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    duration: f64,
+    /// Warm-up before the window, seconds.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    warmup: f64,
+    /// Measurement runs on the same connections; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Undelivered publishes allowed per user (`max` only).
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Token cache for the relay (created on first use, reused after).
+    #[arg(long, default_value = "clipmesh-load-sessions.json")]
+    sessions: PathBuf,
+    /// Concurrent signup/login requests while creating sessions.
+    #[arg(long, default_value_t = 16)]
+    http_concurrency: usize,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|e| format!("{s}: {e}"))?;
+    if !(0.0..=3600.0).contains(&v) {
+        return Err(format!("{s}: between 0 and 3600 seconds"));
+    }
+    Ok(v)
+}
+
+/// Counters shared by the tasks of one run.
+#[derive(Default)]
+struct Counters {
+    /// Publishes sent inside the window.
+    published: AtomicU64,
+    /// Publishes sent in total this run.
+    published_total: AtomicU64,
+    /// Probe deliveries of window frames.
+    delivered: AtomicU64,
+    /// Probe deliveries of this run in total.
+    delivered_total: AtomicU64,
+    /// Acks received.
+    acks: AtomicU64,
+    /// Error frames received.
+    errors: AtomicU64,
+    /// `max` windows that stalled.
+    stalls: AtomicU64,
+}
+
+/// One run's timing.
+#[derive(Clone, Copy)]
+struct Plan {
+    mode: Mode,
+    run: u32,
+    /// When publishing starts.
+    start: Instant,
+    /// Window bounds on the [`now_ns`] clock.
+    window_start_ns: u64,
+    window_end_ns: u64,
+    /// When publishing stops.
+    end: Instant,
+    size: usize,
+    devices: usize,
+    window: usize,
+}
+
+/// One run's figures.
+struct RunResult {
+    delivered_per_s: f64,
+    published_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    lost: u64,
+    errors: u64,
+    stalls: u64,
+}
+
+/// Runs `fanout` or `max` and prints per-run figures and their medians.
+pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
+    anyhow::ensure!(args.devices >= 2, "--devices must be at least 2");
+    anyhow::ensure!(
+        args.size >= MIN_PROBE,
+        "--size must be at least {MIN_PROBE}"
+    );
+    anyhow::ensure!(
+        args.users >= 1 && args.runs >= 1,
+        "--users and --runs must be ≥ 1"
+    );
+    let target = Arc::new(args.target.target()?);
+    let sessions = match target.kind {
+        ServerKind::Relay => Some(
+            Sessions::ensure(
+                &target,
+                &args.sessions,
+                args.users,
+                args.devices,
+                args.http_concurrency,
+            )
+            .await?,
+        ),
+        ServerKind::Baseline => None,
+    };
+    let mut groups = connect_all(
+        &target,
+        sessions.as_ref(),
+        args.users,
+        args.devices,
+        args.connect_concurrency,
+    )
+    .await?;
+    let ping_s = groups
+        .first()
+        .and_then(|g| g.first())
+        .map(|(_, j)| j.ping_interval_s)
+        .unwrap_or(0);
+    println!(
+        "{}: server={:?} users={} devices={} size={} rate={} window={} duration={}s warmup={}s",
+        if mode == Mode::Rate { "fanout" } else { "max" },
+        target.kind,
+        args.users,
+        args.devices,
+        args.size,
+        args.rate,
+        args.window,
+        args.duration,
+        args.warmup
+    );
+    let mut results = Vec::new();
+    for r in 0..args.runs {
+        let now = Instant::now() + Duration::from_millis(200);
+        let base_ns = now_ns() + 200_000_000;
+        let warm = Duration::from_secs_f64(args.warmup);
+        let dur = Duration::from_secs_f64(args.duration);
+        let plan = Plan {
+            mode,
+            run: rand::random(),
+            start: now,
+            window_start_ns: base_ns + warm.as_nanos() as u64,
+            window_end_ns: base_ns + (warm + dur).as_nanos() as u64,
+            end: now + warm + dur,
+            size: args.size,
+            devices: args.devices,
+            window: args.window.max(1),
+        };
+        let (back, res) = run_once(groups, plan, args.rate, args.duration, ping_s).await?;
+        groups = back;
+        println!(
+            "  run {}: published {:.0}/s delivered {:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  lost {} errors {} stalls {}",
+            r + 1,
+            res.published_per_s,
+            res.delivered_per_s,
+            res.p50_us,
+            res.p99_us,
+            res.p999_us,
+            res.max_us,
+            res.lost,
+            res.errors,
+            res.stalls
+        );
+        results.push(res);
+    }
+    let m = |f: fn(&RunResult) -> f64| median(&results.iter().map(f).collect::<Vec<_>>());
+    println!(
+        "  median of {}: published {:.0}/s delivered {:.0}/s p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs",
+        results.len(),
+        m(|r| r.published_per_s),
+        m(|r| r.delivered_per_s),
+        m(|r| r.p50_us),
+        m(|r| r.p99_us),
+        m(|r| r.p999_us)
+    );
+    println!(
+        "RESULT {{\"mode\":\"{}\",\"server\":\"{:?}\",\"users\":{},\"devices\":{},\"size\":{},\"rate\":{},\"runs\":{},\"published_per_s\":{:.0},\"delivered_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"lost\":{},\"errors\":{}}}",
+        if mode == Mode::Rate { "fanout" } else { "max" },
+        target.kind,
+        args.users,
+        args.devices,
+        args.size,
+        args.rate,
+        results.len(),
+        m(|r| r.published_per_s),
+        m(|r| r.delivered_per_s),
+        m(|r| r.p50_us),
+        m(|r| r.p99_us),
+        m(|r| r.p999_us),
+        results.iter().map(|r| r.lost).sum::<u64>(),
+        results.iter().map(|r| r.errors).sum::<u64>()
+    );
+    for group in groups {
+        for (mut ws, _) in group {
+            let _ = ws.close(None).await;
+        }
+    }
+    Ok(())
+}
+
+type Group = Vec<(Ws, Joined)>;
+
+async fn connect_all(
+    target: &Arc<Target>,
+    sessions: Option<&Sessions>,
+    users: usize,
+    devices: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Group>> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for u in 0..users {
+        for d in 0..devices {
+            let token = match sessions {
+                Some(s) => Some(
+                    s.users
+                        .get(u)
+                        .and_then(|t| t.get(d))
+                        .cloned()
+                        .with_context(|| format!("no session for user {u} device {d}"))?,
+                ),
+                None => None,
+            };
+            let target = Arc::clone(target);
+            let permits = Arc::clone(&permits);
+            set.spawn(async move {
+                let _p = permits.acquire().await.context("semaphore closed")?;
+                let (ws, j) = join(&target, token.as_deref(), &format!("u{u}")).await?;
+                Ok::<_, anyhow::Error>((u, d, ws, j))
+            });
+        }
+    }
+    let mut slots: Vec<Vec<Option<(Ws, Joined)>>> = (0..users)
+        .map(|_| (0..devices).map(|_| None).collect())
+        .collect();
+    while let Some(joined) = set.join_next().await {
+        let (u, d, ws, j) = joined.context("connect task panicked")??;
+        if let Some(slot) = slots.get_mut(u).and_then(|g| g.get_mut(d)) {
+            *slot = Some((ws, j));
+        }
+    }
+    slots
+        .into_iter()
+        .map(|g| {
+            g.into_iter()
+                .collect::<Option<Vec<_>>>()
+                .context("missing device")
+        })
+        .collect()
+}
+
+async fn run_once(
+    groups: Vec<Group>,
+    plan: Plan,
+    rate: u64,
+    duration_s: f64,
+    ping_s: u16,
+) -> anyhow::Result<(Vec<Group>, RunResult)> {
+    let users = groups.len();
+    let counters = Arc::new(Counters::default());
+    let hist = Arc::new(Mutex::new(latency_histogram()?));
+    let stop = CancellationToken::new();
+    let mut publishers = JoinSet::new();
+    let mut receivers = JoinSet::new();
+    let period = Duration::from_secs_f64(users as f64 / rate.max(1) as f64);
+    for (u, group) in groups.into_iter().enumerate() {
+        let window = Arc::new(Semaphore::new(plan.window * (plan.devices - 1)));
+        for (d, (ws, joined)) in group.into_iter().enumerate() {
+            let ctx = DeviceCtx {
+                u,
+                d,
+                plan,
+                counters: Arc::clone(&counters),
+                hist: Arc::clone(&hist),
+                window: Arc::clone(&window),
+                stop: stop.clone(),
+                ping_s,
+            };
+            if d == 0 {
+                let offset = period.mul_f64(u as f64 / users as f64);
+                publishers
+                    .spawn(async move { (u, d, ctx.publish(ws, offset, period).await, joined) });
+            } else {
+                receivers.spawn(async move { (u, d, ctx.receive(ws).await, joined) });
+            }
+        }
+    }
+    let mut slots: Vec<Vec<Option<(Ws, Joined)>>> = (0..users)
+        .map(|_| (0..plan.devices).map(|_| None).collect())
+        .collect();
+    let mut put = |u: usize, d: usize, ws: anyhow::Result<Ws>, j: Joined| -> anyhow::Result<()> {
+        let ws = ws.with_context(|| format!("user {u} device {d}"))?;
+        if let Some(slot) = slots.get_mut(u).and_then(|g| g.get_mut(d)) {
+            *slot = Some((ws, j));
+        }
+        Ok(())
+    };
+    while let Some(done) = publishers.join_next().await {
+        let (u, d, ws, j) = done.context("publisher panicked")?;
+        put(u, d, ws, j)?;
+    }
+    // Drain: wait until every publish of this run arrived everywhere, or
+    // DRAIN passed.
+    let drain_end = Instant::now() + DRAIN;
+    let expected = counters.published_total.load(Ordering::Relaxed) * (plan.devices as u64 - 1);
+    while Instant::now() < drain_end && counters.delivered_total.load(Ordering::Relaxed) < expected
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    while let Some(done) = receivers.join_next().await {
+        let (u, d, ws, j) = done.context("receiver panicked")?;
+        put(u, d, ws, j)?;
+    }
+    let groups = slots
+        .into_iter()
+        .map(|g| {
+            g.into_iter()
+                .collect::<Option<Vec<_>>>()
+                .context("device lost")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let hist = hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
+    let published = counters.published.load(Ordering::Relaxed);
+    let delivered = counters.delivered.load(Ordering::Relaxed);
+    let expected_window = published * (plan.devices as u64 - 1);
+    let res = RunResult {
+        delivered_per_s: delivered as f64 / duration_s,
+        published_per_s: published as f64 / duration_s,
+        p50_us: us(hist.value_at_quantile(0.50)),
+        p99_us: us(hist.value_at_quantile(0.99)),
+        p999_us: us(hist.value_at_quantile(0.999)),
+        max_us: us(hist.max()),
+        lost: expected_window.saturating_sub(delivered),
+        errors: counters.errors.load(Ordering::Relaxed),
+        stalls: counters.stalls.load(Ordering::Relaxed),
+    };
+    Ok((groups, res))
+}
+
+/// What one device task needs.
+struct DeviceCtx {
+    u: usize,
+    d: usize,
+    plan: Plan,
+    counters: Arc<Counters>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    /// This user's window of undelivered frames (`max`), in deliveries.
+    window: Arc<Semaphore>,
+    stop: CancellationToken,
+    ping_s: u16,
+}
+
+impl DeviceCtx {
+    fn ping_timer(&self) -> tokio::time::Interval {
+        let p = Duration::from_secs(u64::from(self.ping_s.max(1)) / 2 + 1);
+        tokio::time::interval_at(Instant::now() + p, p)
+    }
+
+    async fn publish(&self, mut ws: Ws, offset: Duration, period: Duration) -> anyhow::Result<Ws> {
+        let plan = self.plan;
+        let fan = plan.devices as u32 - 1;
+        let mut tick = tokio::time::interval_at(plan.start + offset, period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut ping = self.ping_timer();
+        let mut seq = 0u64;
+        let end = tokio::time::sleep_until(plan.end);
+        tokio::pin!(end);
+        let start = tokio::time::sleep_until(plan.start);
+        tokio::pin!(start);
+        let mut started = false;
+        loop {
+            let go = tokio::select! {
+                _ = tick.tick(), if plan.mode == Mode::Rate => true,
+                permit = self.window.acquire_many(fan), if plan.mode == Mode::Max && started => {
+                    permit.context("window closed")?.forget();
+                    true
+                }
+                _ = &mut start, if !started => { started = true; false }
+                _ = tokio::time::sleep(STALL), if plan.mode == Mode::Max && started => {
+                    self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                    self.window.add_permits(fan as usize);
+                    false
+                }
+                msg = ws.next() => { self.count_inbound(msg)?; false }
+                _ = ping.tick(), if self.ping_s > 0 => {
+                    ws.send(Message::Binary(Frame::Ping { nonce: seq }.encode().into())).await.context("ping")?;
+                    false
+                }
+                _ = &mut end => break,
+            };
+            if !go {
+                continue;
+            }
+            seq += 1;
+            let sent = now_ns();
+            let env = probe(plan.size, self.u as u64, seq, sent, plan.run);
+            let id = u32::try_from(seq).unwrap_or(u32::MAX);
+            ws.send(Message::Binary(publish_bytes(id, env).into()))
+                .await
+                .context("publish")?;
+            self.counters
+                .published_total
+                .fetch_add(1, Ordering::Relaxed);
+            if (plan.window_start_ns..plan.window_end_ns).contains(&sent) {
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Keep reading Acks until the receivers are done, so the server
+        // never sees this socket as a slow reader.
+        loop {
+            tokio::select! {
+                msg = ws.next() => self.count_inbound(msg)?,
+                _ = tokio::time::sleep(DRAIN) => break,
+            }
+        }
+        Ok(ws)
+    }
+
+    fn count_inbound(
+        &self,
+        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> anyhow::Result<()> {
+        match msg {
+            Some(Ok(Message::Binary(b))) => match inbound(&b) {
+                Inbound::Ack => {
+                    self.counters.acks.fetch_add(1, Ordering::Relaxed);
+                }
+                Inbound::Error(e) => {
+                    if self.counters.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(user = self.u, device = self.d, error = %e, "server error frame");
+                    }
+                }
+                Inbound::Clip(_) | Inbound::Other => {}
+            },
+            Some(Ok(Message::Close(f))) => bail!("closed by server: {f:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("read"),
+            None => bail!("closed by server"),
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, mut ws: Ws) -> anyhow::Result<Ws> {
+        let plan = self.plan;
+        let mut ping = self.ping_timer();
+        loop {
+            tokio::select! {
+                msg = ws.next() => {
+                    let Some(Ok(Message::Binary(b))) = msg else {
+                        self.count_inbound(msg)?;
+                        continue;
+                    };
+                    let now = now_ns();
+                    let env = match inbound(&b) {
+                        Inbound::Clip(env) => env,
+                        other => {
+                            if let Inbound::Error(e) = other {
+                                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(user = self.u, device = self.d, error = %e, "server error frame");
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(sent) = probe_sent_ns(&env, plan.run) else { continue };
+                    self.counters.delivered_total.fetch_add(1, Ordering::Relaxed);
+                    if plan.mode == Mode::Max {
+                        self.window.add_permits(1);
+                    }
+                    if (plan.window_start_ns..plan.window_end_ns).contains(&sent) {
+                        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                        let lat = now.saturating_sub(sent).max(1_000);
+                        if let Ok(mut h) = self.hist.lock() {
+                            let _ = h.record(lat);
+                        }
+                    }
+                }
+                _ = ping.tick(), if self.ping_s > 0 => {
+                    ws.send(Message::Binary(Frame::Ping { nonce: 0 }.encode().into())).await.context("ping")?;
+                }
+                _ = self.stop.cancelled() => break,
+            }
+        }
+        Ok(ws)
+    }
+}

@@ -1,0 +1,127 @@
+//! A minimal HTTP/1.1 JSON client for the relay's account API.
+//!
+//! The load tool creates thousands of sessions; a tiny client on tokio
+//! sockets (one request per connection, `Connection: close`) keeps that
+//! non-blocking and lets requests come from the same loopback source pool as
+//! the WebSockets.
+
+use crate::target::Target;
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest response body accepted.
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+/// A response: status, `Retry-After` seconds if present, and body.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// The `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
+    /// The (de-chunked) body.
+    pub body: Vec<u8>,
+}
+
+/// POSTs `body` as JSON to `path` and returns the response.
+pub async fn post_json(target: &Target, path: &str, body: &[u8]) -> anyhow::Result<Response> {
+    let mut stream = target.tcp().await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        target.addr,
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .context("writing request")?;
+    stream
+        .write_all(body)
+        .await
+        .context("writing request body")?;
+    let mut buf = Vec::new();
+    (&mut stream)
+        .take(MAX_RESPONSE as u64)
+        .read_to_end(&mut buf)
+        .await
+        .context("reading response")?;
+    parse(&buf)
+}
+
+fn parse(buf: &[u8]) -> anyhow::Result<Response> {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("response has no header end")?;
+    let head = std::str::from_utf8(&buf[..split]).context("response header is not UTF-8")?;
+    let mut raw_body = &buf[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let mut chunked = false;
+    let mut retry_after = None;
+    let mut content_length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "retry-after" => retry_after = value.parse().ok(),
+            "content-length" => content_length = value.parse::<usize>().ok(),
+            _ => {}
+        }
+    }
+    let body = if chunked {
+        let mut out = Vec::new();
+        loop {
+            let end = raw_body
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .context("truncated chunk size")?;
+            let size_str = std::str::from_utf8(&raw_body[..end]).context("chunk size")?;
+            let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+                .context("chunk size")?;
+            raw_body = &raw_body[end + 2..];
+            if size == 0 {
+                break out;
+            }
+            if raw_body.len() < size + 2 {
+                bail!("truncated chunk");
+            }
+            out.extend_from_slice(&raw_body[..size]);
+            raw_body = &raw_body[size + 2..];
+        }
+    } else {
+        let n = content_length.unwrap_or(raw_body.len()).min(raw_body.len());
+        raw_body[..n].to_vec()
+    };
+    Ok(Response {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked() {
+        let r = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+        let r = parse(
+            b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.retry_after, Some(3));
+        assert_eq!(r.body, b"abc");
+    }
+}
