@@ -1,3 +1,38 @@
-//! clipmesh client (in progress).
+//! `clipmesh`: the clipmesh client library behind the `clipmesh` command.
+//!
+//! Layering, from the wire up:
+//!
+//! - sans-IO protocol logic, tested on a virtual clock: [`session`] (one
+//!   relay connection), [`backoff`] (reconnect policy), [`sync`] (dedupe,
+//!   echo suppression, newest wins);
+//! - thin tokio drivers: [`link`] (the WebSocket to the relay, reconnecting),
+//!   [`control`] (the daemon's local control socket), [`clipboard`] (the OS
+//!   clipboard);
+//! - the programs: [`daemon`] (`clipmesh run`), [`account`] (signup, login,
+//!   logout), [`api`] (the relay's HTTP API);
+//! - local files: [`config`], [`secrets`], [`state`].
+//!
+//! **Architecture Invariant:** the client depends on `clipmesh-proto` only,
+//! never on the relay. It is the only component that opens envelopes, and
+//! clip contents and keys never reach its logs.
 
+pub mod account;
+pub mod api;
+pub mod backoff;
 pub mod clipboard;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod link;
+pub mod secrets;
+pub mod session;
+pub mod state;
+pub mod sync;
+
+pub use account::{AccountError, Credentials, Device};
+pub use api::{Api, ApiError};
+pub use backoff::{Backoff, Disconnect, Next, StopReason};
+pub use config::{Account, Config, SyncOptions};
+pub use link::{LinkConfig, LinkEvent, LinkExit, LinkHandle, PublishError};
+pub use session::{Session, SessionEvent};
+pub use sync::{LocalDecision, RemoteDecision, SyncEngine};

@@ -1,0 +1,201 @@
+//! Signing up, logging in and out: the key hierarchy on the device.
+//!
+//! - **signup:** random salt, default Argon2id parameters, derive
+//!   `auth_key` + `kek`, generate a data key, wrap it, `POST /signup`.
+//! - **login:** `POST /prelogin` for salt and parameters, refuse parameters
+//!   below the security floor (a relay must not be able to make the auth
+//!   key cheap to brute-force), derive, `POST /login`, unwrap the data key.
+//! - **logout:** `POST /logout`, then delete local secrets and the account
+//!   section of the config even if the relay cannot be reached.
+//!
+//! These functions block (Argon2id takes about a second, HTTP is ureq);
+//! async callers run them in `spawn_blocking`.
+
+use crate::api::{Api, ApiError};
+use crate::config::{normalize_server, Account, Config, ConfigError};
+use crate::secrets::{self, Secrets, SecretsError, StoreKind};
+use clipmesh_proto::api::{LoginRequest, LoginResponse, SignupRequest};
+use clipmesh_proto::keys::{random_salt, KdfError, SALT_LEN};
+use clipmesh_proto::{DataKey, KdfParams, WrappedDataKey};
+use std::path::Path;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Why an account operation failed. `Display` is the one line printed.
+#[derive(Debug, Error)]
+pub enum AccountError {
+    /// The relay call failed.
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    /// The password does not open the data key.
+    #[error("wrong password")]
+    WrongPassword,
+    /// The relay offered key-derivation parameters this client refuses.
+    #[error("the relay asked for unsafe key-derivation parameters ({0}); refusing to log in")]
+    Kdf(KdfError),
+    /// The relay's answer was malformed.
+    #[error("unexpected answer from the relay: {0}")]
+    BadResponse(&'static str),
+    /// Local configuration problem.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The secret store failed.
+    #[error("{0}")]
+    Secrets(#[from] SecretsError),
+    /// The URL is not usable.
+    #[error("bad server URL: {0}")]
+    Url(String),
+    /// The command needs a logged-in device.
+    #[error("not logged in: run `clipmesh login` first")]
+    NotLoggedIn,
+}
+
+/// What `signup`/`login` need.
+#[derive(Debug)]
+pub struct Credentials<'a> {
+    /// Relay base URL as the user typed it.
+    pub server: &'a str,
+    /// Account name.
+    pub username: &'a str,
+    /// The password (zeroized by the caller's `Zeroizing`).
+    pub password: &'a [u8],
+    /// This device's name.
+    pub device_name: &'a str,
+}
+
+/// A logged-in device, loaded from its config directory.
+#[derive(Debug)]
+pub struct Device {
+    /// The config (account section present).
+    pub config: Config,
+    /// The account section.
+    pub account: Account,
+    /// Token and data key.
+    pub secrets: Secrets,
+}
+
+impl Device {
+    /// Loads the account and secrets of the device in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, AccountError> {
+        let config = Config::load(dir)?;
+        let account = config.account.clone().ok_or(AccountError::NotLoggedIn)?;
+        let kind = StoreKind::parse(&account.secret_store).unwrap_or(StoreKind::File);
+        let secrets = secrets::load(dir, kind).map_err(|e| match e {
+            SecretsError::Missing => AccountError::NotLoggedIn,
+            e => AccountError::Secrets(e),
+        })?;
+        Ok(Self {
+            config,
+            account,
+            secrets,
+        })
+    }
+}
+
+/// Creates an account and logs this device in.
+pub fn signup(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountError> {
+    signup_with_params(dir, creds, KdfParams::default())
+}
+
+/// [`signup`] with explicit KDF parameters (tests use cheap ones; they must
+/// still pass the floor or later logins refuse them).
+pub fn signup_with_params(
+    dir: &Path,
+    creds: &Credentials<'_>,
+    kdf: KdfParams,
+) -> Result<Account, AccountError> {
+    let server = normalize_server(creds.server).map_err(AccountError::Url)?;
+    let salt = random_salt();
+    let (auth_key, kek) = clipmesh_proto::keys::derive_keys(creds.password, &salt, &kdf)
+        .map_err(AccountError::Kdf)?;
+    let data_key = DataKey::generate();
+    let wrapped = kek.wrap(&data_key);
+    let req = SignupRequest {
+        username: creds.username.to_owned(),
+        salt: hex::encode(salt),
+        kdf,
+        auth_key: hex::encode(auth_key.expose()),
+        wrapped_data_key: wrapped.to_hex(),
+        device_name: creds.device_name.to_owned(),
+    };
+    let resp = Api::new(&server).signup(&req)?;
+    store(dir, &server, creds, resp, data_key)
+}
+
+/// Logs this device in to an existing account.
+pub fn login(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountError> {
+    let server = normalize_server(creds.server).map_err(AccountError::Url)?;
+    let api = Api::new(&server);
+    let pre = api.prelogin(creds.username)?;
+    pre.kdf.check_floor().map_err(AccountError::Kdf)?;
+    let salt: [u8; SALT_LEN] = hex::decode(&pre.salt)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(AccountError::BadResponse("salt"))?;
+    let (auth_key, kek) = clipmesh_proto::keys::derive_keys(creds.password, &salt, &pre.kdf)
+        .map_err(AccountError::Kdf)?;
+    let req = LoginRequest {
+        username: creds.username.to_owned(),
+        auth_key: hex::encode(auth_key.expose()),
+        device_name: creds.device_name.to_owned(),
+    };
+    let resp = api.login(&req)?;
+    let wrapped = WrappedDataKey::from_hex(&resp.wrapped_data_key)
+        .ok_or(AccountError::BadResponse("wrapped data key"))?;
+    let data_key = kek
+        .unwrap(&wrapped)
+        .map_err(|_| AccountError::WrongPassword)?;
+    store(dir, &server, creds, resp, data_key)
+}
+
+fn store(
+    dir: &Path,
+    server: &str,
+    creds: &Credentials<'_>,
+    resp: LoginResponse,
+    data_key: DataKey,
+) -> Result<Account, AccountError> {
+    crate::config::ensure_dir(dir)?;
+    let secrets = Secrets {
+        token: Zeroizing::new(resp.token.clone()),
+        data_key,
+    };
+    let kind = secrets::save(dir, &secrets)?;
+    let mut config = Config::load(dir)?;
+    let account = Account {
+        server: server.to_owned(),
+        username: creds.username.to_owned(),
+        user_id: resp.user_id.0,
+        device_id: resp.device_id.0,
+        device_name: creds.device_name.to_owned(),
+        secret_store: kind.as_str().to_owned(),
+    };
+    config.account = Some(account.clone());
+    config.save(dir)?;
+    // A new device starts its room view from scratch.
+    let _ = std::fs::remove_file(dir.join(crate::state::STATE_FILE));
+    tracing::debug!(user = %resp.user_id, device = %resp.device_id, store = kind.as_str(), "logged in");
+    Ok(account)
+}
+
+/// Revokes this device's session and forgets it locally. Local secrets are
+/// deleted even when the relay cannot be reached; that error is returned
+/// afterwards so the user knows the session may still be live.
+pub fn logout(dir: &Path) -> Result<(), AccountError> {
+    let mut config = Config::load(dir)?;
+    let account = config.account.clone().ok_or(AccountError::NotLoggedIn)?;
+    let kind = StoreKind::parse(&account.secret_store).unwrap_or(StoreKind::File);
+    let remote = match secrets::load(dir, kind) {
+        Ok(s) => match Api::new(&account.server).logout(&s.token) {
+            // Already revoked: logging out is done.
+            Ok(()) | Err(ApiError::Unauthorized) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Err(_) => Ok(()),
+    };
+    secrets::delete(dir, kind)?;
+    config.account = None;
+    config.save(dir)?;
+    let _ = std::fs::remove_file(dir.join(crate::state::STATE_FILE));
+    remote.map_err(AccountError::Api)
+}

@@ -1,0 +1,210 @@
+//! The relay's HTTP JSON API, from the client side.
+//!
+//! Blocking (ureq); async callers wrap calls in `spawn_blocking`. Every
+//! failure maps to one [`ApiError`] whose `Display` is the one line the
+//! command line prints.
+
+use clipmesh_proto::api::{
+    DevicesResponse, ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse,
+    SignupRequest,
+};
+use clipmesh_proto::DeviceId;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Timeout for one HTTP request.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an API call failed.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// No answer: DNS, TCP, TLS or timeout.
+    #[error("relay unreachable at {server}: {detail}")]
+    Unreachable {
+        /// The relay URL.
+        server: String,
+        /// Short reason.
+        detail: String,
+    },
+    /// The relay said the password (auth key) is wrong.
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// The account is disabled.
+    #[error("this account is disabled on the relay")]
+    AccountDisabled,
+    /// Signup is closed on this relay.
+    #[error("signup is closed on this relay; ask its administrator for an account")]
+    SignupClosed,
+    /// The username is taken.
+    #[error("that username is taken")]
+    UsernameTaken,
+    /// The token is no longer valid.
+    #[error("this device's session was revoked; run `clipmesh login` again")]
+    Unauthorized,
+    /// Too many attempts.
+    #[error("too many attempts; try again in {0} s")]
+    RateLimited(u64),
+    /// Any other error answer.
+    #[error("relay refused the request ({status} {code}): {message}")]
+    Other {
+        /// HTTP status.
+        status: u16,
+        /// The error code from the body.
+        code: String,
+        /// The relay's message.
+        message: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from the relay: {0}")]
+    BadResponse(String),
+}
+
+/// A client for one relay.
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    /// A client for the relay at `server` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(server: &str) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .user_agent(concat!("clipmesh/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self {
+            base: server.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/{path}", self.base)
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> ApiError {
+        ApiError::Unreachable {
+            server: self.base.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// `POST /prelogin`.
+    pub fn prelogin(&self, username: &str) -> Result<PreloginResponse, ApiError> {
+        let resp = self
+            .agent
+            .post(&self.url("prelogin"))
+            .send_json(PreloginRequest {
+                username: username.to_owned(),
+            })
+            .map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
+    /// `POST /signup`.
+    pub fn signup(&self, req: &SignupRequest) -> Result<LoginResponse, ApiError> {
+        let resp = self
+            .agent
+            .post(&self.url("signup"))
+            .send_json(req)
+            .map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
+    /// `POST /login`.
+    pub fn login(&self, req: &LoginRequest) -> Result<LoginResponse, ApiError> {
+        let resp = self
+            .agent
+            .post(&self.url("login"))
+            .send_json(req)
+            .map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
+    /// `POST /logout`: revokes this device's session.
+    pub fn logout(&self, token: &str) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .post(&self.url("logout"))
+            .header("Authorization", &bearer(token))
+            .send_empty()
+            .map_err(|e| self.unreachable(e))?;
+        empty_or_error(resp)
+    }
+
+    /// `GET /devices`.
+    pub fn devices(&self, token: &str) -> Result<DevicesResponse, ApiError> {
+        let resp = self
+            .agent
+            .get(&self.url("devices"))
+            .header("Authorization", &bearer(token))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
+    /// `DELETE /devices/{id}`.
+    pub fn revoke(&self, token: &str, id: DeviceId) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .delete(&self.url(&format!("devices/{}", id.0)))
+            .header("Authorization", &bearer(token))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        empty_or_error(resp)
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn json_or_error<T: DeserializeOwned>(
+    mut resp: ureq::http::Response<ureq::Body>,
+) -> Result<T, ApiError> {
+    if resp.status().is_success() {
+        resp.body_mut()
+            .read_json::<T>()
+            .map_err(|e| ApiError::BadResponse(e.to_string()))
+    } else {
+        Err(error_from(resp))
+    }
+}
+
+fn empty_or_error(resp: ureq::http::Response<ureq::Body>) -> Result<(), ApiError> {
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(error_from(resp))
+    }
+}
+
+fn error_from(mut resp: ureq::http::Response<ureq::Body>) -> ApiError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body: Option<ErrorBody> = resp.body_mut().read_json().ok();
+    let code = body.as_ref().map(|b| b.error.as_str()).unwrap_or("");
+    match (status, code) {
+        (_, "invalid_credentials") => ApiError::InvalidCredentials,
+        (_, "account_disabled") => ApiError::AccountDisabled,
+        (_, "signup_closed") => ApiError::SignupClosed,
+        (_, "username_taken") => ApiError::UsernameTaken,
+        (_, "rate_limited") | (429, _) => ApiError::RateLimited(retry_after.unwrap_or(60)),
+        (401, _) | (_, "unauthorized") => ApiError::Unauthorized,
+        _ => ApiError::Other {
+            status,
+            code: code.to_owned(),
+            message: body
+                .map(|b| b.message)
+                .unwrap_or_else(|| "no details".to_owned()),
+        },
+    }
+}

@@ -1,0 +1,368 @@
+//! The daemon's local control socket: `clipmesh status` and `clipmesh send`
+//! talk to a running `clipmesh run` through it.
+//!
+//! One JSON request line, one JSON response line, then the connection
+//! closes. On Unix it is `control.sock` in the config directory, mode 0600
+//! inside the 0700 directory, so only the user can connect. Elsewhere
+//! (Windows) it is a TCP socket on 127.0.0.1 whose port and a random token
+//! are written to `control.json` (readable only by the user's profile); the
+//! first line a client sends must be that token.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Socket file name (Unix).
+pub const SOCKET_FILE: &str = "control.sock";
+/// Port-and-token file name (non-Unix).
+pub const PORT_FILE: &str = "control.json";
+/// Longest request line accepted.
+pub const MAX_REQUEST: u64 = 16 << 20;
+/// Depth of the queue from the socket to the daemon.
+pub const REQUEST_QUEUE: usize = 16;
+
+/// A request to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// Report the daemon's state.
+    Status,
+    /// Publish this text as a clip.
+    Send {
+        /// The text (never logged).
+        text: String,
+    },
+}
+
+/// A device in the status output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OnlineDevice {
+    /// Device id.
+    pub id: u64,
+    /// Device name.
+    pub name: String,
+}
+
+/// The daemon's state, as `clipmesh status --json` prints it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// Whether the relay link is up.
+    pub connected: bool,
+    /// The transport in use: `"relay"` (direct P2P is not in this build).
+    pub path: String,
+    /// This device's id.
+    pub device_id: u64,
+    /// The user's devices online now (this one included).
+    pub online: Vec<OnlineDevice>,
+    /// When a clip was last sent or applied, ms since the epoch.
+    pub last_sync_ms: Option<u64>,
+    /// The last problem, one line.
+    pub last_error: Option<String>,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// For `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// For `send`: the room sequence of the published clip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// For failures: one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A failure answer.
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(msg.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Errors of the control socket.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// No daemon answers on this config directory.
+    #[error("the clipmesh daemon is not running (start it with `clipmesh run`)")]
+    NotRunning,
+    /// A daemon already runs on this config directory.
+    #[error("a clipmesh daemon is already running for this config directory")]
+    AlreadyRunning,
+    /// Socket IO failed.
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The other side sent something unreadable.
+    #[error("control socket: malformed message")]
+    Malformed,
+}
+
+/// A request with the channel for its answer.
+pub type Incoming = (Request, oneshot::Sender<Response>);
+
+/// The listening side, owned by the daemon.
+#[derive(Debug)]
+pub struct ControlServer {
+    #[cfg(unix)]
+    listener: tokio::net::UnixListener,
+    #[cfg(not(unix))]
+    listener: tokio::net::TcpListener,
+    #[cfg(not(unix))]
+    token: String,
+    /// File to remove on shutdown.
+    path: PathBuf,
+}
+
+impl ControlServer {
+    /// Binds the control socket in `dir`, refusing if a live daemon owns it.
+    pub async fn bind(dir: &Path) -> Result<Self, ControlError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(SOCKET_FILE);
+            if path.exists() {
+                if tokio::net::UnixStream::connect(&path).await.is_ok() {
+                    return Err(ControlError::AlreadyRunning);
+                }
+                // Stale socket from a daemon that died.
+                let _ = std::fs::remove_file(&path);
+            }
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            Ok(Self { listener, path })
+        }
+        #[cfg(not(unix))]
+        {
+            use rand::RngCore;
+            let path = dir.join(PORT_FILE);
+            if let Ok(ep) = read_endpoint(&path) {
+                if tokio::net::TcpStream::connect(("127.0.0.1", ep.port))
+                    .await
+                    .is_ok()
+                {
+                    return Err(ControlError::AlreadyRunning);
+                }
+            }
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+            let mut raw = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            let token = hex::encode(raw);
+            let ep = Endpoint {
+                port: listener.local_addr()?.port(),
+                token: token.clone(),
+            };
+            let json = serde_json::to_vec(&ep).map_err(|_| ControlError::Malformed)?;
+            crate::state::write_atomic(&path, &json, true)?;
+            Ok(Self {
+                listener,
+                token,
+                path,
+            })
+        }
+    }
+
+    /// Serves requests until `cancel`, forwarding each to `to_daemon`.
+    /// Connection tasks are tracked and awaited before returning.
+    pub async fn serve(self, to_daemon: mpsc::Sender<Incoming>, cancel: CancellationToken) {
+        let tracker = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "control accept failed");
+                    continue;
+                }
+            };
+            let tx = to_daemon.clone();
+            let c = cancel.clone();
+            #[cfg(not(unix))]
+            let token = Some(self.token.clone());
+            #[cfg(unix)]
+            let token: Option<String> = None;
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = c.cancelled() => {}
+                    r = handle_conn(stream, token, tx) => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "control connection failed");
+                        }
+                    }
+                }
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn handle_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    token: Option<String>,
+    to_daemon: mpsc::Sender<Incoming>,
+) -> Result<(), ControlError> {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r.take(MAX_REQUEST));
+    let mut line = String::new();
+    if let Some(expected) = token {
+        r.read_line(&mut line).await?;
+        let ok: bool = {
+            use subtle_eq::ct_eq;
+            ct_eq(line.trim_end().as_bytes(), expected.as_bytes())
+        };
+        if !ok {
+            return Err(ControlError::Malformed);
+        }
+        line.clear();
+    }
+    r.read_line(&mut line).await?;
+    let resp = match serde_json::from_str::<Request>(line.trim_end()) {
+        Ok(req) => {
+            let (tx, rx) = oneshot::channel();
+            if to_daemon.send((req, tx)).await.is_err() {
+                Response::error("daemon is shutting down")
+            } else {
+                rx.await
+                    .unwrap_or_else(|_| Response::error("daemon is shutting down"))
+            }
+        }
+        Err(_) => Response::error("malformed request"),
+    };
+    let mut out = serde_json::to_vec(&resp).map_err(|_| ControlError::Malformed)?;
+    out.push(b'\n');
+    w.write_all(&out).await?;
+    w.shutdown().await?;
+    Ok(())
+}
+
+/// Constant-time comparison without pulling in another dependency.
+mod subtle_eq {
+    pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+#[cfg(not(unix))]
+#[derive(Serialize, Deserialize)]
+struct Endpoint {
+    port: u16,
+    token: String,
+}
+
+#[cfg(not(unix))]
+fn read_endpoint(path: &Path) -> Result<Endpoint, ControlError> {
+    let b = std::fs::read(path)?;
+    serde_json::from_slice(&b).map_err(|_| ControlError::Malformed)
+}
+
+/// Sends one request to the daemon of `dir` and returns its answer.
+pub async fn request(dir: &Path, req: &Request) -> Result<Response, ControlError> {
+    let mut line = serde_json::to_vec(req).map_err(|_| ControlError::Malformed)?;
+    line.push(b'\n');
+    #[cfg(unix)]
+    let stream = {
+        let path = dir.join(SOCKET_FILE);
+        match tokio::net::UnixStream::connect(&path).await {
+            Ok(s) => s,
+            Err(_) => return Err(ControlError::NotRunning),
+        }
+    };
+    #[cfg(not(unix))]
+    let stream = {
+        let ep = read_endpoint(&dir.join(PORT_FILE)).map_err(|_| ControlError::NotRunning)?;
+        let mut s = match tokio::net::TcpStream::connect(("127.0.0.1", ep.port)).await {
+            Ok(s) => s,
+            Err(_) => return Err(ControlError::NotRunning),
+        };
+        s.write_all(format!("{}\n", ep.token).as_bytes()).await?;
+        s
+    };
+    let (r, mut w) = tokio::io::split(stream);
+    w.write_all(&line).await?;
+    let mut r = BufReader::new(r.take(MAX_REQUEST));
+    let mut answer = String::new();
+    r.read_line(&mut answer).await?;
+    serde_json::from_str(answer.trim_end()).map_err(|_| ControlError::Malformed)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn status_roundtrip_and_single_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ControlServer::bind(dir.path()).await.unwrap();
+        assert!(matches!(
+            ControlServer::bind(dir.path()).await,
+            Err(ControlError::AlreadyRunning)
+        ));
+        let (tx, mut rx) = mpsc::channel::<Incoming>(4);
+        let cancel = CancellationToken::new();
+        let serving = tokio::spawn(server.serve(tx, cancel.clone()));
+        let daemon = tokio::spawn(async move {
+            let (req, answer) = rx.recv().await.unwrap();
+            assert_eq!(req, Request::Status);
+            answer
+                .send(Response {
+                    ok: true,
+                    status: Some(Status {
+                        connected: true,
+                        path: "relay".into(),
+                        ..Status::default()
+                    }),
+                    ..Response::default()
+                })
+                .unwrap();
+        });
+        let resp = request(dir.path(), &Request::Status).await.unwrap();
+        assert!(resp.ok);
+        assert!(resp.status.unwrap().connected);
+        daemon.await.unwrap();
+        cancel.cancel();
+        serving.await.unwrap();
+        assert!(!dir.path().join(SOCKET_FILE).exists());
+        assert!(matches!(
+            request(dir.path(), &Request::Status).await,
+            Err(ControlError::NotRunning)
+        ));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn socket_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let _server = ControlServer::bind(dir.path()).await.unwrap();
+        let mode = std::fs::metadata(dir.path().join(SOCKET_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn ct_eq_works() {
+        assert!(subtle_eq::ct_eq(b"abc", b"abc"));
+        assert!(!subtle_eq::ct_eq(b"abc", b"abd"));
+        assert!(!subtle_eq::ct_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,445 @@
+//! `clipmesh run`: the sync daemon.
+//!
+//! ```text
+//! clipboard watcher ──LocalChange──▶ sync (dedupe) ──seal──▶ link ──Publish──▶ relay
+//! relay ──Deliver──▶ link ──▶ open ──▶ decode ──▶ sync (dedupe, newest wins) ──▶ clipboard.apply
+//! control socket ──status / send──▶ daemon
+//! ```
+//!
+//! The daemon's state (sync engine, status, sequence counter) is owned by
+//! one task, the loop in [`run_daemon`]; the link, the control socket and
+//! short ack waiters are tasks in its [`TaskTracker`], all stopped through
+//! one [`CancellationToken`] and awaited before it returns.
+
+use crate::account::Device;
+use crate::clipboard::LocalChange;
+use crate::config::SyncOptions;
+use crate::control::{
+    ControlError, ControlServer, Incoming, OnlineDevice, Request, Response, Status,
+};
+use crate::link::{self, LinkConfig, LinkEvent, LinkExit, LinkHandle};
+use crate::state::State;
+use crate::sync::{LocalDecision, RemoteDecision, SyncEngine};
+use clipmesh_proto::content::ClipMeta;
+use clipmesh_proto::{
+    ClipContent, ClipItem, ClipKey, DeviceId, DeviceInfo, Envelope, EnvelopeHeader, EnvelopeKind,
+};
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zeroize::Zeroize;
+
+/// How long `clipmesh send` through the daemon waits for the relay's ack.
+pub const SEND_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The relay revoked this device.
+    #[error("this device's session was revoked; run `clipmesh login` again")]
+    Revoked,
+    /// The control socket could not be set up.
+    #[error("{0}")]
+    Control(#[from] ControlError),
+    /// The state file could not be read or written.
+    #[error("state file: {0}")]
+    State(#[from] std::io::Error),
+}
+
+/// What the daemon needs from the OS clipboard: a way to put an item on it.
+/// [`crate::clipboard::ClipboardHandle`] is the real one; tests use fakes.
+pub trait ClipboardSink {
+    /// Puts `content` on the clipboard.
+    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>>;
+}
+
+impl ClipboardSink for crate::clipboard::ClipboardHandle {
+    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>> {
+        let fut = crate::clipboard::ClipboardHandle::apply(self, content);
+        async move { fut.await.map_err(|e| e.to_string()) }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seals one clip as this device.
+pub fn seal_clip(key: &ClipKey, sender: DeviceId, seq: u64, item: &ClipItem) -> Vec<u8> {
+    let mut plaintext = item.encode();
+    let env = Envelope::seal(
+        key,
+        &EnvelopeHeader {
+            kind: EnvelopeKind::Clip,
+            sender,
+            seq,
+        },
+        &plaintext,
+    );
+    plaintext.zeroize();
+    env
+}
+
+/// Why a received envelope was dropped. Carries no detail on purpose.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum OpenClipError {
+    /// Decryption failed, the header is not a clip, or the sender in the
+    /// header is not the device the relay says sent it.
+    #[error("could not open clip")]
+    Open,
+    /// It decrypted but is not a clip this build understands.
+    #[error("could not decode clip")]
+    Decode,
+}
+
+/// Opens a delivered envelope into its ordering metadata and item.
+pub fn open_clip(
+    key: &ClipKey,
+    from: DeviceId,
+    envelope: &[u8],
+) -> Result<(ClipMeta, ClipItem), OpenClipError> {
+    let (header, mut plaintext) = Envelope::open(key, envelope).map_err(|_| OpenClipError::Open)?;
+    if header.kind != EnvelopeKind::Clip || header.sender != from {
+        plaintext.zeroize();
+        return Err(OpenClipError::Open);
+    }
+    let item = ClipItem::decode(&plaintext);
+    plaintext.zeroize();
+    let item = item.map_err(|_| OpenClipError::Decode)?;
+    Ok((
+        ClipMeta {
+            origin: header.sender,
+            seq: header.seq,
+            timestamp_ms: item.timestamp_ms,
+        },
+        item,
+    ))
+}
+
+fn online_list(online: &[DeviceInfo]) -> Vec<OnlineDevice> {
+    online
+        .iter()
+        .map(|d| OnlineDevice {
+            id: d.id.0,
+            name: d.name.clone(),
+        })
+        .collect()
+}
+
+/// The daemon's single-owner state.
+struct Daemon<C> {
+    device: DeviceId,
+    key: ClipKey,
+    opts: SyncOptions,
+    sync: SyncEngine,
+    state: State,
+    status: Status,
+    link: LinkHandle,
+    clipboard: C,
+    tracker: TaskTracker,
+}
+
+/// Runs the daemon for the logged-in device in `dir` until `cancel`, with
+/// `clipboard` as the sink and `local` as the stream of local changes.
+pub async fn run_daemon<C: ClipboardSink>(
+    dir: &Path,
+    device: Device,
+    clipboard: C,
+    mut local: mpsc::Receiver<LocalChange>,
+    cancel: CancellationToken,
+) -> Result<(), DaemonError> {
+    let control = ControlServer::bind(dir).await?;
+    let state = State::load(dir)?;
+    let tracker = TaskTracker::new();
+    let (link_handle, commands) = link::channel();
+    let (events_tx, mut events) = mpsc::channel(link::EVENT_QUEUE);
+    let (control_tx, mut control_rx) = mpsc::channel::<Incoming>(crate::control::REQUEST_QUEUE);
+    let device_id = DeviceId(device.account.device_id);
+    let link_cfg = LinkConfig {
+        server: device.account.server.clone(),
+        token: device.secrets.token.clone(),
+        last_seen: state.last_seen(),
+        seed: rand::random(),
+    };
+    let mut link_task = tracker.spawn(link::run(link_cfg, commands, events_tx, cancel.clone()));
+    tracker.spawn(control.serve(control_tx, cancel.clone()));
+    let mut d = Daemon {
+        device: device_id,
+        key: device.secrets.data_key.clip_key(),
+        opts: device.config.sync.clone(),
+        sync: SyncEngine::new(device_id),
+        state,
+        status: Status {
+            path: "relay".into(),
+            device_id: device_id.0,
+            ..Status::default()
+        },
+        link: link_handle,
+        clipboard,
+        tracker: tracker.clone(),
+    };
+    tracing::info!(device = %device_id, "daemon started");
+    let mut local_open = true;
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            exit = &mut link_task => {
+                break match exit {
+                    Ok(LinkExit::Revoked) => Err(DaemonError::Revoked),
+                    Ok(LinkExit::Cancelled) => Ok(()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "link task failed");
+                        Ok(())
+                    }
+                };
+            }
+            ch = local.recv(), if local_open => match ch {
+                Some(ch) => {
+                    d.on_local(ch.content, ch.at_ms, false).await;
+                }
+                None => {
+                    tracing::warn!("clipboard watcher stopped; receiving only");
+                    d.status.last_error = Some("clipboard watcher stopped".into());
+                    local_open = false;
+                }
+            },
+            ev = events.recv() => if let Some(ev) = ev { d.on_link(ev).await },
+            req = control_rx.recv() => if let Some((req, answer)) = req {
+                d.on_control(req, answer).await;
+            },
+        }
+    };
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("daemon stopped");
+    result
+}
+
+impl<C: ClipboardSink> Daemon<C> {
+    /// A local clipboard change (or `clipmesh send` when `explicit`).
+    /// Returns the ack receiver when something was published.
+    async fn on_local(
+        &mut self,
+        content: ClipContent,
+        at_ms: u64,
+        explicit: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<u64, link::PublishError>>> {
+        let kind = content.kind_name();
+        let len = content.payload_len();
+        if !explicit && (self.opts.receive_only || !self.opts.allows(&content)) {
+            tracing::debug!(
+                kind,
+                len,
+                "local change not synced (receive-only or type off)"
+            );
+            self.sync.record_local_only(&content, at_ms);
+            return None;
+        }
+        if !self.opts.fits(&content) {
+            tracing::info!(
+                kind,
+                len,
+                max = self.opts.max_item_bytes,
+                "local item too large; not synced"
+            );
+            self.sync.record_local_only(&content, at_ms);
+            return None;
+        }
+        if !explicit && self.sync.on_local(&content) == LocalDecision::Unchanged {
+            tracing::trace!(kind, len, "local change is not new");
+            return None;
+        }
+        let seq = match self.state.next_seq() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reserve a sequence number");
+                self.status.last_error = Some(format!("state file: {e}"));
+                return None;
+            }
+        };
+        let item = ClipItem {
+            timestamp_ms: at_ms,
+            content,
+        };
+        let env = seal_clip(&self.key, self.device, seq, &item);
+        self.sync.record_sent(&item.content, seq, at_ms);
+        tracing::debug!(kind, len, seq, "publishing local change");
+        match self.link.publish(env).await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                self.status.last_error = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    async fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Connected { online, .. } => {
+                self.status.connected = true;
+                self.status.online = online_list(&online);
+            }
+            LinkEvent::Disconnected { reason, retry_in } => {
+                tracing::info!(%reason, retry_in_ms = retry_in.as_millis() as u64, "relay link down");
+                self.status.connected = false;
+                self.status.online.clear();
+                self.status.last_error = Some(reason);
+            }
+            LinkEvent::Presence { online } => self.status.online = online_list(&online),
+            LinkEvent::Published { seq } => {
+                self.status.last_sync_ms = Some(now_ms());
+                self.save_last_seen(seq);
+            }
+            LinkEvent::RelayError { message } => self.status.last_error = Some(message),
+            LinkEvent::Deliver {
+                seq,
+                from,
+                envelope,
+            } => {
+                self.on_deliver(from, &envelope).await;
+                self.save_last_seen(seq);
+            }
+        }
+    }
+
+    fn save_last_seen(&mut self, seq: u64) {
+        if let Err(e) = self.state.set_last_seen(seq) {
+            tracing::warn!(error = %e, "cannot write state file");
+        }
+    }
+
+    async fn on_deliver(&mut self, from: DeviceId, envelope: &[u8]) {
+        if self.opts.send_only {
+            tracing::debug!(%from, "send-only: received clip ignored");
+            return;
+        }
+        let (meta, item) = match open_clip(&self.key, from, envelope) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(%from, "{e}");
+                self.status.last_error = Some(e.to_string());
+                return;
+            }
+        };
+        let kind = item.content.kind_name();
+        let len = item.content.payload_len();
+        if !self.opts.allows(&item.content) || !self.opts.fits(&item.content) {
+            tracing::debug!(
+                kind,
+                len,
+                "received clip not applied (type off or too large)"
+            );
+            return;
+        }
+        match self.sync.on_remote(meta, &item.content) {
+            RemoteDecision::Apply => {
+                tracing::debug!(%from, seq = meta.seq, kind, len, "applying received clip");
+                match self.clipboard.apply(item.content).await {
+                    Ok(()) => self.status.last_sync_ms = Some(now_ms()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not set the clipboard");
+                        self.status.last_error = Some(format!("clipboard: {e}"));
+                    }
+                }
+            }
+            other => {
+                tracing::debug!(%from, seq = meta.seq, decision = ?other, "received clip not applied")
+            }
+        }
+    }
+
+    async fn on_control(&mut self, req: Request, answer: tokio::sync::oneshot::Sender<Response>) {
+        match req {
+            Request::Status => {
+                let _ = answer.send(Response {
+                    ok: true,
+                    status: Some(self.status.clone()),
+                    ..Response::default()
+                });
+            }
+            Request::Send { text } => {
+                let content = ClipContent::Text(text);
+                if !self.opts.fits(&content) {
+                    let _ = answer.send(Response::error(format!(
+                        "text is larger than max_item_bytes ({})",
+                        self.opts.max_item_bytes
+                    )));
+                    return;
+                }
+                match self.on_local(content, now_ms(), true).await {
+                    None => {
+                        let msg = self
+                            .status
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "not sent".into());
+                        let _ = answer.send(Response::error(msg));
+                    }
+                    Some(rx) => {
+                        // Answer when the relay acks, without blocking the loop.
+                        self.tracker.spawn(async move {
+                            let resp = match tokio::time::timeout(SEND_ACK_TIMEOUT, rx).await {
+                                Ok(Ok(Ok(seq))) => Response {
+                                    ok: true,
+                                    seq: Some(seq),
+                                    ..Response::default()
+                                },
+                                Ok(Ok(Err(e))) => Response::error(e.to_string()),
+                                Ok(Err(_)) => Response::error("daemon is shutting down"),
+                                Err(_) => Response::error(
+                                    "the relay did not acknowledge the clip in time; it will be retried",
+                                ),
+                            };
+                            let _ = answer.send(resp);
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clipmesh_proto::DataKey;
+
+    #[test]
+    fn seal_open_roundtrip_and_sender_binding() {
+        let key = DataKey::generate().clip_key();
+        let item = ClipItem {
+            timestamp_ms: 42,
+            content: ClipContent::Text("hi".into()),
+        };
+        let env = seal_clip(&key, DeviceId(3), 7, &item);
+        let (meta, back) = open_clip(&key, DeviceId(3), &env).unwrap();
+        assert_eq!(back, item);
+        assert_eq!(
+            meta,
+            ClipMeta {
+                origin: DeviceId(3),
+                seq: 7,
+                timestamp_ms: 42
+            }
+        );
+        // The relay claims another sender: refused.
+        assert_eq!(
+            open_clip(&key, DeviceId(4), &env).unwrap_err(),
+            OpenClipError::Open
+        );
+        let other = DataKey::generate().clip_key();
+        assert_eq!(
+            open_clip(&other, DeviceId(3), &env).unwrap_err(),
+            OpenClipError::Open
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! The `clipmesh` command line. See `docs/client.md`.
+//!
+//! Every failure prints one line, `clipmesh: <what went wrong>`, and exits
+//! with status 1 (2 for usage errors).
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use clipmesh::account::{self, Credentials, Device};
+use clipmesh::config::{self, ENV_CONFIG_DIR};
+use clipmesh::control::{self, ControlError, Request};
+use clipmesh::daemon::{self, now_ms, open_clip, seal_clip};
+use clipmesh::link::{self, LinkConfig, LinkEvent, LinkExit};
+use clipmesh::state::State;
+use clipmesh::sync::SyncEngine;
+use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zeroize::Zeroizing;
+
+/// How long a standalone `send` waits for the relay's ack.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clipmesh",
+    version,
+    about = "End-to-end encrypted clipboard sync"
+)]
+struct Cli {
+    /// Directory holding this device's config, secrets fallback and state.
+    #[arg(long, global = true, env = ENV_CONFIG_DIR, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create an account (keys are derived on this device), then log in.
+    Signup(AuthArgs),
+    /// Log this device in and store its token and data key.
+    Login(AuthArgs),
+    /// Revoke this device's session and delete local secrets.
+    Logout,
+    /// Run the sync daemon in the foreground until SIGTERM or Ctrl-C.
+    Run {
+        /// Transport: `relay` (WebSocket through the relay), `p2p` (direct
+        /// WebRTC; not in this build) or `auto` (relay in this build).
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+    },
+    /// Show the running daemon's state.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish TEXT (or standard input) as a clip to this user's devices.
+    Send {
+        /// The text; read from standard input when omitted.
+        text: Option<String>,
+    },
+    /// Print clips as they arrive.
+    Watch {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List this user's devices, or revoke one.
+    Devices {
+        /// Revoke the device with this id.
+        #[arg(long, value_name = "ID")]
+        revoke: Option<u64>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct AuthArgs {
+    /// Relay URL, e.g. https://relay.example.org
+    #[arg(long)]
+    server: String,
+    /// Account name.
+    #[arg(long)]
+    username: String,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Name for this device (default: the host name).
+    #[arg(long)]
+    device_name: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Direct P2P when it connects, the relay otherwise (relay only in
+    /// this build).
+    Auto,
+    /// Always through the relay.
+    Relay,
+    /// Direct WebRTC only.
+    P2p,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    // One TLS backend for every client (WebSocket and HTTP).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("clipmesh: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("clipmesh: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cmd: &Command) {
+    let default = match cmd {
+        Command::Run { .. } | Command::Watch { .. } => "clipmesh=info,warn",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let dir = config::config_dir(cli.config_dir.as_deref())?;
+    match cli.command {
+        Command::Signup(a) => auth(dir, a, true).await,
+        Command::Login(a) => auth(dir, a, false).await,
+        Command::Logout => {
+            blocking(move || account::logout(&dir)).await??;
+            println!("logged out");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { mode } => run(dir, mode).await,
+        Command::Status { json } => status(&dir, json).await,
+        Command::Send { text } => send(dir, text).await,
+        Command::Watch { json } => watch(dir, json).await,
+        Command::Devices { revoke } => devices(dir, revoke).await,
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("internal error: {e}"))
+}
+
+fn read_password(from_stdin: bool, confirm: bool) -> Result<Zeroizing<String>> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let pw = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+        if pw.is_empty() {
+            bail!("empty password on standard input");
+        }
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to prompt for the password: use --password-stdin");
+    }
+    let pw =
+        Zeroizing::new(rpassword::prompt_password("Password: ").context("reading the password")?);
+    if pw.is_empty() {
+        bail!("empty password");
+    }
+    if confirm {
+        let again = Zeroizing::new(
+            rpassword::prompt_password("Repeat password: ").context("reading the password")?,
+        );
+        if *again != *pw {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(pw)
+}
+
+fn host_name() -> String {
+    let from_env = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::env::var("COMPUTERNAME").ok());
+    let name = from_env
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    name.unwrap_or_else(|| "device".to_owned())
+}
+
+async fn auth(dir: PathBuf, a: AuthArgs, signup: bool) -> Result<ExitCode> {
+    let password = read_password(a.password_stdin, signup && !a.password_stdin)?;
+    let device_name = a.device_name.clone().unwrap_or_else(host_name);
+    let acct = blocking(move || {
+        let creds = Credentials {
+            server: &a.server,
+            username: &a.username,
+            password: password.as_bytes(),
+            device_name: &device_name,
+        };
+        if signup {
+            account::signup(&dir, &creds)
+        } else {
+            account::login(&dir, &creds)
+        }
+    })
+    .await??;
+    println!(
+        "{} as {} on {} (device {}, \"{}\"); secrets in the {}",
+        if signup {
+            "signed up and logged in"
+        } else {
+            "logged in"
+        },
+        acct.username,
+        acct.server,
+        acct.device_id,
+        acct.device_name,
+        if acct.secret_store == "keyring" {
+            "OS keyring"
+        } else {
+            "0600 file secrets.json"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load_device(dir: &Path) -> Result<Device> {
+    let d = dir.to_path_buf();
+    Ok(blocking(move || Device::load(&d)).await??)
+}
+
+async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
+    if mode == Mode::P2p {
+        bail!(
+            "direct P2P (WebRTC) is not available in this build; use --mode relay or --mode auto"
+        );
+    }
+    let device = load_device(&dir).await?;
+    let cancel = CancellationToken::new();
+    let (clip, local) = clipmesh::clipboard::spawn_watcher(
+        clipmesh::clipboard::ClipboardConfig {
+            primary: device.config.sync.primary,
+        },
+        cancel.child_token(),
+    )
+    .context("clipboard")?;
+    let signals = TaskTracker::new();
+    signals.spawn(wait_for_shutdown(cancel.clone()));
+    let r = daemon::run_daemon(&dir, device, clip, local, cancel.clone()).await;
+    cancel.cancel();
+    signals.close();
+    signals.wait().await;
+    r?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `cancel` on Ctrl-C or SIGTERM (or when cancelled elsewhere).
+async fn wait_for_shutdown(cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = cancel.cancelled() => return,
+                }
+                cancel.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = cancel.cancelled() => return,
+    }
+    tracing::info!("shutting down");
+    cancel.cancel();
+}
+
+async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
+    let resp = match control::request(dir, &Request::Status).await {
+        Ok(r) => r,
+        Err(ControlError::NotRunning) if json => {
+            println!("{}", serde_json::json!({ "running": false }));
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = match (resp.ok, resp.status) {
+        (true, Some(st)) => st,
+        _ => bail!(resp.error.unwrap_or_else(|| "daemon gave no status".into())),
+    };
+    if json {
+        let mut v = serde_json::to_value(&st)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("running".into(), true.into());
+        }
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("daemon:       running (device {})", st.device_id);
+    println!(
+        "connection:   {}",
+        if st.connected {
+            format!("connected via {}", st.path)
+        } else {
+            "not connected (retrying)".into()
+        }
+    );
+    let names: Vec<String> = st
+        .online
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.id))
+        .collect();
+    println!(
+        "online:       {}",
+        if names.is_empty() {
+            "-".into()
+        } else {
+            names.join(", ")
+        }
+    );
+    println!(
+        "last sync:    {}",
+        st.last_sync_ms
+            .map(|ms| format!("{} s ago", now_ms().saturating_sub(ms) / 1000))
+            .unwrap_or_else(|| "never".into())
+    );
+    println!("last error:   {}", st.last_error.as_deref().unwrap_or("-"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_text(text: Option<String>) -> Result<String> {
+    match text {
+        Some(t) => Ok(t),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input (is it UTF-8 text?)")?;
+            Ok(s)
+        }
+    }
+}
+
+async fn send(dir: PathBuf, text: Option<String>) -> Result<ExitCode> {
+    let text = read_text(text)?;
+    if text.is_empty() {
+        bail!("nothing to send: the text is empty");
+    }
+    match control::request(&dir, &Request::Send { text: text.clone() }).await {
+        Ok(resp) if resp.ok => return Ok(ExitCode::SUCCESS),
+        Ok(resp) => bail!(resp
+            .error
+            .unwrap_or_else(|| "the daemon refused the clip".into())),
+        Err(ControlError::NotRunning) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // No daemon: connect once, publish, wait for the ack.
+    let device = load_device(&dir).await?;
+    let content = ClipContent::Text(text);
+    if !device.config.sync.fits(&content) {
+        bail!(
+            "text is larger than max_item_bytes ({})",
+            device.config.sync.max_item_bytes
+        );
+    }
+    let d2 = dir.clone();
+    let (seq, last_seen) = blocking(move || -> std::io::Result<(u64, u64)> {
+        let mut st = State::load(&d2)?;
+        Ok((st.next_seq()?, st.last_seen()))
+    })
+    .await?
+    .context("state file")?;
+    let me = DeviceId(device.account.device_id);
+    let item = ClipItem {
+        timestamp_ms: now_ms(),
+        content,
+    };
+    let env = seal_clip(&device.secrets.data_key.clip_key(), me, seq, &item);
+    let cancel = CancellationToken::new();
+    let (handle, commands) = link::channel();
+    let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);
+    let tracker = TaskTracker::new();
+    let mut link_task = tracker.spawn(link::run(
+        LinkConfig {
+            server: device.account.server.clone(),
+            token: device.secrets.token.clone(),
+            last_seen,
+            seed: rand::random(),
+        },
+        commands,
+        etx,
+        cancel.clone(),
+    ));
+    let ack = handle.publish(env).await?;
+    let deadline = tokio::time::sleep(SEND_TIMEOUT);
+    tokio::pin!(deadline);
+    tokio::pin!(ack);
+    let mut last_problem = None;
+    let result = loop {
+        tokio::select! {
+            r = &mut ack => break match r {
+                Ok(Ok(_seq)) => Ok(()),
+                Ok(Err(e)) => Err(anyhow!(e)),
+                Err(_) => Err(anyhow!("internal error: link stopped")),
+            },
+            exit = &mut link_task => break match exit {
+                Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
+                _ => Err(anyhow!("internal error: link stopped")),
+            },
+            ev = erx.recv() => if let Some(LinkEvent::Disconnected { reason, .. }) = ev {
+                last_problem = Some(reason);
+            },
+            _ = &mut deadline => break Err(anyhow!(
+                "{} (gave up after {} s)",
+                last_problem.unwrap_or_else(|| "the relay did not acknowledge the clip".into()),
+                SEND_TIMEOUT.as_secs()
+            )),
+        }
+    };
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
+    let device = load_device(&dir).await?;
+    let d2 = dir.clone();
+    let mut state = blocking(move || State::load(&d2))
+        .await?
+        .context("state file")?;
+    let key = device.secrets.data_key.clip_key();
+    let me = DeviceId(device.account.device_id);
+    let mut sync = SyncEngine::new(me);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(wait_for_shutdown(cancel.clone()));
+    // Keep the handle alive: dropping it is fine, but watch never publishes.
+    let (_handle, commands) = link::channel();
+    let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);
+    let mut link_task = tracker.spawn(link::run(
+        LinkConfig {
+            server: device.account.server.clone(),
+            token: device.secrets.token.clone(),
+            last_seen: state.last_seen(),
+            seed: rand::random(),
+        },
+        commands,
+        etx,
+        cancel.clone(),
+    ));
+    let mut stdout = std::io::stdout();
+    let result: Result<()> = loop {
+        tokio::select! {
+            exit = &mut link_task => break match exit {
+                Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
+                _ => Ok(()),
+            },
+            ev = erx.recv() => match ev {
+                Some(LinkEvent::Deliver { seq, from, envelope }) => {
+                    match open_clip(&key, from, &envelope) {
+                        Ok((meta, item)) => {
+                            if sync.accept_seq(&meta) {
+                                let line = render(&item.content, from, meta.timestamp_ms, json);
+                                if writeln!(stdout, "{line}").and_then(|_| stdout.flush()).is_err() {
+                                    // Reader went away (e.g. `| head`): stop quietly.
+                                    break Ok(());
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(%from, "{e}"),
+                    }
+                    if let Err(e) = state.set_last_seen(seq) {
+                        tracing::warn!(error = %e, "cannot write state file");
+                    }
+                }
+                Some(LinkEvent::Connected { online, .. }) => {
+                    tracing::info!(online = online.len(), "watching");
+                }
+                Some(LinkEvent::Disconnected { reason, retry_in }) => {
+                    tracing::warn!(%reason, retry_in_ms = retry_in.as_millis() as u64, "disconnected; reconnecting");
+                }
+                Some(_) => {}
+                None => break Ok(()),
+            },
+        }
+    };
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One output line of `watch`.
+fn render(content: &ClipContent, from: DeviceId, timestamp_ms: u64, json: bool) -> String {
+    let received_at = now_ms();
+    if json {
+        let mut v = serde_json::json!({
+            "kind": content.kind_name(),
+            "from_device": from.0,
+            "copied_at": timestamp_ms,
+            "received_at": received_at,
+            "bytes": content.payload_len(),
+        });
+        if let Some(o) = v.as_object_mut() {
+            match content {
+                ClipContent::Text(t) => {
+                    o.insert("text".into(), t.clone().into());
+                }
+                ClipContent::Html { html, alt_text } => {
+                    o.insert("text".into(), alt_text.clone().into());
+                    o.insert("html".into(), html.clone().into());
+                }
+                _ => {}
+            }
+        }
+        return v.to_string();
+    }
+    match content {
+        ClipContent::Text(t) => t.clone(),
+        ClipContent::Html { alt_text, .. } => alt_text.clone(),
+        other => format!(
+            "[{} from device {}, {} bytes]",
+            other.kind_name(),
+            from.0,
+            other.payload_len()
+        ),
+    }
+}
+
+async fn devices(dir: PathBuf, revoke: Option<u64>) -> Result<ExitCode> {
+    let device = load_device(&dir).await?;
+    let api = clipmesh::Api::new(&device.account.server);
+    let token = device.secrets.token.clone();
+    if let Some(id) = revoke {
+        let a = api.clone();
+        let t = token.clone();
+        blocking(move || a.revoke(&t, DeviceId(id))).await??;
+        if id == device.account.device_id {
+            println!(
+                "revoked device {id} (this device); run `clipmesh logout` to clear local secrets"
+            );
+        } else {
+            println!("revoked device {id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = blocking(move || api.devices(&token)).await??;
+    println!(
+        "{:<8} {:<24} {:<7} {:<8} LAST SEEN",
+        "ID", "NAME", "ONLINE", "CURRENT"
+    );
+    let now = (now_ms() / 1000) as i64;
+    for d in list.devices {
+        let ago = now.saturating_sub(d.last_seen_at).max(0);
+        println!(
+            "{:<8} {:<24} {:<7} {:<8} {}",
+            d.id.0,
+            d.name,
+            if d.online { "yes" } else { "no" },
+            if d.current { "*" } else { "" },
+            human_ago(ago as u64)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_ago(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s} s ago"),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86_399 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}

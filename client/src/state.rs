@@ -1,0 +1,192 @@
+//! Small persistent state: the per-device envelope sequence counter and the
+//! newest room sequence this device has seen.
+//!
+//! **Invariant:** a device never seals two envelopes with the same `seq`,
+//! across restarts and crashes. Sequence numbers are reserved in blocks of
+//! [`SEQ_BLOCK`]: the file records the top of the reserved block before any
+//! number in it is used, and a restart starts above it. At most one block
+//! of numbers is skipped per restart.
+//!
+//! Several processes may share a config directory (`run` and a standalone
+//! `send`); every save merges with what is on disk by taking maxima, so
+//! neither can move a counter backwards.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Name of the state file.
+pub const STATE_FILE: &str = "state.json";
+/// How many sequence numbers are reserved per write.
+pub const SEQ_BLOCK: u64 = 64;
+
+/// On-disk form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+struct OnDisk {
+    /// Highest envelope sequence number reserved (possibly used).
+    seq_reserved: u64,
+    /// Newest room sequence seen.
+    last_seen: u64,
+}
+
+/// The state file of one config directory.
+#[derive(Debug)]
+pub struct State {
+    path: PathBuf,
+    disk: OnDisk,
+    /// Last sequence number handed out.
+    seq: u64,
+}
+
+impl State {
+    /// Loads the state (missing file: fresh state) and starts the counter
+    /// above everything reserved before.
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let disk = read(&path)?;
+        Ok(Self {
+            path,
+            seq: disk.seq_reserved,
+            disk,
+        })
+    }
+
+    /// The next envelope sequence number, reserving a new block on disk
+    /// first when needed. A new block starts above anything reserved on
+    /// disk, by this process or another one.
+    pub fn next_seq(&mut self) -> std::io::Result<u64> {
+        let next = self.seq + 1;
+        if next <= self.disk.seq_reserved {
+            self.seq = next;
+            return Ok(next);
+        }
+        let theirs = read(&self.path).unwrap_or_default();
+        let start = next.max(theirs.seq_reserved + 1);
+        self.save(OnDisk {
+            seq_reserved: start + SEQ_BLOCK - 1,
+            last_seen: self.disk.last_seen.max(theirs.last_seen),
+        })?;
+        self.seq = start;
+        Ok(start)
+    }
+
+    /// Newest room sequence seen.
+    pub fn last_seen(&self) -> u64 {
+        self.disk.last_seen
+    }
+
+    /// Records a newer room sequence (no-op if not newer).
+    pub fn set_last_seen(&mut self, seq: u64) -> std::io::Result<()> {
+        if seq <= self.disk.last_seen {
+            return Ok(());
+        }
+        let theirs = read(&self.path).unwrap_or_default();
+        self.save(OnDisk {
+            seq_reserved: self.disk.seq_reserved.max(theirs.seq_reserved),
+            last_seen: seq.max(theirs.last_seen),
+        })
+    }
+
+    fn save(&mut self, d: OnDisk) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&d).map_err(std::io::Error::other)?;
+        write_atomic(&self.path, &json, false)?;
+        self.disk = d;
+        Ok(())
+    }
+}
+
+fn read(path: &Path) -> std::io::Result<OnDisk> {
+    match std::fs::read(path) {
+        // A corrupt state file only costs a replay; never fail on it.
+        Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OnDisk::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `data` to `path` through a temporary file and a rename, so
+/// readers see the old or the new file, never half of one. With `private`
+/// the file is created 0600 on Unix.
+pub fn write_atomic(path: &Path, data: &[u8], private: bool) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = opts.open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_never_reuses_a_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        let a: Vec<u64> = (0..3).map(|_| s.next_seq().unwrap()).collect();
+        assert_eq!(a, vec![1, 2, 3]);
+        drop(s); // "crash": nothing else written
+        let mut s = State::load(dir.path()).unwrap();
+        let b = s.next_seq().unwrap();
+        assert!(b > 3, "got {b}");
+        assert_eq!(b, SEQ_BLOCK + 1);
+    }
+
+    #[test]
+    fn block_boundaries_are_crossed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        let mut last = 0;
+        for _ in 0..(3 * SEQ_BLOCK) {
+            let n = s.next_seq().unwrap();
+            assert_eq!(n, last + 1);
+            last = n;
+        }
+        let mut s2 = State::load(dir.path()).unwrap();
+        assert!(s2.next_seq().unwrap() > last);
+    }
+
+    #[test]
+    fn two_processes_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = State::load(dir.path()).unwrap();
+        let mut b = State::load(dir.path()).unwrap();
+        let x = a.next_seq().unwrap(); // reserves 1..=64
+        let y = b.next_seq().unwrap(); // sees a's block, continues above
+        assert_ne!(x, y);
+        assert!(y > SEQ_BLOCK);
+    }
+
+    #[test]
+    fn last_seen_only_moves_forward_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        s.set_last_seen(10).unwrap();
+        s.set_last_seen(5).unwrap();
+        assert_eq!(State::load(dir.path()).unwrap().last_seen(), 10);
+    }
+
+    #[test]
+    fn corrupt_file_is_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), b"{nope").unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        assert_eq!(s.next_seq().unwrap(), 1);
+    }
+}

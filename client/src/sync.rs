@@ -1,0 +1,304 @@
+//! Deciding what to send and what to apply: dedupe, echo suppression and
+//! "newest wins".
+//!
+//! Sans-IO. The daemon asks [`SyncEngine::on_local`] before publishing a
+//! local clipboard change and [`SyncEngine::on_remote`] before applying a
+//! received one.
+//!
+//! - Per origin device, the highest envelope `seq` seen: a clip delivered
+//!   twice (replay after reconnect, re-publish after a lost ack) is dropped.
+//! - Clips this device sealed itself are never applied (echo).
+//! - The hash and [`ClipMeta`] of what is on the clipboard now (whether it
+//!   was copied here or applied from elsewhere). A local change with the
+//!   same hash is not a change (the watcher re-reading our own write, or the
+//!   user copying the same thing again); a remote item with the same hash is
+//!   not applied again. With three devices this stops every loop: a device
+//!   only publishes content that differs from what it last had.
+//! - A remote item is applied only if its [`ClipMeta`] is newer than the
+//!   clipboard's current item.
+
+use clipmesh_proto::content::ClipMeta;
+use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// SHA-256 over the content's encoding (type included, timestamp excluded).
+pub type ContentHash = [u8; 32];
+
+/// Hashes a clip's content for dedupe.
+pub fn content_hash(content: &ClipContent) -> ContentHash {
+    let item = ClipItem {
+        timestamp_ms: 0,
+        content: content.clone(),
+    };
+    Sha256::digest(item.encode()).into()
+}
+
+/// What to do with a local clipboard change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalDecision {
+    /// Publish it.
+    Send,
+    /// Same content as the clipboard already had: nothing to send.
+    Unchanged,
+}
+
+/// What to do with a received clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteDecision {
+    /// Put it on the clipboard.
+    Apply,
+    /// Already seen (same origin, sequence not higher).
+    Duplicate,
+    /// Sealed by this device.
+    Echo,
+    /// The clipboard already holds exactly this content.
+    SameContent,
+    /// The clipboard holds something newer.
+    Older,
+}
+
+/// The clipboard's current item as this engine knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Current {
+    hash: ContentHash,
+    meta: ClipMeta,
+}
+
+/// Dedupe and ordering state for one device.
+#[derive(Debug)]
+pub struct SyncEngine {
+    /// This device (its own clips are echoes).
+    device: DeviceId,
+    /// Highest envelope sequence seen per origin device.
+    highest: HashMap<DeviceId, u64>,
+    /// What is on the clipboard now, if known.
+    current: Option<Current>,
+}
+
+impl SyncEngine {
+    /// A fresh engine for `device`.
+    pub fn new(device: DeviceId) -> Self {
+        Self {
+            device,
+            highest: HashMap::new(),
+            current: None,
+        }
+    }
+
+    /// Checks a local change; does not record it (see
+    /// [`SyncEngine::record_sent`]).
+    pub fn on_local(&self, content: &ClipContent) -> LocalDecision {
+        match &self.current {
+            Some(c) if c.hash == content_hash(content) => LocalDecision::Unchanged,
+            _ => LocalDecision::Send,
+        }
+    }
+
+    /// Records that a local change was sealed with `seq` and published: it
+    /// is now the clipboard's current item.
+    pub fn record_sent(&mut self, content: &ClipContent, seq: u64, timestamp_ms: u64) {
+        self.current = Some(Current {
+            hash: content_hash(content),
+            meta: ClipMeta {
+                origin: self.device,
+                seq,
+                timestamp_ms,
+            },
+        });
+    }
+
+    /// Records a local change that is not published (send-only switched
+    /// off, type disabled, too large): it is still the clipboard's newest
+    /// item, so an older remote item must not replace it.
+    pub fn record_local_only(&mut self, content: &ClipContent, timestamp_ms: u64) {
+        self.current = Some(Current {
+            hash: content_hash(content),
+            meta: ClipMeta {
+                origin: self.device,
+                seq: 0,
+                timestamp_ms,
+            },
+        });
+    }
+
+    /// Accepts an origin sequence number for display-only consumers
+    /// (`watch`): true the first time a given (origin, seq) or a higher one
+    /// is seen.
+    pub fn accept_seq(&mut self, meta: &ClipMeta) -> bool {
+        let h = self.highest.entry(meta.origin).or_insert(0);
+        if meta.seq <= *h {
+            return false;
+        }
+        *h = meta.seq;
+        true
+    }
+
+    /// Decides about a received clip; on [`RemoteDecision::Apply`] it
+    /// becomes the current item.
+    pub fn on_remote(&mut self, meta: ClipMeta, content: &ClipContent) -> RemoteDecision {
+        if meta.origin == self.device {
+            return RemoteDecision::Echo;
+        }
+        if !self.accept_seq(&meta) {
+            return RemoteDecision::Duplicate;
+        }
+        let hash = content_hash(content);
+        if let Some(cur) = &mut self.current {
+            if cur.hash == hash {
+                if meta.is_newer_than(&cur.meta) {
+                    cur.meta = meta;
+                }
+                return RemoteDecision::SameContent;
+            }
+            if !meta.is_newer_than(&cur.meta) {
+                return RemoteDecision::Older;
+            }
+        }
+        self.current = Some(Current { hash, meta });
+        RemoteDecision::Apply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> ClipContent {
+        ClipContent::Text(s.into())
+    }
+
+    fn meta(origin: u64, seq: u64, ts: u64) -> ClipMeta {
+        ClipMeta {
+            origin: DeviceId(origin),
+            seq,
+            timestamp_ms: ts,
+        }
+    }
+
+    #[test]
+    fn hash_depends_on_type_not_only_bytes() {
+        let a = text("x");
+        let b = ClipContent::Html {
+            html: "x".into(),
+            alt_text: String::new(),
+        };
+        assert_ne!(content_hash(&a), content_hash(&b));
+        assert_eq!(content_hash(&a), content_hash(&text("x")));
+    }
+
+    #[test]
+    fn duplicates_and_echoes_are_dropped() {
+        let mut e = SyncEngine::new(DeviceId(1));
+        assert_eq!(
+            e.on_remote(meta(2, 5, 100), &text("a")),
+            RemoteDecision::Apply
+        );
+        assert_eq!(
+            e.on_remote(meta(2, 5, 100), &text("a")),
+            RemoteDecision::Duplicate
+        );
+        assert_eq!(
+            e.on_remote(meta(2, 4, 200), &text("b")),
+            RemoteDecision::Duplicate
+        );
+        assert_eq!(
+            e.on_remote(meta(1, 9, 300), &text("c")),
+            RemoteDecision::Echo
+        );
+    }
+
+    #[test]
+    fn applied_item_is_not_sent_back() {
+        let mut e = SyncEngine::new(DeviceId(1));
+        assert_eq!(
+            e.on_remote(meta(2, 1, 100), &text("a")),
+            RemoteDecision::Apply
+        );
+        // The watcher reports our own write (if the clipboard module's
+        // suppression missed it): not a change.
+        assert_eq!(e.on_local(&text("a")), LocalDecision::Unchanged);
+        assert_eq!(e.on_local(&text("b")), LocalDecision::Send);
+    }
+
+    #[test]
+    fn newest_wins_against_local_clipboard() {
+        let mut e = SyncEngine::new(DeviceId(1));
+        e.record_sent(&text("mine"), 1, 1_000);
+        // A replayed clip copied before our last local change: not applied.
+        assert_eq!(
+            e.on_remote(meta(2, 3, 900), &text("old")),
+            RemoteDecision::Older
+        );
+        assert_eq!(
+            e.on_remote(meta(2, 4, 1_100), &text("new")),
+            RemoteDecision::Apply
+        );
+        // Copying the same thing again after something else was applied is
+        // a real change.
+        assert_eq!(e.on_local(&text("mine")), LocalDecision::Send);
+    }
+
+    #[test]
+    fn local_only_items_still_count_for_ordering() {
+        let mut e = SyncEngine::new(DeviceId(1));
+        e.record_local_only(&text("secret-ish but not sent"), 2_000);
+        assert_eq!(
+            e.on_remote(meta(2, 1, 1_500), &text("x")),
+            RemoteDecision::Older
+        );
+    }
+
+    /// Three devices, each forwarding what it applies as a "local change"
+    /// (the worst case: a clipboard watcher that misses its own writes).
+    /// One copy must produce exactly one apply per other device and no
+    /// further publishes.
+    #[test]
+    fn three_devices_do_not_loop() {
+        let mut devs: Vec<SyncEngine> = (1..=3).map(|i| SyncEngine::new(DeviceId(i))).collect();
+        let mut seqs = [0u64; 3];
+        let mut applies = [0u32; 3];
+        // (origin index, seq, ts, content)
+        let mut wire: Vec<(usize, u64, u64, ClipContent)> = vec![];
+        let c = text("hello");
+        assert_eq!(devs[0].on_local(&c), LocalDecision::Send);
+        seqs[0] += 1;
+        devs[0].record_sent(&c, seqs[0], 10);
+        wire.push((0, seqs[0], 10, c));
+        let mut rounds = 0;
+        while let Some((from, seq, ts, content)) = wire.pop() {
+            rounds += 1;
+            assert!(rounds < 50, "loop detected");
+            for i in 0..3 {
+                if i == from {
+                    continue;
+                }
+                let m = meta(from as u64 + 1, seq, ts);
+                if devs[i].on_remote(m, &content) == RemoteDecision::Apply {
+                    applies[i] += 1;
+                    // Watcher echo: the applied item comes back as local.
+                    if devs[i].on_local(&content) == LocalDecision::Send {
+                        seqs[i] += 1;
+                        devs[i].record_sent(&content, seqs[i], ts + 1);
+                        wire.push((i, seqs[i], ts + 1, content.clone()));
+                    }
+                }
+            }
+        }
+        assert_eq!(applies, [0, 1, 1]);
+        assert_eq!(seqs, [1, 0, 0]);
+    }
+
+    #[test]
+    fn tie_on_timestamp_is_broken_the_same_everywhere() {
+        let mut a = SyncEngine::new(DeviceId(1));
+        let mut b = SyncEngine::new(DeviceId(2));
+        a.record_sent(&text("from a"), 1, 500);
+        b.record_sent(&text("from b"), 1, 500);
+        let ra = a.on_remote(meta(2, 1, 500), &text("from b"));
+        let rb = b.on_remote(meta(1, 1, 500), &text("from a"));
+        // Device 2 wins the tie: a applies b's item, b keeps its own.
+        assert_eq!(ra, RemoteDecision::Apply);
+        assert_eq!(rb, RemoteDecision::Older);
+    }
+}
