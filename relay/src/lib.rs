@@ -1,1 +1,48 @@
-//! clipmesh relay (in progress).
+//! `clipmesh-relay`: accounts, device sessions and one room actor per user,
+//! self-hostable as one binary with an embedded SQLite database.
+//!
+//! Bird's-eye view (listener → connection → frame → room):
+//!
+//! - [`server`]: [`Relay::bind`] opens the store, binds the listener (plain
+//!   or TLS) and owns every task through one `TaskTracker` and one
+//!   `CancellationToken`.
+//! - [`http`]: the JSON API under `/api/v1` (`http/account.rs`,
+//!   `http/admin.rs`), `/healthz`, `/readyz`, `/metrics`.
+//! - [`ws`]: one task per WebSocket: auth at upgrade, `Hello`, pings,
+//!   limits; forwards frames to the user's room.
+//! - [`registry`]: user id → room actor; starts rooms on first use and parks
+//!   the members of rooms evicted while idle.
+//! - [`room`]: the actor; its sans-IO core is [`room::state::RoomState`].
+//! - [`store`]: SQLite (WAL) with migrations.
+//! - [`auth`], [`throttle`], [`ratelimit`], [`validate`], [`net`],
+//!   [`metrics`], [`config`], [`cli`]: the pieces around them.
+//!
+//! **Architecture Invariant:** the relay never sees plaintext or keys. It
+//! stores a PHC hash of each `auth_key`, the wrapped data key and sealed
+//! envelopes, and routes envelopes by user id without opening them.
+//!
+//! **Architecture Invariant:** every task has an owner. Connection and room
+//! tasks run on the relay's `TaskTracker` and stop on its cancellation
+//! token; blocking database work runs on `spawn_blocking` and is awaited.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod ratelimit;
+pub mod registry;
+pub mod room;
+pub mod server;
+pub mod store;
+pub mod throttle;
+pub mod validate;
+pub mod ws;
+
+pub use config::{Config, SignupPolicy};
+pub use metrics::Metrics;
+pub use registry::Registry;
+pub use room::{RoomMsg, RoomState};
+pub use server::{Relay, RelayError, RelayHandle};
+pub use store::{Db, Store, StoreError};

@@ -1,0 +1,301 @@
+//! Account endpoints: prelogin, signup, login, logout, devices, password.
+
+use super::{ApiError, ApiJson, AppState, Authed};
+use crate::auth;
+use crate::config::SignupPolicy;
+use crate::metrics::Metrics;
+use crate::store::{unix_now, CreateUser, Logout, NewCredentials, UserRow};
+use crate::validate;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use clipmesh_proto::api::{
+    ChangePasswordRequest, DeviceRecord, DevicesResponse, LoginRequest, LoginResponse,
+    PreloginRequest, PreloginResponse, SignupRequest,
+};
+use clipmesh_proto::{DeviceId, KdfParams};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+type S = State<Arc<AppState>>;
+
+pub(super) async fn prelogin(
+    State(s): S,
+    ApiJson(req): ApiJson<PreloginRequest>,
+) -> Result<Json<PreloginResponse>, ApiError> {
+    validate::username(&req.username)?;
+    let name = req.username.clone();
+    let user = s.store.call(move |db| db.user_by_name(&name)).await?;
+    Ok(Json(match user {
+        Some(u) => PreloginResponse {
+            salt: hex::encode(&u.salt),
+            kdf: u.kdf,
+        },
+        None => PreloginResponse {
+            salt: hex::encode(auth::fake_salt(&s.secret, &req.username)),
+            kdf: KdfParams::default(),
+        },
+    }))
+}
+
+fn login_response(
+    user: &UserRow,
+    device: DeviceId,
+    token: String,
+    is_admin: bool,
+) -> Json<LoginResponse> {
+    Json(LoginResponse {
+        user_id: user.id,
+        device_id: device,
+        token,
+        wrapped_data_key: hex::encode(&user.wrapped_data_key),
+        salt: hex::encode(&user.salt),
+        kdf: user.kdf,
+        is_admin,
+    })
+}
+
+pub(super) async fn signup(
+    State(s): S,
+    ApiJson(req): ApiJson<SignupRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    validate::username(&req.username)?;
+    validate::device_name(&req.device_name)?;
+    let creds = validate::credentials(&req.salt, &req.kdf, &req.wrapped_data_key)?;
+    let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
+    let policy = s.config.signup;
+    if policy == SignupPolicy::Closed {
+        return Err(signup_closed());
+    }
+    let auth_hash = s.hasher.hash(auth_key).await.map_err(ApiError::internal)?;
+    let creds = NewCredentials { auth_hash, ..creds };
+    let (token, token_hash) = auth::new_token();
+    let (name, device_name, c2) = (req.username.clone(), req.device_name.clone(), creds.clone());
+    let res = s
+        .store
+        .call(move |db| {
+            db.create_user(
+                &name,
+                &c2,
+                |existing| match policy {
+                    SignupPolicy::Open => true,
+                    SignupPolicy::Closed => false,
+                    SignupPolicy::First => existing == 0,
+                },
+                Some((&device_name, &token_hash)),
+                unix_now(),
+            )
+        })
+        .await?;
+    match res {
+        CreateUser::Created {
+            user,
+            device: Some(device),
+            is_admin,
+        } => {
+            tracing::info!(%user, %device, is_admin, "account created");
+            let row = UserRow {
+                id: user,
+                username: req.username,
+                salt: creds.salt,
+                kdf: creds.kdf,
+                auth_hash: String::new(),
+                wrapped_data_key: creds.wrapped_data_key,
+                is_admin,
+                disabled: false,
+                created_at: 0,
+            };
+            Ok(login_response(&row, device, token, is_admin))
+        }
+        CreateUser::Created { device: None, .. } => {
+            Err(ApiError::internal("signup created no device"))
+        }
+        CreateUser::Taken => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "username_taken",
+            "that username is taken",
+        )),
+        CreateUser::Closed => Err(signup_closed()),
+    }
+}
+
+fn signup_closed() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "signup_closed",
+        "signup is closed on this relay; ask its operator for an account",
+    )
+}
+
+fn check_throttle(s: &AppState, name: &str, ip: std::net::IpAddr) -> Result<(), ApiError> {
+    let now = Instant::now();
+    let by_ip = s
+        .throttle_ips
+        .lock()
+        .map_err(|_| ApiError::internal("throttle lock"))?
+        .check(&ip, now);
+    let by_user = s
+        .throttle_users
+        .lock()
+        .map_err(|_| ApiError::internal("throttle lock"))?
+        .check(&name.to_owned(), now);
+    match (by_ip, by_user) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(a), Err(b)) => Err(ApiError::rate_limited(a.max(b))),
+        (Err(w), _) | (_, Err(w)) => Err(ApiError::rate_limited(w)),
+    }
+}
+
+fn record_failure(s: &AppState, name: &str, ip: std::net::IpAddr) {
+    let now = Instant::now();
+    Metrics::add(&s.metrics.auth_failures, 1);
+    if let Ok(mut t) = s.throttle_ips.lock() {
+        t.failure(ip, now);
+    }
+    if let Ok(mut t) = s.throttle_users.lock() {
+        t.failure(name.to_owned(), now);
+    }
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
+}
+
+pub(super) async fn login(
+    State(s): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    validate::username(&req.username)?;
+    validate::device_name(&req.device_name)?;
+    let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
+    let ip = s.trusted.client_ip(peer, &headers);
+    check_throttle(&s, &req.username, ip)?;
+    let name = req.username.clone();
+    let user = s.store.call(move |db| db.user_by_name(&name)).await?;
+    let ok = s
+        .hasher
+        .verify(user.as_ref().map(|u| u.auth_hash.clone()), auth_key)
+        .await;
+    let Some(user) = user.filter(|_| ok) else {
+        record_failure(&s, &req.username, ip);
+        tracing::debug!(%ip, "login failed");
+        return Err(invalid_credentials());
+    };
+    if user.disabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_disabled",
+            "this account is disabled",
+        ));
+    }
+    if let Ok(mut t) = s.throttle_users.lock() {
+        t.success(&req.username);
+    }
+    let (token, token_hash) = auth::new_token();
+    let (uid, dname) = (user.id, req.device_name.clone());
+    let device = s
+        .store
+        .call(move |db| db.create_session(uid, &dname, &token_hash, unix_now()))
+        .await?;
+    tracing::info!(user = %user.id, %device, "device logged in");
+    let is_admin = user.is_admin;
+    Ok(login_response(&user, device, token, is_admin))
+}
+
+pub(super) async fn logout(State(s): S, Authed(me): Authed) -> Result<StatusCode, ApiError> {
+    let (user, device) = (me.user, me.device);
+    s.store
+        .call(move |db| db.delete_device(user, device))
+        .await?;
+    s.registry.revoke(user, Some(device)).await;
+    tracing::info!(%user, %device, "device logged out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn devices(
+    State(s): S,
+    Authed(me): Authed,
+) -> Result<Json<DevicesResponse>, ApiError> {
+    let user = me.user;
+    let rows = s.store.call(move |db| db.list_devices(user)).await?;
+    let online = s.registry.online(user).await;
+    Ok(Json(DevicesResponse {
+        devices: rows
+            .into_iter()
+            .map(|d| DeviceRecord {
+                id: d.id,
+                online: online.contains(&d.id),
+                current: d.id == me.device,
+                name: d.name,
+                created_at: d.created_at,
+                last_seen_at: d.last_seen_at,
+            })
+            .collect(),
+    }))
+}
+
+pub(super) async fn delete_device(
+    State(s): S,
+    Authed(me): Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let device = DeviceId(validate::path_id(&id)?);
+    let user = me.user;
+    let found = s
+        .store
+        .call(move |db| db.delete_device(user, device))
+        .await?;
+    if !found {
+        return Err(ApiError::not_found("device"));
+    }
+    s.registry.revoke(user, Some(device)).await;
+    tracing::info!(%user, %device, "device revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn change_password(
+    State(s): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Authed(me): Authed,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let current = validate::key_hex("current_auth_key", &req.current_auth_key)?;
+    let new_key = validate::key_hex("new_auth_key", &req.new_auth_key)?;
+    let creds = validate::credentials(&req.new_salt, &req.new_kdf, &req.new_wrapped_data_key)?;
+    let user_id = me.user;
+    let user = s
+        .store
+        .call(move |db| db.user_by_id(user_id))
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    let ip = s.trusted.client_ip(peer, &headers);
+    check_throttle(&s, &user.username, ip)?;
+    if !s.hasher.verify(Some(user.auth_hash.clone()), current).await {
+        record_failure(&s, &user.username, ip);
+        return Err(invalid_credentials());
+    }
+    let auth_hash = s.hasher.hash(new_key).await.map_err(ApiError::internal)?;
+    let creds = NewCredentials { auth_hash, ..creds };
+    let logout = if req.end_other_sessions {
+        Logout::AllBut(me.device)
+    } else {
+        Logout::None
+    };
+    let revoked = s
+        .store
+        .call(move |db| db.update_credentials(user_id, &creds, logout, false))
+        .await?;
+    for d in &revoked {
+        s.registry.revoke(user_id, Some(*d)).await;
+    }
+    tracing::info!(user = %user_id, revoked = revoked.len(), "password changed");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,71 @@
+//! `clipmesh-relay`: run the relay, or administer its accounts.
+
+use anyhow::Context;
+use clap::Parser;
+use clipmesh_relay::cli::{run_user_command, Cli, Command};
+use clipmesh_relay::config::ENV_LOG;
+use clipmesh_relay::{Config, Relay};
+use std::io::Write;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env(ENV_LOG).unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = cli.load_config()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(serve(config)),
+        Command::User(cmd) => run_user_command(&config, cmd),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let relay = Relay::bind(config).await.context("starting the relay")?;
+    // Tests and scripts parse this exact line (on stdout and stderr).
+    let line = format!("clipmesh-relay listening on {}", relay.url());
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    eprintln!("{line}");
+    let token = relay.shutdown_token();
+    tokio::select! {
+        () = signal() => {
+            tracing::info!("shutting down: closing sockets with 1012");
+            relay.shutdown();
+        }
+        () = token.cancelled() => {}
+    }
+    relay.wait().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

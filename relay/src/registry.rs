@@ -1,0 +1,197 @@
+//! The room registry: routes a user id to its room actor, starting it on
+//! first use, and keeps the members of evicted rooms so their sockets stay
+//! open ("hibernation").
+//!
+//! Each user has at most one [`Slot`]:
+//!
+//! - `Active(sender)`: the actor runs; messages go to its inbox.
+//! - `Hibernating(members)`: the actor was evicted while idle. The registry
+//!   holds each online device's id, name and outbound port (a few dozen bytes
+//!   per socket), like the Durable Objects runtime holds a hibernated
+//!   object's WebSockets. The next message for the user starts a new actor
+//!   with these members and the state it reloads from the store.
+//!
+//! Connection tasks never keep a room sender: they call [`Registry::send`]
+//! for each message, which looks the slot up, wakes the room if needed and
+//! retries if the room was evicted between the lookup and the send.
+//!
+//! **Invariant:** no message is lost to eviction. A room evicts itself only
+//! under the shard lock: it closes its inbox, and if anything arrived in the
+//! meantime it keeps running on a fresh inbox instead (see
+//! [`Registry::hibernate`]). A sender whose send fails on a closed inbox
+//! gets its message back and retries on the new slot.
+//!
+//! The shard locks are `std` mutexes held only for map operations, never
+//! across an `.await`.
+
+use crate::room::{self, ConnPort, Member, RoomCtx, RoomMsg, RoomState, ROOM_INBOX_DEPTH};
+use clipmesh_proto::{CloseCode, DeviceId, UserId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+/// Number of independently locked shards of the user map.
+pub const REGISTRY_SHARDS: usize = 16;
+/// Attempts to deliver a message across evictions before giving up.
+const SEND_ATTEMPTS: usize = 4;
+
+/// A user's entry.
+enum Slot {
+    Active(mpsc::Sender<RoomMsg>),
+    Hibernating(Vec<Member<ConnPort>>),
+}
+
+/// The room could not be reached (the server is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomGone;
+
+/// Routes users to rooms.
+pub struct Registry {
+    shards: Vec<Mutex<HashMap<UserId, Slot>>>,
+    ctx: RoomCtx,
+    tracker: TaskTracker,
+}
+
+impl Registry {
+    /// An empty registry whose rooms run on `tracker`.
+    pub fn new(ctx: RoomCtx, tracker: TaskTracker) -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..REGISTRY_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            ctx,
+            tracker,
+        })
+    }
+
+    fn shard(&self, user: UserId) -> MutexGuard<'_, HashMap<UserId, Slot>> {
+        let i = (user.0 as usize) % self.shards.len();
+        // A poisoned shard means a panic while holding a plain map
+        // operation; the map itself is still consistent, so keep going.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The sender of the user's room, starting (or waking) it if needed.
+    fn sender(self: &Arc<Self>, user: UserId) -> mpsc::Sender<RoomMsg> {
+        let mut map = self.shard(user);
+        let members = match map.remove(&user) {
+            Some(Slot::Active(tx)) if !tx.is_closed() => {
+                map.insert(user, Slot::Active(tx.clone()));
+                return tx;
+            }
+            Some(Slot::Active(_)) | None => Vec::new(),
+            Some(Slot::Hibernating(m)) => m,
+        };
+        let (tx, rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        map.insert(user, Slot::Active(tx.clone()));
+        self.tracker
+            .spawn(room::run(user, rx, members, self.ctx.clone(), self.clone()));
+        tx
+    }
+
+    /// Sends `msg` to the user's room, waking it if it was evicted.
+    pub async fn send(self: &Arc<Self>, user: UserId, mut msg: RoomMsg) -> Result<(), RoomGone> {
+        for _ in 0..SEND_ATTEMPTS {
+            if self.ctx.shutdown.is_cancelled() {
+                return Err(RoomGone);
+            }
+            let tx = self.sender(user);
+            match tx.send(msg).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(m)) => msg = m,
+            }
+        }
+        Err(RoomGone)
+    }
+
+    /// Called by a room whose idle timer fired, under the shard lock: closes
+    /// the inbox and, if nothing is left in it, parks the members here and
+    /// returns `Ok` (the actor then exits). If messages slipped in, the room
+    /// gets a fresh inbox and they are returned for it to handle.
+    pub(crate) fn hibernate(
+        &self,
+        user: UserId,
+        rx: &mut mpsc::Receiver<RoomMsg>,
+        state: &mut RoomState<ConnPort>,
+    ) -> Result<(), Vec<RoomMsg>> {
+        let mut map = self.shard(user);
+        rx.close();
+        let mut leftovers = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            leftovers.push(m);
+        }
+        if leftovers.is_empty() {
+            let members = state.take_members();
+            if members.is_empty() {
+                map.remove(&user);
+            } else {
+                map.insert(user, Slot::Hibernating(members));
+            }
+            return Ok(());
+        }
+        let (tx, new_rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        *rx = new_rx;
+        map.insert(user, Slot::Active(tx));
+        Err(leftovers)
+    }
+
+    /// The user's online devices.
+    pub async fn online(self: &Arc<Self>, user: UserId) -> Vec<DeviceId> {
+        {
+            let map = self.shard(user);
+            match map.get(&user) {
+                None => return Vec::new(),
+                Some(Slot::Hibernating(m)) => return m.iter().map(|m| m.device).collect(),
+                Some(Slot::Active(_)) => {}
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.send(user, RoomMsg::Online { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Closes one device's sockets, or all of the user's, with 4001.
+    pub async fn revoke(self: &Arc<Self>, user: UserId, device: Option<DeviceId>) {
+        if !self.is_present(user) {
+            return;
+        }
+        let _ = self.send(user, RoomMsg::Revoke { device }).await;
+    }
+
+    /// The user was deleted: closes their sockets with 4001 and forgets the
+    /// room.
+    pub async fn remove(self: &Arc<Self>, user: UserId) {
+        let slot = self.shard(user).remove(&user);
+        let parked = match slot {
+            Some(Slot::Active(tx)) => {
+                let delivered = tx.send(RoomMsg::Terminate).await.is_ok();
+                // If the room hibernated between our removal and the send, it
+                // parked its members again: close them here.
+                (!delivered)
+                    .then(|| self.shard(user).remove(&user))
+                    .flatten()
+            }
+            other => other,
+        };
+        if let Some(Slot::Hibernating(members)) = parked {
+            for m in members {
+                crate::room::Port::close(&m.port, CloseCode::Unauthorized);
+            }
+        }
+    }
+
+    /// Whether the user has a room, running or hibernating.
+    pub fn is_present(&self, user: UserId) -> bool {
+        self.shard(user).contains_key(&user)
+    }
+
+    /// Whether the user's room is hibernating (evicted, sockets parked).
+    pub fn is_hibernating(&self, user: UserId) -> bool {
+        matches!(self.shard(user).get(&user), Some(Slot::Hibernating(_)))
+    }
+}

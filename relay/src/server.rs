@@ -1,0 +1,281 @@
+//! Starting and stopping a relay: [`Relay::bind`] opens the database, binds
+//! the listener and starts serving; [`RelayHandle`] shuts it down.
+//!
+//! Shutdown (mini-redis style): cancel one token; the listener stops
+//! accepting, every connection task closes its socket with 1012 "service
+//! restart", every room finishes its store write; then the task tracker
+//! drains and the WAL is checkpointed.
+
+use crate::auth::{HashError, Hasher};
+use crate::config::{Config, DB_FILE};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::net::{self, NetError, TlsListener, TrustedProxies};
+use crate::registry::Registry;
+use crate::room::{RoomCtx, RoomLimits};
+use crate::store::{unix_now, Db, Store, StoreError};
+use crate::throttle::Throttle;
+use axum::serve::{Listener, ListenerExt};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often expired clips are dropped from the database.
+pub const JANITOR_INTERVAL: Duration = Duration::from_secs(600);
+/// Longest wait for tasks to drain at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a relay could not start.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    /// No data directory configured and no platform default.
+    #[error("no data directory: pass --data-dir")]
+    NoDataDir,
+    /// Filesystem or socket error.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// Bad proxy or TLS configuration.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Bad hash parameters.
+    #[error("auth hash: {0}")]
+    Hash(#[from] HashError),
+}
+
+/// Opens the store in the configured data directory.
+pub fn open_store(config: &Config) -> Result<Store, RelayError> {
+    let dir = config.data_dir().ok_or(RelayError::NoDataDir)?;
+    std::fs::create_dir_all(&dir).map_err(|source| RelayError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    Ok(Store::new(Db::open(&dir.join(DB_FILE))?))
+}
+
+/// The relay.
+pub struct Relay;
+
+/// A running relay.
+pub struct RelayHandle {
+    addr: SocketAddr,
+    tls: bool,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    store: Store,
+    registry: Arc<Registry>,
+}
+
+impl Relay {
+    /// Opens the database, binds `config.listen` and starts serving.
+    pub async fn bind(config: Config) -> Result<RelayHandle, RelayError> {
+        let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => Some(net::tls_acceptor(c, k)?),
+            (None, None) => None,
+            _ => return Err(NetError::Tls("both tls_cert and tls_key are needed".into()).into()),
+        };
+        let cfg = config.clone();
+        let (store, secret, hasher) = tokio::task::spawn_blocking(move || {
+            let store = open_store(&cfg)?;
+            let secret = store.blocking(|db| db.secret())?;
+            let a = &cfg.auth;
+            let hasher = Hasher::new(a.hash_m_kib, a.hash_t, a.hash_p, a.max_concurrent_hashes)?;
+            Ok::<_, RelayError>((store, secret, hasher))
+        })
+        .await
+        .map_err(|_| RelayError::Store(StoreError::Join))??;
+        let tcp = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RelayError::Io {
+                what: format!("binding {}", config.listen),
+                source,
+            })?;
+        let addr = tcp.local_addr().map_err(|source| RelayError::Io {
+            what: "local address".into(),
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let metrics = Arc::new(Metrics::default());
+        let l = &config.limits;
+        let registry = Registry::new(
+            RoomCtx {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                limits: RoomLimits {
+                    max_devices: l.max_devices_per_user.max(1),
+                    max_frame: l.max_frame,
+                    ping_interval_s: l.ping_interval_s,
+                    idle_timeout_s: l.idle_timeout_s,
+                    clip_ttl_s: config.room.clip_ttl_s,
+                },
+                evict_after: Duration::from_secs(config.room.evict_idle_s.max(1)),
+                shutdown: shutdown.clone(),
+            },
+            tracker.clone(),
+        );
+        let a = &config.auth;
+        fn throttle<K: std::hash::Hash + Eq + Clone>(a: &crate::config::AuthConfig) -> Throttle<K> {
+            Throttle::new(
+                a.throttle_free_failures,
+                Duration::from_secs(a.throttle_base_s.max(1)),
+                Duration::from_secs(a.throttle_max_s.max(1)),
+            )
+        }
+        let state = Arc::new(AppState {
+            throttle_users: Mutex::new(throttle(a)),
+            throttle_ips: Mutex::new(throttle(a)),
+            config: config.clone(),
+            store: store.clone(),
+            hasher,
+            registry: registry.clone(),
+            metrics,
+            secret,
+            trusted,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            next_conn: AtomicU64::new(1),
+        });
+        let app = http::router(state);
+        match tls {
+            Some(acceptor) => spawn_serve(
+                &tracker,
+                &shutdown,
+                TlsListener::new(tcp, acceptor).tap_io(|_| {}),
+                app,
+            ),
+            None => spawn_serve(
+                &tracker,
+                &shutdown,
+                tcp.tap_io(|s| {
+                    let _ = s.set_nodelay(true);
+                }),
+                app,
+            ),
+        }
+        tracker.spawn(janitor(
+            store.clone(),
+            config.room.clip_ttl_s,
+            shutdown.clone(),
+        ));
+        let tls = config.tls_cert.is_some();
+        tracing::info!(%addr, tls, "relay started");
+        Ok(RelayHandle {
+            addr,
+            tls,
+            shutdown,
+            tracker,
+            store,
+            registry,
+        })
+    }
+}
+
+fn spawn_serve<L>(
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    listener: L,
+    app: axum::Router,
+) where
+    L: Listener<Addr = SocketAddr>,
+    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let token = shutdown.clone();
+    tracker.spawn(async move {
+        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, svc)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "server failed");
+        }
+    });
+}
+
+async fn janitor(store: Store, ttl_s: u64, shutdown: CancellationToken) {
+    let ttl = i64::try_from(ttl_s).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(JANITOR_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let before = unix_now().saturating_sub(ttl);
+                match store.call(move |db| db.expire_clips(before)).await {
+                    Ok(n) if n > 0 => tracing::debug!(n, "expired stored clips"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "expiring clips failed"),
+                }
+            }
+        }
+    }
+}
+
+impl RelayHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
+    }
+
+    /// The token that stops the relay when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The room registry (for tests and tools).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the relay has stopped (after [`RelayHandle::shutdown`] or
+    /// the token is cancelled), then checkpoints the database.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                "tasks still running after drain timeout"
+            );
+        }
+        if let Err(e) = self.store.call(|db| db.checkpoint()).await {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+        tracing::info!("relay stopped");
+    }
+
+    /// Shuts down and waits.
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}

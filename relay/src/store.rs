@@ -1,0 +1,722 @@
+//! The relay's embedded SQLite database: users, devices, sessions, each
+//! room's newest clip, and the server secret.
+//!
+//! [`Db`] is the synchronous layer (one connection, WAL). [`Store`] is the
+//! async handle the server uses: every call runs on `spawn_blocking`, and the
+//! connection's mutex is only ever held inside that blocking closure, never
+//! across an `.await`.
+//!
+//! What is stored, per the key hierarchy in `docs/crypto.md`: the salt, the
+//! KDF parameters, an Argon2id PHC hash of `auth_key`, and the wrapped data
+//! key. Sessions are stored as SHA-256 of the token. Clips are stored as the
+//! sealed envelope only. Nothing here can decrypt anything.
+
+mod migrations;
+
+use clipmesh_proto::api::UserRecord;
+use clipmesh_proto::{DeviceId, KdfParams, UserId};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+pub use migrations::MIGRATIONS;
+
+/// Errors from the database layer.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt row: {0}")]
+    Corrupt(&'static str),
+    /// The database was written by a newer relay.
+    #[error("database schema version {0} is newer than this relay")]
+    TooNew(u32),
+    /// The blocking task panicked or was cancelled.
+    #[error("database task failed")]
+    Join,
+    /// The database mutex was poisoned by a panic.
+    #[error("database lock poisoned")]
+    Poisoned,
+}
+
+/// One account.
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    /// Id.
+    pub id: UserId,
+    /// Name.
+    pub username: String,
+    /// Argon2id salt the client chose.
+    pub salt: Vec<u8>,
+    /// KDF parameters the client chose.
+    pub kdf: KdfParams,
+    /// PHC string of the Argon2id hash of `auth_key`.
+    pub auth_hash: String,
+    /// The data key wrapped under the KEK.
+    pub wrapped_data_key: Vec<u8>,
+    /// Administers the relay.
+    pub is_admin: bool,
+    /// Disabled by an admin.
+    pub disabled: bool,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// What a valid token resolves to.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// The account.
+    pub user: UserId,
+    /// The device.
+    pub device: DeviceId,
+    /// The device's name.
+    pub device_name: String,
+    /// The account is an admin.
+    pub is_admin: bool,
+    /// The account is disabled (the token is then refused).
+    pub disabled: bool,
+}
+
+/// A device with a live session.
+#[derive(Clone, Debug)]
+pub struct DeviceRow {
+    /// Id.
+    pub id: DeviceId,
+    /// Name.
+    pub name: String,
+    /// Login time, Unix seconds.
+    pub created_at: i64,
+    /// Last authentication, Unix seconds.
+    pub last_seen_at: i64,
+}
+
+/// A room's persisted state: its sequence number and newest clip.
+#[derive(Clone, Debug)]
+pub struct RoomRecord {
+    /// Newest sequence number assigned.
+    pub seq: u64,
+    /// Device that published the newest clip.
+    pub from: DeviceId,
+    /// The sealed envelope, or `None` once expired.
+    pub envelope: Option<Vec<u8>>,
+    /// When it was stored, Unix seconds.
+    pub stored_at: i64,
+}
+
+/// Credentials for a new account or a password change (already validated).
+#[derive(Clone)]
+pub struct NewCredentials {
+    /// Salt.
+    pub salt: Vec<u8>,
+    /// KDF parameters.
+    pub kdf: KdfParams,
+    /// PHC hash of `auth_key`.
+    pub auth_hash: String,
+    /// Wrapped data key.
+    pub wrapped_data_key: Vec<u8>,
+}
+
+/// Result of [`Db::create_user`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateUser {
+    /// Created; the first device is logged in.
+    Created {
+        /// New user.
+        user: UserId,
+        /// First device (absent when created without a session).
+        device: Option<DeviceId>,
+        /// Whether it became admin (the first account does).
+        is_admin: bool,
+    },
+    /// The name is taken.
+    Taken,
+    /// Signup policy forbids it.
+    Closed,
+}
+
+/// The synchronous database.
+pub struct Db {
+    conn: Connection,
+}
+
+fn kdf_from_json(s: &str) -> Result<KdfParams, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt("kdf"))
+}
+
+fn kdf_to_json(k: &KdfParams) -> String {
+    // KdfParams is plain integers and a unit enum: serialising cannot fail.
+    serde_json::to_string(k).unwrap_or_default()
+}
+
+fn id(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn sql_id(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const USER_COLS: &str =
+    "id, username, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, created_at";
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(UserRow, String)> {
+    Ok((
+        UserRow {
+            id: UserId(id(r.get(0)?)),
+            username: r.get(1)?,
+            salt: r.get(2)?,
+            kdf: KdfParams::default(),
+            auth_hash: r.get(4)?,
+            wrapped_data_key: r.get(5)?,
+            is_admin: r.get(6)?,
+            disabled: r.get(7)?,
+            created_at: r.get(8)?,
+        },
+        r.get(3)?,
+    ))
+}
+
+fn finish_user(pair: (UserRow, String)) -> Result<UserRow, StoreError> {
+    let (mut u, kdf) = pair;
+    u.kdf = kdf_from_json(&kdf)?;
+    Ok(u)
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut db = Self { conn };
+        db.migrate()?;
+        db.ensure_secret()?;
+        Ok(db)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let v: u32 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
+        if v > known {
+            return Err(StoreError::TooNew(v));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+            tracing::debug!(version = i + 1, "applied migration");
+        }
+        Ok(())
+    }
+
+    fn ensure_secret(&mut self) -> Result<(), StoreError> {
+        let mut s = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut s);
+        self.conn.execute(
+            "INSERT OR IGNORE INTO server_secret (id, secret) VALUES (1, ?1)",
+            params![&s[..]],
+        )?;
+        Ok(())
+    }
+
+    /// The server secret (32 random bytes made at first start), used to
+    /// derive fake pre-login salts.
+    pub fn secret(&self) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT secret FROM server_secret WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Cheap liveness query for `/readyz`.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let _: i64 = self.conn.query_row("SELECT 1", [], |r| r.get(0))?;
+        Ok(())
+    }
+
+    /// Creates an account and, if `device` is given, its first device
+    /// session, in one transaction. The first account becomes admin.
+    pub fn create_user(
+        &mut self,
+        username: &str,
+        creds: &NewCredentials,
+        policy_allows: impl FnOnce(u64) -> bool,
+        device: Option<(&str, &[u8; 32])>,
+        now: i64,
+    ) -> Result<CreateUser, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let users: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        if !policy_allows(id(users)) {
+            return Ok(CreateUser::Closed);
+        }
+        let taken: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1",
+                params![username],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if taken.is_some() {
+            return Ok(CreateUser::Taken);
+        }
+        let is_admin = users == 0;
+        tx.execute(
+            "INSERT INTO users (username, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+            params![
+                username,
+                creds.salt,
+                kdf_to_json(&creds.kdf),
+                creds.auth_hash,
+                creds.wrapped_data_key,
+                is_admin,
+                now
+            ],
+        )?;
+        let user = UserId(id(tx.last_insert_rowid()));
+        let device = match device {
+            Some((name, token_hash)) => {
+                Some(Self::insert_session(&tx, user, name, token_hash, now)?)
+            }
+            None => None,
+        };
+        tx.commit()?;
+        Ok(CreateUser::Created {
+            user,
+            device,
+            is_admin,
+        })
+    }
+
+    fn insert_session(
+        tx: &Connection,
+        user: UserId,
+        name: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<DeviceId, StoreError> {
+        tx.execute(
+            "INSERT INTO devices (user_id, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
+            params![sql_id(user.0), name, now],
+        )?;
+        let device = DeviceId(id(tx.last_insert_rowid()));
+        tx.execute(
+            "INSERT INTO sessions (token_sha256, device_id, created_at) VALUES (?1, ?2, ?3)",
+            params![&token_hash[..], sql_id(device.0), now],
+        )?;
+        Ok(device)
+    }
+
+    /// Logs a new device in.
+    pub fn create_session(
+        &mut self,
+        user: UserId,
+        name: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<DeviceId, StoreError> {
+        let tx = self.conn.transaction()?;
+        let d = Self::insert_session(&tx, user, name, token_hash, now)?;
+        tx.commit()?;
+        Ok(d)
+    }
+
+    /// Looks a user up by name.
+    pub fn user_by_name(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE username = ?1");
+        self.conn
+            .query_row(&sql, params![username], user_from_row)
+            .optional()?
+            .map(finish_user)
+            .transpose()
+    }
+
+    /// Looks a user up by id.
+    pub fn user_by_id(&self, user: UserId) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1");
+        self.conn
+            .query_row(&sql, params![sql_id(user.0)], user_from_row)
+            .optional()?
+            .map(finish_user)
+            .transpose()
+    }
+
+    /// Resolves a token hash to its session.
+    pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionInfo>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT u.id, d.id, d.name, u.is_admin, u.disabled FROM sessions s \
+                 JOIN devices d ON d.id = s.device_id JOIN users u ON u.id = d.user_id \
+                 WHERE s.token_sha256 = ?1",
+                params![&token_hash[..]],
+                |r| {
+                    Ok(SessionInfo {
+                        user: UserId(id(r.get(0)?)),
+                        device: DeviceId(id(r.get(1)?)),
+                        device_name: r.get(2)?,
+                        is_admin: r.get(3)?,
+                        disabled: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records that a device authenticated now.
+    pub fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
+            params![sql_id(device.0), now],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a device of `user` and its session. False if no such device.
+    pub fn delete_device(&self, user: UserId, device: DeviceId) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM devices WHERE id = ?1 AND user_id = ?2",
+            params![sql_id(device.0), sql_id(user.0)],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The user's devices, oldest first.
+    pub fn list_devices(&self, user: UserId) -> Result<Vec<DeviceRow>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, name, created_at, last_seen_at FROM devices WHERE user_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![sql_id(user.0)], |r| {
+            Ok(DeviceRow {
+                id: DeviceId(id(r.get(0)?)),
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+                last_seen_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces the user's credentials. With `keep = Some(d)`, every device
+    /// but `d` is logged out; with `end_all`, every device is. Returns the
+    /// devices logged out. With `forget_clip`, the stored clip is dropped
+    /// (used when the data key changes and old clips become unreadable).
+    pub fn update_credentials(
+        &mut self,
+        user: UserId,
+        creds: &NewCredentials,
+        logout: Logout,
+        forget_clip: bool,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE users SET salt = ?2, kdf = ?3, auth_hash = ?4, wrapped_data_key = ?5 WHERE id = ?1",
+            params![
+                sql_id(user.0),
+                creds.salt,
+                kdf_to_json(&creds.kdf),
+                creds.auth_hash,
+                creds.wrapped_data_key
+            ],
+        )?;
+        let keep = match logout {
+            Logout::None => None,
+            Logout::AllBut(d) => Some(sql_id(d.0)),
+            Logout::All => Some(-1),
+        };
+        let mut revoked = Vec::new();
+        if let Some(keep) = keep {
+            {
+                let mut st =
+                    tx.prepare("SELECT id FROM devices WHERE user_id = ?1 AND id != ?2")?;
+                let rows = st.query_map(params![sql_id(user.0), keep], |r| r.get::<_, i64>(0))?;
+                for r in rows {
+                    revoked.push(DeviceId(id(r?)));
+                }
+            }
+            tx.execute(
+                "DELETE FROM devices WHERE user_id = ?1 AND id != ?2",
+                params![sql_id(user.0), keep],
+            )?;
+        }
+        if forget_clip {
+            tx.execute(
+                "UPDATE room_state SET envelope = NULL WHERE user_id = ?1",
+                params![sql_id(user.0)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(revoked)
+    }
+
+    /// Every user with its device count.
+    pub fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT u.id, u.username, u.is_admin, u.disabled, u.created_at, \
+             (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) FROM users u ORDER BY u.id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(UserRecord {
+                id: UserId(id(r.get(0)?)),
+                username: r.get(1)?,
+                is_admin: r.get(2)?,
+                disabled: r.get(3)?,
+                created_at: r.get(4)?,
+                devices: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(u32::MAX),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sets or clears the disabled flag. False if no such user.
+    pub fn set_disabled(&self, user: UserId, disabled: bool) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE users SET disabled = ?2 WHERE id = ?1",
+            params![sql_id(user.0), disabled],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Sets or clears the admin flag. False if no such user.
+    pub fn set_admin(&self, user: UserId, admin: bool) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE users SET is_admin = ?2 WHERE id = ?1",
+            params![sql_id(user.0), admin],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Deletes a user and everything of theirs. False if no such user.
+    pub fn delete_user(&self, user: UserId) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM users WHERE id = ?1", params![sql_id(user.0)])?;
+        Ok(n > 0)
+    }
+
+    /// The room's persisted state.
+    pub fn load_room(&self, user: UserId) -> Result<Option<RoomRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, from_device, envelope, stored_at FROM room_state WHERE user_id = ?1",
+                params![sql_id(user.0)],
+                |r| {
+                    Ok(RoomRecord {
+                        seq: id(r.get(0)?),
+                        from: DeviceId(id(r.get(1)?)),
+                        envelope: r.get(2)?,
+                        stored_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Stores the room's newest clip (replacing the previous one). Ignored
+    /// if the user no longer exists.
+    pub fn save_room(&self, user: UserId, rec: &RoomRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO room_state (user_id, seq, from_device, envelope, stored_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
+             ON CONFLICT(user_id) DO UPDATE SET seq = excluded.seq, from_device = excluded.from_device, \
+             envelope = excluded.envelope, stored_at = excluded.stored_at",
+            params![
+                sql_id(user.0),
+                sql_id(rec.seq),
+                sql_id(rec.from.0),
+                rec.envelope,
+                rec.stored_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Drops stored clips older than `before` (Unix seconds), keeping the
+    /// sequence numbers. Returns how many were dropped.
+    pub fn expire_clips(&self, before: i64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE room_state SET envelope = NULL WHERE envelope IS NOT NULL AND stored_at < ?1",
+            params![before],
+        )?)
+    }
+
+    /// Checkpoints the WAL into the main file (at shutdown).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// Which sessions a credential change ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logout {
+    /// None.
+    None,
+    /// All but this device.
+    AllBut(DeviceId),
+    /// All.
+    All,
+}
+
+/// The async handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Mutex<Db>>,
+}
+
+impl Store {
+    /// Wraps an open database.
+    pub fn new(db: Db) -> Self {
+        Self {
+            db: Arc::new(Mutex::new(db)),
+        }
+    }
+
+    /// Runs `f` on the database on a blocking thread.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = db.lock().map_err(|_| StoreError::Poisoned)?;
+            f(&mut g)
+        })
+        .await
+        .map_err(|_| StoreError::Join)?
+    }
+
+    /// Runs `f` on the database on the current thread (for the admin CLI
+    /// and shutdown, outside any async context).
+    pub fn blocking<R>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut g = self.db.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&mut g)
+    }
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> NewCredentials {
+        NewCredentials {
+            salt: vec![1; 16],
+            kdf: KdfParams::default(),
+            auth_hash: "$argon2id$fake".into(),
+            wrapped_data_key: vec![2; 72],
+        }
+    }
+
+    #[test]
+    fn first_user_is_admin_and_names_are_unique() {
+        let mut db = Db::open_in_memory().unwrap();
+        let r = db
+            .create_user("ann", &creds(), |_| true, Some(("lap", &[7; 32])), 1)
+            .unwrap();
+        let CreateUser::Created {
+            user,
+            device: Some(dev),
+            is_admin: true,
+        } = r
+        else {
+            panic!("unexpected {r:?}")
+        };
+        assert_eq!(
+            db.create_user("ann", &creds(), |_| true, None, 1).unwrap(),
+            CreateUser::Taken
+        );
+        assert_eq!(
+            db.create_user("bob", &creds(), |n| n == 0, None, 1)
+                .unwrap(),
+            CreateUser::Closed
+        );
+        let s = db.session(&[7; 32]).unwrap().unwrap();
+        assert_eq!((s.user, s.device), (user, dev));
+        assert!(db.session(&[8; 32]).unwrap().is_none());
+        assert_eq!(
+            db.user_by_name("ann").unwrap().unwrap().kdf,
+            KdfParams::default()
+        );
+    }
+
+    #[test]
+    fn credential_change_logs_out_others_and_delete_cascades() {
+        let mut db = Db::open_in_memory().unwrap();
+        let CreateUser::Created {
+            user,
+            device: Some(d1),
+            ..
+        } = db
+            .create_user("ann", &creds(), |_| true, Some(("a", &[1; 32])), 1)
+            .unwrap()
+        else {
+            panic!()
+        };
+        let d2 = db.create_session(user, "b", &[2; 32], 1).unwrap();
+        let revoked = db
+            .update_credentials(user, &creds(), Logout::AllBut(d1), false)
+            .unwrap();
+        assert_eq!(revoked, vec![d2]);
+        assert!(db.session(&[2; 32]).unwrap().is_none());
+        db.save_room(
+            user,
+            &RoomRecord {
+                seq: 3,
+                from: d1,
+                envelope: Some(vec![9]),
+                stored_at: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!(db.load_room(user).unwrap().unwrap().seq, 3);
+        assert_eq!(db.expire_clips(11).unwrap(), 1);
+        assert!(db.load_room(user).unwrap().unwrap().envelope.is_none());
+        assert!(db.delete_user(user).unwrap());
+        assert!(db.session(&[1; 32]).unwrap().is_none());
+        assert!(db.load_room(user).unwrap().is_none());
+    }
+
+    #[test]
+    fn reopen_keeps_secret_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.db");
+        let s1 = Db::open(&p).unwrap().secret().unwrap();
+        let s2 = Db::open(&p).unwrap().secret().unwrap();
+        assert_eq!(s1, s2);
+        assert_eq!(s1.len(), 32);
+    }
+}

@@ -1,0 +1,47 @@
+//! Schema migrations, applied in order and tracked with SQLite's
+//! `PRAGMA user_version` (the number of migrations applied).
+//!
+//! **Invariant:** a migration, once released, never changes. New schema goes
+//! in a new entry at the end.
+
+/// Every migration, oldest first. `user_version` = how many have run.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: accounts, devices, sessions, room state, server secret.
+    r#"
+CREATE TABLE users (
+    id               INTEGER PRIMARY KEY,
+    username         TEXT    NOT NULL UNIQUE,
+    salt             BLOB    NOT NULL,
+    kdf              TEXT    NOT NULL,
+    auth_hash        TEXT    NOT NULL,
+    wrapped_data_key BLOB    NOT NULL,
+    is_admin         INTEGER NOT NULL DEFAULT 0,
+    disabled         INTEGER NOT NULL DEFAULT 0,
+    created_at       INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    id           INTEGER PRIMARY KEY,
+    user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name         TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL
+);
+CREATE INDEX devices_user ON devices(user_id);
+CREATE TABLE sessions (
+    token_sha256 BLOB    PRIMARY KEY,
+    device_id    INTEGER NOT NULL UNIQUE REFERENCES devices(id) ON DELETE CASCADE,
+    created_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE room_state (
+    user_id     INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    from_device INTEGER NOT NULL,
+    envelope    BLOB,
+    stored_at   INTEGER NOT NULL
+);
+CREATE TABLE server_secret (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BLOB    NOT NULL
+);
+"#,
+];
