@@ -188,6 +188,8 @@ pub async fn run_daemon<C: ClipboardSink>(
     };
     tracing::info!(device = %device_id, "daemon started");
     let mut local_open = true;
+    let mut events_open = true;
+    let mut control_open = true;
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
@@ -211,9 +213,14 @@ pub async fn run_daemon<C: ClipboardSink>(
                     local_open = false;
                 }
             },
-            ev = events.recv() => if let Some(ev) = ev { d.on_link(ev).await },
-            req = control_rx.recv() => if let Some((req, answer)) = req {
-                d.on_control(req, answer).await;
+            ev = events.recv(), if events_open => match ev {
+                Some(ev) => d.on_link(ev).await,
+                // The link ended; its task result arrives next.
+                None => events_open = false,
+            },
+            req = control_rx.recv(), if control_open => match req {
+                Some((req, answer)) => d.on_control(req, answer).await,
+                None => control_open = false,
             },
         }
     };

@@ -518,7 +518,11 @@ async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
                     tracing::warn!(%reason, retry_in_ms = retry_in.as_millis() as u64, "disconnected; reconnecting");
                 }
                 Some(_) => {}
-                None => break Ok(()),
+                // The link ended: its exit says why.
+                None => break match (&mut link_task).await {
+                    Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
+                    _ => Ok(()),
+                },
             },
         }
     };

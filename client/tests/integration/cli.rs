@@ -1,0 +1,232 @@
+//! The `clipmesh` binary against a real relay: accounts, send, watch,
+//! devices, logout, revocation, and the one-line errors.
+
+use crate::support::*;
+use clipmesh_relay::SignupPolicy;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signup_login_send_watch_devices_revoke_logout() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let a = device_dir();
+    let b = device_dir();
+
+    let out = auth("signup", a.path(), &relay.url, "ann", PASSWORD, "laptop").await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("signed up"), "{out:?}");
+    let out = auth("login", b.path(), &relay.url, "ann", PASSWORD, "server").await;
+    assert!(out.status.success(), "{out:?}");
+    let id_a = device_id(a.path());
+    let id_b = device_id(b.path());
+    assert_ne!(id_a, id_b);
+
+    // Secrets went to a private file; the config holds no secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(a.path().join("secrets.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let cfg = std::fs::read_to_string(a.path().join("config.toml")).unwrap();
+    assert!(!cfg.contains(&token(a.path())));
+
+    // B watches; A sends without a daemon.
+    let mut w = {
+        let mut c = clipmesh(b.path());
+        c.args(["watch", "--json"]);
+        Running::spawn(c)
+    };
+    w.stderr_until("watching").await;
+    let mut c = clipmesh(a.path());
+    c.args(["send", "hello from ann"]);
+    let out = run(c, None).await;
+    assert!(out.status.success(), "{out:?}");
+    let line = w.next_stdout().await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["kind"], "text");
+    assert_eq!(v["text"], "hello from ann");
+    assert_eq!(v["from_device"], id_a);
+    assert!(v["received_at"].as_u64().unwrap() > 0);
+
+    // Text from standard input, and a second send gets a fresh sequence.
+    let mut c = clipmesh(a.path());
+    c.arg("send");
+    let out = run(c, Some("line one\nline two\n")).await;
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&w.next_stdout().await).unwrap();
+    assert_eq!(v["text"], "line one\nline two\n");
+
+    // Devices: both listed, B online (watching), A marked current.
+    let mut c = clipmesh(a.path());
+    c.arg("devices");
+    let out = run(c, None).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("laptop") && out.stdout.contains("server"),
+        "{}",
+        out.stdout
+    );
+
+    // A revokes B: the watcher stops with the revocation message.
+    let mut c = clipmesh(a.path());
+    c.args(["devices", "--revoke", &id_b.to_string()]);
+    let out = run(c, None).await;
+    assert!(out.status.success(), "{out:?}");
+    let st = w.wait().await;
+    assert!(!st.success());
+    let err = w.rest_of_stderr().await;
+    assert!(
+        err.contains("this device's session was revoked; run `clipmesh login` again"),
+        "{err}"
+    );
+    // B's other commands say the same, in one line.
+    let mut c = clipmesh(b.path());
+    c.arg("devices");
+    let out = run(c, None).await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("revoked"), "{out:?}");
+
+    // Logout removes local secrets; the session is gone on the relay too.
+    let tok = token(a.path());
+    let mut c = clipmesh(a.path());
+    c.arg("logout");
+    let out = run(c, None).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(!a.path().join("secrets.json").exists());
+    let mut c = clipmesh(a.path());
+    c.args(["send", "x"]);
+    let out = run(c, None).await;
+    assert!(!out.status.success());
+    assert_eq!(
+        out.stderr.trim(),
+        "clipmesh: not logged in: run `clipmesh login` first"
+    );
+    let status = ureq::get(&format!("{}/api/v1/devices", relay.url))
+        .header("Authorization", &format!("Bearer {tok}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_clear_line() {
+    let relay = TestRelay::start(SignupPolicy::First).await;
+    let a = device_dir();
+    let out = auth("signup", a.path(), &relay.url, "root", PASSWORD, "a").await;
+    assert!(out.status.success(), "{out:?}");
+
+    fn one_line(out: &Out) -> &str {
+        assert!(!out.status.success(), "{out:?}");
+        let e = out.stderr.trim();
+        assert_eq!(e.lines().count(), 1, "{e}");
+        e
+    }
+
+    // Signup closed after the first account.
+    let b = device_dir();
+    let out = auth("signup", b.path(), &relay.url, "bob", PASSWORD, "b").await;
+    assert!(one_line(&out).contains("signup is closed"), "{out:?}");
+
+    // Wrong password.
+    let out = auth("login", b.path(), &relay.url, "root", "not it", "b").await;
+    assert!(
+        one_line(&out).contains("wrong username or password"),
+        "{out:?}"
+    );
+    // Unknown user looks the same.
+    let out = auth("login", b.path(), &relay.url, "nobody", PASSWORD, "b").await;
+    assert!(
+        one_line(&out).contains("wrong username or password"),
+        "{out:?}"
+    );
+
+    // Relay unreachable.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = auth(
+        "login",
+        b.path(),
+        &format!("http://127.0.0.1:{port}"),
+        "root",
+        PASSWORD,
+        "b",
+    )
+    .await;
+    assert!(one_line(&out).contains("relay unreachable"), "{out:?}");
+
+    // Not logged in.
+    let mut c = clipmesh(b.path());
+    c.arg("devices");
+    let out = run(c, None).await;
+    assert!(one_line(&out).contains("not logged in"), "{out:?}");
+
+    // P2P is not in this build.
+    let mut c = clipmesh(a.path());
+    c.args(["run", "--mode", "p2p"]);
+    let out = run(c, None).await;
+    assert!(one_line(&out).contains("direct P2P (WebRTC) is not available in this build"));
+
+    // Status without a daemon.
+    let mut c = clipmesh(a.path());
+    c.arg("status");
+    let out = run(c, None).await;
+    assert!(one_line(&out).contains("not running"), "{out:?}");
+    let mut c = clipmesh(a.path());
+    c.args(["status", "--json"]);
+    let out = run(c, None).await;
+    assert_eq!(out.stdout.trim(), r#"{"running":false}"#);
+
+    // Account disabled: the admin disables a second account, whose login
+    // then fails with its own message.
+    let admin_token = token(a.path());
+    let relay2 = TestRelay::start(SignupPolicy::Open).await;
+    let c1 = device_dir();
+    let c2 = device_dir();
+    assert!(auth("signup", c1.path(), &relay2.url, "adm", PASSWORD, "x")
+        .await
+        .status
+        .success());
+    assert!(auth("signup", c2.path(), &relay2.url, "eve", PASSWORD, "y")
+        .await
+        .status
+        .success());
+    let _ = admin_token;
+    let adm = token(c1.path());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let users: serde_json::Value = agent
+        .get(&format!("{}/api/v1/admin/users", relay2.url))
+        .header("Authorization", &format!("Bearer {adm}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let eve = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "eve")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let st = agent
+        .post(&format!("{}/api/v1/admin/users/{eve}/disable", relay2.url))
+        .header("Authorization", &format!("Bearer {adm}"))
+        .send_empty()
+        .unwrap()
+        .status();
+    assert!(st.is_success(), "{st}");
+    let out = auth("login", c2.path(), &relay2.url, "eve", PASSWORD, "y").await;
+    assert!(one_line(&out).contains("disabled"), "{out:?}");
+}

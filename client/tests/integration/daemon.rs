@@ -1,0 +1,223 @@
+//! The daemon library with a fake clipboard against a real relay: sync both
+//! ways, echo suppression, control socket, relay restart, missed clips,
+//! revocation.
+
+use crate::support::*;
+use clipmesh::clipboard::LocalChange;
+use clipmesh::control::{self, Request, Status};
+use clipmesh::daemon::{now_ms, run_daemon, ClipboardSink, DaemonError};
+use clipmesh::Device;
+use clipmesh_proto::{ClipContent, DeviceId};
+use clipmesh_relay::SignupPolicy;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Records what the daemon puts on "the clipboard".
+struct FakeClipboard(mpsc::UnboundedSender<ClipContent>);
+
+impl ClipboardSink for FakeClipboard {
+    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>> {
+        let r = self.0.send(content).map_err(|_| "gone".to_string());
+        async move { r }
+    }
+}
+
+struct TestDaemon {
+    dir: PathBuf,
+    local: mpsc::Sender<LocalChange>,
+    applied: mpsc::UnboundedReceiver<ClipContent>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl TestDaemon {
+    fn start(dir: &Path) -> Self {
+        let device = Device::load(dir).unwrap();
+        let (ltx, lrx) = mpsc::channel(16);
+        let (atx, arx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let d = dir.to_path_buf();
+        let c = cancel.clone();
+        let task =
+            tokio::spawn(async move { run_daemon(&d, device, FakeClipboard(atx), lrx, c).await });
+        Self {
+            dir: dir.to_path_buf(),
+            local: ltx,
+            applied: arx,
+            cancel,
+            task,
+        }
+    }
+
+    async fn copy(&self, text: &str) {
+        self.local
+            .send(LocalChange {
+                content: ClipContent::Text(text.into()),
+                at_ms: now_ms(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn next_applied(&mut self) -> String {
+        match tokio::time::timeout(STEP, self.applied.recv()).await {
+            Ok(Some(ClipContent::Text(t))) => t,
+            other => panic!("nothing applied in time: {other:?}"),
+        }
+    }
+
+    async fn status(&self) -> Option<Status> {
+        control::request(&self.dir, &Request::Status)
+            .await
+            .ok()
+            .and_then(|r| r.status)
+    }
+
+    /// Waits (bounded) until the daemon reports a live link with `n`
+    /// devices online.
+    async fn wait_connected(&self, n: usize) -> Status {
+        let r = tokio::time::timeout(STEP, async {
+            loop {
+                if let Some(st) = self.status().await {
+                    if st.connected && st.online.len() == n {
+                        return st;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        r.expect("daemon did not connect in time")
+    }
+
+    async fn stop(self) -> Result<(), DaemonError> {
+        self.cancel.cancel();
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
+    let mut relay = TestRelay::start(SignupPolicy::Open).await;
+    let a_dir = device_dir();
+    let b_dir = device_dir();
+    let c_dir = device_dir();
+    assert!(
+        auth("signup", a_dir.path(), &relay.url, "ann", PASSWORD, "a")
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b")
+            .await
+            .status
+            .success()
+    );
+    // Another user's device must see nothing.
+    assert!(
+        auth("signup", c_dir.path(), &relay.url, "cat", PASSWORD, "c")
+            .await
+            .status
+            .success()
+    );
+
+    let mut a = TestDaemon::start(a_dir.path());
+    let mut b = TestDaemon::start(b_dir.path());
+    let mut c = TestDaemon::start(c_dir.path());
+    a.wait_connected(2).await;
+    let st = b.wait_connected(2).await;
+    assert_eq!(st.path, "relay");
+    c.wait_connected(1).await;
+
+    // A second daemon on the same config directory is refused.
+    let dup = Device::load(a_dir.path()).unwrap();
+    let (_tx, rx) = mpsc::channel(1);
+    let (atx, _arx) = mpsc::unbounded_channel();
+    let err = run_daemon(
+        a_dir.path(),
+        dup,
+        FakeClipboard(atx),
+        rx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("already running"), "{err}");
+
+    // A → B.
+    a.copy("one").await;
+    assert_eq!(b.next_applied().await, "one");
+    // B's watcher reporting the applied item back is not a new clip; B's
+    // next real copy reaches A, with no echo of "one" before it.
+    b.copy("one").await;
+    b.copy("two").await;
+    assert_eq!(a.next_applied().await, "two");
+    assert!(a.applied.try_recv().is_err(), "echo reached A");
+    // Copying what the clipboard already holds again does nothing either.
+    b.copy("two").await;
+
+    // `clipmesh send` through the control socket.
+    let resp = control::request(
+        a_dir.path(),
+        &Request::Send {
+            text: "via control".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(resp.ok, "{resp:?}");
+    assert!(resp.seq.is_some());
+    assert_eq!(b.next_applied().await, "via control");
+    let st = a.status().await.unwrap();
+    assert!(st.last_sync_ms.is_some());
+    assert_eq!(st.device_id, device_id(a_dir.path()));
+
+    // Relay restart: both reconnect by themselves and sync resumes.
+    relay.restart().await;
+    a.wait_connected(3 - 1).await;
+    b.wait_connected(2).await;
+    a.copy("after restart").await;
+    assert_eq!(b.next_applied().await, "after restart");
+
+    // B goes away; A copies; B comes back and gets the clip it missed.
+    b.stop().await.unwrap();
+    a.wait_connected(1).await;
+    a.copy("while you were away").await;
+    // Wait until the relay acknowledged it (status records the sync).
+    let mut b = TestDaemon::start(b_dir.path());
+    assert_eq!(b.next_applied().await, "while you were away");
+    b.wait_connected(2).await;
+
+    // The other user's daemon saw none of it.
+    assert!(c.applied.try_recv().is_err());
+
+    // Revocation: A revokes B; B's daemon stops with the revocation error.
+    let api = clipmesh::Api::new(&relay.url);
+    let tok = token(a_dir.path());
+    let id_b = device_id(b_dir.path());
+    tokio::task::spawn_blocking(move || api.revoke(&tok, DeviceId(id_b)))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = tokio::time::timeout(STEP, &mut b.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(r, Err(DaemonError::Revoked)), "{r:?}");
+    assert_eq!(
+        DaemonError::Revoked.to_string(),
+        "this device's session was revoked; run `clipmesh login` again"
+    );
+
+    a.stop().await.unwrap();
+    c.stop().await.unwrap();
+    relay.stop().await;
+}
