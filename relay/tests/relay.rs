@@ -1,0 +1,17 @@
+//! Integration tests of the relay: real HTTP and WebSocket clients against a
+//! relay on 127.0.0.1:0 (in-process, or the binary for the CLI tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "relay/common.rs"]
+mod common;
+
+#[path = "relay/accounts.rs"]
+mod accounts;
+#[path = "relay/cli.rs"]
+mod cli;
+#[path = "relay/lifecycle.rs"]
+mod lifecycle;
+#[path = "relay/limits.rs"]
+mod limits;
+#[path = "relay/rooms.rs"]
+mod rooms;

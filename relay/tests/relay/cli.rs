@@ -1,0 +1,184 @@
+//! The binary: `--help`, `user` subcommands, `--listen 127.0.0.1:0` with
+//! its parseable address line, and SIGTERM.
+
+use super::common::*;
+use clipmesh_proto::keys::derive_keys;
+use clipmesh_proto::{KdfParams, WrappedDataKey};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clipmesh-relay");
+
+fn relay_cmd(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir").arg(dir).env_remove("RUST_LOG");
+    c
+}
+
+fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = relay_cmd(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const SMALL_KDF: [&str; 6] = ["--kdf-m-kib", "64", "--kdf-t", "1", "--kdf-p", "1"];
+
+#[test]
+fn help_lists_flags_and_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run(dir.path(), &["--help"], None);
+    assert!(ok);
+    for s in [
+        "--listen",
+        "--data-dir",
+        "--config",
+        "--signup",
+        "--tls-cert",
+        "--trusted-proxy",
+        "user",
+    ] {
+        assert!(out.contains(s), "{s} missing from --help");
+    }
+    let (ok, out) = run(dir.path(), &["user", "--help"], None);
+    assert!(ok);
+    for s in ["list", "add", "disable", "delete", "reset-password"] {
+        assert!(out.contains(s), "{s} missing from user --help");
+    }
+}
+
+async fn login_with_password(
+    relay: &TestRelay,
+    name: &str,
+    pw: &str,
+) -> (u16, serde_json::Value, clipmesh_proto::Kek) {
+    let pre = post(
+        &format!("{}/api/v1/prelogin", relay.url),
+        None,
+        json!({ "username": name }),
+    )
+    .await
+    .json();
+    let salt: [u8; 16] = hex::decode(pre["salt"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let kdf: KdfParams = serde_json::from_value(pre["kdf"].clone()).unwrap();
+    let (auth, kek) = derive_keys(pw.as_bytes(), &salt, &kdf).unwrap();
+    let r = post(
+        &format!("{}/api/v1/login", relay.url),
+        None,
+        json!({"username": name, "auth_key": hex::encode(auth.expose()), "device_name": "cli-test"}),
+    )
+    .await;
+    (r.status, r.json(), kek)
+}
+
+#[tokio::test]
+async fn user_subcommands_manage_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    let mut add = vec!["user", "add", "ann", "--password-stdin"];
+    add.extend(SMALL_KDF);
+    let (ok, out) = run(&p, &add, Some("correct horse\n"));
+    assert!(ok, "{out}");
+    assert!(out.contains("admin"), "first account is admin: {out}");
+    let (ok, out) = run(&p, &add, Some("again\n"));
+    assert!(!ok && out.contains("taken"), "{out}");
+    let mut add_bob = vec!["user", "add", "bob", "--password-stdin"];
+    add_bob.extend(SMALL_KDF);
+    assert!(run(&p, &add_bob, Some("pw-bob\n")).0);
+    let (ok, out) = run(&p, &["user", "list"], None);
+    assert!(ok && out.contains("ann") && out.contains("bob"), "{out}");
+
+    // The relay accepts the keys the CLI derived, and the wrapped data key
+    // opens with the password's KEK.
+    let relay = TestRelay::start_in(dir, |_| {}).await;
+    let (status, body, kek) = login_with_password(&relay, "ann", "correct horse").await;
+    assert_eq!(status, 200, "{body}");
+    let wrapped = WrappedDataKey::from_hex(body["wrapped_data_key"].as_str().unwrap()).unwrap();
+    let dk1 = kek.unwrap(&wrapped).unwrap();
+    let dir = relay.stop().await;
+    let p = dir.path().to_path_buf();
+
+    let mut reset = vec!["user", "reset-password", "ann", "--password-stdin"];
+    reset.extend(SMALL_KDF);
+    let (ok, out) = run(&p, &reset, Some("new pw\n"));
+    assert!(ok && out.contains("unreadable"), "{out}");
+    assert!(run(&p, &["user", "disable", "bob"], None).0);
+    let relay = TestRelay::start_in(dir, |_| {}).await;
+    assert_eq!(
+        login_with_password(&relay, "ann", "correct horse").await.0,
+        401
+    );
+    let (status, body, kek) = login_with_password(&relay, "ann", "new pw").await;
+    assert_eq!(status, 200);
+    let wrapped = WrappedDataKey::from_hex(body["wrapped_data_key"].as_str().unwrap()).unwrap();
+    assert_ne!(
+        kek.unwrap(&wrapped).unwrap(),
+        dk1,
+        "reset makes a new data key"
+    );
+    assert_eq!(login_with_password(&relay, "bob", "pw-bob").await.0, 403);
+    let dir = relay.stop().await;
+    let p = dir.path().to_path_buf();
+    assert!(run(&p, &["user", "enable", "bob"], None).0);
+    assert!(run(&p, &["user", "delete", "bob"], None).0);
+    let (ok, out) = run(&p, &["user", "delete", "bob"], None);
+    assert!(!ok && out.contains("no user"), "{out}");
+    let (_, out) = run(&p, &["user", "list"], None);
+    assert!(!out.contains("bob"));
+}
+
+#[test]
+fn serve_prints_address_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = relay_cmd(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("clipmesh-relay listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let health = std::net::TcpStream::connect(url.trim_start_matches("http://"));
+    assert!(health.is_ok());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Bounded wait for exit.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "exit status {st}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "relay did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
