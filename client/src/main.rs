@@ -137,8 +137,14 @@ fn init_tracing(cmd: &Command) {
         Command::Run { .. } | Command::Watch { .. } => "clipmesh=info,warn",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // tungstenite logs the whole client handshake request at trace level,
+    // `Authorization: Bearer <token>` included: cap it at debug whatever
+    // RUST_LOG says (found by the e2e leak test).
+    if let Ok(d) = "tungstenite=debug".parse() {
+        filter = filter.add_directive(d);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

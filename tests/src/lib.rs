@@ -1,1 +1,35 @@
-//! End-to-end test helpers.
+//! End-to-end test helpers for clipmesh.
+//!
+//! The tests in `tests/tests/e2e.rs` start the **real** binaries — one
+//! `clipmesh-relay` on `127.0.0.1:0` and several `clipmesh` daemons, each
+//! with its own `--config-dir` and its own Xvfb display — and drive them
+//! the way a user would: `xclip` on one display, read the clipboard on
+//! another.
+//!
+//! - [`bins`]: finds the built binaries (`cargo build --workspace --bins`
+//!   first; `scripts/test` does).
+//! - [`xvfb`]: a private X server per device, killed on drop.
+//! - [`xsel`]: X11 helpers built on x11rb — an XFixes owner-change watcher
+//!   (event-driven waits and latency timing, from outside the daemons) and
+//!   a selection owner that serves chosen targets.
+//! - [`procs`]: the relay, devices, daemons and `watch` processes, with
+//!   their logs captured to files.
+//! - [`wait`]: bounded waiting.
+//!
+//! Nothing here sleeps to synchronise: every wait is on an event (a log
+//! line, an X event, a process's output) or a bounded poll of observable
+//! state with a deadline.
+
+pub mod bins;
+pub mod procs;
+pub mod wait;
+pub mod xsel;
+pub mod xvfb;
+
+pub use procs::{Daemon, Device, Relay, Watch};
+pub use xsel::{OwnerChange, SelectionOwner, SelectionWatcher};
+pub use xvfb::Xvfb;
+
+/// What to tell a developer whose machine lacks a system tool.
+pub const INSTALL_HINT: &str =
+    "run scripts/test, which installs xvfb, xclip and x11-utils (apt-get install -y xvfb xclip x11-utils)";

@@ -1,0 +1,25 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! End-to-end tests: the real relay and real daemons on Xvfb displays.
+//!
+//! Run `cargo build --workspace --bins` first (scripts/test does): the tests
+//! start `target/<profile>/clipmesh-relay` and `target/<profile>/clipmesh`.
+//! They need `Xvfb` and `xclip`; when those are missing a test fails with a
+//! message saying to run scripts/test, it is never skipped.
+
+#[path = "e2e/world.rs"]
+mod world;
+
+#[path = "e2e/sync.rs"]
+mod sync;
+
+#[path = "e2e/restart.rs"]
+mod restart;
+
+#[path = "e2e/echo.rs"]
+mod echo;
+
+#[path = "e2e/leak.rs"]
+mod leak;
+
+#[path = "e2e/sensitive.rs"]
+mod sensitive;

@@ -1,0 +1,96 @@
+//! Shared setup: a temp dir, a relay, devices with daemons on Xvfb.
+
+use anyhow::Result;
+use clipmesh_tests::wait::STEP;
+use clipmesh_tests::xvfb::require_xclip;
+use clipmesh_tests::{Daemon, Device, Relay, SelectionWatcher, Xvfb};
+use std::path::PathBuf;
+
+/// Log filter for the relay and clients in ordinary tests.
+pub const LOG: &str = "info,clipmesh=debug,clipmesh_relay=debug";
+
+/// One test's world. Field order matters for drop: daemons before their
+/// displays, everything before the temp dir.
+pub struct World {
+    pub relay: Relay,
+    pub root: PathBuf,
+    pub logs: PathBuf,
+    pub log_filter: String,
+    /// Keeps the directory alive until the world is dropped.
+    pub _tmp: tempfile::TempDir,
+}
+
+/// A device whose daemon runs on its own display.
+pub struct Desk {
+    pub daemon: Daemon,
+    pub watcher: SelectionWatcher,
+    pub device: Device,
+    pub x: Xvfb,
+}
+
+impl Desk {
+    pub fn display(&self) -> String {
+        self.x.display()
+    }
+}
+
+impl World {
+    pub fn new(log_filter: &str) -> Result<Self> {
+        require_xclip()?;
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path().to_owned();
+        let logs = root.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let data = root.join("relay-data");
+        std::fs::create_dir_all(&data)?;
+        let relay = Relay::start(&data, &logs.join("relay.log"), 0, log_filter)?;
+        Ok(Self {
+            relay,
+            root,
+            logs,
+            log_filter: log_filter.to_owned(),
+            _tmp: tmp,
+        })
+    }
+
+    pub fn device(&self, name: &str) -> Result<Device> {
+        Device::new(&self.root, &self.logs, name)
+    }
+
+    /// Signs `user` up (first device) or logs in, then runs the daemon on a
+    /// fresh display and waits until it is connected.
+    pub fn desk(&self, name: &str, user: &str, password: &str, signup: bool) -> Result<Desk> {
+        let device = self.device(name)?;
+        if signup {
+            device.signup(&self.relay.url(), user, password, &self.log_filter)?;
+        } else {
+            device.login(&self.relay.url(), user, password, &self.log_filter)?;
+        }
+        let x = Xvfb::start()?;
+        let watcher = SelectionWatcher::connect(&x.display())?;
+        let daemon = device.run(&x.display(), &self.log_filter)?;
+        device.wait_connected(STEP)?;
+        Ok(Desk {
+            daemon,
+            watcher,
+            device,
+            x,
+        })
+    }
+
+    /// Restarts the relay on the same port and data directory.
+    pub fn restart_relay(&mut self) -> Result<()> {
+        let port = self.relay.port;
+        let data = self.relay.data_dir.clone();
+        self.relay.stop()?;
+        let log = self.logs.join("relay-2.log");
+        self.relay = Relay::start(&data, &log, port, &self.log_filter)?;
+        Ok(())
+    }
+}
+
+/// A text unlikely to be anywhere by chance.
+pub fn unique(tag: &str) -> String {
+    use rand::Rng;
+    format!("{tag}-{:016x}", rand::thread_rng().gen::<u64>())
+}
