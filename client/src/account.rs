@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 #[derive(Debug, Error)]
 pub enum AccountError {
     /// The relay call failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] ApiError),
     /// The password does not open the data key.
     #[error("wrong password")]
@@ -37,10 +37,10 @@ pub enum AccountError {
     #[error("unexpected answer from the relay: {0}")]
     BadResponse(&'static str),
     /// Local configuration problem.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The secret store failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Secrets(#[from] SecretsError),
     /// The URL is not usable.
     #[error("bad server URL: {0}")]

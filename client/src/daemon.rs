@@ -43,7 +43,7 @@ pub enum DaemonError {
     #[error("this device's session was revoked; run `clipmesh login` again")]
     Revoked,
     /// The control socket could not be set up.
-    #[error("{0}")]
+    #[error(transparent)]
     Control(#[from] ControlError),
     /// The state file could not be read or written.
     #[error("state file: {0}")]

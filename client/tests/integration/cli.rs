@@ -230,3 +230,83 @@ async fn errors_are_one_clear_line() {
     let out = auth("login", c2.path(), &relay2.url, "eve", PASSWORD, "y").await;
     assert!(one_line(&out).contains("disabled"), "{out:?}");
 }
+
+/// A full send → watch round at trace level: the plaintext, the token and
+/// the data key appear in no log, and the plaintext nowhere in the relay's
+/// data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_and_relay_disk_hold_no_secrets() {
+    let mut relay = TestRelay::start(SignupPolicy::Open).await;
+    let a = device_dir();
+    let b = device_dir();
+    let mut logs = String::new();
+    let out = auth("signup", a.path(), &relay.url, "ann", PASSWORD, "a").await;
+    assert!(out.status.success(), "{out:?}");
+    logs += &out.stderr;
+    let out = auth("login", b.path(), &relay.url, "ann", PASSWORD, "b").await;
+    assert!(out.status.success(), "{out:?}");
+    logs += &out.stderr;
+
+    let secret_text = "PLAINTEXT-canary-7f3a9c";
+    let mut w = {
+        let mut c = clipmesh(b.path());
+        c.env("RUST_LOG", "trace").args(["watch", "--json"]);
+        Running::spawn(c)
+    };
+    logs += &w.stderr_until("watching").await;
+    let mut c = clipmesh(a.path());
+    c.env("RUST_LOG", "trace").args(["send", secret_text]);
+    let out = run(c, None).await;
+    assert!(out.status.success(), "{out:?}");
+    logs += &out.stderr;
+    let line = w.next_stdout().await;
+    assert!(line.contains(secret_text), "the clip did arrive: {line}");
+    w.child.start_kill().unwrap();
+    w.wait().await;
+    logs += &w.rest_of_stderr().await;
+    relay.stop().await;
+
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "trace logging was on"
+    );
+    let mut secrets = vec![secret_text.to_owned(), PASSWORD.to_owned()];
+    for dir in [a.path(), b.path()] {
+        let raw = std::fs::read_to_string(dir.join("secrets.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        secrets.push(v["token"].as_str().unwrap().to_owned());
+        secrets.push(v["data_key"].as_str().unwrap().to_owned());
+    }
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "a secret reached the logs");
+    }
+    // The relay's disk: every file in its data directory, checked for the
+    // text forms above and the raw data key bytes.
+    let mut needles: Vec<Vec<u8>> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    for dir in [a.path(), b.path()] {
+        let raw = std::fs::read_to_string(dir.join("secrets.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        needles.push(hex::decode(v["data_key"].as_str().unwrap()).unwrap());
+    }
+    let mut stack = vec![relay.data.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                files += 1;
+                let bytes = std::fs::read(e.path()).unwrap();
+                for s in &needles {
+                    assert!(
+                        !bytes.windows(s.len()).any(|w| w == s.as_slice()),
+                        "a secret is on the relay's disk in {:?}",
+                        e.file_name()
+                    );
+                }
+            }
+        }
+    }
+    assert!(files > 0);
+}
