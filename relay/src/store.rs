@@ -580,10 +580,17 @@ pub enum Logout {
     All,
 }
 
+/// Database calls handed to blocking threads at once. The connection is
+/// single, so more would only park threads on its mutex; a burst (e.g. every
+/// device reconnecting after a restart) queues here instead of growing the
+/// blocking thread pool.
+pub const DB_CONCURRENCY: usize = 2;
+
 /// The async handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Mutex<Db>>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -591,6 +598,7 @@ impl Store {
     pub fn new(db: Db) -> Self {
         Self {
             db: Arc::new(Mutex::new(db)),
+            permits: Arc::new(tokio::sync::Semaphore::new(DB_CONCURRENCY)),
         }
     }
 
@@ -600,6 +608,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     {
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Join)?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut g = db.lock().map_err(|_| StoreError::Poisoned)?;

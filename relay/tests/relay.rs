@@ -15,3 +15,5 @@ mod lifecycle;
 mod limits;
 #[path = "relay/rooms.rs"]
 mod rooms;
+#[path = "relay/tls.rs"]
+mod tls;
