@@ -14,6 +14,7 @@
 use crate::api::{Api, ApiError};
 use crate::config::{normalize_server, Account, Config, ConfigError};
 use crate::secrets::{self, Secrets, SecretsError, StoreKind};
+use crate::tls::{TlsError, TrustRoots};
 use clipmesh_proto::api::{LoginRequest, LoginResponse, SignupRequest};
 use clipmesh_proto::keys::{random_salt, KdfError, SALT_LEN};
 use clipmesh_proto::{DataKey, KdfParams, WrappedDataKey};
@@ -45,6 +46,9 @@ pub enum AccountError {
     /// The URL is not usable.
     #[error("bad server URL: {0}")]
     Url(String),
+    /// The CA file is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The command needs a logged-in device.
     #[error("not logged in: run `clipmesh login` first")]
     NotLoggedIn,
@@ -61,6 +65,8 @@ pub struct Credentials<'a> {
     pub password: &'a [u8],
     /// This device's name.
     pub device_name: &'a str,
+    /// PEM file of the certificates to trust instead of the built-in roots.
+    pub ca_file: Option<&'a Path>,
 }
 
 /// A logged-in device, loaded from its config directory.
@@ -90,6 +96,22 @@ impl Device {
             secrets,
         })
     }
+
+    /// The TLS roots this device trusts for its relay.
+    pub fn roots(&self) -> Result<TrustRoots, AccountError> {
+        Ok(TrustRoots::load(self.account.ca_file.as_deref())?)
+    }
+
+    /// An API client for this device's relay.
+    pub fn api(&self) -> Result<Api, AccountError> {
+        Ok(Api::with_roots(&self.account.server, &self.roots()?))
+    }
+}
+
+/// Makes a CA file path absolute so later commands find it from any
+/// working directory.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// Creates an account and logs this device in.
@@ -118,14 +140,16 @@ pub fn signup_with_params(
         wrapped_data_key: wrapped.to_hex(),
         device_name: creds.device_name.to_owned(),
     };
-    let resp = Api::new(&server).signup(&req)?;
+    let roots = TrustRoots::load(creds.ca_file)?;
+    let resp = Api::with_roots(&server, &roots).signup(&req)?;
     store(dir, &server, creds, resp, data_key)
 }
 
 /// Logs this device in to an existing account.
 pub fn login(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountError> {
     let server = normalize_server(creds.server).map_err(AccountError::Url)?;
-    let api = Api::new(&server);
+    let roots = TrustRoots::load(creds.ca_file)?;
+    let api = Api::with_roots(&server, &roots);
     let pre = api.prelogin(creds.username)?;
     pre.kdf.check_floor().map_err(AccountError::Kdf)?;
     let salt: [u8; SALT_LEN] = hex::decode(&pre.salt)
@@ -169,6 +193,7 @@ fn store(
         device_id: resp.device_id.0,
         device_name: creds.device_name.to_owned(),
         secret_store: kind.as_str().to_owned(),
+        ca_file: creds.ca_file.map(absolute),
     };
     config.account = Some(account.clone());
     config.save(dir)?;
@@ -186,7 +211,11 @@ pub fn logout(dir: &Path) -> Result<(), AccountError> {
     let account = config.account.clone().ok_or(AccountError::NotLoggedIn)?;
     let kind = StoreKind::parse(&account.secret_store).unwrap_or(StoreKind::File);
     let remote = match secrets::load(dir, kind) {
-        Ok(s) => match Api::new(&account.server).logout(&s.token) {
+        Ok(s) => match TrustRoots::load(account.ca_file.as_deref())
+            .map(|r| Api::with_roots(&account.server, &r))
+            .map_err(|e| ApiError::BadResponse(e.to_string()))
+            .and_then(|api| api.logout(&s.token))
+        {
             // Already revoked: logging out is done.
             Ok(()) | Err(ApiError::Unauthorized) => Ok(()),
             Err(e) => Err(e),

@@ -4,6 +4,7 @@
 //! failure maps to one [`ApiError`] whose `Display` is the one line the
 //! command line prints.
 
+use crate::tls::TrustRoots;
 use clipmesh_proto::api::{
     DevicesResponse, ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse,
     SignupRequest,
@@ -70,7 +71,13 @@ pub struct Api {
 impl Api {
     /// A client for the relay at `server` (e.g. `http://127.0.0.1:8080`).
     pub fn new(server: &str) -> Self {
+        Self::with_roots(server, &TrustRoots::webpki())
+    }
+
+    /// A client trusting `roots` for `https://`.
+    pub fn with_roots(server: &str, roots: &TrustRoots) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(roots.ureq_config())
             .http_status_as_error(false)
             .timeout_global(Some(HTTP_TIMEOUT))
             .user_agent(concat!("clipmesh/", env!("CARGO_PKG_VERSION")))

@@ -78,6 +78,10 @@ pub struct Account {
     pub device_name: String,
     /// Where the token and data key are: `keyring` or `file`.
     pub secret_store: String,
+    /// PEM file of the only certificates trusted for this relay (private
+    /// CA or self-signed relay). Default: none, i.e. Mozilla's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What the daemon syncs. Every field has a default; an empty `[sync]`
@@ -266,6 +270,7 @@ mod tests {
                 device_id: 2,
                 device_name: "box".into(),
                 secret_store: "file".into(),
+                ca_file: None,
             }),
             sync: SyncOptions {
                 primary: true,

@@ -45,6 +45,9 @@ pub enum DaemonError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The CA file is unusable.
+    #[error("{0}")]
+    Tls(String),
     /// The state file could not be read or written.
     #[error("state file: {0}")]
     State(#[from] std::io::Error),
@@ -168,6 +171,9 @@ pub async fn run_daemon<C: ClipboardSink>(
         token: device.secrets.token.clone(),
         last_seen: state.last_seen(),
         seed: rand::random(),
+        roots: device
+            .roots()
+            .map_err(|e| DaemonError::Tls(e.to_string()))?,
     };
     let mut link_task = tracker.spawn(link::run(link_cfg, commands, events_tx, cancel.clone()));
     tracker.spawn(control.serve(control_tx, cancel.clone()));

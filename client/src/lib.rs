@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod session;
 pub mod state;
 pub mod sync;
+pub mod tls;
 
 pub use account::{AccountError, Credentials, Device};
 pub use api::{Api, ApiError};

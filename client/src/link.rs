@@ -14,6 +14,7 @@
 use crate::backoff::{Backoff, Disconnect, Next, StopReason};
 use crate::config::ws_url;
 use crate::session::{ClockWatch, Session, SessionEvent};
+use crate::tls::TrustRoots;
 use clipmesh_proto::{CloseCode, DeviceId, DeviceInfo};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -54,6 +55,8 @@ pub struct LinkConfig {
     pub last_seen: u64,
     /// Seed for the back-off jitter.
     pub seed: u64,
+    /// Certificates trusted for `wss://`.
+    pub roots: TrustRoots,
 }
 
 impl std::fmt::Debug for LinkConfig {
@@ -219,7 +222,7 @@ pub async fn run(
     loop {
         let how = tokio::select! {
             _ = cancel.cancelled() => return finish(&mut sh, &mut commands, LinkExit::Cancelled),
-            r = connect(&url, &cfg.token) => match r {
+            r = connect(&url, &cfg.token, &cfg.roots) => match r {
                 Ok(ws) => {
                     tracing::debug!("connected to relay");
                     match drive(ws, &mut sh, &mut commands, &events, &cancel).await {
@@ -286,7 +289,7 @@ pub fn describe(how: Disconnect) -> String {
     }
 }
 
-async fn connect(url: &str, token: &str) -> Result<Ws, Disconnect> {
+async fn connect(url: &str, token: &str, roots: &TrustRoots) -> Result<Ws, Disconnect> {
     let mut req = url.into_client_request().map_err(|e| {
         tracing::warn!(error = %e, "bad relay URL");
         Disconnect::Io
@@ -298,7 +301,12 @@ async fn connect(url: &str, token: &str) -> Result<Ws, Disconnect> {
     let ws_cfg = WebSocketConfig::default()
         .max_message_size(Some(MAX_INBOUND))
         .max_frame_size(Some(MAX_INBOUND));
-    let fut = tokio_tungstenite::connect_async_with_config(req, Some(ws_cfg), true);
+    let fut = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        Some(ws_cfg),
+        true,
+        roots.ws_connector(),
+    );
     match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
         Err(_) => {
             tracing::debug!("connect timed out");
@@ -501,6 +509,7 @@ mod tests {
                 token: Zeroizing::new("t".into()),
                 last_seen: 0,
                 seed: 1,
+                roots: TrustRoots::webpki(),
             },
             rx,
             etx,

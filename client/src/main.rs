@@ -93,6 +93,10 @@ struct AuthArgs {
     /// Name for this device (default: the host name).
     #[arg(long)]
     device_name: Option<String>,
+    /// Trust only the certificates in this PEM file for the relay (private
+    /// CA or self-signed relay); remembered for later commands.
+    #[arg(long, value_name = "FILE", env = "CLIPMESH_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -228,6 +232,7 @@ async fn auth(dir: PathBuf, a: AuthArgs, signup: bool) -> Result<ExitCode> {
             username: &a.username,
             password: password.as_bytes(),
             device_name: &device_name,
+            ca_file: a.ca_file.as_deref(),
         };
         if signup {
             account::signup(&dir, &creds)
@@ -429,6 +434,7 @@ async fn send(dir: PathBuf, text: Option<String>) -> Result<ExitCode> {
             token: device.secrets.token.clone(),
             last_seen,
             seed: rand::random(),
+            roots: device.roots()?,
         },
         commands,
         etx,
@@ -488,6 +494,7 @@ async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
             token: device.secrets.token.clone(),
             last_seen: state.last_seen(),
             seed: rand::random(),
+            roots: device.roots()?,
         },
         commands,
         etx,
@@ -579,7 +586,7 @@ fn render(content: &ClipContent, from: DeviceId, timestamp_ms: u64, json: bool) 
 
 async fn devices(dir: PathBuf, revoke: Option<u64>) -> Result<ExitCode> {
     let device = load_device(&dir).await?;
-    let api = clipmesh::Api::new(&device.account.server);
+    let api = device.api()?;
     let token = device.secrets.token.clone();
     if let Some(id) = revoke {
         let a = api.clone();

@@ -6,3 +6,4 @@
 mod cli;
 mod daemon;
 mod support;
+mod tls;
