@@ -412,6 +412,11 @@ fn submit(s: &mut Session, max_frame: u32, inflight: &mut HashMap<u32, Outgoing>
     let frame_len = o.envelope.len() + 6;
     if frame_len > max_frame as usize {
         let n = o.envelope.len();
+        tracing::warn!(
+            len = n,
+            max_frame,
+            "clip larger than the relay's frame limit; not sent"
+        );
         o.finish(Err(PublishError::TooLarge(n)));
         return;
     }
