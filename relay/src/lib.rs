@@ -14,6 +14,7 @@
 //!   the members of rooms evicted while idle.
 //! - [`room`]: the actor; its sans-IO core is [`room::state::RoomState`].
 //! - [`store`]: SQLite (WAL) with migrations.
+//! - [`outbox`]: a connection's bounded outbound queue.
 //! - [`auth`], [`throttle`], [`ratelimit`], [`validate`], [`net`],
 //!   [`metrics`], [`config`], [`cli`]: the pieces around them.
 //!
@@ -31,6 +32,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod outbox;
 pub mod ratelimit;
 pub mod registry;
 pub mod room;

@@ -5,13 +5,14 @@ use clap::Parser;
 use clipmesh_relay::cli::{run_user_command, Cli, Command};
 use clipmesh_relay::config::ENV_LOG;
 use clipmesh_relay::{Config, Relay};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env(ENV_LOG).unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -19,14 +19,14 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{RoomRecord, Store};
 use axum::body::Bytes;
-use clipmesh_proto::{CloseCode, DeviceId, SignalKind, UserId};
+use clipmesh_proto::{DeviceId, SignalKind, UserId};
 pub use state::{Clip, ConnId, Member, Port, PortFull, Published, RoomLimits, RoomState};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -84,61 +84,8 @@ pub enum RoomMsg {
     Terminate,
 }
 
-/// The close request a room leaves for a connection task.
-#[derive(Debug, Default)]
-pub struct ConnCtl {
-    code: AtomicU16,
-    notify: Notify,
-}
-
-impl ConnCtl {
-    /// Requests a close; the first request wins.
-    pub fn request_close(&self, code: CloseCode) {
-        if self
-            .code
-            .compare_exchange(0, code.as_u16(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Waits for a close request and returns its code.
-    pub async fn closed(&self) -> CloseCode {
-        loop {
-            let c = self.code.load(Ordering::Acquire);
-            if c != 0 {
-                return CloseCode::from_u16(c);
-            }
-            self.notify.notified().await;
-        }
-    }
-}
-
-/// The real [`Port`]: a connection's bounded outbound queue plus its close
-/// request.
-#[derive(Clone, Debug)]
-pub struct ConnPort {
-    /// Encoded frames to write to the socket.
-    pub tx: mpsc::Sender<Bytes>,
-    /// Close requests.
-    pub ctl: Arc<ConnCtl>,
-    /// Counts slow-consumer drops.
-    pub metrics: Arc<Metrics>,
-}
-
-impl Port for ConnPort {
-    fn try_send(&self, frame: Bytes) -> Result<(), PortFull> {
-        self.tx.try_send(frame).map_err(|_| PortFull)
-    }
-
-    fn close(&self, code: CloseCode) {
-        if code == CloseCode::SlowConsumer {
-            Metrics::add(&self.metrics.slow_consumers, 1);
-        }
-        self.ctl.request_close(code);
-    }
-}
+/// The real [`Port`]: a connection's [`crate::outbox::Outbox`].
+pub type ConnPort = Arc<crate::outbox::Outbox>;
 
 /// What every room needs from the server.
 #[derive(Clone)]

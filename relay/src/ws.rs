@@ -1,8 +1,9 @@
 //! One WebSocket connection: authentication at upgrade, the `Hello`
 //! handshake, and the per-connection task.
 //!
-//! The task owns the socket, a bounded outbound queue (filled by the room),
-//! a close request ([`ConnCtl`]), an idle timer and a publish limiter. It
+//! The task owns the socket, an idle timer and a publish limiter, and
+//! shares an [`Outbox`] (bounded outbound queue plus close request) with the
+//! room. It
 //! answers `Ping` itself without touching the room, and sends everything
 //! else to the room through the [`crate::Registry`], so an evicted room is
 //! woken by the next frame. It holds no reference to the room between
@@ -15,8 +16,9 @@
 
 use crate::http::{authenticate, bearer, ApiError, AppState};
 use crate::metrics::Metrics;
+use crate::outbox::{Next, Outbox};
 use crate::ratelimit::{PublishLimiter, Verdict};
-use crate::room::{ConnCtl, ConnId, ConnPort, Member, RoomMsg};
+use crate::room::{ConnId, Member, RoomMsg};
 use crate::store::{unix_now, SessionInfo};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -29,7 +31,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// The subprotocol browsers offer (with `clipmesh.token.<token>`).
 pub const SUBPROTOCOL: &str = "clipmesh.v1";
@@ -196,7 +197,6 @@ async fn session_loop(
 ) -> End {
     let l = &s.config.limits;
     let write_timeout = Duration::from_secs(l.write_timeout_s.max(1));
-    let idle = s.config.idle_timeout();
 
     // 1. Hello.
     let hello = tokio::time::timeout(Duration::from_secs(l.hello_timeout_s.max(1)), async {
@@ -229,17 +229,12 @@ async fn session_loop(
     };
 
     // 2. Join the room.
-    let (tx, mut out_rx) = mpsc::channel::<Bytes>(l.outbound_queue.max(2));
-    let ctl = Arc::new(ConnCtl::default());
+    let outbox = Outbox::new(l.outbound_queue, s.metrics.clone());
     let member = Member {
         device: session.device,
         name: session.device_name.clone(),
         conn,
-        port: ConnPort {
-            tx,
-            ctl: ctl.clone(),
-            metrics: s.metrics.clone(),
-        },
+        port: outbox.clone(),
     };
     if s.registry
         .send(session.user, RoomMsg::Join { member, last_seen })
@@ -248,6 +243,21 @@ async fn session_loop(
     {
         return End::Shutdown;
     }
+    let end = relay_loop(s, session, conn, socket, &outbox).await;
+    outbox.detach();
+    end
+}
+
+async fn relay_loop(
+    s: &Arc<AppState>,
+    session: &SessionInfo,
+    conn: ConnId,
+    socket: &mut WebSocket,
+    outbox: &Outbox,
+) -> End {
+    let l = &s.config.limits;
+    let write_timeout = Duration::from_secs(l.write_timeout_s.max(1));
+    let idle = s.config.idle_timeout();
 
     // 3. Relay.
     let mut limiter = PublishLimiter::new(
@@ -261,31 +271,35 @@ async fn session_loop(
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     loop {
+        // Write what the room queued (a close request first), in batches.
+        let write = async {
+            let mut n = 0;
+            while n < WRITE_BATCH {
+                match outbox.pop() {
+                    Next::Close(code) => return Ok(Some(End::Requested(code))),
+                    Next::Frame(b) => socket.feed(Message::Binary(b)).await?,
+                    Next::Empty => break,
+                }
+                n += 1;
+            }
+            if n > 0 {
+                socket.flush().await?;
+            }
+            Ok::<_, axum::Error>(None)
+        };
+        let more = match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(Some(end))) => return end,
+            Ok(Ok(None)) => !outbox.is_empty(),
+            Ok(Err(_)) => return End::Gone,
+            Err(_) => {
+                tracing::debug!("write stalled");
+                return End::Close(CloseCode::SlowConsumer);
+            }
+        };
         tokio::select! {
             biased;
             () = s.shutdown.cancelled() => return End::Shutdown,
-            code = ctl.closed() => return End::Requested(code),
-            out = out_rx.recv() => {
-                let Some(first) = out else { return End::Gone };
-                let write = async {
-                    socket.feed(Message::Binary(first)).await?;
-                    for _ in 1..WRITE_BATCH {
-                        match out_rx.try_recv() {
-                            Ok(b) => socket.feed(Message::Binary(b)).await?,
-                            Err(_) => break,
-                        }
-                    }
-                    socket.flush().await
-                };
-                match tokio::time::timeout(write_timeout, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return End::Gone,
-                    Err(_) => {
-                        tracing::debug!("write stalled");
-                        return End::Close(CloseCode::SlowConsumer);
-                    }
-                }
-            }
+            () = outbox.changed(), if !more => {}
             msg = socket.recv() => {
                 idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 let bytes = match msg {
@@ -308,6 +322,7 @@ async fn session_loop(
                 }
             }
             () = &mut idle_timer => return End::Close(CloseCode::IdleTimeout),
+            () = std::future::ready(()), if more => {}
         }
     }
 }
