@@ -7,6 +7,12 @@
 //! number in it is used, and a restart starts above it. At most one block
 //! of numbers is skipped per restart.
 //!
+//! Each new block also starts at the current time in milliseconds or above.
+//! That keeps the invariant when the state file is lost, and it keeps a
+//! device's numbers above those of an earlier device that had the same
+//! relay-assigned id (receivers drop a clip whose sequence number is not
+//! above the highest they saw from that id).
+//!
 //! Several processes may share a config directory (`run` and a standalone
 //! `send`); every save merges with what is on disk by taking maxima, so
 //! neither can move a counter backwards.
@@ -54,15 +60,21 @@ impl State {
 
     /// The next envelope sequence number, reserving a new block on disk
     /// first when needed. A new block starts above anything reserved on
-    /// disk, by this process or another one.
+    /// disk, by this process or another one, and never below the current
+    /// time in milliseconds (see the module docs).
     pub fn next_seq(&mut self) -> std::io::Result<u64> {
+        self.next_seq_at(crate::daemon::now_ms())
+    }
+
+    /// [`State::next_seq`] with the clock passed in.
+    pub fn next_seq_at(&mut self, now_ms: u64) -> std::io::Result<u64> {
         let next = self.seq + 1;
         if next <= self.disk.seq_reserved {
             self.seq = next;
             return Ok(next);
         }
         let theirs = read(&self.path).unwrap_or_default();
-        let start = next.max(theirs.seq_reserved + 1);
+        let start = next.max(theirs.seq_reserved + 1).max(now_ms);
         self.save(OnDisk {
             seq_reserved: start + SEQ_BLOCK - 1,
             last_seen: self.disk.last_seen.max(theirs.last_seen),
@@ -139,13 +151,29 @@ mod tests {
     fn restart_never_reuses_a_seq() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::load(dir.path()).unwrap();
-        let a: Vec<u64> = (0..3).map(|_| s.next_seq().unwrap()).collect();
+        let a: Vec<u64> = (0..3).map(|_| s.next_seq_at(0).unwrap()).collect();
         assert_eq!(a, vec![1, 2, 3]);
         drop(s); // "crash": nothing else written
         let mut s = State::load(dir.path()).unwrap();
-        let b = s.next_seq().unwrap();
+        let b = s.next_seq_at(0).unwrap();
         assert!(b > 3, "got {b}");
         assert_eq!(b, SEQ_BLOCK + 1);
+    }
+
+    #[test]
+    fn lost_state_file_or_reused_device_id_still_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        let first = s.next_seq_at(1_000_000).unwrap();
+        assert_eq!(first, 1_000_000);
+        // The file is lost; a later start still numbers above.
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        let second = s.next_seq_at(1_000_500).unwrap();
+        assert!(second > first);
+        // The wall clock going backwards does not move the counter back.
+        let mut s = State::load(dir.path()).unwrap();
+        assert!(s.next_seq_at(5).unwrap() > second);
     }
 
     #[test]
@@ -154,7 +182,7 @@ mod tests {
         let mut s = State::load(dir.path()).unwrap();
         let mut last = 0;
         for _ in 0..(3 * SEQ_BLOCK) {
-            let n = s.next_seq().unwrap();
+            let n = s.next_seq_at(0).unwrap();
             assert_eq!(n, last + 1);
             last = n;
         }
@@ -187,6 +215,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(STATE_FILE), b"{nope").unwrap();
         let mut s = State::load(dir.path()).unwrap();
-        assert_eq!(s.next_seq().unwrap(), 1);
+        assert_eq!(s.next_seq_at(0).unwrap(), 1);
     }
 }

@@ -115,15 +115,16 @@ async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
             .status
             .success()
     );
+    // Another user's device must see nothing.
     assert!(
-        auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b")
+        auth("signup", c_dir.path(), &relay.url, "cat", PASSWORD, "c")
             .await
             .status
             .success()
     );
-    // Another user's device must see nothing.
+    // B logs in last, so it holds the highest device id.
     assert!(
-        auth("signup", c_dir.path(), &relay.url, "cat", PASSWORD, "c")
+        auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b")
             .await
             .status
             .success()
@@ -217,6 +218,17 @@ async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
         "this device's session was revoked; run `clipmesh login` again"
     );
 
+    // B logs in again. The relay may hand out the same device id again;
+    // A, still running, has seen that id's old sequence numbers and must
+    // still accept the new device's clips.
+    let out = auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b2").await;
+    assert!(out.status.success(), "{out:?}");
+    let b = TestDaemon::start(b_dir.path());
+    b.wait_connected(2).await;
+    b.copy("from the new b").await;
+    assert_eq!(a.next_applied().await, "from the new b");
+
+    b.stop().await.unwrap();
     a.stop().await.unwrap();
     c.stop().await.unwrap();
     relay.stop().await;
