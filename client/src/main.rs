@@ -474,6 +474,14 @@ async fn send(dir: PathBuf, text: Option<String>) -> Result<ExitCode> {
 }
 
 async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
+    // One device holds one relay connection: a second one would make the
+    // relay close the older socket (4007), and the two would take turns.
+    if control::request(&dir, &Request::Status).await.is_ok() {
+        bail!(
+            "a daemon is running for this config directory; watch from another one \
+             (`clipmesh --config-dir DIR login`)"
+        );
+    }
     let device = load_device(&dir).await?;
     let d2 = dir.clone();
     let mut state = blocking(move || State::load(&d2))
