@@ -247,6 +247,29 @@ async fn trace_logs_and_relay_disk_hold_no_secrets() {
     assert!(out.status.success(), "{out:?}");
     logs += &out.stderr;
 
+    // The HTTP API at trace level: a login (auth key in the body, token in
+    // the answer) and an authenticated call (token in a header).
+    let c_dir = device_dir();
+    let mut c = clipmesh(c_dir.path());
+    c.env("RUST_LOG", "trace").args([
+        "login",
+        "--server",
+        &relay.url,
+        "--username",
+        "ann",
+        "--password-stdin",
+        "--device-name",
+        "c",
+    ]);
+    let out = run(c, Some(&format!("{PASSWORD}\n"))).await;
+    assert!(out.status.success(), "{out:?}");
+    logs += &out.stderr;
+    let mut c = clipmesh(c_dir.path());
+    c.env("RUST_LOG", "trace").arg("devices");
+    let out = run(c, None).await;
+    assert!(out.status.success(), "{out:?}");
+    logs += &out.stderr;
+
     let secret_text = "PLAINTEXT-canary-7f3a9c";
     let mut w = {
         let mut c = clipmesh(b.path());
@@ -264,14 +287,26 @@ async fn trace_logs_and_relay_disk_hold_no_secrets() {
     w.child.start_kill().unwrap();
     w.wait().await;
     logs += &w.rest_of_stderr().await;
-    relay.stop().await;
 
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "trace logging was on"
     );
     let mut secrets = vec![secret_text.to_owned(), PASSWORD.to_owned()];
-    for dir in [a.path(), b.path()] {
+    // The auth key the logins sent (password-equivalent for the relay).
+    let url = relay.url.clone();
+    let auth_key = tokio::task::spawn_blocking(move || {
+        let pre = clipmesh::Api::new(&url).prelogin("ann").unwrap();
+        let salt: [u8; 16] = hex::decode(&pre.salt).unwrap().try_into().unwrap();
+        let (auth, _) =
+            clipmesh_proto::keys::derive_keys(PASSWORD.as_bytes(), &salt, &pre.kdf).unwrap();
+        hex::encode(auth.expose())
+    })
+    .await
+    .unwrap();
+    secrets.push(auth_key);
+    relay.stop().await;
+    for dir in [a.path(), b.path(), c_dir.path()] {
         let raw = std::fs::read_to_string(dir.join("secrets.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         secrets.push(v["token"].as_str().unwrap().to_owned());
@@ -283,7 +318,7 @@ async fn trace_logs_and_relay_disk_hold_no_secrets() {
     // The relay's disk: every file in its data directory, checked for the
     // text forms above and the raw data key bytes.
     let mut needles: Vec<Vec<u8>> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
-    for dir in [a.path(), b.path()] {
+    for dir in [a.path(), b.path(), c_dir.path()] {
         let raw = std::fs::read_to_string(dir.join("secrets.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         needles.push(hex::decode(v["data_key"].as_str().unwrap()).unwrap());
