@@ -183,7 +183,7 @@ async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
 
     // Relay restart: both reconnect by themselves and sync resumes.
     relay.restart().await;
-    a.wait_connected(3 - 1).await;
+    a.wait_connected(2).await;
     b.wait_connected(2).await;
     a.copy("after restart").await;
     assert_eq!(b.next_applied().await, "after restart");
