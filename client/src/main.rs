@@ -9,7 +9,7 @@ use clipmesh::account::{self, Credentials, Device};
 use clipmesh::config::{self, ENV_CONFIG_DIR};
 use clipmesh::control::{self, ControlError, Request};
 use clipmesh::daemon::{self, now_ms, open_clip, seal_clip};
-use clipmesh::link::{self, LinkConfig, LinkEvent, LinkExit};
+use clipmesh::link::{self, LinkConfig, LinkEvent, LinkExit, PublishError};
 use clipmesh::state::State;
 use clipmesh::sync::SyncEngine;
 use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
@@ -449,8 +449,12 @@ async fn send(dir: PathBuf, text: Option<String>) -> Result<ExitCode> {
         tokio::select! {
             r = &mut ack => break match r {
                 Ok(Ok(_seq)) => Ok(()),
+                // The link gave up: its exit says why (e.g. revoked).
+                Ok(Err(PublishError::Stopped)) | Err(_) => match (&mut link_task).await {
+                    Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
+                    _ => Err(anyhow!(PublishError::Stopped)),
+                },
                 Ok(Err(e)) => Err(anyhow!(e)),
-                Err(_) => Err(anyhow!("internal error: link stopped")),
             },
             exit = &mut link_task => break match exit {
                 Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),

@@ -75,10 +75,13 @@ impl State {
         }
         let theirs = read(&self.path).unwrap_or_default();
         let start = next.max(theirs.seq_reserved + 1).max(now_ms);
-        self.save(OnDisk {
-            seq_reserved: start + SEQ_BLOCK - 1,
-            last_seen: self.disk.last_seen.max(theirs.last_seen),
-        })?;
+        self.save(
+            OnDisk {
+                seq_reserved: start + SEQ_BLOCK - 1,
+                last_seen: self.disk.last_seen.max(theirs.last_seen),
+            },
+            true,
+        )?;
         self.seq = start;
         Ok(start)
     }
@@ -94,15 +97,20 @@ impl State {
             return Ok(());
         }
         let theirs = read(&self.path).unwrap_or_default();
-        self.save(OnDisk {
-            seq_reserved: self.disk.seq_reserved.max(theirs.seq_reserved),
-            last_seen: seq.max(theirs.last_seen),
-        })
+        // Not flushed to the disk: losing it costs one replayed clip, which
+        // newest-wins then ignores, and it is written once per clip.
+        self.save(
+            OnDisk {
+                seq_reserved: self.disk.seq_reserved.max(theirs.seq_reserved),
+                last_seen: seq.max(theirs.last_seen),
+            },
+            false,
+        )
     }
 
-    fn save(&mut self, d: OnDisk) -> std::io::Result<()> {
+    fn save(&mut self, d: OnDisk, durable: bool) -> std::io::Result<()> {
         let json = serde_json::to_vec(&d).map_err(std::io::Error::other)?;
-        write_atomic(&self.path, &json, false)?;
+        write_file(&self.path, &json, false, durable)?;
         self.disk = d;
         Ok(())
     }
@@ -118,9 +126,14 @@ fn read(path: &Path) -> std::io::Result<OnDisk> {
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, so
-/// readers see the old or the new file, never half of one. With `private`
-/// the file is created 0600 on Unix.
+/// readers see the old or the new file, never half of one, and flushes it
+/// to the disk before the rename. With `private` the file is created 0600
+/// on Unix.
 pub fn write_atomic(path: &Path, data: &[u8], private: bool) -> std::io::Result<()> {
+    write_file(path, data, private, true)
+}
+
+fn write_file(path: &Path, data: &[u8], private: bool, durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -138,7 +151,9 @@ pub fn write_atomic(path: &Path, data: &[u8], private: bool) -> std::io::Result<
     let _ = private;
     let mut f = opts.open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     drop(f);
     std::fs::rename(&tmp, path)
 }

@@ -82,11 +82,19 @@ async fn signup_login_send_watch_devices_revoke_logout() {
         "{err}"
     );
     // B's other commands say the same, in one line.
+    let revoked = "clipmesh: this device's session was revoked; run `clipmesh login` again";
     let mut c = clipmesh(b.path());
     c.arg("devices");
     let out = run(c, None).await;
     assert!(!out.status.success());
-    assert!(out.stderr.contains("revoked"), "{out:?}");
+    assert_eq!(out.stderr.trim(), revoked);
+    // A standalone send is refused at the WebSocket upgrade (HTTP 401) and
+    // stops at once instead of retrying.
+    let mut c = clipmesh(b.path());
+    c.env("RUST_LOG", "off").args(["send", "x"]);
+    let out = run(c, None).await;
+    assert!(!out.status.success());
+    assert_eq!(out.stderr.trim(), revoked);
 
     // Logout removes local secrets; the session is gone on the relay too.
     let tok = token(a.path());
