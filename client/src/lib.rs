@@ -10,7 +10,7 @@
 //!   clipboard);
 //! - the programs: [`daemon`] (`clipmesh run`), [`account`] (signup, login,
 //!   logout), [`api`] (the relay's HTTP API);
-//! - local files: [`config`], [`secrets`], [`state`].
+//! - local files and trust: [`config`], [`secrets`], [`state`], [`tls`].
 //!
 //! **Architecture Invariant:** the client depends on `clipmesh-proto` only,
 //! never on the relay. It is the only component that opens envelopes, and
