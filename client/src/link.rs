@@ -40,6 +40,10 @@ pub const EVENT_QUEUE: usize = 64;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Frame limit assumed until the relay's `Welcome` says otherwise.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+/// Longest a single frame write may take before the link counts as dead.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest the goodbye close frame may take at shutdown.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest message accepted from the relay (a frame plus slack).
 pub const MAX_INBOUND: usize = 16 << 20;
 
@@ -341,9 +345,20 @@ async fn drive(
     let how = 'conn: loop {
         while let Some(f) = s.poll_transmit() {
             tracing::trace!(frame = ?f, "send");
-            if let Err(e) = sink.send(Message::Binary(f.encode().into())).await {
-                tracing::debug!(error = %e, "send failed");
-                break 'conn Disconnect::Io;
+            // A write that cannot drain (the peer vanished with our data
+            // queued) must not stall the timers: bound it.
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Binary(f.encode().into())))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "send failed");
+                    break 'conn Disconnect::Io;
+                }
+                Err(_) => {
+                    tracing::debug!("send did not complete in time: half-open");
+                    break 'conn Disconnect::HalfOpen;
+                }
             }
         }
         while let Some(ev) = s.poll_event() {
@@ -357,10 +372,11 @@ async fn drive(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                let _ = sink.send(Message::Close(Some(CloseFrame {
+                let bye = sink.send(Message::Close(Some(CloseFrame {
                     code: WsCloseCode::Normal,
                     reason: "bye".into(),
-                }))).await;
+                })));
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, bye).await;
                 for (_, o) in inflight.drain() {
                     o.finish(Err(PublishError::Stopped));
                 }
