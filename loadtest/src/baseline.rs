@@ -31,8 +31,8 @@ pub struct BaselineArgs {
     /// WebSocket read buffer per socket, bytes.
     #[arg(long, default_value_t = 4096)]
     pub read_buffer: usize,
-    /// WebSocket write batching threshold, bytes (0 = write each message).
-    #[arg(long, default_value_t = 0)]
+    /// WebSocket write batching threshold, bytes (the relay's `ws_buffer`).
+    #[arg(long, default_value_t = 4096)]
     pub write_buffer: usize,
     /// Outbound queue depth per socket, in messages; full queues drop.
     #[arg(long, default_value_t = 64)]

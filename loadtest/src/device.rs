@@ -25,6 +25,8 @@ pub const MIN_PROBE: usize = HEADER_LEN + 8 + 4;
 pub struct Joined {
     /// Seconds between pings the relay asks for (0 for the baseline).
     pub ping_interval_s: u16,
+    /// When this device last sent something the relay counts as life.
+    pub last_sent: tokio::time::Instant,
 }
 
 /// Connects one device and, for the relay, completes Hello → Welcome.
@@ -35,7 +37,13 @@ pub async fn join(
 ) -> anyhow::Result<(Ws, Joined)> {
     let mut ws = target.connect(token, group).await?;
     if target.kind == ServerKind::Baseline {
-        return Ok((ws, Joined { ping_interval_s: 0 }));
+        return Ok((
+            ws,
+            Joined {
+                ping_interval_s: 0,
+                last_sent: tokio::time::Instant::now(),
+            },
+        ));
     }
     let hello = Frame::Hello {
         last_seen: u64::MAX,
@@ -50,7 +58,12 @@ pub async fn join(
                 Message::Binary(b) => match Frame::decode(&b) {
                     Ok(Frame::Welcome {
                         ping_interval_s, ..
-                    }) => return Ok(Joined { ping_interval_s }),
+                    }) => {
+                        return Ok(Joined {
+                            ping_interval_s,
+                            last_sent: tokio::time::Instant::now(),
+                        })
+                    }
                     Ok(Frame::Error { code, message, .. }) => {
                         bail!("relay error before Welcome: {code:?} {message}")
                     }

@@ -343,10 +343,17 @@ async fn run_once(
             };
             if d == 0 {
                 let offset = period.mul_f64(u as f64 / users as f64);
-                publishers
-                    .spawn(async move { (u, d, ctx.publish(ws, offset, period).await, joined) });
+                publishers.spawn(async move {
+                    let mut joined = joined;
+                    let ws = ctx.publish(ws, offset, period, &mut joined.last_sent).await;
+                    (u, d, ws, joined)
+                });
             } else {
-                receivers.spawn(async move { (u, d, ctx.receive(ws).await, joined) });
+                receivers.spawn(async move {
+                    let mut joined = joined;
+                    let ws = ctx.receive(ws, &mut joined.last_sent).await;
+                    (u, d, ws, joined)
+                });
             }
         }
     }
@@ -420,17 +427,26 @@ struct DeviceCtx {
 }
 
 impl DeviceCtx {
-    fn ping_timer(&self) -> tokio::time::Interval {
-        let p = Duration::from_secs(u64::from(self.ping_s.max(1)) / 2 + 1);
-        tokio::time::interval_at(Instant::now() + p, p)
+    /// Pings at half the relay's interval, counted from the device's last
+    /// ping, so runs back to back never leave a receiver silent for the
+    /// relay's idle timeout.
+    fn ping_timer(&self, last_sent: Instant) -> tokio::time::Interval {
+        let p = Duration::from_secs(u64::from(self.ping_s.max(2)) / 2);
+        tokio::time::interval_at(last_sent + p, p)
     }
 
-    async fn publish(&self, mut ws: Ws, offset: Duration, period: Duration) -> anyhow::Result<Ws> {
+    async fn publish(
+        &self,
+        mut ws: Ws,
+        offset: Duration,
+        period: Duration,
+        last_sent: &mut Instant,
+    ) -> anyhow::Result<Ws> {
         let plan = self.plan;
         let fan = plan.devices as u32 - 1;
         let mut tick = tokio::time::interval_at(plan.start + offset, period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let mut ping = self.ping_timer();
+        let mut ping = self.ping_timer(*last_sent);
         let mut seq = 0u64;
         let end = tokio::time::sleep_until(plan.end);
         tokio::pin!(end);
@@ -453,6 +469,7 @@ impl DeviceCtx {
                 msg = ws.next() => { self.count_inbound(msg)?; false }
                 _ = ping.tick(), if self.ping_s > 0 => {
                     ws.send(Message::Binary(Frame::Ping { nonce: seq }.encode().into())).await.context("ping")?;
+                    *last_sent = Instant::now();
                     false
                 }
                 _ = &mut end => break,
@@ -509,9 +526,9 @@ impl DeviceCtx {
         Ok(())
     }
 
-    async fn receive(&self, mut ws: Ws) -> anyhow::Result<Ws> {
+    async fn receive(&self, mut ws: Ws, last_sent: &mut Instant) -> anyhow::Result<Ws> {
         let plan = self.plan;
-        let mut ping = self.ping_timer();
+        let mut ping = self.ping_timer(*last_sent);
         loop {
             tokio::select! {
                 msg = ws.next() => {
@@ -545,6 +562,7 @@ impl DeviceCtx {
                 }
                 _ = ping.tick(), if self.ping_s > 0 => {
                     ws.send(Message::Binary(Frame::Ping { nonce: 0 }.encode().into())).await.context("ping")?;
+                    *last_sent = Instant::now();
                 }
                 _ = self.stop.cancelled() => break,
             }
