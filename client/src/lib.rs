@@ -8,8 +8,9 @@
 //! - thin tokio drivers: [`link`] (the WebSocket to the relay, reconnecting),
 //!   [`control`] (the daemon's local control socket), [`clipboard`] (the OS
 //!   clipboard);
-//! - the programs: [`daemon`] (`clipmesh run`), [`account`] (signup, login,
-//!   logout), [`api`] (the relay's HTTP API);
+//! - the programs: [`daemon`] (`clipmesh run`), [`oneshot`] (`send` without
+//!   a daemon), [`watch`], [`account`] (signup, login, logout), [`api`] (the
+//!   relay's HTTP API);
 //! - local files and trust: [`config`], [`secrets`], [`state`], [`tls`].
 //!
 //! **Architecture Invariant:** the client depends on `clipmesh-proto` only,
@@ -24,11 +25,13 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod link;
+pub mod oneshot;
 pub mod secrets;
 pub mod session;
 pub mod state;
 pub mod sync;
 pub mod tls;
+pub mod watch;
 
 pub use account::{AccountError, Credentials, Device};
 pub use api::{Api, ApiError};

@@ -8,16 +8,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use clipmesh::account::{self, Credentials, Device};
 use clipmesh::config::{self, ENV_CONFIG_DIR};
 use clipmesh::control::{self, ControlError, Request};
-use clipmesh::daemon::{self, now_ms, open_clip, seal_clip};
-use clipmesh::link::{self, LinkConfig, LinkEvent, LinkExit, PublishError};
-use clipmesh::state::State;
-use clipmesh::sync::SyncEngine;
-use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
+use clipmesh::daemon::{self, now_ms};
+use clipmesh::{oneshot, watch};
+use clipmesh_proto::{ClipContent, DeviceId};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
@@ -404,76 +401,7 @@ async fn send(dir: PathBuf, text: Option<String>) -> Result<ExitCode> {
     }
     // No daemon: connect once, publish, wait for the ack.
     let device = load_device(&dir).await?;
-    let content = ClipContent::Text(text);
-    if !device.config.sync.fits(&content) {
-        bail!(
-            "text is larger than max_item_bytes ({})",
-            device.config.sync.max_item_bytes
-        );
-    }
-    let d2 = dir.clone();
-    let (seq, last_seen) = blocking(move || -> std::io::Result<(u64, u64)> {
-        let mut st = State::load(&d2)?;
-        Ok((st.next_seq()?, st.last_seen()))
-    })
-    .await?
-    .context("state file")?;
-    let me = DeviceId(device.account.device_id);
-    let item = ClipItem {
-        timestamp_ms: now_ms(),
-        content,
-    };
-    let env = seal_clip(&device.secrets.data_key.clip_key(), me, seq, &item);
-    let cancel = CancellationToken::new();
-    let (handle, commands) = link::channel();
-    let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);
-    let tracker = TaskTracker::new();
-    let mut link_task = tracker.spawn(link::run(
-        LinkConfig {
-            server: device.account.server.clone(),
-            token: device.secrets.token.clone(),
-            last_seen,
-            seed: rand::random(),
-            roots: device.roots()?,
-        },
-        commands,
-        etx,
-        cancel.clone(),
-    ));
-    let ack = handle.publish(env).await?;
-    let deadline = tokio::time::sleep(SEND_TIMEOUT);
-    tokio::pin!(deadline);
-    tokio::pin!(ack);
-    let mut last_problem = None;
-    let result = loop {
-        tokio::select! {
-            r = &mut ack => break match r {
-                Ok(Ok(_seq)) => Ok(()),
-                // The link gave up: its exit says why (e.g. revoked).
-                Ok(Err(PublishError::Stopped)) | Err(_) => match (&mut link_task).await {
-                    Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
-                    _ => Err(anyhow!(PublishError::Stopped)),
-                },
-                Ok(Err(e)) => Err(anyhow!(e)),
-            },
-            exit = &mut link_task => break match exit {
-                Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
-                _ => Err(anyhow!("internal error: link stopped")),
-            },
-            ev = erx.recv() => if let Some(LinkEvent::Disconnected { reason, .. }) = ev {
-                last_problem = Some(reason);
-            },
-            _ = &mut deadline => break Err(anyhow!(
-                "{} (gave up after {} s)",
-                last_problem.unwrap_or_else(|| "the relay did not acknowledge the clip".into()),
-                SEND_TIMEOUT.as_secs()
-            )),
-        }
-    };
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    result?;
+    oneshot::publish_once(&dir, &device, ClipContent::Text(text), SEND_TIMEOUT).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -487,113 +415,23 @@ async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
         );
     }
     let device = load_device(&dir).await?;
-    let d2 = dir.clone();
-    let mut state = blocking(move || State::load(&d2))
-        .await?
-        .context("state file")?;
-    let key = device.secrets.data_key.clip_key();
-    let me = DeviceId(device.account.device_id);
-    let mut sync = SyncEngine::new(me);
     let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    tracker.spawn(wait_for_shutdown(cancel.clone()));
-    // Keep the handle alive: dropping it is fine, but watch never publishes.
-    let (_handle, commands) = link::channel();
-    let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);
-    let mut link_task = tracker.spawn(link::run(
-        LinkConfig {
-            server: device.account.server.clone(),
-            token: device.secrets.token.clone(),
-            last_seen: state.last_seen(),
-            seed: rand::random(),
-            roots: device.roots()?,
-        },
-        commands,
-        etx,
-        cancel.clone(),
-    ));
+    let signals = TaskTracker::new();
+    signals.spawn(wait_for_shutdown(cancel.clone()));
     let mut stdout = std::io::stdout();
-    let result: Result<()> = loop {
-        tokio::select! {
-            exit = &mut link_task => break match exit {
-                Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
-                _ => Ok(()),
-            },
-            ev = erx.recv() => match ev {
-                Some(LinkEvent::Deliver { seq, from, envelope }) => {
-                    match open_clip(&key, from, &envelope) {
-                        Ok((meta, item)) => {
-                            if sync.accept_seq(&meta) {
-                                let line = render(&item.content, from, meta.timestamp_ms, json);
-                                if writeln!(stdout, "{line}").and_then(|_| stdout.flush()).is_err() {
-                                    // Reader went away (e.g. `| head`): stop quietly.
-                                    break Ok(());
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(%from, "{e}"),
-                    }
-                    if let Err(e) = state.set_last_seen(seq) {
-                        tracing::warn!(error = %e, "cannot write state file");
-                    }
-                }
-                Some(LinkEvent::Connected { online, .. }) => {
-                    tracing::info!(online = online.len(), "watching");
-                }
-                Some(LinkEvent::Disconnected { reason, retry_in }) => {
-                    tracing::warn!(%reason, retry_in_ms = retry_in.as_millis() as u64, "disconnected; reconnecting");
-                }
-                Some(_) => {}
-                // The link ended: its exit says why.
-                None => break match (&mut link_task).await {
-                    Ok(LinkExit::Revoked) => Err(anyhow!(daemon::DaemonError::Revoked)),
-                    _ => Ok(()),
-                },
-            },
-        }
-    };
+    let r = watch::watch(&dir, &device, cancel.clone(), |clip| {
+        let line = watch::render(&clip, json);
+        // A reader that went away (e.g. `| head`) ends the watch quietly.
+        writeln!(stdout, "{line}")
+            .and_then(|_| stdout.flush())
+            .is_ok()
+    })
+    .await;
     cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    result?;
+    signals.close();
+    signals.wait().await;
+    r?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// One output line of `watch`.
-fn render(content: &ClipContent, from: DeviceId, timestamp_ms: u64, json: bool) -> String {
-    let received_at = now_ms();
-    if json {
-        let mut v = serde_json::json!({
-            "kind": content.kind_name(),
-            "from_device": from.0,
-            "copied_at": timestamp_ms,
-            "received_at": received_at,
-            "bytes": content.payload_len(),
-        });
-        if let Some(o) = v.as_object_mut() {
-            match content {
-                ClipContent::Text(t) => {
-                    o.insert("text".into(), t.clone().into());
-                }
-                ClipContent::Html { html, alt_text } => {
-                    o.insert("text".into(), alt_text.clone().into());
-                    o.insert("html".into(), html.clone().into());
-                }
-                _ => {}
-            }
-        }
-        return v.to_string();
-    }
-    match content {
-        ClipContent::Text(t) => t.clone(),
-        ClipContent::Html { alt_text, .. } => alt_text.clone(),
-        other => format!(
-            "[{} from device {}, {} bytes]",
-            other.kind_name(),
-            from.0,
-            other.payload_len()
-        ),
-    }
 }
 
 async fn devices(dir: PathBuf, revoke: Option<u64>) -> Result<ExitCode> {

@@ -1,0 +1,130 @@
+//! Publishing one clip without a daemon (`clipmesh send` when no `run` is
+//! active): connect, publish, wait for the relay's ack, disconnect.
+//!
+//! It uses the same [`crate::link`] as the daemon, so a dropped connection
+//! is retried with back-off until the deadline, and a revoked session stops
+//! it at once.
+
+use crate::account::{AccountError, Device};
+use crate::daemon::{now_ms, seal_clip, DaemonError};
+use crate::link::{self, LinkConfig, LinkEvent, LinkExit, PublishError};
+use crate::state::State;
+use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why a one-shot publish failed. `Display` is the line the CLI prints.
+#[derive(Debug, Error)]
+pub enum OneshotError {
+    /// The item is over `max_item_bytes`.
+    #[error("text is larger than max_item_bytes ({0})")]
+    TooLarge(u64),
+    /// The state file could not be used.
+    #[error("state file: {0}")]
+    State(#[from] std::io::Error),
+    /// The CA file is unusable.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The relay revoked this device.
+    #[error(transparent)]
+    Revoked(DaemonError),
+    /// The relay refused the clip, or it is too large for the relay.
+    #[error(transparent)]
+    Publish(PublishError),
+    /// No ack before the deadline.
+    #[error("{reason} (gave up after {secs} s)")]
+    Timeout {
+        /// The last connection problem, or that no ack came.
+        reason: String,
+        /// The deadline in seconds.
+        secs: u64,
+    },
+}
+
+/// Seals `content` as the device in `dir`, publishes it and waits up to
+/// `timeout` for the ack. Returns the room sequence number.
+pub async fn publish_once(
+    dir: &Path,
+    device: &Device,
+    content: ClipContent,
+    timeout: Duration,
+) -> Result<u64, OneshotError> {
+    if !device.config.sync.fits(&content) {
+        return Err(OneshotError::TooLarge(device.config.sync.max_item_bytes));
+    }
+    let d = dir.to_path_buf();
+    let (seq, last_seen) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64)> {
+        let mut st = State::load(&d)?;
+        Ok((st.next_seq()?, st.last_seen()))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let me = DeviceId(device.account.device_id);
+    let item = ClipItem {
+        timestamp_ms: now_ms(),
+        content,
+    };
+    let env = seal_clip(&device.secrets.data_key.clip_key(), me, seq, &item);
+    let cancel = CancellationToken::new();
+    let (handle, commands) = link::channel();
+    let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);
+    let tracker = TaskTracker::new();
+    let mut link_task = tracker.spawn(link::run(
+        LinkConfig {
+            server: device.account.server.clone(),
+            token: device.secrets.token.clone(),
+            last_seen,
+            seed: rand::random(),
+            roots: device.roots()?,
+        },
+        commands,
+        etx,
+        cancel.clone(),
+    ));
+    let revoked = || OneshotError::Revoked(DaemonError::Revoked);
+    let result = match handle.publish(env).await {
+        Err(e) => Err(OneshotError::Publish(e)),
+        Ok(ack) => {
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            tokio::pin!(ack);
+            let mut last_problem = None;
+            let mut events_open = true;
+            loop {
+                tokio::select! {
+                    r = &mut ack => break match r {
+                        Ok(Ok(seq)) => Ok(seq),
+                        // The link gave up: its exit says why.
+                        Ok(Err(PublishError::Stopped)) | Err(_) => match (&mut link_task).await {
+                            Ok(LinkExit::Revoked) => Err(revoked()),
+                            _ => Err(OneshotError::Publish(PublishError::Stopped)),
+                        },
+                        Ok(Err(e)) => Err(OneshotError::Publish(e)),
+                    },
+                    exit = &mut link_task => break match exit {
+                        Ok(LinkExit::Revoked) => Err(revoked()),
+                        _ => Err(OneshotError::Publish(PublishError::Stopped)),
+                    },
+                    ev = erx.recv(), if events_open => match ev {
+                        Some(LinkEvent::Disconnected { reason, .. }) => last_problem = Some(reason),
+                        Some(_) => {}
+                        None => events_open = false,
+                    },
+                    _ = &mut deadline => break Err(OneshotError::Timeout {
+                        reason: last_problem
+                            .unwrap_or_else(|| "the relay did not acknowledge the clip".into()),
+                        secs: timeout.as_secs(),
+                    }),
+                }
+            }
+        }
+    };
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    result
+}

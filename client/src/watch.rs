@@ -1,0 +1,220 @@
+//! `clipmesh watch`: receive clips and hand each one to the caller, with
+//! the daemon's reconnect behaviour and no clipboard.
+//!
+//! Each delivered envelope is opened, deduplicated by origin sequence and
+//! passed on as a [`WatchedClip`]. The newest room sequence is recorded in
+//! the state file as the daemon does, so a restarted `watch` does not print
+//! the same stored clip again.
+
+use crate::account::{AccountError, Device};
+use crate::daemon::{now_ms, open_clip, DaemonError};
+use crate::link::{self, LinkConfig, LinkEvent, LinkExit};
+use crate::state::State;
+use crate::sync::SyncEngine;
+use clipmesh_proto::{ClipContent, DeviceId};
+use std::path::Path;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One received clip.
+#[derive(Debug, Clone)]
+pub struct WatchedClip {
+    /// What was copied.
+    pub content: ClipContent,
+    /// The device that sent it.
+    pub from: DeviceId,
+    /// When it was copied, ms since the epoch (sender's clock).
+    pub copied_at_ms: u64,
+    /// When it arrived here, ms since the epoch.
+    pub received_at_ms: u64,
+}
+
+/// Why watching stopped with an error.
+#[derive(Debug, Error)]
+pub enum WatchError {
+    /// The state file could not be used.
+    #[error("state file: {0}")]
+    State(#[from] std::io::Error),
+    /// The CA file is unusable.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The relay revoked this device.
+    #[error(transparent)]
+    Revoked(DaemonError),
+}
+
+/// Receives clips for the device in `dir` until `cancel`, the session is
+/// revoked, or `on_clip` returns false.
+pub async fn watch(
+    dir: &Path,
+    device: &Device,
+    cancel: CancellationToken,
+    mut on_clip: impl FnMut(WatchedClip) -> bool,
+) -> Result<(), WatchError> {
+    let d = dir.to_path_buf();
+    let mut state = tokio::task::spawn_blocking(move || State::load(&d))
+        .await
+        .map_err(std::io::Error::other)??;
+    let key = device.secrets.data_key.clip_key();
+    let mut sync = SyncEngine::new(DeviceId(device.account.device_id));
+    let tracker = TaskTracker::new();
+    // Watch never publishes; the handle only keeps the command queue open.
+    let (_handle, commands) = link::channel();
+    let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);
+    let link_cancel = cancel.child_token();
+    let mut link_task = tracker.spawn(link::run(
+        LinkConfig {
+            server: device.account.server.clone(),
+            token: device.secrets.token.clone(),
+            last_seen: state.last_seen(),
+            seed: rand::random(),
+            roots: device.roots()?,
+        },
+        commands,
+        etx,
+        link_cancel.clone(),
+    ));
+    let revoked = || WatchError::Revoked(DaemonError::Revoked);
+    let result = loop {
+        tokio::select! {
+            exit = &mut link_task => break match exit {
+                Ok(LinkExit::Revoked) => Err(revoked()),
+                _ => Ok(()),
+            },
+            ev = erx.recv() => match ev {
+                Some(LinkEvent::Deliver { seq, from, envelope }) => {
+                    let mut go_on = true;
+                    match open_clip(&key, from, &envelope) {
+                        Ok((meta, item)) => {
+                            if sync.accept_seq(&meta) {
+                                go_on = on_clip(WatchedClip {
+                                    content: item.content,
+                                    from,
+                                    copied_at_ms: meta.timestamp_ms,
+                                    received_at_ms: now_ms(),
+                                });
+                            }
+                        }
+                        Err(e) => tracing::warn!(%from, "{e}"),
+                    }
+                    if let Err(e) = state.set_last_seen(seq) {
+                        tracing::warn!(error = %e, "cannot write state file");
+                    }
+                    if !go_on {
+                        break Ok(());
+                    }
+                }
+                Some(LinkEvent::Connected { online, .. }) => {
+                    tracing::info!(online = online.len(), "watching");
+                }
+                Some(LinkEvent::Disconnected { reason, retry_in }) => {
+                    tracing::warn!(
+                        %reason,
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "disconnected; reconnecting"
+                    );
+                }
+                Some(_) => {}
+                // The link ended: its exit says why.
+                None => break match (&mut link_task).await {
+                    Ok(LinkExit::Revoked) => Err(revoked()),
+                    _ => Ok(()),
+                },
+            },
+        }
+    };
+    link_cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    result
+}
+
+/// One output line for a received clip: the text itself (HTML: its text
+/// alternative; other kinds: a bracketed summary), or with `json` one object
+/// with `kind`, `text` (text and HTML), `html`, `from_device`, `copied_at`,
+/// `received_at` (ms since the epoch) and `bytes`.
+pub fn render(clip: &WatchedClip, json: bool) -> String {
+    let content = &clip.content;
+    if json {
+        let mut v = serde_json::json!({
+            "kind": content.kind_name(),
+            "from_device": clip.from.0,
+            "copied_at": clip.copied_at_ms,
+            "received_at": clip.received_at_ms,
+            "bytes": content.payload_len(),
+        });
+        if let Some(o) = v.as_object_mut() {
+            match content {
+                ClipContent::Text(t) => {
+                    o.insert("text".into(), t.clone().into());
+                }
+                ClipContent::Html { html, alt_text } => {
+                    o.insert("text".into(), alt_text.clone().into());
+                    o.insert("html".into(), html.clone().into());
+                }
+                _ => {}
+            }
+        }
+        return v.to_string();
+    }
+    match content {
+        ClipContent::Text(t) => t.clone(),
+        ClipContent::Html { alt_text, .. } => alt_text.clone(),
+        other => format!(
+            "[{} from device {}, {} bytes]",
+            other.kind_name(),
+            clip.from.0,
+            other.payload_len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(content: ClipContent) -> WatchedClip {
+        WatchedClip {
+            content,
+            from: DeviceId(7),
+            copied_at_ms: 1,
+            received_at_ms: 2,
+        }
+    }
+
+    #[test]
+    fn json_lines_have_the_documented_fields() {
+        let line = render(&clip(ClipContent::Text("a\nb".into())), true);
+        assert!(!line.contains('\n'), "one object per line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kind"], "text");
+        assert_eq!(v["text"], "a\nb");
+        assert_eq!(v["from_device"], 7);
+        assert_eq!(v["received_at"], 2);
+        let h = render(
+            &clip(ClipContent::Html {
+                html: "<b>x</b>".into(),
+                alt_text: "x".into(),
+            }),
+            true,
+        );
+        let v: serde_json::Value = serde_json::from_str(&h).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["text"].as_str()),
+            (Some("html"), Some("x"))
+        );
+    }
+
+    #[test]
+    fn plain_output_prints_text_and_summarises_the_rest() {
+        assert_eq!(render(&clip(ClipContent::Text("hi".into())), false), "hi");
+        let img = ClipContent::Image {
+            width: 1,
+            height: 1,
+            png: vec![0; 10],
+        };
+        assert_eq!(render(&clip(img), false), "[image from device 7, 10 bytes]");
+    }
+}
