@@ -8,7 +8,7 @@
 //!   0x03 image  : width u32 | height u32 | png bytes
 //!   0x04 files  : count u16 | entry*
 //! entry   : name bytes | size u64 | body_tag u8 | (0x01 inline: data bytes
-//!                                                | 0x02 blob: id bytes | sha256 [32])
+//!                                                | 0x02 blob: id [16] | sha256 [32] | key [32])
 //! ```
 //!
 //! Origin device and per-device sequence number live in the envelope header
@@ -16,8 +16,13 @@
 //! Together they give [`ClipMeta`], which receivers use to order items
 //! "newest wins" and to drop duplicates and echoes.
 //!
-//! `Debug` prints lengths only, never contents.
+//! A [`FileBody::Blob`] refers to a blob sealed by [`crate::blob`]; its key
+//! travels only here, inside the envelope, so the relay stores ciphertext it
+//! cannot open.
+//!
+//! `Debug` prints lengths only, never contents or keys.
 
+use crate::blob::{BlobId, BlobKey};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::DeviceId;
 use std::cmp::Ordering;
@@ -29,8 +34,6 @@ pub const CONTENT_VERSION: u8 = 1;
 pub const MAX_FILE_NAME: usize = 4096;
 /// Most entries in one file list.
 pub const MAX_FILES: usize = 10_000;
-/// Longest blob id, in bytes.
-pub const MAX_BLOB_ID: usize = 128;
 
 const TAG_TEXT: u8 = 0x01;
 const TAG_HTML: u8 = 0x02;
@@ -38,6 +41,8 @@ const TAG_IMAGE: u8 = 0x03;
 const TAG_FILES: u8 = 0x04;
 const BODY_INLINE: u8 = 0x01;
 const BODY_BLOB: u8 = 0x02;
+/// Bytes of a blob body after its tag: id, sha256, key.
+const BLOB_BODY_LEN: usize = 16 + 32 + 32;
 
 /// One clipboard item with its timestamp.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,12 +95,16 @@ pub struct FileEntry {
 pub enum FileBody {
     /// The bytes themselves (small files).
     Inline(Vec<u8>),
-    /// A reference to an encrypted blob on the relay (large files).
+    /// A reference to an encrypted blob on the relay (large files). The
+    /// file's length is [`FileEntry::size`].
     Blob {
-        /// Blob id on the relay.
-        id: String,
-        /// SHA-256 of the plaintext file.
+        /// Blob id on the relay (random; also bound into every chunk).
+        id: BlobId,
+        /// SHA-256 of the plaintext file, checked by
+        /// [`crate::blob::BlobOpener::finish`].
         sha256: [u8; 32],
+        /// The blob's random key. Redacted in `Debug`, zeroized on drop.
+        key: BlobKey,
     },
 }
 
@@ -134,7 +143,7 @@ impl fmt::Debug for FileBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Inline(d) => write!(f, "Inline({} bytes)", d.len()),
-            Self::Blob { .. } => f.write_str("Blob"),
+            Self::Blob { id, .. } => write!(f, "Blob({id})"),
         }
     }
 }
@@ -169,7 +178,7 @@ impl ClipContent {
                 .iter()
                 .map(|f| match &f.body {
                     FileBody::Inline(d) => d.len() + f.name.len(),
-                    FileBody::Blob { id, .. } => id.len() + 32 + f.name.len(),
+                    FileBody::Blob { .. } => BLOB_BODY_LEN + f.name.len(),
                 })
                 .sum(),
         }
@@ -210,10 +219,11 @@ impl ClipItem {
                             w.u8(BODY_INLINE);
                             w.bytes(d);
                         }
-                        FileBody::Blob { id, sha256 } => {
+                        FileBody::Blob { id, sha256, key } => {
                             w.u8(BODY_BLOB);
-                            w.str(crate::frame::truncate_str(id, MAX_BLOB_ID));
+                            w.raw(id.as_bytes());
                             w.raw(sha256);
+                            w.raw(key.expose());
                         }
                     }
                 }
@@ -254,8 +264,9 @@ impl ClipItem {
                     let body = match r.u8()? {
                         BODY_INLINE => FileBody::Inline(r.bytes()?.to_vec()),
                         BODY_BLOB => FileBody::Blob {
-                            id: r.str_max(MAX_BLOB_ID, "blob id")?.to_owned(),
+                            id: BlobId(r.array()?),
                             sha256: r.array()?,
+                            key: BlobKey::from_bytes(r.array()?),
                         },
                         tag => {
                             return Err(DecodeError::UnknownTag {

@@ -15,9 +15,12 @@
 //! - [`envelope`]: the sealed clip envelope (XChaCha20-Poly1305, header as AAD).
 //! - [`content`]: the clip content model that lives *inside* the ciphertext.
 //! - [`chunk`]: splitting oversized frames and reassembling them with bounds.
+//! - [`blob`]: large items sealed as a stream of authenticated chunks
+//!   (bounded memory; the relay's blob store holds only ciphertext).
 //! - [`api`]: JSON bodies of the relay's HTTP API.
 
 pub mod api;
+pub mod blob;
 pub mod chunk;
 pub mod codec;
 pub mod content;
@@ -26,6 +29,10 @@ pub mod frame;
 pub mod ids;
 pub mod keys;
 
+pub use blob::{
+    BlobError, BlobId, BlobKey, BlobLayout, BlobOpener, BlobSealer, BlobStreamSealer, BlobSummary,
+    SealedChunk,
+};
 pub use chunk::{Chunker, ReassembleError, Reassembler};
 pub use codec::DecodeError;
 pub use content::{ClipContent, ClipItem, FileEntry};

@@ -12,6 +12,7 @@ use clipmesh_proto::content::FileBody;
 use clipmesh_proto::frame::{
     MAX_DEVICES_LISTED, MAX_DEVICE_NAME, MAX_ERROR_MESSAGE, MAX_SIGNAL_PAYLOAD,
 };
+use clipmesh_proto::{BlobId, BlobKey};
 use clipmesh_proto::{
     ClipContent, ClipItem, DecodeError, DeviceId, DeviceInfo, Envelope, EnvelopeHeader,
     EnvelopeKind, ErrorCode, FileEntry, Frame, SignalKind, UserId,
@@ -256,15 +257,17 @@ fn snapshot_clip_files_inline_and_blob() {
                     name: "big.iso".into(),
                     size: 1 << 32,
                     body: FileBody::Blob {
-                        id: "blob-1".into(),
+                        id: BlobId(std::array::from_fn(|i| 0xa0 + i as u8)),
                         sha256,
+                        key: BlobKey::from_bytes([0x42; 32]),
                     },
                 },
             ]),
         },
         "010000018bcfe5680004000200000007612f622e74787400000000000000030100000003616263000000\
-         076269672e69736f00000001000000000200000006626c6f622d31000102030405060708090a0b0c0d0e\
-         0f101112131415161718191a1b1c1d1e1f",
+         076269672e69736f000000010000000002a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000102030405060708\
+         090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f42424242424242424242424242424242424242\
+         42424242424242424242424242",
     );
     clip_snapshot(
         ClipItem {
@@ -483,8 +486,9 @@ fn clip_item_debug_never_prints_content() {
             name: "SECRET.txt".into(),
             size: 6,
             body: FileBody::Blob {
-                id: "SECRET-blob".into(),
+                id: BlobId([0x5e; 16]),
                 sha256: [0xab; 32],
+                key: BlobKey::from_bytes([0xcd; 32]),
             },
         }]),
     ];
@@ -497,6 +501,8 @@ fn clip_item_debug_never_prints_content() {
         assert!(!s.contains("SECRET"), "{s}");
         assert!(!s.contains("171, 171"), "{s}");
         assert!(!s.contains("abab"), "{s}");
+        // The blob key never prints.
+        assert!(!s.contains("cdcd") && !s.contains("205, 205"), "{s}");
     }
 }
 
@@ -619,8 +625,13 @@ fn frame() -> impl Strategy<Value = Frame> {
 fn file_entry() -> impl Strategy<Value = FileEntry> {
     let body = prop_oneof![
         blob().prop_map(FileBody::Inline),
-        ("[a-zA-Z0-9_-]{0,128}", any::<[u8; 32]>())
-            .prop_map(|(id, sha256)| FileBody::Blob { id, sha256 }),
+        (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(id, sha256, key)| {
+            FileBody::Blob {
+                id: BlobId(id),
+                sha256,
+                key: BlobKey::from_bytes(key),
+            }
+        }),
     ];
     (".{0,64}", any::<u64>(), body).prop_map(|(name, size, body)| FileEntry { name, size, body })
 }
