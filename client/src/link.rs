@@ -237,6 +237,14 @@ pub async fn run(
                 Err(d) => d,
             },
         };
+        if let Disconnect::Closed(code @ (CloseCode::TooLarge | CloseCode::ProtocolError)) = how {
+            // Something we sent may be the cause: do not send it again.
+            for o in sh.pending.drain(..) {
+                o.finish(Err(PublishError::Rejected(describe(Disconnect::Closed(
+                    code,
+                )))));
+            }
+        }
         let next = sh.backoff.on_disconnect(how);
         tracing::debug!(?how, ?next, "relay connection ended");
         let delay = match next {
@@ -546,5 +554,213 @@ mod tests {
         cancel.cancel();
         assert_eq!(task.await.unwrap(), LinkExit::Cancelled);
         assert_eq!(ack.await.unwrap(), Err(PublishError::Stopped));
+    }
+
+    /// What the fake relay does with one connection.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// Refuse the upgrade with HTTP 401.
+        Refuse401,
+        /// Welcome, then close with this code after the first publish (or
+        /// at once if `on_publish` is false).
+        WelcomeThenClose { code: u16, on_publish: bool },
+        /// Welcome and ack every publish.
+        Ack,
+    }
+
+    /// A one-connection-at-a-time fake relay on loopback running `scripts`
+    /// in order; returns its URL.
+    async fn fake_relay(scripts: Vec<Script>) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            for script in scripts {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let refuse = matches!(script, Script::Refuse401);
+                let cb = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                    assert_eq!(
+                        req.headers().get("authorization").unwrap(),
+                        "Bearer tok",
+                        "token sent at the upgrade"
+                    );
+                    if refuse {
+                        let mut r = ErrorResponse::new(None);
+                        *r.status_mut() = tungstenite::http::StatusCode::UNAUTHORIZED;
+                        return Err(r);
+                    }
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
+                    continue;
+                };
+                let welcome = clipmesh_proto::Frame::Welcome {
+                    user: clipmesh_proto::UserId(1),
+                    device: DeviceId(2),
+                    max_frame: 1 << 20,
+                    ping_interval_s: 30,
+                    idle_timeout_s: 45,
+                    online: vec![],
+                };
+                // Hello first.
+                let hello = ws.next().await.unwrap().unwrap().into_data();
+                assert!(matches!(
+                    clipmesh_proto::Frame::decode(&hello),
+                    Ok(clipmesh_proto::Frame::Hello { .. })
+                ));
+                ws.send(Message::Binary(welcome.encode().into()))
+                    .await
+                    .unwrap();
+                let close = |code: u16| {
+                    Message::Close(Some(CloseFrame {
+                        code: WsCloseCode::from(code),
+                        reason: "test".into(),
+                    }))
+                };
+                match script {
+                    Script::Refuse401 => {}
+                    Script::WelcomeThenClose { code, on_publish } => {
+                        if on_publish {
+                            let _ = ws.next().await;
+                        }
+                        let _ = ws.send(close(code)).await;
+                        // Drain until the client closes.
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                    Script::Ack => {
+                        while let Some(Ok(m)) = ws.next().await {
+                            if let Ok(clipmesh_proto::Frame::Publish { id, .. }) =
+                                clipmesh_proto::Frame::decode(&m.into_data())
+                            {
+                                let ack = clipmesh_proto::Frame::Ack { id, seq: 99 };
+                                ws.send(Message::Binary(ack.encode().into())).await.unwrap();
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        (url, task)
+    }
+
+    fn start(
+        url: String,
+    ) -> (
+        LinkHandle,
+        mpsc::Receiver<LinkEvent>,
+        CancellationToken,
+        tokio::task::JoinHandle<LinkExit>,
+    ) {
+        let (handle, rx) = channel();
+        let (etx, erx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            LinkConfig {
+                server: url,
+                token: Zeroizing::new("tok".into()),
+                last_seen: 0,
+                seed: 1,
+                roots: TrustRoots::webpki(),
+            },
+            rx,
+            etx,
+            cancel.clone(),
+        ));
+        (handle, erx, cancel, task)
+    }
+
+    async fn next_event(erx: &mut mpsc::Receiver<LinkEvent>) -> LinkEvent {
+        tokio::time::timeout(Duration::from_secs(10), erx.recv())
+            .await
+            .expect("event in time")
+            .expect("link running")
+    }
+
+    #[tokio::test]
+    async fn http_401_at_upgrade_stops_the_link() {
+        let (url, _relay) = fake_relay(vec![Script::Refuse401]).await;
+        let (_h, _erx, _cancel, task) = start(url);
+        let exit = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert_eq!(exit.unwrap().unwrap(), LinkExit::Revoked);
+    }
+
+    #[tokio::test]
+    async fn close_4001_stops_and_1012_reconnects_at_once() {
+        let (url, _relay) = fake_relay(vec![
+            Script::WelcomeThenClose {
+                code: 1012,
+                on_publish: false,
+            },
+            Script::WelcomeThenClose {
+                code: 4001,
+                on_publish: false,
+            },
+        ])
+        .await;
+        let (_h, mut erx, _cancel, task) = start(url);
+        assert!(matches!(
+            next_event(&mut erx).await,
+            LinkEvent::Connected { .. }
+        ));
+        match next_event(&mut erx).await {
+            LinkEvent::Disconnected { retry_in, reason } => {
+                assert_eq!(retry_in, Duration::ZERO);
+                assert!(reason.contains("1012"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            next_event(&mut erx).await,
+            LinkEvent::Connected { .. }
+        ));
+        let exit = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert_eq!(exit.unwrap().unwrap(), LinkExit::Revoked);
+    }
+
+    #[tokio::test]
+    async fn unacked_publish_is_resent_but_not_after_a_protocol_close() {
+        // Connection 1 closes (1011 internal error) on the publish: it is
+        // resent on connection 2, which acks it.
+        let (url, _relay) = fake_relay(vec![
+            Script::WelcomeThenClose {
+                code: 1011,
+                on_publish: true,
+            },
+            Script::Ack,
+        ])
+        .await;
+        let (h, mut erx, cancel, task) = start(url);
+        assert!(matches!(
+            next_event(&mut erx).await,
+            LinkEvent::Connected { .. }
+        ));
+        let ack = h.publish(vec![1, 2, 3]).await.unwrap();
+        let seq = tokio::time::timeout(Duration::from_secs(10), ack).await;
+        assert_eq!(seq.unwrap().unwrap(), Ok(99));
+        cancel.cancel();
+        assert_eq!(task.await.unwrap(), LinkExit::Cancelled);
+
+        // A protocol-error close after the publish drops it instead.
+        let (url, _relay) = fake_relay(vec![
+            Script::WelcomeThenClose {
+                code: 4002,
+                on_publish: true,
+            },
+            Script::Ack,
+        ])
+        .await;
+        let (h, mut erx, cancel, task) = start(url);
+        assert!(matches!(
+            next_event(&mut erx).await,
+            LinkEvent::Connected { .. }
+        ));
+        let ack = h.publish(vec![1, 2, 3]).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), ack).await;
+        assert!(matches!(
+            r.unwrap().unwrap(),
+            Err(PublishError::Rejected(_))
+        ));
+        cancel.cancel();
+        assert_eq!(task.await.unwrap(), LinkExit::Cancelled);
     }
 }
