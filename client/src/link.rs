@@ -570,6 +570,8 @@ mod tests {
 
     /// A one-connection-at-a-time fake relay on loopback running `scripts`
     /// in order; returns its URL.
+    // The upgrade callback's error type is tungstenite's, not ours.
+    #[allow(clippy::result_large_err)]
     async fn fake_relay(scripts: Vec<Script>) -> (String, tokio::task::JoinHandle<()>) {
         use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
