@@ -17,6 +17,7 @@
 //! - [`chunk`]: splitting oversized frames and reassembling them with bounds.
 //! - [`blob`]: large items sealed as a stream of authenticated chunks
 //!   (bounded memory; the relay's blob store holds only ciphertext).
+//! - [`filename`]: peer-supplied file names made safe to create on disk.
 //! - [`api`]: JSON bodies of the relay's HTTP API.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod chunk;
 pub mod codec;
 pub mod content;
 pub mod envelope;
+pub mod filename;
 pub mod frame;
 pub mod ids;
 pub mod keys;
@@ -37,6 +39,7 @@ pub use chunk::{Chunker, ReassembleError, Reassembler};
 pub use codec::DecodeError;
 pub use content::{ClipContent, ClipItem, FileEntry};
 pub use envelope::{Envelope, EnvelopeHeader, EnvelopeKind, OpenError};
+pub use filename::{numbered_name, unique_name, SafePath};
 pub use frame::{CloseCode, DeviceInfo, ErrorCode, Frame, SignalKind, PROTOCOL_VERSION};
 pub use ids::{DeviceId, UserId};
 pub use keys::{AuthKey, ClipKey, DataKey, KdfParams, Kek, MasterKey, WrappedDataKey};
