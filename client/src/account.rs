@@ -210,15 +210,14 @@ pub fn logout(dir: &Path) -> Result<(), AccountError> {
     let mut config = Config::load(dir)?;
     let account = config.account.clone().ok_or(AccountError::NotLoggedIn)?;
     let kind = StoreKind::parse(&account.secret_store).unwrap_or(StoreKind::File);
-    let remote = match secrets::load(dir, kind) {
-        Ok(s) => match TrustRoots::load(account.ca_file.as_deref())
-            .map(|r| Api::with_roots(&account.server, &r))
-            .map_err(|e| ApiError::BadResponse(e.to_string()))
-            .and_then(|api| api.logout(&s.token))
-        {
-            // Already revoked: logging out is done.
-            Ok(()) | Err(ApiError::Unauthorized) => Ok(()),
-            Err(e) => Err(e),
+    let remote: Result<(), AccountError> = match secrets::load(dir, kind) {
+        Ok(s) => match TrustRoots::load(account.ca_file.as_deref()) {
+            Ok(roots) => match Api::with_roots(&account.server, &roots).logout(&s.token) {
+                // Already revoked: logging out is done.
+                Ok(()) | Err(ApiError::Unauthorized) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
         },
         Err(_) => Ok(()),
     };
@@ -226,5 +225,5 @@ pub fn logout(dir: &Path) -> Result<(), AccountError> {
     config.account = None;
     config.save(dir)?;
     let _ = std::fs::remove_file(dir.join(crate::state::STATE_FILE));
-    remote.map_err(AccountError::Api)
+    remote
 }
