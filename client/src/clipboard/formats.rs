@@ -43,7 +43,7 @@ impl ReadPlan {
     }
 
     /// The plan for owners that do not answer `TARGETS` (old clients):
-    /// try `UTF8_STRING` only (then `STRING`, handled by the reader).
+    /// `UTF8_STRING` (the reader falls back to `STRING` when refused).
     pub(crate) fn fallback() -> Self {
         Self {
             text: Some("UTF8_STRING"),

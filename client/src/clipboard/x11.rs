@@ -61,6 +61,8 @@ struct Atoms {
     incr: Atom,
     /// Property on our window that owners write converted data into.
     dest: Atom,
+    /// Second property, for the text requested together with `TARGETS`.
+    text: Atom,
     /// `ClientMessage` type that tells the watcher to stop.
     stop: Atom,
 }
@@ -226,6 +228,7 @@ pub(crate) fn connect(
         "INCR",
         "CLIPMESH_SELECTION",
         "CLIPMESH_STOP",
+        "CLIPMESH_TEXT",
     ];
     let named: Vec<&'static str> = TEXT_TARGETS
         .iter()
@@ -250,6 +253,7 @@ pub(crate) fn connect(
         incr: interned[3],
         dest: interned[4],
         stop: interned[5],
+        text: interned[6],
     };
     let known: Vec<(Atom, &'static str)> =
         interned[fixed.len()..].iter().copied().zip(named).collect();
@@ -364,11 +368,30 @@ impl X11Watcher {
 
     /// Reads what is on `sel` now: `None` for nothing syncable (empty,
     /// sensitive, or only formats this build does not sync).
+    ///
+    /// `TARGETS` and `UTF8_STRING` are requested together (one round trip
+    /// through the owner for the common plain-text copy). The text lands in
+    /// a property on our window and is only fetched once `TARGETS` says the
+    /// item is not sensitive; otherwise it is deleted unread.
     fn read_content(
         &mut self,
         sel: Atom,
     ) -> Result<Option<clipmesh_proto::ClipContent>, ReadError> {
-        let plan = match self.read(sel, self.atoms.targets)? {
+        let utf8 = self.atom_of("UTF8_STRING").unwrap_or(NONE);
+        let answers = self.convert_many(
+            sel,
+            &[
+                (self.atoms.targets, self.atoms.dest),
+                (utf8, self.atoms.text),
+            ],
+        )?;
+        let targets = match answers[0] {
+            true => Some(self.fetch_property(self.atoms.dest)?),
+            false => None,
+        };
+        let utf8_pending = answers[1];
+        let fallback = targets.is_none();
+        let plan = match targets {
             Some(bytes) => {
                 let names: Vec<&'static str> = bytes
                     .chunks_exact(4)
@@ -377,41 +400,55 @@ impl X11Watcher {
                         self.known.iter().find(|(a, _)| *a == atom).map(|(_, n)| *n)
                     })
                     .collect();
-                match classify(&names) {
-                    Sensitivity::Public => {}
-                    Sensitivity::Secret => {
-                        tracing::debug!("skipped a clipboard item marked sensitive");
-                        return Ok(None);
-                    }
+                let secret = match classify(&names) {
+                    Sensitivity::Public => false,
+                    Sensitivity::Secret => true,
                     Sensitivity::CheckKdeHint => {
                         let value = match self.atom_of(KDE_PASSWORD_HINT) {
                             Some(a) => self.read(sel, a).unwrap_or(None),
                             None => None,
                         };
-                        if hint_is_secret(value.as_deref()) {
-                            tracing::debug!("skipped a clipboard item marked sensitive");
-                            return Ok(None);
-                        }
+                        hint_is_secret(value.as_deref())
                     }
+                };
+                if secret {
+                    if utf8_pending {
+                        self.discard(self.atoms.text)?;
+                    }
+                    tracing::debug!("skipped a clipboard item marked sensitive");
+                    return Ok(None);
                 }
                 ReadPlan::from_targets(&names)
             }
-            // Owners that cannot list their targets: try plain text.
+            // Owners that cannot list their targets: plain text only.
             None => ReadPlan::fallback(),
         };
-        if plan.is_empty() {
-            tracing::trace!("clipboard item has no text or html");
-            return Ok(None);
+        let mut text = None;
+        if utf8_pending {
+            let bytes = self.fetch_property(self.atoms.text)?;
+            if plan.text == Some("UTF8_STRING") {
+                text = Some(decode_text("UTF8_STRING", bytes));
+            }
+        }
+        // Another text target was the better offer, or (owners without
+        // TARGETS) UTF8_STRING was refused: one more request.
+        let other = match plan.text {
+            Some("UTF8_STRING") if fallback => Some("STRING"),
+            Some("UTF8_STRING") | None => None,
+            Some(t) => Some(t),
+        };
+        if let (None, Some(target)) = (&text, other) {
+            if let Some(a) = self.atom_of(target) {
+                text = self.read(sel, a)?.map(|b| decode_text(target, b));
+            }
         }
         let html = match (plan.html, self.atom_of(HTML_TARGET)) {
             (true, Some(a)) => self.read(sel, a)?.map(decode_html),
             _ => None,
         };
-        let mut text = None;
-        if let Some(target) = plan.text {
-            if let Some(a) = self.atom_of(target) {
-                text = self.read(sel, a)?.map(|b| decode_text(target, b));
-            }
+        if plan.is_empty() {
+            tracing::trace!("clipboard item has no text or html");
+            return Ok(None);
         }
         Ok(ReadPlan::assemble(text, html))
     }
@@ -423,20 +460,39 @@ impl X11Watcher {
     /// Converts `sel` to `target` and returns the bytes, or `None` when the
     /// owner refuses (or there is no owner).
     fn read(&mut self, sel: Atom, target: Atom) -> Result<Option<Vec<u8>>, ReadError> {
+        if self.convert_many(sel, &[(target, self.atoms.dest)])?[0] {
+            self.fetch_property(self.atoms.dest).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Asks the owner of `sel` for each `(target, property)` at once and
+    /// waits for every answer. `true` where the data is now in the property
+    /// (still to be fetched), `false` where the owner refused.
+    fn convert_many(
+        &mut self,
+        sel: Atom,
+        requests: &[(Atom, Atom)],
+    ) -> Result<Vec<bool>, ReadError> {
         let conn = Arc::clone(&self.conn);
-        conn.delete_property(self.window, self.atoms.dest)?;
-        conn.convert_selection(self.window, sel, target, self.atoms.dest, CURRENT_TIME)?;
+        for &(target, prop) in requests {
+            conn.delete_property(self.window, prop)?;
+            conn.convert_selection(self.window, sel, target, prop, CURRENT_TIME)?;
+        }
         conn.flush()?;
+        let mut answers: Vec<Option<bool>> = vec![None; requests.len()];
         let deadline = Instant::now() + READ_TIMEOUT;
-        loop {
+        while answers.iter().any(Option::is_none) {
             match self.next_event_until(deadline)? {
-                Event::SelectionNotify(e)
-                    if e.requestor == self.window && e.selection == sel && e.target == target =>
-                {
-                    if e.property == NONE {
-                        return Ok(None);
+                Event::SelectionNotify(e) if e.requestor == self.window && e.selection == sel => {
+                    let slot = requests
+                        .iter()
+                        .zip(answers.iter())
+                        .position(|(&(t, _), a)| t == e.target && a.is_none());
+                    if let Some(i) = slot {
+                        answers[i] = Some(e.property != NONE);
                     }
-                    return self.fetch_property().map(Some);
                 }
                 ev => {
                     self.dispatch(ev);
@@ -446,20 +502,21 @@ impl X11Watcher {
                 }
             }
         }
+        Ok(answers.into_iter().map(|a| a == Some(true)).collect())
     }
 
-    /// Reads (and deletes) the destination property, following `INCR`.
-    fn fetch_property(&mut self) -> Result<Vec<u8>, ReadError> {
+    /// Deletes a converted property without reading it.
+    fn discard(&mut self, prop: Atom) -> Result<(), ReadError> {
+        self.conn.delete_property(self.window, prop)?;
+        self.conn.flush()?;
+        Ok(())
+    }
+
+    /// Reads (and deletes) property `prop` of our window, following `INCR`.
+    fn fetch_property(&mut self, prop: Atom) -> Result<Vec<u8>, ReadError> {
         let conn = Arc::clone(&self.conn);
         let reply = conn
-            .get_property(
-                true,
-                self.window,
-                self.atoms.dest,
-                AtomEnum::ANY,
-                0,
-                u32::MAX / 4,
-            )?
+            .get_property(true, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
             .reply()?;
         if reply.type_ != self.atoms.incr {
             if reply.value.len() > MAX_READ_BYTES {
@@ -477,18 +534,11 @@ impl X11Watcher {
             match self.next_event_until(deadline)? {
                 Event::PropertyNotify(e)
                     if e.window == self.window
-                        && e.atom == self.atoms.dest
+                        && e.atom == prop
                         && e.state == Property::NEW_VALUE =>
                 {
                     let chunk = conn
-                        .get_property(
-                            true,
-                            self.window,
-                            self.atoms.dest,
-                            AtomEnum::ANY,
-                            0,
-                            u32::MAX / 4,
-                        )?
+                        .get_property(true, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
                         .reply()?;
                     conn.flush()?;
                     if chunk.value.is_empty() {

@@ -44,6 +44,7 @@ struct Args {
     max_gap_ms: u64,
     idle_secs: u64,
     rust_log: String,
+    keep: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -53,6 +54,7 @@ fn parse_args() -> Result<Args> {
         max_gap_ms: 150,
         idle_secs: 60,
         rust_log: "warn".into(),
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,10 +65,11 @@ fn parse_args() -> Result<Args> {
             "--max-gap-ms" => a.max_gap_ms = val()?.parse()?,
             "--idle-secs" => a.idle_secs = val()?.parse()?,
             "--rust-log" => a.rust_log = val()?,
+            "--keep" => a.keep = true,
             "-h" | "--help" => {
                 println!(
                     "clipmesh-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
-                     [--idle-secs S] [--rust-log FILTER]"
+                     [--idle-secs S] [--rust-log FILTER] [--keep (the logs)]"
                 );
                 std::process::exit(0);
             }
@@ -95,6 +98,95 @@ fn spawn_watcher(display: String) -> Result<mpsc::Receiver<Instant>> {
         }
     });
     Ok(rx)
+}
+
+/// The noise floor, run side by side with the daemons: a thread that waits
+/// for an owner change on display C and immediately takes display D's
+/// CLIPBOARD. Its C→D latency is what the X servers, the watchers and the
+/// scheduler cost on this machine right now, with no clipmesh code at all.
+struct Baseline {
+    owner_c: SelectionOwner,
+    c_events: mpsc::Receiver<Instant>,
+    d_events: mpsc::Receiver<Instant>,
+    _xc: Xvfb,
+    _xd: Xvfb,
+}
+
+impl Baseline {
+    fn start() -> Result<Self> {
+        let xc = Xvfb::start()?;
+        let xd = Xvfb::start()?;
+        let c_events = spawn_watcher(xc.display())?;
+        let d_events = spawn_watcher(xd.display())?;
+        let owner_c = SelectionOwner::connect(&xc.display())?;
+        // The forwarder: its own XFixes connection on C, an owner on D.
+        let mut fwd_watch = SelectionWatcher::connect(&xc.display())?;
+        let owner_d = SelectionOwner::connect(&xd.display())?;
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                match fwd_watch.next_change(Duration::from_secs(3600)) {
+                    Ok(Some(_)) => {
+                        n += 1;
+                        if owner_d.set_text(&format!("forwarded {n}")).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Self {
+            owner_c,
+            c_events,
+            d_events,
+            _xc: xc,
+            _xd: xd,
+        })
+    }
+
+    fn probe(&self, i: usize) -> Result<Duration> {
+        while self.c_events.try_recv().is_ok() {}
+        while self.d_events.try_recv().is_ok() {}
+        self.owner_c.set_text(&format!("baseline {i}"))?;
+        let t0 = self.c_events.recv_timeout(COPY_TIMEOUT).context("baseline: no change on C")?;
+        let t1 = self.d_events.recv_timeout(COPY_TIMEOUT).context("baseline: no change on D")?;
+        Ok(t1.saturating_duration_since(t0))
+    }
+}
+
+/// `some avg10` of /proc/pressure/cpu: % of time runnable tasks waited for a CPU.
+fn cpu_pressure() -> String {
+    std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
+fn summary(name: &str, lat: &mut [Duration]) {
+    lat.sort();
+    let mean = lat.iter().sum::<Duration>() / u32::try_from(lat.len().max(1)).unwrap_or(1);
+    println!(
+        "{name}: n={}  p50 {}  p90 {}  p99 {}  max {}  min {}  mean {}",
+        lat.len(),
+        ms(percentile(lat, 50.0)),
+        ms(percentile(lat, 90.0)),
+        ms(percentile(lat, 99.0)),
+        ms(percentile(lat, 100.0)),
+        ms(percentile(lat, 0.0)),
+        ms(mean)
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -183,6 +275,7 @@ fn main() -> Result<()> {
     dev_a.wait_connected(STEP)?;
     dev_b.wait_connected(STEP)?;
     let owner = SelectionOwner::connect(&xa.display())?;
+    let baseline = Baseline::start()?;
 
     eprintln!(
         "relay {url}, displays {} and {}; {} copies, gaps {}..{} ms",
@@ -194,6 +287,8 @@ fn main() -> Result<()> {
     );
     let mut rng = rand::thread_rng();
     let mut lat = Vec::with_capacity(args.copies);
+    let mut floor = Vec::with_capacity(args.copies);
+    println!("load average at start: {}, cpu pressure {}", load_average(), cpu_pressure());
     // One warm-up copy (first connection to the owner, page faults).
     for i in 0..=args.copies {
         let gap = rng.gen_range(args.min_gap_ms..=args.max_gap_ms);
@@ -215,20 +310,24 @@ fn main() -> Result<()> {
         if i > 0 {
             lat.push(t1.saturating_duration_since(t0));
         }
+        // The noise floor, interleaved so both see the same machine load.
+        let f = baseline.probe(i)?;
+        if i > 0 {
+            floor.push(f);
+        }
     }
     drop(owner);
-    lat.sort();
-    let mean = lat.iter().sum::<Duration>() / u32::try_from(lat.len().max(1))?;
+    println!("load average at end: {}, cpu pressure {}", load_average(), cpu_pressure());
     println!("## copy-to-paste latency (A owner change -> B owner change)");
-    println!("copies: {}", lat.len());
+    summary("clipmesh (A -> relay -> B)", &mut lat);
+    summary("noise floor (C -> D, no clipmesh)", &mut floor);
+    let over = |v: &[Duration], ms: u64| v.iter().filter(|d| **d > Duration::from_millis(ms)).count();
     println!(
-        "p50 {}  p90 {}  p99 {}  max {}  min {}  mean {}",
-        ms(percentile(&lat, 50.0)),
-        ms(percentile(&lat, 90.0)),
-        ms(percentile(&lat, 99.0)),
-        ms(percentile(&lat, 100.0)),
-        ms(percentile(&lat, 0.0)),
-        ms(mean)
+        "copies over 4 ms: clipmesh {}, floor {}; over 10 ms: clipmesh {}, floor {}",
+        over(&lat, 4),
+        over(&floor, 4),
+        over(&lat, 10),
+        over(&floor, 10)
     );
 
     if args.idle_secs > 0 {
@@ -271,5 +370,8 @@ fn main() -> Result<()> {
         );
     }
     drop(relay);
+    if args.keep {
+        eprintln!("logs kept in {}", tmp.keep().join("logs").display());
+    }
     Ok(())
 }
