@@ -14,6 +14,8 @@ libraries, so a bug shared by the Rust code and its vectors cannot hide:
     `crypto_aead_xchacha20poly1305_ietf_encrypt`.
   - Envelope header and clip item bytes: packed here with `struct` from the
     layouts in docs/protocol.md and docs/crypto.md.
+  - Blob chunks (blob.json): the same libsodium AEAD per chunk, the chunk AAD
+    packed with `struct` from docs/crypto.md ("Large items").
 
 Usage (from anywhere; paths are relative to the repository):
 
@@ -49,6 +51,9 @@ WRAP_AAD = b"clipmesh/v1/wrapped-data-key"
 ENVELOPE_VERSION = 1
 ENVELOPE_KIND_CLIP = 1
 CONTENT_VERSION = 1
+# Large items (docs/crypto.md, "Large items"; proto/src/blob.rs).
+BLOB_AAD_DOMAIN = b"clipmesh/v1/blob"
+BLOB_CHUNK_LEN = 1 << 20
 
 
 def hkdf_sha256(ikm: bytes, info: bytes, length: int = 32, salt: bytes = b"") -> bytes:
@@ -195,6 +200,62 @@ def envelope_vectors(clip_keys):
     return out
 
 
+# --------------------------------------------------------------- blob.json
+
+
+def blob_chunk_aad(blob_id: bytes, index: int, last: bool) -> bytes:
+    """domain (16) | blob id (16) | index u64 | last u8, big-endian (41 bytes)."""
+    return BLOB_AAD_DOMAIN + blob_id + struct.pack(">QB", index, 1 if last else 0)
+
+
+def blob_vectors():
+    """Whole blobs sealed chunk by chunk. The plaintext is pattern(len, start, step);
+    chunk i uses nonce pattern(24, 0x30 + i, 3). Chunks up to 256 sealed bytes are
+    given in full (`sealed_hex`), bigger ones by SHA-256 only."""
+    inputs = [
+        # (key, blob id, plaintext length, pattern start, pattern step)
+        (pattern(32, 0x42), pattern(16, 0xa0), 0, 0, 1),
+        (pattern(32, 0x42), pattern(16, 0xa0), 100, 0x10, 7),
+        (pattern(32, 0x07, 5), pattern(16, 0x00, 0x11), BLOB_CHUNK_LEN + 5, 0x01, 3),
+    ]
+    out = []
+    for key, blob_id, length, start, step in inputs:
+        plaintext = pattern(length, start, step)
+        count = max(1, -(-length // BLOB_CHUNK_LEN))
+        chunks = []
+        for i in range(count):
+            last = i == count - 1
+            piece = plaintext[i * BLOB_CHUNK_LEN:(i + 1) * BLOB_CHUNK_LEN]
+            nonce = pattern(24, 0x30 + i, 3)
+            aad = blob_chunk_aad(blob_id, i, last)
+            ct = crypto_aead_xchacha20poly1305_ietf_encrypt(piece, aad, nonce, key)
+            assert crypto_aead_xchacha20poly1305_ietf_decrypt(ct, aad, nonce, key) == piece
+            sealed = nonce + ct
+            chunks.append(
+                {
+                    "index": i,
+                    "last": last,
+                    "nonce_hex": nonce.hex(),
+                    "aad_hex": aad.hex(),
+                    "sealed_len": len(sealed),
+                    "sealed_sha256_hex": hashlib.sha256(sealed).hexdigest(),
+                    "sealed_hex": sealed.hex() if len(sealed) <= 256 else "",
+                }
+            )
+        out.append(
+            {
+                "key_hex": key.hex(),
+                "id_hex": blob_id.hex(),
+                "plaintext_len": length,
+                "plaintext_start": start,
+                "plaintext_step": step,
+                "plaintext_sha256_hex": hashlib.sha256(plaintext).hexdigest(),
+                "chunks": chunks,
+            }
+        )
+    return out
+
+
 def all_vectors():
     kdf = kdf_vectors()
     wrap = wrap_vectors(kdf)
@@ -205,6 +266,7 @@ def all_vectors():
         "wrap.json": wrap,
         "clip_key.json": clip_keys,
         "envelope.json": env,
+        "blob.json": blob_vectors(),
     }
 
 
