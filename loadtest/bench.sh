@@ -105,7 +105,7 @@ fi
 if [ "$what" = fanout ] || [ "$what" = all ]; then
     for kind in relay baseline; do
         start_server "$kind"
-        tool fanout --server "$kind" --target "$url" --users 1000 --devices 3 \
+        tool fanout --server "$kind" --target "$url" --server-pid "$pid" --users 1000 --devices 3 \
             --rate 10000 --size 1024 --duration 10s --runs "$runs" \
             || echo "fanout $kind failed (see $work/tool.err)"
         stop_server
@@ -115,7 +115,7 @@ fi
 if [ "$what" = max ] || [ "$what" = all ]; then
     for kind in relay baseline; do
         start_server "$kind"
-        tool max --server "$kind" --target "$url" --users 100 --devices 3 \
+        tool max --server "$kind" --target "$url" --server-pid "$pid" --users 100 --devices 3 \
             --window 16 --size 1024 --duration 10s --runs "$runs" \
             || echo "max $kind failed (see $work/tool.err)"
         stop_server

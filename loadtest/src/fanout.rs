@@ -11,7 +11,7 @@
 use crate::device::{
     inbound, join, probe, probe_sent_ns, publish_bytes, Inbound, Joined, MIN_PROBE,
 };
-use crate::measure::{latency_histogram, median, now_ns, us};
+use crate::measure::{cpu_s, latency_histogram, median, now_ns, us};
 use crate::sessions::Sessions;
 use crate::target::{ServerKind, Target, Ws};
 use crate::TargetArgs;
@@ -124,6 +124,8 @@ struct Plan {
     /// Window bounds on the [`now_ns`] clock.
     window_start_ns: u64,
     window_end_ns: u64,
+    /// When the measurement window opens.
+    window_start: Instant,
     /// When publishing stops.
     end: Instant,
     size: usize,
@@ -142,6 +144,10 @@ struct RunResult {
     lost: u64,
     errors: u64,
     stalls: u64,
+    /// Server CPU use over the window, in cores (NaN without a pid).
+    server_cpu: f64,
+    /// Load tool CPU use over the window, in cores.
+    tool_cpu: f64,
 }
 
 /// Runs `fanout` or `max` and prints per-run figures and their medians.
@@ -206,15 +212,24 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
             start: now,
             window_start_ns: base_ns + warm.as_nanos() as u64,
             window_end_ns: base_ns + (warm + dur).as_nanos() as u64,
+            window_start: now + warm,
             end: now + warm + dur,
             size: args.size,
             devices: args.devices,
             window: args.window.max(1),
         };
-        let (back, res) = run_once(groups, plan, args.rate, args.duration, ping_s).await?;
+        let (back, res) = run_once(
+            groups,
+            plan,
+            args.rate,
+            args.duration,
+            ping_s,
+            args.target.server_pid,
+        )
+        .await?;
         groups = back;
         println!(
-            "  run {}: published {:.0}/s delivered {:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  lost {} errors {} stalls {}",
+            "  run {}: published {:.0}/s delivered {:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  lost {} errors {} stalls {}  cpu server {:.2} tool {:.2}",
             r + 1,
             res.published_per_s,
             res.delivered_per_s,
@@ -224,7 +239,9 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
             res.max_us,
             res.lost,
             res.errors,
-            res.stalls
+            res.stalls,
+            res.server_cpu,
+            res.tool_cpu
         );
         results.push(res);
     }
@@ -239,7 +256,7 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
         m(|r| r.p999_us)
     );
     println!(
-        "RESULT {{\"mode\":\"{}\",\"server\":\"{:?}\",\"users\":{},\"devices\":{},\"size\":{},\"rate\":{},\"runs\":{},\"published_per_s\":{:.0},\"delivered_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"lost\":{},\"errors\":{}}}",
+        "RESULT {{\"mode\":\"{}\",\"server\":\"{:?}\",\"users\":{},\"devices\":{},\"size\":{},\"rate\":{},\"runs\":{},\"published_per_s\":{:.0},\"delivered_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"lost\":{},\"errors\":{},\"server_cpu\":{:.2},\"tool_cpu\":{:.2}}}",
         if mode == Mode::Rate { "fanout" } else { "max" },
         target.kind,
         args.users,
@@ -253,7 +270,9 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
         m(|r| r.p99_us),
         m(|r| r.p999_us),
         results.iter().map(|r| r.lost).sum::<u64>(),
-        results.iter().map(|r| r.errors).sum::<u64>()
+        results.iter().map(|r| r.errors).sum::<u64>(),
+        m(|r| r.server_cpu),
+        m(|r| r.tool_cpu)
     );
     for group in groups {
         for (mut ws, _) in group {
@@ -320,6 +339,7 @@ async fn run_once(
     rate: u64,
     duration_s: f64,
     ping_s: u16,
+    server_pid: Option<u32>,
 ) -> anyhow::Result<(Vec<Group>, RunResult)> {
     let users = groups.len();
     let counters = Arc::new(Counters::default());
@@ -367,6 +387,22 @@ async fn run_once(
         }
         Ok(())
     };
+    // CPU use of both processes over the measurement window.
+    tokio::time::sleep_until(plan.window_start).await;
+    let cpu0 = (
+        server_pid.map(|p| cpu_s(Some(p))).transpose()?,
+        cpu_s(None)?,
+    );
+    tokio::time::sleep_until(plan.end).await;
+    let cpu1 = (
+        server_pid.map(|p| cpu_s(Some(p))).transpose()?,
+        cpu_s(None)?,
+    );
+    let server_cpu = match (cpu0.0, cpu1.0) {
+        (Some(a), Some(b)) => (b - a) / duration_s,
+        _ => f64::NAN,
+    };
+    let tool_cpu = (cpu1.1 - cpu0.1) / duration_s;
     while let Some(done) = publishers.join_next().await {
         let (u, d, ws, j) = done.context("publisher panicked")?;
         put(u, d, ws, j)?;
@@ -409,6 +445,8 @@ async fn run_once(
         lost: expected_window.saturating_sub(delivered),
         errors: counters.errors.load(Ordering::Relaxed),
         stalls: counters.stalls.load(Ordering::Relaxed),
+        server_cpu,
+        tool_cpu,
     };
     Ok((groups, res))
 }

@@ -24,6 +24,22 @@ fn status_field(path: &str, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in {path}"))
 }
 
+/// CPU time (user + system) used so far by `pid`, or by this process for
+/// `None`, in seconds. Assumes the kernel's usual 100 clock ticks/s.
+pub fn cpu_s(pid: Option<u32>) -> anyhow::Result<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((ticks(11) + ticks(12)) as f64 / 100.0)
+}
+
 /// Nanoseconds since the first call in this process: the clock both the
 /// sending and the receiving side of the load tool read.
 pub fn now_ns() -> u64 {
@@ -56,6 +72,12 @@ mod tests {
     #[test]
     fn reads_own_rss() {
         assert!(self_rss_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn reads_own_cpu_time() {
+        let spin: u64 = (0..2_000_000u64).fold(0, |a, b| a ^ b.wrapping_mul(31));
+        assert!(spin != 1 && cpu_s(None).unwrap() >= 0.0);
     }
 
     #[test]
