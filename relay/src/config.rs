@@ -119,9 +119,14 @@ pub struct Limits {
     pub ping_interval_s: u16,
     /// Seconds a new socket has to send `Hello`. Default 10.
     pub hello_timeout_s: u64,
-    /// WebSocket read and write buffer size per connection, bytes. Small, so
-    /// many idle sockets stay cheap. Default 4096.
-    pub ws_buffer: usize,
+    /// WebSocket read buffer per connection, bytes. It is allocated for
+    /// every socket, idle or not, so it is small; a larger frame grows it as
+    /// needed. Default 1024.
+    pub ws_read_buffer: usize,
+    /// Bytes of outgoing frames collected before a write to the socket. Not
+    /// allocated while a socket idles; larger means fewer writes when a
+    /// backlog is flushed. Default 8192.
+    pub ws_write_buffer: usize,
     /// Largest JSON request body, bytes. Default 65536 (larger: 413).
     pub max_json: usize,
 }
@@ -141,7 +146,8 @@ impl Default for Limits {
             idle_timeout_s: 45,
             ping_interval_s: 30,
             hello_timeout_s: 10,
-            ws_buffer: 4096,
+            ws_read_buffer: 1024,
+            ws_write_buffer: 8192,
             max_json: 64 * 1024,
         }
     }

@@ -108,9 +108,13 @@ pub(crate) async fn upgrade(
     let l = &s.config.limits;
     let max_frame = l.max_frame as usize;
     let mut ws = ws
-        .read_buffer_size(l.ws_buffer)
-        .write_buffer_size(l.ws_buffer)
-        .max_write_buffer_size(max_frame.saturating_mul(2).max(l.ws_buffer * 2))
+        .read_buffer_size(l.ws_read_buffer.max(64))
+        .write_buffer_size(l.ws_write_buffer)
+        .max_write_buffer_size(
+            max_frame
+                .saturating_mul(2)
+                .max(l.ws_write_buffer.saturating_mul(2)),
+        )
         .max_message_size(max_frame)
         .max_frame_size(max_frame);
     if wants_v1 {
@@ -118,11 +122,11 @@ pub(crate) async fn upgrade(
     }
     let conn = ConnId(s.next_conn.fetch_add(1, Ordering::Relaxed));
     let tracker = s.tracker.clone();
+    // Boxed, so axum's upgrade task holds a pointer rather than the whole
+    // connection state machine, and the socket is stored once.
     ws.on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            let _slot = slot;
-            run(s, session, conn, socket).await;
-        })
+        let f = Box::pin(run(s, session, conn, socket, slot));
+        tracker.track_future(f)
     })
 }
 
@@ -161,7 +165,13 @@ fn is_too_large(e: &axum::Error) -> bool {
     s.contains("too long") || s.contains("Space limit exceeded")
 }
 
-async fn run(s: Arc<AppState>, session: SessionInfo, conn: ConnId, mut socket: WebSocket) {
+async fn run(
+    s: Arc<AppState>,
+    session: SessionInfo,
+    conn: ConnId,
+    mut socket: WebSocket,
+    _slot: ConnSlot,
+) {
     let span =
         tracing::debug_span!("conn", user = %session.user, device = %session.device, conn = conn.0);
     use tracing::Instrument;
@@ -317,7 +327,9 @@ async fn relay_loop(
                     Some(Err(e)) if is_too_large(&e) => return End::Close(CloseCode::TooLarge),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
                 };
-                if let Some(end) = inbound(s, session, conn, socket, bytes, &mut limiter, &mut bad_frames, max_envelope, write_timeout).await {
+                // Boxed: the handler's state is only needed while a frame is handled,
+                // not while the socket idles.
+                if let Some(end) = Box::pin(inbound(s, session, conn, socket, bytes, &mut limiter, &mut bad_frames, max_envelope, write_timeout)).await {
                     return end;
                 }
             }
