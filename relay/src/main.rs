@@ -8,14 +8,23 @@ use clipmesh_relay::{Config, Relay};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
+/// Log directives always applied, whatever `RUST_LOG` says.
+const QUIET_DEPENDENCIES: &[&str] = &["tungstenite=debug", "tokio_tungstenite=debug"];
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut filter = EnvFilter::try_from_env(ENV_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
+    // tungstenite prints whole frames (payload bytes) at trace level; cap it
+    // so `RUST_LOG=trace` cannot put envelopes in the log.
+    for d in QUIET_DEPENDENCIES {
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_env(ENV_LOG).unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .init();
     let config = cli.load_config()?;
     match cli.command.unwrap_or(Command::Serve) {
