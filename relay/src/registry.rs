@@ -195,3 +195,90 @@ impl Registry {
         matches!(self.shard(user).get(&user), Some(Slot::Hibernating(_)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::outbox::Outbox;
+    use crate::room::RoomLimits;
+    use crate::store::{Db, Store};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    const LIMITS: RoomLimits = RoomLimits {
+        max_devices: 4,
+        max_frame: 1024,
+        ping_interval_s: 30,
+        idle_timeout_s: 45,
+        clip_ttl_s: 60,
+    };
+
+    fn registry() -> Arc<Registry> {
+        let ctx = RoomCtx {
+            store: Store::new(Db::open_in_memory().unwrap()),
+            metrics: Arc::new(Metrics::default()),
+            limits: LIMITS,
+            evict_after: Duration::from_secs(3600),
+            shutdown: CancellationToken::new(),
+        };
+        Registry::new(ctx, TaskTracker::new())
+    }
+
+    fn member(d: u64) -> Member<ConnPort> {
+        Member {
+            device: DeviceId(d),
+            name: "x".into(),
+            conn: crate::room::ConnId(d),
+            port: Outbox::new(8, Arc::new(Metrics::default())),
+        }
+    }
+
+    #[tokio::test]
+    async fn hibernate_parks_members_when_inbox_is_empty() {
+        let reg = registry();
+        let user = UserId(1);
+        let (tx, mut rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        reg.shard(user).insert(user, Slot::Active(tx.clone()));
+        let mut state = RoomState::new(user, LIMITS, 0, None, vec![member(1), member(2)]);
+        assert!(reg.hibernate(user, &mut rx, &mut state).is_ok());
+        assert!(reg.is_hibernating(user));
+        assert!(state.is_empty());
+        // A sender that still held the old inbox gets its message back.
+        assert!(tx
+            .send(RoomMsg::Leave {
+                conn: crate::room::ConnId(1)
+            })
+            .await
+            .is_err());
+        // Listing devices does not wake the room.
+        let mut online = reg.online(user).await;
+        online.sort();
+        assert_eq!(online, vec![DeviceId(1), DeviceId(2)]);
+        assert!(reg.is_hibernating(user));
+    }
+
+    #[tokio::test]
+    async fn hibernate_keeps_running_when_messages_slipped_in() {
+        let reg = registry();
+        let user = UserId(1);
+        let (tx, mut rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        reg.shard(user).insert(user, Slot::Active(tx.clone()));
+        tx.send(RoomMsg::Revoke { device: None }).await.unwrap();
+        let mut state = RoomState::new(user, LIMITS, 0, None, vec![member(1)]);
+        let leftovers = reg.hibernate(user, &mut rx, &mut state).unwrap_err();
+        assert_eq!(leftovers.len(), 1);
+        assert!(!reg.is_hibernating(user));
+        assert_eq!(state.len(), 1, "members stay with the running room");
+        // New messages reach the same actor through its fresh inbox.
+        reg.send(
+            user,
+            RoomMsg::Leave {
+                conn: crate::room::ConnId(9),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(rx.try_recv(), Ok(RoomMsg::Leave { .. })));
+    }
+}
