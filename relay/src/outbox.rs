@@ -4,7 +4,7 @@
 //! One small allocation per connection (a mutex-guarded `VecDeque` that is
 //! empty, and shrunk, while the device idles, and a `Notify`), instead of a
 //! channel with preallocated slots: idle sockets must be cheap. The room
-//! pushes without ever blocking ([`Outbox::push`] fails when `cap` frames are
+//! pushes without ever blocking (its `Port::try_send` fails when `cap` frames are
 //! queued, and the room then drops the device with 4005). The connection task
 //! pops frames in order, and sees a close request before any queued frame.
 //! The mutex is only held for a queue operation, never across an `.await`.

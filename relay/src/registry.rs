@@ -2,7 +2,7 @@
 //! first use, and keeps the members of evicted rooms so their sockets stay
 //! open ("hibernation").
 //!
-//! Each user has at most one [`Slot`]:
+//! Each user has at most one `Slot`:
 //!
 //! - `Active(sender)`: the actor runs; messages go to its inbox.
 //! - `Hibernating(members)`: the actor was evicted while idle. The registry
@@ -18,7 +18,7 @@
 //! **Invariant:** no message is lost to eviction. A room evicts itself only
 //! under the shard lock: it closes its inbox, and if anything arrived in the
 //! meantime it keeps running on a fresh inbox instead (see
-//! [`Registry::hibernate`]). A sender whose send fails on a closed inbox
+//! `Registry::hibernate`). A sender whose send fails on a closed inbox
 //! gets its message back and retries on the new slot.
 //!
 //! The shard locks are `std` mutexes held only for map operations, never
