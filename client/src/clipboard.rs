@@ -124,6 +124,9 @@ pub struct ClipboardHandle {
         allow(dead_code)
     )]
     tx: mpsc::Sender<Command>,
+    /// Holds one token per OS thread (watcher, writer); closed, so
+    /// [`ClipboardHandle::stopped`] resolves once both threads have ended.
+    threads: tokio_util::task::TaskTracker,
 }
 
 #[cfg(all(
@@ -164,6 +167,15 @@ impl ClipboardHandle {
             let _ = content;
             Err(ClipboardError::Unsupported)
         }
+    }
+}
+
+impl ClipboardHandle {
+    /// Resolves once the watcher and writer threads have both ended (after
+    /// `cancel` fired, or the display went away). Await it after cancelling
+    /// to drain the clipboard threads on shutdown.
+    pub async fn stopped(&self) {
+        self.threads.wait().await;
     }
 }
 
@@ -214,6 +226,10 @@ fn spawn_x11(
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let worker_waker = waker.clone();
     let worker_cancel = cancel.clone();
+    let threads = tokio_util::task::TaskTracker::new();
+    let writer_token = threads.token();
+    let watcher_token = threads.token();
+    threads.close();
     std::thread::Builder::new()
         .name("clipmesh-clip-writer".into())
         .spawn(move || match arboard::Clipboard::new() {
@@ -228,6 +244,7 @@ fn spawn_x11(
                     waker: worker_waker,
                 }
                 .run();
+                drop(writer_token);
             }
             Err(e) => {
                 let _ = ready_tx.send(Err(ClipboardError::Backend(e.to_string())));
@@ -242,13 +259,22 @@ fn spawn_x11(
 
     std::thread::Builder::new()
         .name("clipmesh-clip-watch".into())
-        .spawn(move || watcher.run())
+        .spawn(move || {
+            watcher.run();
+            drop(watcher_token);
+        })
         .map_err(|e| {
             waker.wake();
             ClipboardError::Backend(format!("cannot start watcher thread: {e}"))
         })?;
 
-    Ok((ClipboardHandle { tx: cmd_tx }, change_rx))
+    Ok((
+        ClipboardHandle {
+            tx: cmd_tx,
+            threads,
+        },
+        change_rx,
+    ))
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
