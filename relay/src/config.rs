@@ -129,6 +129,14 @@ pub struct Limits {
     pub ws_write_buffer: usize,
     /// Largest JSON request body, bytes. Default 65536 (larger: 413).
     pub max_json: usize,
+    /// HTTP connections open at once before their WebSocket upgrade (or
+    /// while serving API requests); more are closed on accept. Default 4096.
+    pub max_http_connections: usize,
+    /// Seconds a client has to send complete request headers. Default 10.
+    pub http_header_timeout_s: u64,
+    /// Seconds one HTTP request may take, body included (then 408).
+    /// Default 30.
+    pub http_request_timeout_s: u64,
 }
 
 impl Default for Limits {
@@ -149,6 +157,9 @@ impl Default for Limits {
             ws_read_buffer: 1024,
             ws_write_buffer: 8192,
             max_json: 64 * 1024,
+            max_http_connections: 4096,
+            http_header_timeout_s: 10,
+            http_request_timeout_s: 30,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Network edges: which client IP a request counts as (trusted reverse
-//! proxies and `X-Forwarded-For`), and the TLS listener used when the relay
-//! terminates TLS itself.
+//! Network edges: the accept loop (plain or TLS, HTTP/1.1 with upgrades,
+//! header and request timeouts, a cap on open HTTP connections), and which
+//! client IP a request counts as (trusted reverse proxies and
+//! `X-Forwarded-For`).
 
 use axum::http::HeaderMap;
 use std::io;
@@ -9,14 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// TLS handshakes in progress at once; more connections wait in the kernel
-/// backlog.
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Largest HTTP read buffer per connection (request line and headers).
+pub const MAX_HTTP_BUFFER: usize = 64 * 1024;
 /// Time a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -159,64 +157,116 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, NetError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A listener that completes TLS handshakes concurrently (so one slow
-/// client cannot stall accepts) and yields finished TLS streams.
-pub struct TlsListener {
+/// Settings of the HTTP accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// HTTP connections (before any WebSocket upgrade) open at once; more
+    /// are closed on accept.
+    pub max_connections: usize,
+    /// Time a client has to send complete request headers (slowloris).
+    pub header_timeout: Duration,
+    /// Time one request may take, body included; then 408.
+    pub request_timeout: Duration,
+}
+
+/// Accepts TCP connections until `shutdown`, serving each (after a TLS
+/// handshake when `tls` is set) as HTTP/1.1 with upgrades on its own task.
+///
+/// Every connection task belongs to `tracker`. A connection that upgrades to
+/// a WebSocket leaves this loop's accounting; WebSockets are limited by
+/// `limits.max_connections` in `ws.rs`.
+pub async fn accept_loop(
     tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
-}
-
-impl TlsListener {
-    /// Wraps a bound TCP listener.
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> Self {
-        Self {
-            tcp,
-            acceptor,
-            handshakes: JoinSet::new(),
-        }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            tokio::select! {
-                res = self.tcp.accept(), if self.handshakes.len() < MAX_PENDING_HANDSHAKES => {
-                    match res {
-                        Ok((stream, addr)) => {
-                            let _ = stream.set_nodelay(true);
-                            let acceptor = self.acceptor.clone();
-                            self.handshakes.spawn(async move {
-                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                    Ok(Ok(s)) => Some((s, addr)),
-                                    _ => {
-                                        tracing::debug!(%addr, "tls handshake failed");
-                                        None
-                                    }
-                                }
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
+    tls: Option<TlsAcceptor>,
+    app: axum::Router,
+    limits: HttpLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tcp.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
                 }
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(conn)) = done {
-                        return conn;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many HTTP connections; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => serve_connection(stream, peer, app, limits, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_connection(s, peer, app, limits, shutdown).await,
+                        _ => tracing::debug!(%peer, "tls handshake failed"),
                     }
                 }
             }
-        }
+        });
     }
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: axum::Router,
+    limits: HttpLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let app = app.clone();
+        async move {
+            match tokio::time::timeout(limits.request_timeout, app.oneshot(req)).await {
+                Ok(r) => r,
+                Err(_) => Ok(crate::http::ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "bad_request",
+                    "request took too long",
+                )
+                .into_response()),
+            }
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HTTP_BUFFER);
+    let conn = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::trace!(%peer, error = %e, "http connection ended");
+            }
+        }
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
     }
 }
 

@@ -10,12 +10,11 @@ use crate::auth::{HashError, Hasher};
 use crate::config::{Config, DB_FILE};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::net::{self, NetError, TlsListener, TrustedProxies};
+use crate::net::{self, NetError, TrustedProxies};
 use crate::registry::Registry;
 use crate::room::{RoomCtx, RoomLimits};
 use crate::store::{unix_now, Db, Store, StoreError};
 use crate::throttle::Throttle;
-use axum::serve::{Listener, ListenerExt};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -150,22 +149,19 @@ impl Relay {
             next_conn: AtomicU64::new(1),
         });
         let app = http::router(state);
-        match tls {
-            Some(acceptor) => spawn_serve(
-                &tracker,
-                &shutdown,
-                TlsListener::new(tcp, acceptor).tap_io(|_| {}),
-                app,
-            ),
-            None => spawn_serve(
-                &tracker,
-                &shutdown,
-                tcp.tap_io(|s| {
-                    let _ = s.set_nodelay(true);
-                }),
-                app,
-            ),
-        }
+        let http_limits = net::HttpLimits {
+            max_connections: l.max_http_connections,
+            header_timeout: Duration::from_secs(l.http_header_timeout_s.max(1)),
+            request_timeout: Duration::from_secs(l.http_request_timeout_s.max(1)),
+        };
+        tracker.spawn(net::accept_loop(
+            tcp,
+            tls,
+            app,
+            http_limits,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         tracker.spawn(janitor(
             store.clone(),
             config.room.clip_ttl_s,
@@ -182,27 +178,6 @@ impl Relay {
             registry,
         })
     }
-}
-
-fn spawn_serve<L>(
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-    listener: L,
-    app: axum::Router,
-) where
-    L: Listener<Addr = SocketAddr>,
-    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let token = shutdown.clone();
-    tracker.spawn(async move {
-        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, svc)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "server failed");
-        }
-    });
 }
 
 async fn janitor(store: Store, ttl_s: u64, shutdown: CancellationToken) {

@@ -250,3 +250,55 @@ async fn slow_reader_is_dropped_with_4005_and_queue_stays_bounded() {
     assert_eq!(close_code(&mut slow.ws).await, Some(4005));
     still_serving(&relay, &t2).await;
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_http_connections_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start_with(|c| {
+        c.limits.http_header_timeout_s = 1;
+        c.limits.max_http_connections = 2;
+    })
+    .await;
+    let addr = relay.handle().local_addr();
+    // Slowloris: half a request line, then silence. The relay hangs up.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HT").await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(WAIT, slow.read_to_end(&mut buf))
+        .await
+        .expect("relay kept a slow client")
+        .unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+
+    // Two idle connections fill the cap; a third is closed at once.
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, third.read_to_end(&mut buf))
+        .await
+        .expect("over-cap connection not closed");
+    assert!(buf.is_empty(), "over-cap connection was served");
+    // Once the idle ones are gone, requests are served again.
+    drop((_a, _b));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = c
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(WAIT, c.read_to_end(&mut buf)).await;
+        if String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay did not recover"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
