@@ -464,7 +464,9 @@ impl BlobStreamSealer {
 
     /// Feeds plaintext. Returns the chunks completed by it (a full chunk is
     /// sealed once the next byte arrives, because only then is it known
-    /// not to be the last).
+    /// not to be the last). Push pieces of at most [`CHUNK_LEN`] (a file
+    /// read buffer) and upload what comes back before pushing more: then at
+    /// most one chunk of plaintext and one sealed chunk are in memory.
     pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<SealedChunk>, BlobError> {
         if self.len.saturating_add(data.len() as u64) > MAX_BLOB_LEN {
             return Err(BlobError::TooLarge);
@@ -637,6 +639,29 @@ impl BlobOpener {
             self.state = OpenerState::Done;
         }
         Ok(buf)
+    }
+
+    /// Resumes a download: accounts for the plaintext of the next chunk,
+    /// already opened and written to the receiver's own disk by an earlier
+    /// attempt, without decrypting it. It must be exactly that chunk's
+    /// length. It is hashed, so [`BlobOpener::finish`] still checks the whole
+    /// file. Then fetch the rest from [`BlobLayout::sealed_offset`] of
+    /// [`BlobOpener::next_index`] (an HTTP range request).
+    pub fn resume_chunk(&mut self, opened_plaintext: &[u8]) -> Result<(), BlobError> {
+        match self.state {
+            OpenerState::Open => {}
+            OpenerState::Done => return self.fail(BlobError::AfterLast),
+            OpenerState::Failed(e) => return Err(e),
+        }
+        if self.layout.chunk_plain_len(self.next) != Some(opened_plaintext.len()) {
+            return self.fail(BlobError::Digest);
+        }
+        self.sha.update(opened_plaintext);
+        if self.layout.is_last(self.next) {
+            self.state = OpenerState::Done;
+        }
+        self.next += 1;
+        Ok(())
     }
 
     /// Ends the blob: fails unless the last chunk was opened and the
@@ -918,6 +943,30 @@ mod tests {
         let mut stream: Vec<Vec<u8>> = full[..2].iter().map(|c| c.bytes.clone()).collect();
         stream.extend(tail.into_iter().map(|c| c.bytes));
         assert_eq!(open_all(&key, id, &s, &stream).unwrap(), data);
+    }
+
+    #[test]
+    fn download_resumes_from_written_plaintext() {
+        let key = BlobKey::generate();
+        let id = BlobId::generate();
+        let data = pattern(2 * CHUNK_LEN + 3);
+        let (chunks, s) = seal_all(&key, id, &data, CHUNK_LEN);
+        let mut o = BlobOpener::new(&key, id, s.len, s.sha256).unwrap();
+        o.resume_chunk(&data[..CHUNK_LEN]).unwrap();
+        assert_eq!(o.next_index(), 1);
+        assert_eq!(o.layout().sealed_offset(1), SEALED);
+        assert_eq!(o.opened_len(), CHUNK);
+        o.open_chunk(&chunks[1].bytes).unwrap();
+        o.open_chunk(&chunks[2].bytes).unwrap();
+        o.finish().unwrap();
+        // A wrong-length prefix, or different bytes, do not pass.
+        let mut o = BlobOpener::new(&key, id, s.len, s.sha256).unwrap();
+        assert_eq!(o.resume_chunk(&data[..10]), Err(BlobError::Digest));
+        let mut o = BlobOpener::new(&key, id, s.len, s.sha256).unwrap();
+        o.resume_chunk(&[0; CHUNK_LEN]).unwrap();
+        o.open_chunk(&chunks[1].bytes).unwrap();
+        o.open_chunk(&chunks[2].bytes).unwrap();
+        assert_eq!(o.finish(), Err(BlobError::Digest));
     }
 
     #[test]
