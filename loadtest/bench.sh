@@ -85,7 +85,7 @@ start_server() {
 tool() {
     echo "## $*" >> "$work/tool.err"
     $pin_tool "$load" "$@" --sessions "$work/sessions.json" 2>> "$work/tool.err" \
-        | grep RESULT
+        | tee -a "$work/tool.out" | grep RESULT
 }
 
 echo "# $(date -u +%FT%TZ) nproc=$(nproc) $(lscpu | sed -n 's/^Model name: *//p')"
