@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _, SelectionEventMask};
 use x11rb::protocol::xproto::{
-    Atom, AtomEnum, ClientMessageEvent, ConnectionExt as _, CreateWindowAux, EventMask, PropMode,
-    SelectionNotifyEvent, Window, WindowClass, SELECTION_NOTIFY_EVENT,
+    Atom, AtomEnum, ChangeWindowAttributesAux, ClientMessageEvent, ConnectionExt as _,
+    CreateWindowAux, EventMask, PropMode, Property, SelectionNotifyEvent, Window, WindowClass,
+    SELECTION_NOTIFY_EVENT,
 };
 use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
@@ -238,6 +239,24 @@ struct OwnerState {
     data: Vec<(Atom, Vec<u8>)>,
     /// Selection requests answered so far (any target).
     served: u64,
+    /// Serve data longer than this with the ICCCM INCR protocol, in chunks
+    /// of this size.
+    incr_chunk: Option<usize>,
+    /// The INCR transfer in progress (one at a time is enough for tests).
+    incr: Option<Incr>,
+    /// INCR transfers completed.
+    incr_done: u64,
+}
+
+/// One INCR transfer: the next chunk goes out when the requestor deletes
+/// the property.
+struct Incr {
+    requestor: Window,
+    property: Atom,
+    target: Atom,
+    data: Vec<u8>,
+    offset: usize,
+    chunk: usize,
 }
 
 /// Owns CLIPBOARD on one display and serves chosen targets until dropped.
@@ -264,11 +283,15 @@ impl SelectionOwner {
         let targets = atom(&conn, "TARGETS")?;
         let atom_t = u32::from(AtomEnum::ATOM);
         let stop = atom(&conn, "CLIPMESH_TEST_STOP")?;
+        let incr_atom = atom(&conn, "INCR")?;
         let conn = Arc::new(conn);
         let state = Arc::new((
             Mutex::new(OwnerState {
                 data: Vec::new(),
                 served: 0,
+                incr_chunk: None,
+                incr: None,
+                incr_done: 0,
             }),
             Condvar::new(),
         ));
@@ -293,6 +316,39 @@ impl SelectionOwner {
                                 atom_t,
                                 &list,
                             );
+                            req.property
+                        } else if let Some((a, bytes, chunk)) = st
+                            .data
+                            .iter()
+                            .find(|(a, _)| *a == req.target)
+                            .and_then(|(a, b)| {
+                                let c = st.incr_chunk.filter(|c| b.len() > *c)?;
+                                Some((*a, b.clone(), c))
+                            })
+                        {
+                            // INCR: announce the size, then send chunks as
+                            // the requestor deletes the property.
+                            let _ = conn.change_window_attributes(
+                                req.requestor,
+                                &ChangeWindowAttributesAux::new()
+                                    .event_mask(EventMask::PROPERTY_CHANGE),
+                            );
+                            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                            let _ = conn.change_property32(
+                                PropMode::REPLACE,
+                                req.requestor,
+                                req.property,
+                                incr_atom,
+                                &[len],
+                            );
+                            st.incr = Some(Incr {
+                                requestor: req.requestor,
+                                property: req.property,
+                                target: a,
+                                data: bytes,
+                                offset: 0,
+                                chunk,
+                            });
                             req.property
                         } else if let Some((a, bytes)) =
                             st.data.iter().find(|(a, _)| *a == req.target)
@@ -325,6 +381,31 @@ impl SelectionOwner {
                                 property,
                             },
                         );
+                        let _ = conn.flush();
+                    }
+                    Event::PropertyNotify(e) if e.state == Property::DELETE => {
+                        let mut st = state.0.lock().unwrap_or_else(|p| p.into_inner());
+                        let Some(t) = st.incr.as_mut() else { continue };
+                        if e.window != t.requestor || e.atom != t.property {
+                            continue;
+                        }
+                        let end = (t.offset + t.chunk).min(t.data.len());
+                        let piece = &t.data[t.offset..end];
+                        let _ = conn.change_property8(
+                            PropMode::REPLACE,
+                            t.requestor,
+                            t.property,
+                            t.target,
+                            piece,
+                        );
+                        let finished = piece.is_empty();
+                        t.offset = end;
+                        if finished {
+                            st.incr = None;
+                            st.incr_done += 1;
+                            drop(st);
+                            state.1.notify_all();
+                        }
                         let _ = conn.flush();
                     }
                     _ => {}
@@ -378,6 +459,24 @@ impl SelectionOwner {
             );
         }
         Ok(())
+    }
+
+    /// Serves data longer than `chunk` bytes with the INCR protocol.
+    pub fn set_incr_chunk(&self, chunk: Option<usize>) {
+        self.state
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .incr_chunk = chunk;
+    }
+
+    /// INCR transfers completed so far.
+    pub fn incr_done(&self) -> u64 {
+        self.state
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .incr_done
     }
 
     /// Serves `text` as UTF8_STRING.

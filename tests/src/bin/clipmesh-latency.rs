@@ -150,8 +150,14 @@ impl Baseline {
         while self.c_events.try_recv().is_ok() {}
         while self.d_events.try_recv().is_ok() {}
         self.owner_c.set_text(&format!("baseline {i}"))?;
-        let t0 = self.c_events.recv_timeout(COPY_TIMEOUT).context("baseline: no change on C")?;
-        let t1 = self.d_events.recv_timeout(COPY_TIMEOUT).context("baseline: no change on D")?;
+        let t0 = self
+            .c_events
+            .recv_timeout(COPY_TIMEOUT)
+            .context("baseline: no change on C")?;
+        let t1 = self
+            .d_events
+            .recv_timeout(COPY_TIMEOUT)
+            .context("baseline: no change on D")?;
         Ok(t1.saturating_duration_since(t0))
     }
 }
@@ -288,7 +294,11 @@ fn main() -> Result<()> {
     let mut rng = rand::thread_rng();
     let mut lat = Vec::with_capacity(args.copies);
     let mut floor = Vec::with_capacity(args.copies);
-    println!("load average at start: {}, cpu pressure {}", load_average(), cpu_pressure());
+    println!(
+        "load average at start: {}, cpu pressure {}",
+        load_average(),
+        cpu_pressure()
+    );
     // One warm-up copy (first connection to the owner, page faults).
     for i in 0..=args.copies {
         let gap = rng.gen_range(args.min_gap_ms..=args.max_gap_ms);
@@ -317,11 +327,16 @@ fn main() -> Result<()> {
         }
     }
     drop(owner);
-    println!("load average at end: {}, cpu pressure {}", load_average(), cpu_pressure());
+    println!(
+        "load average at end: {}, cpu pressure {}",
+        load_average(),
+        cpu_pressure()
+    );
     println!("## copy-to-paste latency (A owner change -> B owner change)");
     summary("clipmesh (A -> relay -> B)", &mut lat);
     summary("noise floor (C -> D, no clipmesh)", &mut floor);
-    let over = |v: &[Duration], ms: u64| v.iter().filter(|d| **d > Duration::from_millis(ms)).count();
+    let over =
+        |v: &[Duration], ms: u64| v.iter().filter(|d| **d > Duration::from_millis(ms)).count();
     println!(
         "copies over 4 ms: clipmesh {}, floor {}; over 10 ms: clipmesh {}, floor {}",
         over(&lat, 4),

@@ -3,6 +3,7 @@
 use crate::world::{unique, World, LOG};
 use clipmesh_tests::wait::STEP;
 use clipmesh_tests::xvfb::{xclip_get, xclip_set};
+use clipmesh_tests::SelectionOwner;
 
 #[test]
 fn text_syncs_both_ways_and_another_user_sees_nothing() {
@@ -86,4 +87,32 @@ fn text_syncs_both_ways_and_another_user_sees_nothing() {
     for d in [&mut a, &mut b, &mut c] {
         d.daemon.check_running().unwrap();
     }
+}
+
+#[test]
+fn large_text_syncs_through_incr_transfers() {
+    // ~600 KB, offered by an application that hands it over with the ICCCM
+    // INCR protocol in 64 KiB chunks, so the daemon's reader must follow
+    // INCR; under the client's default 1 MB item limit.
+    let w = World::new(LOG).unwrap();
+    let a = w
+        .desk("alice-a", "alice", "alice pass phrase", true)
+        .unwrap();
+    let mut b = w
+        .desk("alice-b", "alice", "alice pass phrase", false)
+        .unwrap();
+    let line = unique("a long line of a large copied log");
+    let big: String = std::iter::repeat_n(line.as_str(), 600_000 / (line.len() + 1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(big.len() > 500_000);
+    let owner = SelectionOwner::connect(&a.display()).unwrap();
+    owner.set_incr_chunk(Some(64 * 1024));
+    owner.set_text(&big).unwrap();
+    b.watcher.wait_for_text(&big, STEP).unwrap();
+    assert!(owner.incr_done() >= 1, "the item was not sent with INCR");
+    assert_eq!(
+        xclip_get(&b.display(), None).unwrap().map(|s| s.len()),
+        Some(big.len())
+    );
 }
