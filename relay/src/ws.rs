@@ -190,6 +190,9 @@ async fn run(
             }
             End::Gone => {
                 tracing::debug!("socket gone");
+                // If the device sent a close frame, this writes tungstenite's
+                // queued reply; on a dead socket it fails at once.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
                 let _ = s.registry.send(session.user, RoomMsg::Leave { conn }).await;
             }
             End::Shutdown => close(&mut socket, CloseCode::ServiceRestart).await,

@@ -108,3 +108,28 @@ async fn revoked_device_is_closed_4001() {
     assert_eq!(presence_with(&mut a1.ws, 1).await, vec![a1.device]);
     assert_eq!(ws_connect(&relay, Some(&d2.token)).await.err(), Some(401));
 }
+
+#[tokio::test]
+async fn client_close_is_answered_and_presence_updated() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let relay = TestRelay::start().await;
+    let ann = signup(&relay, "ann").await;
+    let t2 = new_device(&relay, &ann, "d2").await.token;
+    let mut a1 = connect_dev(&relay, &ann.login.token, 0).await;
+    let mut a2 = connect_dev(&relay, &t2, 0).await;
+    presence_with(&mut a1.ws, 2).await;
+    a2.ws
+        .send(tokio_tungstenite::tungstenite::Message::Close(Some(
+            CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    // The relay answers the close handshake.
+    assert_eq!(close_code(&mut a2.ws).await, Some(1000));
+    assert_eq!(presence_with(&mut a1.ws, 1).await, vec![a1.device]);
+}
