@@ -12,21 +12,26 @@
 //!
 //! - **X11** (and Wayland sessions with XWayland, through `DISPLAY`):
 //!   event-driven. A watcher thread with its own X connection gets XFixes
-//!   owner-change events and re-reads the selection ([`x11`]); a writer
-//!   thread owns one long-lived arboard `Clipboard` that serves pastes
-//!   ([`worker`]). No polling: an idle clipboard costs no wake-ups.
+//!   owner-change events and re-reads the selection (`clipboard/x11.rs`);
+//!   a writer thread owns one long-lived arboard `Clipboard` that serves
+//!   pastes (`clipboard/worker.rs`). No polling: an idle clipboard costs no
+//!   wake-ups.
 //! - **Wayland without XWayland**: not supported in this build (arboard's
 //!   `wayland-data-control` has no change events); [`spawn_watcher`] fails
 //!   with [`ClipboardError::WaylandWithoutX11`].
-//! - **macOS, Windows**: not implemented yet (they need a changeCount poll
-//!   and a clipboard format listener respectively, which cannot be built or
-//!   tested here); [`spawn_watcher`] fails with
+//! - **macOS, Windows**: not implemented yet (a changeCount poll and a
+//!   clipboard format listener respectively; neither can be built or tested
+//!   on the Linux CI machine); [`spawn_watcher`] fails with
 //!   [`ClipboardError::Unsupported`].
 //!
-//! Sensitive items (password-manager markers, see [`sensitive`]) are never
-//! emitted. Echo and duplicate suppression is a sans-IO state machine
-//! ([`dedupe`]). Content types are text and HTML; images and files slot in
-//! as more formats in [`formats`] and more arms in the writer.
+//! Sensitive items are never emitted: those offered with
+//! `x-kde-passwordManagerHint` = `secret` (or a hint that cannot be read),
+//! `org.nspasteboard.ConcealedType`, `org.nspasteboard.TransientType` or
+//! `ExcludeClipboardContentFromMonitorProcessing`; the table with their
+//! sources is in `clipboard/sensitive.rs`. Echo and duplicate suppression
+//! is a sans-IO state machine (`clipboard/dedupe.rs`). Content types are
+//! text and HTML; images and files slot in as more formats in
+//! `clipboard/formats.rs` and more arms in the writer.
 //!
 //! **Invariant:** clipboard contents never reach a log line; only kinds and
 //! lengths do.
