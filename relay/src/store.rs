@@ -383,6 +383,20 @@ impl Db {
             .optional()?)
     }
 
+    /// Whether the device still has a session and its account is enabled.
+    pub fn device_active(&self, device: DeviceId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sessions s JOIN devices d ON d.id = s.device_id \
+                 JOIN users u ON u.id = d.user_id WHERE d.id = ?1 AND u.disabled = 0",
+                params![sql_id(device.0)],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// Records that a device authenticated now.
     pub fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
         self.conn.execute(
@@ -675,6 +689,10 @@ mod tests {
         );
         let s = db.session(&[7; 32]).unwrap().unwrap();
         assert_eq!((s.user, s.device), (user, dev));
+        assert!(db.device_active(dev).unwrap());
+        db.set_disabled(user, true).unwrap();
+        assert!(!db.device_active(dev).unwrap());
+        db.set_disabled(user, false).unwrap();
         assert!(db.session(&[8; 32]).unwrap().is_none());
         assert_eq!(
             db.user_by_name("ann").unwrap().unwrap().kdf,

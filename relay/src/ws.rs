@@ -256,6 +256,18 @@ async fn session_loop(
     {
         return End::Shutdown;
     }
+    // A revoke that landed after the token check but before the Join reached
+    // the room missed this socket. Check again now that the room knows it:
+    // any later revoke reaches the room after the Join (one FIFO inbox).
+    let device = session.device;
+    match s.store.call(move |db| db.device_active(device)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            outbox.detach();
+            return End::Close(CloseCode::Unauthorized);
+        }
+        Err(e) => tracing::warn!(error = %e, "session re-check failed"),
+    }
     let end = relay_loop(s, session, conn, socket, &outbox).await;
     outbox.detach();
     end
