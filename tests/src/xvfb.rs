@@ -104,9 +104,19 @@ pub fn xclip_set(display: &str, text: &str) -> Result<()> {
 
 /// Like [`xclip_set`], offering the data as `target` (e.g. `text/html`).
 pub fn xclip_set_target(display: &str, text: &str, target: Option<&str>) -> Result<()> {
+    xclip_set_selection(display, "clipboard", text, target)
+}
+
+/// Sets `selection` (`clipboard` or `primary`) of `display` with xclip.
+pub fn xclip_set_selection(
+    display: &str,
+    selection: &str,
+    text: &str,
+    target: Option<&str>,
+) -> Result<()> {
     use std::io::Write;
     let mut cmd = Command::new("xclip");
-    cmd.args(["-selection", "clipboard", "-i"]);
+    cmd.args(["-selection", selection, "-i"]);
     if let Some(t) = target {
         cmd.args(["-t", t]);
     }
@@ -132,8 +142,17 @@ pub fn xclip_set_target(display: &str, text: &str, target: Option<&str>) -> Resu
 /// Reads the CLIPBOARD selection of `display` with `xclip -o` (as `target`
 /// when given). `None` when the selection is empty or refuses the target.
 pub fn xclip_get(display: &str, target: Option<&str>) -> Result<Option<String>> {
+    xclip_get_selection(display, "clipboard", target)
+}
+
+/// Reads `selection` (`clipboard` or `primary`) of `display` with xclip.
+pub fn xclip_get_selection(
+    display: &str,
+    selection: &str,
+    target: Option<&str>,
+) -> Result<Option<String>> {
     let mut cmd = Command::new("xclip");
-    cmd.args(["-selection", "clipboard", "-o"]);
+    cmd.args(["-selection", selection, "-o"]);
     if let Some(t) = target {
         cmd.args(["-t", t]);
     }

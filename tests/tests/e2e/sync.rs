@@ -2,7 +2,7 @@
 
 use crate::world::{unique, World, LOG};
 use clipmesh_tests::wait::STEP;
-use clipmesh_tests::xvfb::{xclip_get, xclip_set};
+use clipmesh_tests::xvfb::{xclip_get, xclip_get_selection, xclip_set, xclip_set_selection};
 use clipmesh_tests::SelectionOwner;
 
 #[test]
@@ -114,5 +114,27 @@ fn large_text_syncs_through_incr_transfers() {
     assert_eq!(
         xclip_get(&b.display(), None).unwrap().map(|s| s.len()),
         Some(big.len())
+    );
+}
+
+#[test]
+fn primary_selection_syncs_when_enabled() {
+    let w = World::new(LOG).unwrap();
+    let sync = "primary = true";
+    let a = w
+        .desk_with("alice-a", "alice", "alice pass phrase", true, sync)
+        .unwrap();
+    let mut b = w
+        .desk_with("alice-b", "alice", "alice pass phrase", false, sync)
+        .unwrap();
+    // Selecting text on A (PRIMARY only) reaches B's CLIPBOARD and PRIMARY.
+    let t = unique("selected with the mouse");
+    xclip_set_selection(&a.display(), "primary", &t, None).unwrap();
+    b.watcher.wait_for_text(&t, STEP).unwrap();
+    assert_eq!(
+        xclip_get_selection(&b.display(), "primary", None)
+            .unwrap()
+            .as_deref(),
+        Some(t.as_str())
     );
 }

@@ -60,16 +60,55 @@ impl World {
     /// Signs `user` up (first device) or logs in, then runs the daemon on a
     /// fresh display and waits until it is connected.
     pub fn desk(&self, name: &str, user: &str, password: &str, signup: bool) -> Result<Desk> {
+        self.desk_with(name, user, password, signup, "")
+    }
+
+    /// Like [`World::desk`], adding `sync_toml` (lines for the `[sync]`
+    /// section of config.toml) before the daemon starts.
+    pub fn desk_with(
+        &self,
+        name: &str,
+        user: &str,
+        password: &str,
+        signup: bool,
+        sync_toml: &str,
+    ) -> Result<Desk> {
         let device = self.device(name)?;
         if signup {
             device.signup(&self.relay.url(), user, password, &self.log_filter)?;
         } else {
             device.login(&self.relay.url(), user, password, &self.log_filter)?;
         }
+        if !sync_toml.is_empty() {
+            let path = device.config_dir.join("config.toml");
+            let mut cfg = std::fs::read_to_string(&path)?;
+            if !cfg.contains("[sync]") {
+                cfg.push_str("\n[sync]\n");
+            }
+            for setting in sync_toml.lines() {
+                let key = setting.split('=').next().unwrap_or_default().trim();
+                let existing = cfg
+                    .lines()
+                    .find(|l| l.split('=').next().map(str::trim) == Some(key))
+                    .map(str::to_owned);
+                cfg = match existing {
+                    Some(line) => cfg.replacen(&line, setting, 1),
+                    None => cfg.replacen("[sync]\n", &format!("[sync]\n{setting}\n"), 1),
+                };
+            }
+            std::fs::write(&path, cfg)?;
+        }
         let x = Xvfb::start()?;
         let watcher = SelectionWatcher::connect(&x.display())?;
         let daemon = device.run(&x.display(), &self.log_filter)?;
-        device.wait_connected(STEP)?;
+        if let Err(e) = device.wait_connected(STEP) {
+            let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "{e:#}; last lines of the daemon log, newest first: {}",
+                tail.join(" | ")
+            );
+        }
         Ok(Desk {
             daemon,
             watcher,
