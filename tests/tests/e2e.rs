@@ -23,3 +23,6 @@ mod leak;
 
 #[path = "e2e/sensitive.rs"]
 mod sensitive;
+
+#[path = "e2e/display.rs"]
+mod display;
