@@ -45,6 +45,6 @@ pub mod ws;
 pub use config::{Config, SignupPolicy};
 pub use metrics::Metrics;
 pub use registry::Registry;
-pub use room::{RoomMsg, RoomState};
+pub use room::{RoomHandle, RoomMsg, RoomState};
 pub use server::{Relay, RelayError, RelayHandle};
 pub use store::{Db, Store, StoreError};

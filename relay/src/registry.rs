@@ -4,7 +4,8 @@
 //!
 //! Each user has at most one `Slot`:
 //!
-//! - `Active(sender)`: the actor runs; messages go to its inbox.
+//! - `Active(handle)`: the actor runs; messages go to its inbox through a
+//!   [`RoomHandle`].
 //! - `Hibernating(members)`: the actor was evicted while idle. The registry
 //!   holds each online device's id, name and outbound port (a few dozen bytes
 //!   per socket), like the Durable Objects runtime holds a hibernated
@@ -24,7 +25,7 @@
 //! The shard locks are `std` mutexes held only for map operations, never
 //! across an `.await`.
 
-use crate::room::{self, ConnPort, Member, RoomCtx, RoomMsg, RoomState, ROOM_INBOX_DEPTH};
+use crate::room::{self, ConnPort, Member, RoomCtx, RoomHandle, RoomMsg, RoomState};
 use clipmesh_proto::{CloseCode, DeviceId, UserId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +39,7 @@ const SEND_ATTEMPTS: usize = 4;
 
 /// A user's entry.
 enum Slot {
-    Active(mpsc::Sender<RoomMsg>),
+    Active(RoomHandle),
     Hibernating(Vec<Member<ConnPort>>),
 }
 
@@ -75,7 +76,7 @@ impl Registry {
     }
 
     /// The sender of the user's room, starting (or waking) it if needed.
-    fn sender(self: &Arc<Self>, user: UserId) -> mpsc::Sender<RoomMsg> {
+    fn handle(self: &Arc<Self>, user: UserId) -> RoomHandle {
         let mut map = self.shard(user);
         let members = match map.remove(&user) {
             Some(Slot::Active(tx)) if !tx.is_closed() => {
@@ -85,7 +86,7 @@ impl Registry {
             Some(Slot::Active(_)) | None => Vec::new(),
             Some(Slot::Hibernating(m)) => m,
         };
-        let (tx, rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        let (tx, rx) = RoomHandle::channel();
         map.insert(user, Slot::Active(tx.clone()));
         self.tracker
             .spawn(room::run(user, rx, members, self.ctx.clone(), self.clone()));
@@ -98,10 +99,9 @@ impl Registry {
             if self.ctx.shutdown.is_cancelled() {
                 return Err(RoomGone);
             }
-            let tx = self.sender(user);
-            match tx.send(msg).await {
+            match self.handle(user).send(msg).await {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(m)) => msg = m,
+                Err(m) => msg = m,
             }
         }
         Err(RoomGone)
@@ -132,7 +132,7 @@ impl Registry {
             }
             return Ok(());
         }
-        let (tx, new_rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        let (tx, new_rx) = RoomHandle::channel();
         *rx = new_rx;
         map.insert(user, Slot::Active(tx));
         Err(leftovers)
@@ -238,7 +238,7 @@ mod tests {
     async fn hibernate_parks_members_when_inbox_is_empty() {
         let reg = registry();
         let user = UserId(1);
-        let (tx, mut rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        let (tx, mut rx) = RoomHandle::channel();
         reg.shard(user).insert(user, Slot::Active(tx.clone()));
         let mut state = RoomState::new(user, LIMITS, 0, None, vec![member(1), member(2)]);
         assert!(reg.hibernate(user, &mut rx, &mut state).is_ok());
@@ -262,9 +262,12 @@ mod tests {
     async fn hibernate_keeps_running_when_messages_slipped_in() {
         let reg = registry();
         let user = UserId(1);
-        let (tx, mut rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        let (tx, mut rx) = RoomHandle::channel();
         reg.shard(user).insert(user, Slot::Active(tx.clone()));
-        tx.send(RoomMsg::Revoke { device: None }).await.unwrap();
+        tx.send(RoomMsg::Revoke { device: None })
+            .await
+            .ok()
+            .unwrap();
         let mut state = RoomState::new(user, LIMITS, 0, None, vec![member(1)]);
         let leftovers = reg.hibernate(user, &mut rx, &mut state).unwrap_err();
         assert_eq!(leftovers.len(), 1);

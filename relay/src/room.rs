@@ -34,6 +34,31 @@ use tracing::Instrument;
 /// on the connections feeding it.
 pub const ROOM_INBOX_DEPTH: usize = 256;
 
+/// A cheap handle to a running room actor: its bounded inbox.
+#[derive(Clone, Debug)]
+pub struct RoomHandle {
+    tx: mpsc::Sender<RoomMsg>,
+}
+
+impl RoomHandle {
+    /// A new room inbox: the handle and the actor's receiving end.
+    pub fn channel() -> (Self, mpsc::Receiver<RoomMsg>) {
+        let (tx, rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+        (Self { tx }, rx)
+    }
+
+    /// Queues a message, waiting while the inbox is full. Gives the message
+    /// back if the actor closed its inbox (evicted or stopped).
+    pub async fn send(&self, msg: RoomMsg) -> Result<(), RoomMsg> {
+        self.tx.send(msg).await.map_err(|e| e.0)
+    }
+
+    /// Whether the actor has stopped reading.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
 /// A message to a room actor.
 #[derive(Debug)]
 pub enum RoomMsg {
