@@ -31,6 +31,12 @@
 //! with `create_new` (`O_EXCL`) and try the next number on "already exists",
 //! because the directory can change between the check and the write.
 //!
+//! A safe name is not the whole story. The writer should also create the
+//! directories itself below a folder it made for this transfer, so that a
+//! symlink already in the download folder is never followed, and write to a
+//! temporary name that it renames into place only after the blob opened
+//! completely ([`crate::blob::BlobOpener::finish`]).
+//!
 //! Names are content: `Debug` of [`SafePath`] prints only its shape.
 
 use std::fmt;
