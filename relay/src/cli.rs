@@ -22,7 +22,17 @@ use std::path::PathBuf;
 /// Self-hosted relay for clipmesh: accounts, device sessions and end-to-end
 /// encrypted clipboard fan-out. It never sees plaintext or keys.
 #[derive(Debug, Parser)]
-#[command(name = "clipmesh-relay", version, about, long_about = None)]
+#[command(
+    name = "clipmesh-relay",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  clipmesh-relay --listen 127.0.0.1:8787 --trusted-proxy 127.0.0.1\n  \
+                  clipmesh-relay --tls-cert fullchain.pem --tls-key privkey.pem\n  \
+                  clipmesh-relay user add alice\n\n\
+                  Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug). SIGTERM or Ctrl-C \
+                  closes every socket with 1012 and exits cleanly. See docs/relay.md."
+)]
 pub struct Cli {
     /// TOML config file (every field documented in docs/relay.md).
     #[arg(long, global = true, env = ENV_CONFIG, value_name = "FILE")]
