@@ -14,7 +14,8 @@
 //! thread in this process (one clock):
 //!
 //! - t0: this tool takes display A's CLIPBOARD (like an application that
-//!   copies) and A's watcher sees the owner change;
+//!   copies; with `--xclip`, an `xclip -i` process does) and A's watcher
+//!   sees the owner change;
 //! - t1: B's watcher sees B's owner change, i.e. B's daemon claimed the
 //!   selection; the tool then reads B's clipboard and checks the text.
 //!
@@ -45,6 +46,9 @@ struct Args {
     idle_secs: u64,
     rust_log: String,
     keep: bool,
+    /// Copy with `xclip -i` (a new process per copy) instead of this tool's
+    /// own selection owner.
+    xclip: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args> {
         idle_secs: 60,
         rust_log: "warn".into(),
         keep: false,
+        xclip: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,10 +71,11 @@ fn parse_args() -> Result<Args> {
             "--idle-secs" => a.idle_secs = val()?.parse()?,
             "--rust-log" => a.rust_log = val()?,
             "--keep" => a.keep = true,
+            "--xclip" => a.xclip = true,
             "-h" | "--help" => {
                 println!(
                     "clipmesh-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
-                     [--idle-secs S] [--rust-log FILTER] [--keep (the logs)]"
+                     [--idle-secs S] [--rust-log FILTER] [--keep (the logs)] [--xclip (copy with xclip)]"
                 );
                 std::process::exit(0);
             }
@@ -306,7 +312,11 @@ fn main() -> Result<()> {
         while a_events.try_recv().is_ok() {}
         while b_events.try_recv().is_ok() {}
         let text = format!("latency probe {i} {:016x}", rng.gen::<u64>());
-        owner.set_text(&text)?;
+        if args.xclip {
+            clipmesh_tests::xvfb::xclip_set(&xa.display(), &text)?;
+        } else {
+            owner.set_text(&text)?;
+        }
         let t0 = a_events
             .recv_timeout(COPY_TIMEOUT)
             .context("no owner change on A")?;
