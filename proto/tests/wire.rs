@@ -241,6 +241,9 @@ fn snapshot_clip_image() {
     );
 }
 
+/// The blob body changed from `id str | sha256` to `id [16] | sha256 | key
+/// [32]` (issue 5) without a version bump: the old body carried no key, so
+/// no client ever produced or could use one.
 #[test]
 fn snapshot_clip_files_inline_and_blob() {
     let sha256: [u8; 32] = std::array::from_fn(|i| i as u8);
