@@ -211,27 +211,35 @@ async fn session_loop(
     let l = &s.config.limits;
     let write_timeout = Duration::from_secs(l.write_timeout_s.max(1));
 
-    // 1. Hello.
-    let hello = tokio::time::timeout(Duration::from_secs(l.hello_timeout_s.max(1)), async {
-        loop {
-            match socket.recv().await {
-                Some(Ok(Message::Binary(b))) => match Frame::decode(&b) {
-                    Ok(Frame::Hello { last_seen }) => return Ok(last_seen),
-                    Ok(Frame::Ping { nonce }) => {
-                        if !send_frame(socket, &Frame::Pong { nonce }, write_timeout).await {
-                            return Err(End::Gone);
+    // 1. Hello (boxed: only needed once). Shutdown does not wait for it.
+    let hello = Box::pin(tokio::time::timeout(
+        Duration::from_secs(l.hello_timeout_s.max(1)),
+        async {
+            loop {
+                match socket.recv().await {
+                    Some(Ok(Message::Binary(b))) => match Frame::decode(&b) {
+                        Ok(Frame::Hello { last_seen }) => return Ok(last_seen),
+                        Ok(Frame::Ping { nonce }) => {
+                            if !send_frame(socket, &Frame::Pong { nonce }, write_timeout).await {
+                                return Err(End::Gone);
+                            }
                         }
+                        _ => return Err(End::Close(CloseCode::ProtocolError)),
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Text(_))) => return Err(End::Close(CloseCode::ProtocolError)),
+                    Some(Err(e)) if is_too_large(&e) => {
+                        return Err(End::Close(CloseCode::TooLarge))
                     }
-                    _ => return Err(End::Close(CloseCode::ProtocolError)),
-                },
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Text(_))) => return Err(End::Close(CloseCode::ProtocolError)),
-                Some(Err(e)) if is_too_large(&e) => return Err(End::Close(CloseCode::TooLarge)),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(End::Gone),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(End::Gone),
+                }
             }
-        }
-    })
-    .await;
+        },
+    ));
+    let hello = tokio::select! {
+        () = s.shutdown.cancelled() => return End::Shutdown,
+        h = hello => h,
+    };
     let last_seen = match hello {
         Ok(Ok(v)) => v,
         Ok(Err(end)) => return end,

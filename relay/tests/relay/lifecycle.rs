@@ -8,10 +8,16 @@ async fn shutdown_closes_sockets_with_1012() {
     let relay = TestRelay::start().await;
     let ann = signup(&relay, "ann").await;
     let mut d = connect_dev(&relay, &ann.login.token, 0).await;
+    // A socket still before its Hello is closed too, without waiting for
+    // the Hello deadline.
+    let mut early = ws_connect(&relay, Some(&ann.login.token)).await.unwrap();
     let handle = relay.handle.as_ref().unwrap();
     handle.shutdown();
     assert_eq!(close_code(&mut d.ws).await, Some(1012));
-    relay.stop().await;
+    assert_eq!(close_code(&mut early).await, Some(1012));
+    tokio::time::timeout(std::time::Duration::from_secs(5), relay.stop())
+        .await
+        .expect("shutdown took too long");
 }
 
 #[tokio::test]
