@@ -99,6 +99,9 @@ pub struct Limits {
     /// Frames queued towards one device before it counts as a slow consumer
     /// and is closed with 4005. Default 64.
     pub outbound_queue: usize,
+    /// Bytes queued towards one device before it counts as a slow consumer
+    /// (one frame always fits). Default 4194304 (4 MiB).
+    pub outbound_queue_bytes: usize,
     /// Seconds a write to a device may stall before the device is dropped.
     /// Default 20.
     pub write_timeout_s: u64,
@@ -146,6 +149,7 @@ impl Default for Limits {
             max_devices_per_user: 32,
             max_connections: 200_000,
             outbound_queue: 64,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             write_timeout_s: 20,
             publish_per_s: 20.0,
             publish_burst: 60.0,

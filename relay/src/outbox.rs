@@ -24,6 +24,9 @@ const KEEP_CAPACITY: usize = 4;
 struct Inner {
     queue: VecDeque<Bytes>,
     cap: u32,
+    /// Bytes queued now, and the most allowed (one frame always fits).
+    bytes: usize,
+    max_bytes: usize,
     close: Option<CloseCode>,
     /// The connection ended; pushes are discarded.
     detached: bool,
@@ -49,12 +52,15 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `cap` frames.
-    pub fn new(cap: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// An empty outbox holding at most `cap` frames and `max_bytes` bytes
+    /// (a single frame is always accepted into an empty queue).
+    pub fn new(cap: usize, max_bytes: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 cap: u32::try_from(cap.max(1)).unwrap_or(u32::MAX),
+                bytes: 0,
+                max_bytes,
                 close: None,
                 detached: false,
             }),
@@ -78,7 +84,10 @@ impl Outbox {
             return Next::Close(c);
         }
         match g.queue.pop_front() {
-            Some(b) => Next::Frame(b),
+            Some(b) => {
+                g.bytes -= b.len();
+                Next::Frame(b)
+            }
             None => {
                 if g.queue.capacity() > KEEP_CAPACITY {
                     g.queue.shrink_to(KEEP_CAPACITY);
@@ -100,6 +109,7 @@ impl Outbox {
         let mut g = self.lock();
         g.detached = true;
         g.queue = VecDeque::new();
+        g.bytes = 0;
     }
 
     /// Frames queued now.
@@ -121,9 +131,11 @@ impl Port for Arc<Outbox> {
                 // The socket is going away; its Leave will reach the room.
                 return Ok(());
             }
-            if g.queue.len() >= g.cap as usize {
+            let over_bytes = !g.queue.is_empty() && g.bytes + frame.len() > g.max_bytes;
+            if g.queue.len() >= g.cap as usize || over_bytes {
                 return Err(PortFull);
             }
+            g.bytes += frame.len();
             g.queue.push_back(frame);
         }
         self.notify.notify_one();
@@ -145,7 +157,7 @@ mod tests {
 
     #[test]
     fn bounded_ordered_and_close_first() {
-        let o = Outbox::new(2, Arc::new(Metrics::default()));
+        let o = Outbox::new(2, 1 << 20, Arc::new(Metrics::default()));
         assert_eq!(o.try_send(Bytes::from_static(b"a")), Ok(()));
         assert_eq!(o.try_send(Bytes::from_static(b"b")), Ok(()));
         assert_eq!(o.try_send(Bytes::from_static(b"c")), Err(PortFull));
@@ -158,8 +170,19 @@ mod tests {
     }
 
     #[test]
+    fn byte_bound_but_one_frame_always_fits() {
+        let o = Outbox::new(100, 10, Arc::new(Metrics::default()));
+        assert_eq!(o.try_send(Bytes::from(vec![0; 50])), Ok(()));
+        assert_eq!(o.try_send(Bytes::from(vec![0; 1])), Err(PortFull));
+        assert!(matches!(o.pop(), Next::Frame(_)));
+        assert_eq!(o.try_send(Bytes::from(vec![0; 6])), Ok(()));
+        assert_eq!(o.try_send(Bytes::from(vec![0; 4])), Ok(()));
+        assert_eq!(o.try_send(Bytes::from(vec![0; 1])), Err(PortFull));
+    }
+
+    #[test]
     fn detached_drops_and_empty_shrinks() {
-        let o = Outbox::new(100, Arc::new(Metrics::default()));
+        let o = Outbox::new(100, 1 << 20, Arc::new(Metrics::default()));
         for _ in 0..50 {
             o.try_send(Bytes::from_static(b"x")).unwrap();
         }
@@ -172,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn push_before_wait_is_not_lost() {
-        let o = Outbox::new(4, Arc::new(Metrics::default()));
+        let o = Outbox::new(4, 1 << 20, Arc::new(Metrics::default()));
         o.try_send(Bytes::from_static(b"x")).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), o.changed())
             .await

@@ -230,7 +230,7 @@ mod tests {
             device: DeviceId(d),
             name: "x".into(),
             conn: crate::room::ConnId(d),
-            port: Outbox::new(8, Arc::new(Metrics::default())),
+            port: Outbox::new(8, 1 << 20, Arc::new(Metrics::default())),
         }
     }
 

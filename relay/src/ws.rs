@@ -250,7 +250,7 @@ async fn session_loop(
     };
 
     // 2. Join the room.
-    let outbox = Outbox::new(l.outbound_queue, s.metrics.clone());
+    let outbox = Outbox::new(l.outbound_queue, l.outbound_queue_bytes, s.metrics.clone());
     let member = Member {
         device: session.device,
         name: session.device_name.clone(),
