@@ -332,7 +332,8 @@ async fn relay_loop(
         tokio::select! {
             biased;
             () = s.shutdown.cancelled() => return End::Shutdown,
-            () = outbox.changed(), if !more => {}
+            // Reading comes before waiting for the outbox: the top of the loop
+            // writes the queue on every turn anyway, so neither side starves.
             msg = socket.recv() => {
                 idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 let bytes = match msg {
@@ -356,6 +357,7 @@ async fn relay_loop(
                     return end;
                 }
             }
+            () = outbox.changed(), if !more => {}
             () = &mut idle_timer => return End::Close(CloseCode::IdleTimeout),
             () = std::future::ready(()), if more => {}
         }
