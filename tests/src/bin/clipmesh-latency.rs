@@ -23,8 +23,9 @@
 //! are spaced by random gaps so they do not batch.
 //!
 //! Idle: after the copies, nothing happens for `--idle-secs`; the tool
-//! samples B's daemon's CPU time (`/proc/PID/stat` utime + stime, all
-//! threads), its context switches (voluntary + involuntary, summed over
+//! samples B's daemon's CPU time (`/proc/PID/stat` utime + stime, and the
+//! ns-resolution `/proc/PID/task/*/schedstat`, all threads), its context
+//! switches (voluntary + involuntary, summed over
 //! `/proc/PID/task/*/status`, i.e. wake-ups of every thread) and its memory
 //! (VmRSS, VmHWM).
 
@@ -225,6 +226,20 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(utime + stime)
 }
 
+/// Nanoseconds on CPU, all threads (`/proc/PID/task/*/schedstat`, field 1).
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(entry?.path().join("schedstat"))?;
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// Context switches per thread: (thread name, voluntary + involuntary).
 fn ctxt_switches(pid: u32) -> Result<Vec<(String, u64, u64)>> {
     let mut out = Vec::new();
@@ -360,11 +375,13 @@ fn main() -> Result<()> {
         // Let the last copy's echo read settle before sampling.
         while b_events.recv_timeout(Duration::from_millis(500)).is_ok() {}
         let cpu0 = cpu_ticks(pid)?;
+        let ns0 = cpu_ns(pid)?;
         let sw0 = ctxt_switches(pid)?;
         let started = Instant::now();
         std::thread::sleep(Duration::from_secs(args.idle_secs));
         let elapsed = started.elapsed();
         let cpu1 = cpu_ticks(pid)?;
+        let ns1 = cpu_ns(pid)?;
         let sw1 = ctxt_switches(pid)?;
         let rss = status_kib(pid, "VmRSS:")?;
         let hwm = status_kib(pid, "VmHWM:")?;
@@ -373,7 +390,11 @@ fn main() -> Result<()> {
             "## idle daemon over {:.1} s (pid {pid})",
             elapsed.as_secs_f64()
         );
-        println!("cpu: {} ms", (cpu1 - cpu0) * tick_ms);
+        println!(
+            "cpu: {} ms by utime+stime ticks, {:.3} ms by schedstat",
+            (cpu1 - cpu0) * tick_ms,
+            (ns1.saturating_sub(ns0)) as f64 / 1e6
+        );
         let mut total = 0;
         for (name, v, n) in &sw1 {
             let (v0, n0) = sw0
