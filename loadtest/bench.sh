@@ -8,7 +8,8 @@
 # Environment: RELAY (relay binary, default target/release), CONNS (idle connections, default 19500), SERVER_CPU and
 # TOOL_CPU (taskset CPU lists, default 0 and 1; SERVER_CPU=none runs both
 # unpinned), PRIO (rt or nice, default rt), WORK (scratch directory, default
-# a fresh mktemp -d). Loopback only; every step is bounded.
+# a fresh mktemp -d), KINDS (servers to run, default "relay baseline").
+# Loopback only; every step is bounded.
 set -euo pipefail
 
 what=${1:-all}
@@ -92,7 +93,7 @@ echo "# $(date -u +%FT%TZ) nproc=$(nproc) $(lscpu | sed -n 's/^Model name: *//p'
 echo "# server cpu $server_cpu, tool cpu $tool_cpu, priority ${nice_cmd:-default}, work $work"
 
 if [ "$what" = idle ] || [ "$what" = all ]; then
-    for kind in relay baseline; do
+    for kind in ${KINDS:-relay baseline}; do
         for r in $(seq "$runs"); do
             start_server "$kind"
             tool idle --server "$kind" --target "$url" --conns "$conns" --hold-s 10 \
@@ -103,7 +104,7 @@ if [ "$what" = idle ] || [ "$what" = all ]; then
 fi
 
 if [ "$what" = fanout ] || [ "$what" = all ]; then
-    for kind in relay baseline; do
+    for kind in ${KINDS:-relay baseline}; do
         start_server "$kind"
         tool fanout --server "$kind" --target "$url" --server-pid "$pid" --users 1000 --devices 3 \
             --rate 10000 --size 1024 --duration 10s --runs "$runs" \
@@ -113,7 +114,7 @@ if [ "$what" = fanout ] || [ "$what" = all ]; then
 fi
 
 if [ "$what" = max ] || [ "$what" = all ]; then
-    for kind in relay baseline; do
+    for kind in ${KINDS:-relay baseline}; do
         start_server "$kind"
         tool max --server "$kind" --target "$url" --server-pid "$pid" --users 100 --devices 3 \
             --window 16 --size 1024 --duration 10s --runs "$runs" \

@@ -4,8 +4,8 @@
 //! socket of its group; the group is the URL path after `/g/` (or the whole
 //! path). No auth, no framing, no storage: this is the floor that the relay's
 //! figures are quoted against, run in the same session on the same machine.
-//! Buffers are set like the relay's (small read buffer, no write batching,
-//! a bounded per-socket queue that drops when full).
+//! Buffers default to the relay's defaults (1 KiB read buffer, 8 KiB write
+//! threshold) and each socket has a bounded queue that drops when full.
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
@@ -28,11 +28,13 @@ pub struct BaselineArgs {
     /// Address to listen on (loopback only).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// WebSocket read buffer per socket, bytes.
-    #[arg(long, default_value_t = 4096)]
+    /// WebSocket read buffer per socket, bytes (the relay's default
+    /// `ws_read_buffer`).
+    #[arg(long, default_value_t = 1024)]
     pub read_buffer: usize,
-    /// WebSocket write batching threshold, bytes (the relay's `ws_buffer`).
-    #[arg(long, default_value_t = 4096)]
+    /// WebSocket write batching threshold, bytes (the relay's default
+    /// `ws_write_buffer`).
+    #[arg(long, default_value_t = 8192)]
     pub write_buffer: usize,
     /// Outbound queue depth per socket, in messages; full queues drop.
     #[arg(long, default_value_t = 64)]
