@@ -22,6 +22,9 @@ pub struct Metrics {
     pub rooms_evicted: AtomicU64,
     /// Sockets closed because their queue filled (4005).
     pub slow_consumers: AtomicU64,
+    /// Bytes waiting in devices' outbound queues (a shared frame counts once
+    /// per queue).
+    pub outbound_queued_bytes: AtomicI64,
 }
 
 impl Metrics {
@@ -78,6 +81,12 @@ impl Metrics {
             "clipmesh_relay_auth_failures_total",
             "Failed logins and rejected tokens.",
             l(&self.auth_failures),
+        );
+        g(
+            &mut s,
+            "clipmesh_relay_outbound_queued_bytes",
+            "Bytes waiting in devices' outbound queues.",
+            self.outbound_queued_bytes.load(Ordering::Relaxed),
         );
         c(
             &mut s,

@@ -86,6 +86,7 @@ impl Outbox {
         match g.queue.pop_front() {
             Some(b) => {
                 g.bytes -= b.len();
+                self.account(-(b.len() as i64));
                 Next::Frame(b)
             }
             None => {
@@ -109,7 +110,14 @@ impl Outbox {
         let mut g = self.lock();
         g.detached = true;
         g.queue = VecDeque::new();
+        self.account(-(g.bytes as i64));
         g.bytes = 0;
+    }
+
+    fn account(&self, delta: i64) {
+        self.metrics
+            .outbound_queued_bytes
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Frames queued now.
@@ -136,6 +144,7 @@ impl Port for Arc<Outbox> {
                 return Err(PortFull);
             }
             g.bytes += frame.len();
+            self.account(frame.len() as i64);
             g.queue.push_back(frame);
         }
         self.notify.notify_one();
@@ -146,7 +155,15 @@ impl Port for Arc<Outbox> {
         if code == CloseCode::SlowConsumer {
             Metrics::add(&self.metrics.slow_consumers, 1);
         }
-        self.lock().close.get_or_insert(code);
+        {
+            let mut g = self.lock();
+            g.close.get_or_insert(code);
+            // Nothing queued is written after a close request: free it now,
+            // not when the (possibly stalled) socket finally ends.
+            g.queue = VecDeque::new();
+            self.account(-(g.bytes as i64));
+            g.bytes = 0;
+        }
         self.notify.notify_one();
     }
 }
@@ -182,12 +199,34 @@ mod tests {
 
     #[test]
     fn detached_drops_and_empty_shrinks() {
-        let o = Outbox::new(100, 1 << 20, Arc::new(Metrics::default()));
+        let m = Arc::new(Metrics::default());
+        let o = Outbox::new(100, 1 << 20, m.clone());
+        for _ in 0..50 {
+            o.try_send(Bytes::from_static(b"x")).unwrap();
+        }
+        assert_eq!(
+            m.outbound_queued_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            50
+        );
+        o.pop();
+        o.detach();
+        assert_eq!(
+            m.outbound_queued_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        let o = Outbox::new(100, 1 << 20, m.clone());
         for _ in 0..50 {
             o.try_send(Bytes::from_static(b"x")).unwrap();
         }
         while o.pop() != Next::Empty {}
         assert!(o.lock().queue.capacity() <= KEEP_CAPACITY);
+        assert_eq!(
+            m.outbound_queued_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
         o.detach();
         assert_eq!(o.try_send(Bytes::from_static(b"y")), Ok(()));
         assert!(o.is_empty());

@@ -237,11 +237,26 @@ async fn slow_reader_is_dropped_with_4005_and_queue_stays_bounded() {
                 _ => {}
             }
         }
+        if id % 25 == 0 {
+            // The relay never queues more than the slow device's bound
+            // (8 frames here) plus a few small frames for the fast one.
+            let queued = metric(&relay, "clipmesh_relay_outbound_queued_bytes").await;
+            assert!(
+                queued <= (8 * (60 * 1024 + 18) + 4096) as f64,
+                "queued {queued}"
+            );
+        }
         if dropped {
             break;
         }
     }
     assert!(dropped, "slow device never dropped");
+    // The dropped device's queue is released.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&relay, "clipmesh_relay_outbound_queued_bytes").await > 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "queue not released");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         metric(&relay, "clipmesh_relay_slow_consumers_total").await,
         1.0
