@@ -2,11 +2,13 @@
 //!
 //! The daemon sees two things, both from [`spawn_watcher`]:
 //!
-//! - a [`tokio::sync::mpsc::Receiver`] of [`LocalChange`]s: one per new item
+//! - a [`tokio::sync::mpsc::Receiver`] of [`LocalEvent`]s: one per new item
 //!   copied on this device that is neither marked sensitive by its source
-//!   nor an echo of an item this module applied itself;
+//!   nor an echo of an item this module applied itself — content
+//!   ([`LocalChange`]) or a file list ([`LocalFiles`]);
 //! - a [`ClipboardHandle`] whose [`ClipboardHandle::apply`] puts a remote
-//!   item on the clipboard.
+//!   item on the clipboard, and [`ClipboardHandle::apply_files`] a list of
+//!   local files.
 //!
 //! Platforms:
 //!
@@ -51,6 +53,7 @@ mod worker;
 mod x11;
 
 use clipmesh_proto::ClipContent;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -76,6 +79,43 @@ pub struct LocalChange {
     pub content: ClipContent,
     /// When the change was seen, in ms since the Unix epoch.
     pub at_ms: u64,
+}
+
+/// A file list copied on this device (in a file manager): local paths whose
+/// contents the daemon reads, and sends, itself.
+#[derive(Clone)]
+pub struct LocalFiles {
+    /// Absolute local paths, files or directories, in the order offered.
+    pub paths: Vec<PathBuf>,
+    /// When the change was seen, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl std::fmt::Debug for LocalFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // File names are clipboard contents: count only.
+        write!(
+            f,
+            "LocalFiles {{ paths: {}, at_ms: {} }}",
+            self.paths.len(),
+            self.at_ms
+        )
+    }
+}
+
+/// What the watcher reports: one item per new local copy.
+#[derive(Clone, Debug)]
+pub enum LocalEvent {
+    /// Content that travels as it is (text, HTML, an image as PNG).
+    Clip(LocalChange),
+    /// A copied file list.
+    Files(LocalFiles),
+}
+
+impl From<LocalChange> for LocalEvent {
+    fn from(c: LocalChange) -> Self {
+        Self::Clip(c)
+    }
 }
 
 /// Why the clipboard cannot be watched or written.
@@ -173,6 +213,32 @@ impl ClipboardHandle {
             Err(ClipboardError::Unsupported)
         }
     }
+
+    /// Puts a list of local files on the OS clipboard (`text/uri-list`,
+    /// `x-special/gnome-copied-files` and the paths as text), so a paste in a
+    /// file manager copies them. The watcher does not report it back.
+    pub async fn apply_files(&self, paths: Vec<PathBuf>) -> Result<(), ClipboardError> {
+        #[cfg(all(
+            unix,
+            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        ))]
+        {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            self.tx
+                .send(Command::ApplyFiles { paths, done })
+                .await
+                .map_err(|_| ClipboardError::Stopped)?;
+            rx.await.map_err(|_| ClipboardError::Stopped)?
+        }
+        #[cfg(not(all(
+            unix,
+            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        )))]
+        {
+            let _ = paths;
+            Err(ClipboardError::Unsupported)
+        }
+    }
 }
 
 impl ClipboardHandle {
@@ -193,7 +259,7 @@ impl ClipboardHandle {
 pub fn spawn_watcher(
     cfg: ClipboardConfig,
     cancel: CancellationToken,
-) -> Result<(ClipboardHandle, mpsc::Receiver<LocalChange>), ClipboardError> {
+) -> Result<(ClipboardHandle, mpsc::Receiver<LocalEvent>), ClipboardError> {
     #[cfg(all(
         unix,
         not(any(target_os = "macos", target_os = "ios", target_os = "android"))
@@ -218,7 +284,7 @@ pub fn spawn_watcher(
 fn spawn_x11(
     cfg: ClipboardConfig,
     cancel: CancellationToken,
-) -> Result<(ClipboardHandle, mpsc::Receiver<LocalChange>), ClipboardError> {
+) -> Result<(ClipboardHandle, mpsc::Receiver<LocalEvent>), ClipboardError> {
     use std::sync::{Arc, Mutex};
 
     let deduper = Arc::new(Mutex::new(dedupe::Deduper::default()));

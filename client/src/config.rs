@@ -129,7 +129,7 @@ impl SyncOptions {
         match content {
             C::Text(_) => self.text,
             C::Html { .. } => self.html,
-            C::Image { .. } => self.image,
+            C::Image { .. } | C::ImageBlob { .. } => self.image,
             C::Files(_) => self.files,
         }
     }

@@ -12,7 +12,7 @@
 //! one [`CancellationToken`] and awaited before it returns.
 
 use crate::account::Device;
-use crate::clipboard::LocalChange;
+use crate::clipboard::LocalEvent;
 use crate::config::SyncOptions;
 use crate::control::{
     ControlError, ControlServer, Incoming, OnlineDevice, Request, Response, Status,
@@ -156,7 +156,7 @@ pub async fn run_daemon<C: ClipboardSink>(
     dir: &Path,
     device: Device,
     clipboard: C,
-    mut local: mpsc::Receiver<LocalChange>,
+    mut local: mpsc::Receiver<LocalEvent>,
     cancel: CancellationToken,
 ) -> Result<(), DaemonError> {
     let control = ControlServer::bind(dir).await?;
@@ -210,8 +210,11 @@ pub async fn run_daemon<C: ClipboardSink>(
                 };
             }
             ch = local.recv(), if local_open => match ch {
-                Some(ch) => {
+                Some(LocalEvent::Clip(ch)) => {
                     d.on_local(ch.content, ch.at_ms, false).await;
+                }
+                Some(LocalEvent::Files(files)) => {
+                    tracing::debug!(count = files.paths.len(), "file lists not synced yet");
                 }
                 None => {
                     tracing::warn!("clipboard watcher stopped; receiving only");

@@ -7,6 +7,7 @@
 //!   0x02 html   : html bytes | alt_text bytes
 //!   0x03 image  : width u32 | height u32 | png bytes
 //!   0x04 files  : count u16 | entry*
+//!   0x05 image blob : width u32 | height u32 | size u64 | id [16] | sha256 [32] | key [32]
 //! entry   : name bytes | size u64 | body_tag u8 | (0x01 inline: data bytes
 //!                                                | 0x02 blob: id [16] | sha256 [32] | key [32])
 //! ```
@@ -16,8 +17,8 @@
 //! Together they give [`ClipMeta`], which receivers use to order items
 //! "newest wins" and to drop duplicates and echoes.
 //!
-//! A [`FileBody::Blob`] refers to a blob sealed by [`crate::blob`]; its key
-//! travels only here, inside the envelope, so the relay stores ciphertext it
+//! A [`FileBody::Blob`] or a [`ClipContent::ImageBlob`] refers to a blob
+//! sealed by [`crate::blob`]; its key travels only here, inside the envelope, so the relay stores ciphertext it
 //! cannot open.
 //!
 //! `Debug` prints lengths only, never contents or keys.
@@ -39,6 +40,7 @@ const TAG_TEXT: u8 = 0x01;
 const TAG_HTML: u8 = 0x02;
 const TAG_IMAGE: u8 = 0x03;
 const TAG_FILES: u8 = 0x04;
+const TAG_IMAGE_BLOB: u8 = 0x05;
 const BODY_INLINE: u8 = 0x01;
 const BODY_BLOB: u8 = 0x02;
 /// Bytes of a blob body after its tag: id, sha256, key.
@@ -76,6 +78,24 @@ pub enum ClipContent {
     },
     /// A list of files (directories flattened to relative paths).
     Files(Vec<FileEntry>),
+    /// A large image whose PNG bytes are a blob on the relay (sealed by
+    /// [`crate::blob`]); receivers fetch and open it, then treat it as
+    /// [`ClipContent::Image`].
+    ImageBlob {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Length of the PNG bytes (the blob's plaintext length).
+        size: u64,
+        /// Blob id on the relay.
+        id: BlobId,
+        /// SHA-256 of the PNG bytes, checked by
+        /// [`crate::blob::BlobOpener::finish`].
+        sha256: [u8; 32],
+        /// The blob's random key. Redacted in `Debug`, zeroized on drop.
+        key: BlobKey,
+    },
 }
 
 /// One file of a file list.
@@ -129,6 +149,13 @@ impl fmt::Debug for ClipContent {
                 write!(f, "Image({width}x{height}, {} bytes)", png.len())
             }
             Self::Files(files) => write!(f, "Files({} entries)", files.len()),
+            Self::ImageBlob {
+                width,
+                height,
+                size,
+                id,
+                ..
+            } => write!(f, "ImageBlob({width}x{height}, {size} bytes, {id})"),
         }
     }
 }
@@ -154,7 +181,7 @@ impl ClipContent {
         match self {
             Self::Text(_) => "text",
             Self::Html { .. } => "html",
-            Self::Image { .. } => "image",
+            Self::Image { .. } | Self::ImageBlob { .. } => "image",
             Self::Files(_) => "files",
         }
     }
@@ -181,6 +208,8 @@ impl ClipContent {
                     FileBody::Blob { .. } => BLOB_BODY_LEN + f.name.len(),
                 })
                 .sum(),
+            // The reference travels, not the image: 4 + 4 + 8 + id, sha256, key.
+            Self::ImageBlob { .. } => 16 + BLOB_BODY_LEN,
         }
     }
 }
@@ -227,6 +256,22 @@ impl ClipItem {
                         }
                     }
                 }
+            }
+            ClipContent::ImageBlob {
+                width,
+                height,
+                size,
+                id,
+                sha256,
+                key,
+            } => {
+                w.u8(TAG_IMAGE_BLOB);
+                w.u32(*width);
+                w.u32(*height);
+                w.u64(*size);
+                w.raw(id.as_bytes());
+                w.raw(sha256);
+                w.raw(key.expose());
             }
         }
         w.into_inner()
@@ -279,6 +324,14 @@ impl ClipItem {
                 }
                 ClipContent::Files(files)
             }
+            TAG_IMAGE_BLOB => ClipContent::ImageBlob {
+                width: r.u32()?,
+                height: r.u32()?,
+                size: r.u64()?,
+                id: BlobId(r.array()?),
+                sha256: r.array()?,
+                key: BlobKey::from_bytes(r.array()?),
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "content",
@@ -352,6 +405,26 @@ mod tests {
         assert!(b.is_newer_than(&a));
         assert!(!a.is_newer_than(&b));
         assert!(!a.is_newer_than(&a));
+    }
+
+    #[test]
+    fn image_blob_debug_hides_key_and_digest() {
+        let c = ClipContent::ImageBlob {
+            width: 3,
+            height: 2,
+            size: 70_000,
+            id: BlobId([0x11; 16]),
+            sha256: [0xab; 32],
+            key: BlobKey::from_bytes([0xcd; 32]),
+        };
+        let s = format!("{c:?}");
+        assert!(
+            !s.contains("cd") && !s.contains("ab") && !s.contains("205"),
+            "{s}"
+        );
+        assert!(s.contains("3x2") && s.contains("70000 bytes"), "{s}");
+        assert_eq!(c.kind_name(), "image");
+        assert_eq!(c.as_text(), None);
     }
 
     #[test]

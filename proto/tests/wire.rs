@@ -241,6 +241,27 @@ fn snapshot_clip_image() {
     );
 }
 
+/// A large image by reference (issue 5): tag 0x05, fixed-size body.
+#[test]
+fn snapshot_clip_image_blob() {
+    clip_snapshot(
+        ClipItem {
+            timestamp_ms: TS,
+            content: ClipContent::ImageBlob {
+                width: 2,
+                height: 1,
+                size: 70_000,
+                id: BlobId(std::array::from_fn(|i| 0xa0 + i as u8)),
+                sha256: std::array::from_fn(|i| i as u8),
+                key: BlobKey::from_bytes([0x42; 32]),
+            },
+        },
+        "010000018bcfe568000500000002000000010000000000011170a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\
+         000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f42424242424242424242\
+         42424242424242424242424242424242424242424242",
+    );
+}
+
 /// The blob body changed from `id str | sha256` to `id [16] | sha256 | key
 /// [32]` (issue 5) without a version bump: the old body carried no key, so
 /// no client ever produced or could use one.
@@ -485,6 +506,14 @@ fn clip_item_debug_never_prints_content() {
             height: 1,
             png: b"SECRET".to_vec(),
         },
+        ClipContent::ImageBlob {
+            width: 1,
+            height: 1,
+            size: 6,
+            id: BlobId([0x5e; 16]),
+            sha256: [0xab; 32],
+            key: BlobKey::from_bytes([0xcd; 32]),
+        },
         ClipContent::Files(vec![FileEntry {
             name: "SECRET.txt".into(),
             size: 6,
@@ -648,6 +677,20 @@ fn clip_item() -> impl Strategy<Value = ClipItem> {
             (any::<u32>(), any::<u32>(), blob())
                 .prop_map(|(width, height, png)| ClipContent::Image { width, height, png }),
             prop::collection::vec(file_entry(), 0..8).prop_map(ClipContent::Files),
+            (
+                (any::<u32>(), any::<u32>(), any::<u64>()),
+                (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<[u8; 32]>()),
+            )
+                .prop_map(|((width, height, size), (id, sha256, key))| {
+                    ClipContent::ImageBlob {
+                        width,
+                        height,
+                        size,
+                        id: BlobId(id),
+                        sha256,
+                        key: BlobKey::from_bytes(key),
+                    }
+                }),
         ];
     (any::<u64>(), content).prop_map(|(timestamp_ms, content)| ClipItem {
         timestamp_ms,

@@ -52,6 +52,19 @@ pub(crate) fn content_hash(content: &ClipContent) -> ContentHash {
                 f.size.hash(&mut h);
             }
         }
+        ClipContent::ImageBlob {
+            width,
+            height,
+            size,
+            sha256,
+            ..
+        } => {
+            // Id and key are random per upload; the digest names the image.
+            width.hash(&mut h);
+            height.hash(&mut h);
+            size.hash(&mut h);
+            sha256.hash(&mut h);
+        }
     }
     h.finish()
 }

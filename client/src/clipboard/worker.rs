@@ -15,6 +15,7 @@ use super::x11::X11Waker;
 use super::ClipboardError;
 use arboard::{LinuxClipboardKind, SetExtLinux};
 use clipmesh_proto::ClipContent;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,13 @@ pub(crate) enum Command {
     Apply {
         /// The item.
         content: ClipContent,
+        /// Where to report the outcome.
+        done: oneshot::Sender<Result<(), ClipboardError>>,
+    },
+    /// Put a list of local files on the clipboard.
+    ApplyFiles {
+        /// The files.
+        paths: Vec<PathBuf>,
         /// Where to report the outcome.
         done: oneshot::Sender<Result<(), ClipboardError>>,
     },
@@ -67,6 +75,13 @@ impl Worker {
                         }
                         let _ = done.send(res);
                     }
+                    Some(Command::ApplyFiles { paths, done }) => {
+                        let res = self.apply_files(&paths);
+                        if let Err(e) = &res {
+                            tracing::warn!(error = %e, "could not set the clipboard");
+                        }
+                        let _ = done.send(res);
+                    }
                     None => break,
                 }
             }
@@ -75,6 +90,22 @@ impl Worker {
         tracing::debug!("clipboard writer stopped");
         // Dropping `self.clipboard` here releases the selection (arboard
         // offers it to a clipboard manager first, if one runs).
+    }
+
+    fn apply_files(&mut self, paths: &[PathBuf]) -> Result<(), ClipboardError> {
+        let mut kinds = vec![LinuxClipboardKind::Clipboard];
+        if self.primary {
+            kinds.push(LinuxClipboardKind::Primary);
+        }
+        for kind in kinds {
+            self.clipboard
+                .set()
+                .clipboard(kind)
+                .file_list(paths)
+                .map_err(|e| ClipboardError::Backend(e.to_string()))?;
+        }
+        tracing::trace!(count = paths.len(), "clipboard set to a file list");
+        Ok(())
     }
 
     fn apply(&mut self, content: &ClipContent) -> Result<(), ClipboardError> {

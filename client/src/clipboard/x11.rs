@@ -24,7 +24,7 @@ use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET, TEXT_TARGE
 use super::sensitive::{
     classify, hint_is_secret, Sensitivity, CONCEALED_MARKERS, KDE_PASSWORD_HINT,
 };
-use super::{now_ms, ClipboardConfig, ClipboardError, LocalChange};
+use super::{now_ms, ClipboardConfig, ClipboardError, LocalChange, LocalEvent};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ pub(crate) struct X11Watcher {
     /// Selections whose owner changed and that were not re-read yet.
     pending: VecDeque<Atom>,
     deduper: Arc<Mutex<Deduper>>,
-    tx: mpsc::Sender<LocalChange>,
+    tx: mpsc::Sender<LocalEvent>,
     stopping: bool,
 }
 
@@ -175,7 +175,7 @@ pub(crate) fn check_environment() -> Result<(), ClipboardError> {
 pub(crate) fn connect(
     cfg: ClipboardConfig,
     deduper: Arc<Mutex<Deduper>>,
-    tx: mpsc::Sender<LocalChange>,
+    tx: mpsc::Sender<LocalEvent>,
 ) -> Result<(X11Watcher, X11Waker), ClipboardError> {
     check_environment()?;
     let (conn, screen_num) =
@@ -358,7 +358,7 @@ impl X11Watcher {
         );
         if verdict == Verdict::Emit {
             let change = LocalChange { content, at_ms };
-            if self.tx.blocking_send(change).is_err() {
+            if self.tx.blocking_send(LocalEvent::Clip(change)).is_err() {
                 // Nobody listens any more.
                 self.stopping = true;
             }

@@ -3,7 +3,7 @@
 //! revocation.
 
 use crate::support::*;
-use clipmesh::clipboard::LocalChange;
+use clipmesh::clipboard::{LocalChange, LocalEvent};
 use clipmesh::control::{self, Request, Status};
 use clipmesh::daemon::{now_ms, run_daemon, ClipboardSink, DaemonError};
 use clipmesh::Device;
@@ -28,7 +28,7 @@ impl ClipboardSink for FakeClipboard {
 
 struct TestDaemon {
     dir: PathBuf,
-    local: mpsc::Sender<LocalChange>,
+    local: mpsc::Sender<LocalEvent>,
     applied: mpsc::UnboundedReceiver<ClipContent>,
     cancel: CancellationToken,
     task: JoinHandle<Result<(), DaemonError>>,
@@ -55,10 +55,13 @@ impl TestDaemon {
 
     async fn copy(&self, text: &str) {
         self.local
-            .send(LocalChange {
-                content: ClipContent::Text(text.into()),
-                at_ms: now_ms(),
-            })
+            .send(
+                LocalChange {
+                    content: ClipContent::Text(text.into()),
+                    at_ms: now_ms(),
+                }
+                .into(),
+            )
             .await
             .unwrap();
     }
