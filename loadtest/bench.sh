@@ -90,7 +90,8 @@ tool() {
 }
 
 echo "# $(date -u +%FT%TZ) nproc=$(nproc) $(lscpu | sed -n 's/^Model name: *//p')"
-echo "# server cpu $server_cpu, tool cpu $tool_cpu, priority ${nice_cmd:-default}, work $work"
+if [ "$server_cpu" = none ]; then placement="unpinned"; else placement="server cpu $server_cpu, tool cpu $tool_cpu"; fi
+echo "# $placement, priority ${nice_cmd:-default}, work $work"
 
 if [ "$what" = idle ] || [ "$what" = all ]; then
     for kind in ${KINDS:-relay baseline}; do

@@ -73,8 +73,10 @@ pub struct FanoutArgs {
     /// Undelivered publishes allowed per user (`max` only).
     #[arg(long, default_value_t = 16)]
     window: usize,
-    /// Token cache for the relay (created on first use, reused after).
-    #[arg(long, default_value = "clipmesh-load-sessions.json")]
+    /// Token cache for the relay (created on first use, reused after; it
+    /// belongs to one relay data directory). Default:
+    /// `clipmesh-load-sessions.json` in the temp directory.
+    #[arg(long, default_value_os_t = crate::sessions::default_path())]
     sessions: PathBuf,
     /// Concurrent signup/login requests while creating sessions.
     #[arg(long, default_value_t = 16)]

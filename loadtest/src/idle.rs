@@ -35,8 +35,10 @@ pub struct IdleArgs {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
-    /// Token cache for the relay (created on first use, reused after).
-    #[arg(long, default_value = "clipmesh-load-sessions.json")]
+    /// Token cache for the relay (created on first use, reused after; it
+    /// belongs to one relay data directory). Default:
+    /// `clipmesh-load-sessions.json` in the temp directory.
+    #[arg(long, default_value_os_t = crate::sessions::default_path())]
     sessions: PathBuf,
     /// Concurrent signup/login requests while creating sessions.
     #[arg(long, default_value_t = 16)]

@@ -25,6 +25,12 @@ const MAX_ATTEMPTS: u32 = 6;
 /// Longest wait honoured from a `Retry-After` header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// Where the token cache lives unless `--sessions` says otherwise: the
+/// temp directory, never the working tree.
+pub fn default_path() -> std::path::PathBuf {
+    std::env::temp_dir().join("clipmesh-load-sessions.json")
+}
+
 /// Tokens of every device of every load-tool user, as cached on disk.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Sessions {
