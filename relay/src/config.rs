@@ -140,6 +140,19 @@ pub struct Limits {
     /// Seconds one HTTP request may take, body included (then 408).
     /// Default 30.
     pub http_request_timeout_s: u64,
+    /// Largest blob (sealed bytes, the `Upload-Length` of
+    /// `POST /api/v1/blobs/{id}`). Default 4294967296 (4 GiB); larger: 413.
+    pub blob_max_bytes: u64,
+    /// Declared bytes of one user's unexpired blobs. Default 8589934592
+    /// (8 GiB); a blob that would exceed it: 403 `quota_exceeded`.
+    pub blob_quota_bytes: u64,
+    /// Seconds a blob lives after its creation; then 410 and the sweeper
+    /// deletes its file. Default 86400 (one day).
+    pub blob_ttl_secs: u64,
+    /// Largest body of one blob `PATCH`, bytes (streamed, never buffered
+    /// whole; it must also arrive within `http_request_timeout_s`).
+    /// Default 67108864 (64 MiB); larger: 413 `payload_too_large`.
+    pub blob_patch_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -164,6 +177,10 @@ impl Default for Limits {
             max_http_connections: 4096,
             http_header_timeout_s: 10,
             http_request_timeout_s: 30,
+            blob_max_bytes: 4 << 30,
+            blob_quota_bytes: 8 << 30,
+            blob_ttl_secs: 24 * 3600,
+            blob_patch_max_bytes: 64 << 20,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub hasher: Hasher,
     /// User rooms.
     pub registry: Arc<Registry>,
+    /// Large sealed items.
+    pub blobs: Arc<crate::blobs::BlobStore>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Login back-off per account name.
@@ -78,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/admin/users/{id}", delete(admin::delete_user))
         .route("/api/v1/ws", get(crate::ws::upgrade))
+        .merge(crate::blobs::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

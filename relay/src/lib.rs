@@ -14,6 +14,8 @@
 //!   the members of rooms evicted while idle.
 //! - [`room`]: the actor; its sans-IO core is [`room::state::RoomState`].
 //! - [`store`]: SQLite (WAL) with migrations.
+//! - [`blobs`]: the blob store for large sealed items (files under
+//!   `<data-dir>/blobs`, streaming resumable uploads, TTL sweeper).
 //! - [`outbox`]: a connection's bounded outbound queue.
 //! - [`auth`], [`throttle`], [`ratelimit`], [`validate`], [`net`],
 //!   [`metrics`], [`config`], [`cli`]: the pieces around them.
@@ -27,6 +29,7 @@
 //! token; blocking database work runs on `spawn_blocking` and is awaited.
 
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -42,6 +45,7 @@ pub mod throttle;
 pub mod validate;
 pub mod ws;
 
+pub use blobs::BlobStore;
 pub use config::{Config, SignupPolicy};
 pub use metrics::Metrics;
 pub use registry::Registry;

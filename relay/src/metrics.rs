@@ -25,6 +25,12 @@ pub struct Metrics {
     /// Bytes waiting in devices' outbound queues (a shared frame counts once
     /// per queue).
     pub outbound_queued_bytes: AtomicI64,
+    /// Bytes stored in blob files (gauge).
+    pub blob_bytes_stored: AtomicI64,
+    /// Blob bytes accepted by uploads.
+    pub blob_bytes_uploaded: AtomicU64,
+    /// Blob bytes sent by downloads.
+    pub blob_bytes_downloaded: AtomicU64,
 }
 
 impl Metrics {
@@ -99,6 +105,24 @@ impl Metrics {
             "clipmesh_relay_slow_consumers_total",
             "Sockets closed with 4005 because their queue filled.",
             l(&self.slow_consumers),
+        );
+        g(
+            &mut s,
+            "clipmesh_relay_blob_bytes_stored",
+            "Bytes stored in blob files.",
+            self.blob_bytes_stored.load(Ordering::Relaxed),
+        );
+        c(
+            &mut s,
+            "clipmesh_relay_blob_bytes_uploaded_total",
+            "Blob bytes accepted by uploads.",
+            l(&self.blob_bytes_uploaded),
+        );
+        c(
+            &mut s,
+            "clipmesh_relay_blob_bytes_downloaded_total",
+            "Blob bytes sent by downloads.",
+            l(&self.blob_bytes_downloaded),
         );
         s
     }

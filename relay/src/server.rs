@@ -7,6 +7,7 @@
 //! drains and the WAL is checkpointed.
 
 use crate::auth::{HashError, Hasher};
+use crate::blobs::{BlobLimits, BlobStore};
 use crate::config::{Config, DB_FILE};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -52,6 +53,9 @@ pub enum RelayError {
     /// Bad hash parameters.
     #[error("auth hash: {0}")]
     Hash(#[from] HashError),
+    /// The blob directory could not be prepared.
+    #[error("blob store: {0}")]
+    Blobs(#[from] crate::blobs::BlobError),
 }
 
 /// Opens the store in the configured data directory.
@@ -75,6 +79,7 @@ pub struct RelayHandle {
     tracker: TaskTracker,
     store: Store,
     registry: Arc<Registry>,
+    blobs: Arc<BlobStore>,
 }
 
 impl Relay {
@@ -110,6 +115,15 @@ impl Relay {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
         let l = &config.limits;
+        let blobs = Arc::new(
+            BlobStore::open(
+                &config.data_dir().ok_or(RelayError::NoDataDir)?,
+                store.clone(),
+                metrics.clone(),
+                BlobLimits::from(l),
+            )
+            .await?,
+        );
         let registry = Registry::new(
             RoomCtx {
                 store: store.clone(),
@@ -141,6 +155,7 @@ impl Relay {
             store: store.clone(),
             hasher,
             registry: registry.clone(),
+            blobs: blobs.clone(),
             metrics,
             secret,
             trusted,
@@ -167,6 +182,7 @@ impl Relay {
             config.room.clip_ttl_s,
             shutdown.clone(),
         ));
+        tracker.spawn(crate::blobs::sweeper(blobs.clone(), shutdown.clone()));
         let tls = config.tls_cert.is_some();
         tracing::info!(%addr, tls, "relay started");
         Ok(RelayHandle {
@@ -176,6 +192,7 @@ impl Relay {
             tracker,
             store,
             registry,
+            blobs,
         })
     }
 }
@@ -221,6 +238,12 @@ impl RelayHandle {
     /// The room registry (for tests and tools).
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The blob store (for tests and tools, e.g. [`BlobStore::sweep`] at a
+    /// chosen time).
+    pub fn blobs(&self) -> &Arc<BlobStore> {
+        &self.blobs
     }
 
     /// Starts a graceful shutdown.

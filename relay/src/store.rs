@@ -11,6 +11,7 @@
 //! key. Sessions are stored as SHA-256 of the token. Clips are stored as the
 //! sealed envelope only. Nothing here can decrypt anything.
 
+mod blobs;
 mod migrations;
 
 use clipmesh_proto::api::UserRecord;
@@ -20,6 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
+pub use blobs::{BlobRow, CreateBlob};
 pub use migrations::MIGRATIONS;
 
 /// Errors from the database layer.

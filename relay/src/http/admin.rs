@@ -69,6 +69,10 @@ pub(super) async fn delete_user(
         return Err(ApiError::not_found("user"));
     }
     s.registry.remove(user).await;
+    if let Err(e) = s.blobs.delete_user(user).await {
+        // The sweeper removes the directory of a deleted user later.
+        tracing::warn!(%user, error = %e, "deleting blob files failed");
+    }
     tracing::info!(%user, by = %me.user, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -44,4 +44,19 @@ CREATE TABLE server_secret (
     secret BLOB    NOT NULL
 );
 "#,
+    // 2: blob store metadata (files live under <data-dir>/blobs/<user>/<id>).
+    r#"
+CREATE TABLE blobs (
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    id         BLOB    NOT NULL,
+    sealed_len INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    complete   INTEGER NOT NULL DEFAULT 0,
+    swept      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, id)
+) WITHOUT ROWID;
+CREATE INDEX blobs_expires ON blobs(expires_at);
+"#,
 ];

@@ -1,0 +1,438 @@
+//! The blob endpoints under `/api/v1/blobs/{id}` (POST create, HEAD offset,
+//! PATCH append, GET download with `Range: bytes=N-`, DELETE). Every one is
+//! Bearer-authenticated and scoped to the token's user: another user's blob
+//! is indistinguishable from a missing one (404).
+
+use super::upload::{self, End};
+use super::{blocking, BlobError, READ_BUF};
+use crate::http::{ApiError, AppState, Authed};
+use crate::metrics::Metrics;
+use crate::store::{unix_now, BlobRow, CreateBlob};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use clipmesh_proto::{BlobId, BlobLayout, UserId};
+use std::io::{Read, Seek, SeekFrom};
+use std::str::FromStr;
+use std::sync::Arc;
+
+type S = State<Arc<AppState>>;
+
+/// `Upload-Length`: the declared sealed length of a blob.
+pub const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
+/// `Upload-Offset`: bytes stored so far (and where a `PATCH` appends).
+pub const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
+
+/// The blob routes, merged into [`crate::http::router`].
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route(
+        "/api/v1/blobs/{id}",
+        post(create)
+            .head(head)
+            .patch(patch)
+            .get(download)
+            .delete(remove),
+    )
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "blob_not_found", "no such blob")
+}
+
+fn expired() -> ApiError {
+    ApiError::new(StatusCode::GONE, "blob_expired", "this blob has expired")
+}
+
+fn too_large(message: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+}
+
+/// An error answer carrying the current `Upload-Offset`.
+fn with_offset(e: ApiError, offset: u64) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut()
+        .insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+    r
+}
+
+fn parse_id(s: &str) -> Result<BlobId, ApiError> {
+    BlobId::from_str(s)
+        .map_err(|_| ApiError::bad_request("blob id must be 32 lowercase hex digits"))
+}
+
+fn header_u64(h: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, ApiError> {
+    h.get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiError::bad_request(format!("{name} must be a decimal integer")))
+        })
+        .transpose()
+}
+
+fn internal(e: BlobError) -> ApiError {
+    ApiError::internal(e)
+}
+
+/// The live (unexpired) row of a blob, or the 404/410 answer.
+async fn live(s: &AppState, user: UserId, blob: BlobId) -> Result<BlobRow, ApiError> {
+    let row = s.blobs.store().call(move |db| db.blob(user, &blob)).await?;
+    match row {
+        None => Err(not_found()),
+        Some(r) if r.expired(unix_now()) => Err(expired()),
+        Some(r) => Ok(r),
+    }
+}
+
+fn offsets(r: &BlobRow, status: StatusCode) -> Response {
+    (
+        status,
+        [
+            (UPLOAD_OFFSET, HeaderValue::from(r.stored_len)),
+            (UPLOAD_LENGTH, HeaderValue::from(r.sealed_len)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response()
+}
+
+async fn create(
+    State(s): S,
+    Authed(me): Authed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let blob = parse_id(&id)?;
+    let len = header_u64(&headers, &UPLOAD_LENGTH)?
+        .ok_or_else(|| ApiError::bad_request("Upload-Length header required"))?;
+    let lim = s.blobs.limits();
+    if len > lim.max_bytes {
+        return Err(too_large(format!(
+            "blob of {len} bytes is over the limit of {} bytes",
+            lim.max_bytes
+        )));
+    }
+    if BlobLayout::from_sealed_len(len).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "Upload-Length {len} is not the sealed length of any blob"
+        )));
+    }
+    let now = unix_now();
+    let user = me.user;
+    let res = s
+        .blobs
+        .store()
+        .call(move |db| db.create_blob(user, &blob, len, now, lim.ttl_secs, lim.quota_bytes))
+        .await?;
+    match res {
+        CreateBlob::Created => {
+            tracing::debug!(%user, %blob, len, "blob created");
+            let r = BlobRow {
+                sealed_len: len,
+                stored_len: 0,
+                created_at: now,
+                expires_at: now,
+                complete: false,
+                swept: false,
+            };
+            Ok(offsets(&r, StatusCode::CREATED))
+        }
+        CreateBlob::Exists(r) if r.expired(now) => Err(expired()),
+        CreateBlob::Exists(r) if r.sealed_len == len => Ok(offsets(&r, StatusCode::OK)),
+        CreateBlob::Exists(r) => Err(ApiError::bad_request(format!(
+            "blob exists with Upload-Length {}",
+            r.sealed_len
+        ))),
+        CreateBlob::OverQuota { used } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!(
+                "blob quota of {} bytes exceeded ({used} bytes in use)",
+                lim.quota_bytes
+            ),
+        )),
+    }
+}
+
+async fn head(
+    State(s): S,
+    Authed(me): Authed,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let blob = parse_id(&id)?;
+    let r = live(&s, me.user, blob).await?;
+    Ok(offsets(&r, StatusCode::OK))
+}
+
+async fn patch(
+    State(s): S,
+    Authed(me): Authed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let blob = parse_id(&id)?;
+    let user = me.user;
+    let offset = header_u64(&headers, &UPLOAD_OFFSET)?
+        .ok_or_else(|| ApiError::bad_request("Upload-Offset header required"))?;
+    let row = live(&s, user, blob).await?;
+    let Some(lock) = s.blobs.lock_upload(user, blob) else {
+        return Ok(with_offset(
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "offset_mismatch",
+                "another upload to this blob is in progress",
+            ),
+            row.stored_len,
+        ));
+    };
+    // Read again under the lock: a PATCH may have committed in between.
+    let row = live(&s, user, blob).await?;
+    if offset != row.stored_len {
+        return Ok(with_offset(
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "offset_mismatch",
+                format!("Upload-Offset is {}, not {offset}", row.stored_len),
+            ),
+            row.stored_len,
+        ));
+    }
+    let room = row.sealed_len - row.stored_len;
+    let per_patch = s.blobs.limits().patch_max_bytes;
+    let over = |declared: Option<u64>| -> ApiError {
+        if room <= per_patch {
+            too_large(format!(
+                "body{} goes past Upload-Length {}",
+                declared
+                    .map(|n| format!(" of {n} bytes"))
+                    .unwrap_or_default(),
+                row.sealed_len
+            ))
+        } else {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("one PATCH may carry at most {per_patch} bytes"),
+            )
+        }
+    };
+    let allowed = room.min(per_patch);
+    let declared = header_u64(&headers, &header::CONTENT_LENGTH)?;
+    if declared.is_some_and(|n| n > allowed) {
+        return Ok(with_offset(over(declared), offset));
+    }
+    let path = s.blobs.path(user, &blob);
+    let w = upload::write_body(path.clone(), offset, allowed, body, &lock)
+        .await
+        .map_err(internal)?;
+    if w.end == End::Overflow {
+        return Ok(with_offset(over(None), offset));
+    }
+    let stored = offset + w.bytes;
+    let kept = s
+        .blobs
+        .store()
+        .call(move |db| db.set_blob_stored(user, &blob, stored))
+        .await?;
+    drop(lock);
+    if !kept {
+        // Deleted or swept while we wrote: do not leave a file behind.
+        return match live(&s, user, blob).await {
+            // Deleted and created again meanwhile: its file is its own.
+            Ok(r) => Ok(with_offset(
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "offset_mismatch",
+                    "the blob was replaced during this upload",
+                ),
+                r.stored_len,
+            )),
+            Err(e) => {
+                blocking(move || super::remove_file_if_exists(&path))
+                    .await
+                    .map_err(internal)?
+                    .map_err(|e| internal(e.into()))?;
+                Err(e)
+            }
+        };
+    }
+    Metrics::add(&s.metrics.blob_bytes_uploaded, w.bytes);
+    s.blobs.refresh_gauge().await.map_err(internal)?;
+    if stored == row.sealed_len {
+        tracing::debug!(%user, %blob, len = stored, "blob complete");
+    }
+    match w.end {
+        End::Interrupted => Ok(with_offset(
+            ApiError::bad_request("upload body broke off; resume from Upload-Offset"),
+            stored,
+        )),
+        _ => Ok((
+            StatusCode::NO_CONTENT,
+            [(UPLOAD_OFFSET, HeaderValue::from(stored))],
+        )
+            .into_response()),
+    }
+}
+
+/// The byte range asked for: `None` = the whole blob, `Some(start)` =
+/// `bytes=start-` (or `bytes=start-end`, as `(start, end exclusive)`).
+/// Other forms (suffix ranges, several ranges) are ignored, as RFC 9110
+/// allows. `Err` = unsatisfiable.
+fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = h
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let Ok(start) = a.trim().parse::<u64>() else {
+        return Ok(None);
+    };
+    let end = match b.trim() {
+        "" => len,
+        b => match b.parse::<u64>() {
+            Ok(e) if e >= start => e.saturating_add(1).min(len),
+            _ => return Ok(None),
+        },
+    };
+    if start >= len {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn download(
+    State(s): S,
+    Authed(me): Authed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let blob = parse_id(&id)?;
+    let user = me.user;
+    let row = live(&s, user, blob).await?;
+    if !row.complete {
+        return Ok(with_offset(
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "incomplete",
+                "this blob is not completely uploaded yet",
+            ),
+            row.stored_len,
+        ));
+    }
+    let len = row.sealed_len;
+    let range = match parse_range(&headers, len) {
+        Ok(r) => r,
+        Err(()) => {
+            let mut r = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_request",
+                format!("range starts past the end ({len} bytes)"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+    };
+    let (start, end) = range.unwrap_or((0, len));
+    let path = s.blobs.path(user, &blob);
+    let opened = blocking(move || -> std::io::Result<std::fs::File> {
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(start))?;
+        Ok(f)
+    })
+    .await
+    .map_err(internal)?;
+    let file = match opened {
+        Ok(f) => f,
+        // Swept or deleted since the row was read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(live(&s, user, blob).await.err().unwrap_or_else(expired))
+        }
+        Err(e) => return Err(internal(e.into())),
+    };
+    let metrics = s.metrics.clone();
+    let stream = futures_util::stream::try_unfold((file, end - start), move |(mut f, left)| {
+        let metrics = metrics.clone();
+        async move {
+            if left == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            // At most READ_BUF, which fits usize.
+            let n = left.min(READ_BUF as u64) as usize;
+            let (f, buf) = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                f.read_exact(&mut buf).map(|()| (f, buf))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Metrics::add(&metrics.blob_bytes_downloaded, n as u64);
+            Ok(Some((Bytes::from(buf), (f, left - n as u64))))
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if range.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(resp)
+}
+
+async fn remove(
+    State(s): S,
+    Authed(me): Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let blob = parse_id(&id)?;
+    if s.blobs.delete(me.user, blob).await.map_err(internal)? {
+        tracing::debug!(user = %me.user, %blob, "blob deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        parse_range(&h, len)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(&HeaderMap::new(), 10), Ok(None));
+        assert_eq!(range("bytes=3-", 10), Ok(Some((3, 10))));
+        assert_eq!(range("bytes=3-4", 10), Ok(Some((3, 5))));
+        assert_eq!(range("bytes=3-99", 10), Ok(Some((3, 10))));
+        assert_eq!(range("bytes=10-", 10), Err(()));
+        assert_eq!(range("bytes=-5", 10), Ok(None));
+        assert_eq!(range("bytes=1-2,4-5", 10), Ok(None));
+        assert_eq!(range("items=1-", 10), Ok(None));
+    }
+}

@@ -1,0 +1,129 @@
+//! Streaming one `PATCH` body into a blob file: body frames are collected
+//! up to [`WRITE_BUF`] bytes, written on a blocking thread, and the next
+//! frames are only read once that write is done, so memory stays at about
+//! one buffer per request and a slow disk slows the sender (TCP
+//! back-pressure) instead of growing a queue.
+
+use super::{blocking, BlobError, UploadLock, WRITE_BUF};
+use axum::body::{Body, Bytes};
+use futures_util::StreamExt;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How a body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The whole body was written.
+    Done,
+    /// The body broke off (client gone, bad chunked encoding); the bytes
+    /// before the break were written.
+    Interrupted,
+    /// The body was longer than allowed; nothing of it is kept.
+    Overflow,
+}
+
+/// What a `PATCH` body did to the file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written {
+    /// Bytes written after `start` (0 on [`End::Overflow`]).
+    pub bytes: u64,
+    /// How the body ended.
+    pub end: End,
+}
+
+/// Writes `body` at `start` into `path`, accepting at most `allowed` bytes.
+/// The file is first truncated to `start` (dropping the tail of a cancelled
+/// earlier `PATCH`), and fsynced at the end. `lock` travels into every
+/// blocking write so the blob stays locked until they have all finished,
+/// even if this future is dropped.
+pub(crate) async fn write_body(
+    path: PathBuf,
+    start: u64,
+    allowed: u64,
+    body: Body,
+    lock: &Arc<UploadLock>,
+) -> Result<Written, BlobError> {
+    let l = lock.clone();
+    let mut file = blocking(move || open_at(&path, start, l)).await??;
+    let mut stream = body.into_data_stream();
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut bytes = 0u64;
+    let end = loop {
+        match stream.next().await {
+            Some(Ok(data)) => {
+                let n = data.len() as u64;
+                if bytes + pending_len as u64 + n > allowed {
+                    break End::Overflow;
+                }
+                pending_len += data.len();
+                pending.push(data);
+                if pending_len >= WRITE_BUF {
+                    bytes += pending_len as u64;
+                    file = write_out(file, std::mem::take(&mut pending), lock).await?;
+                    pending_len = 0;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "blob upload body broke off");
+                break End::Interrupted;
+            }
+            None => break End::Done,
+        }
+    };
+    if end == End::Overflow {
+        let l = lock.clone();
+        blocking(move || {
+            let _l = l;
+            file.set_len(start)
+        })
+        .await??;
+        return Ok(Written { bytes: 0, end });
+    }
+    bytes += pending_len as u64;
+    let file = write_out(file, pending, lock).await?;
+    let l = lock.clone();
+    blocking(move || {
+        let _l = l;
+        file.sync_data()
+    })
+    .await??;
+    Ok(Written { bytes, end })
+}
+
+fn open_at(path: &std::path::Path, start: u64, lock: Arc<UploadLock>) -> std::io::Result<File> {
+    let _l = lock;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.set_len(start)?;
+    f.seek(SeekFrom::Start(start))?;
+    Ok(f)
+}
+
+async fn write_out(
+    mut file: File,
+    bufs: Vec<Bytes>,
+    lock: &Arc<UploadLock>,
+) -> Result<File, BlobError> {
+    if bufs.is_empty() {
+        return Ok(file);
+    }
+    let l = lock.clone();
+    blocking(move || {
+        let _l = l;
+        for b in &bufs {
+            file.write_all(b)?;
+        }
+        Ok::<_, std::io::Error>(file)
+    })
+    .await?
+    .map_err(BlobError::from)
+}
