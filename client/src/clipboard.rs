@@ -32,15 +32,27 @@
 //! `ExcludeClipboardContentFromMonitorProcessing`; the table with their
 //! sources is in `clipboard/sensitive.rs`. Echo and duplicate suppression
 //! is a sans-IO state machine (`clipboard/dedupe.rs`). Content types are
-//! text and HTML; images and files slot in as more formats in
-//! `clipboard/formats.rs` and more arms in the writer.
+//! text, HTML, images (read as PNG, or BMP/TIFF converted to PNG:
+//! `clipboard/picture.rs`) and file lists (`text/uri-list`, GNOME's
+//! `x-special/gnome-copied-files`: `clipboard/uri_list.rs`); which one an
+//! item becomes is decided in `clipboard/formats.rs`. On X11, arboard serves
+//! text and HTML and our own selection owner (`clipboard/owner.rs`) serves
+//! images byte for byte and file lists in every target file managers read.
 //!
 //! **Invariant:** clipboard contents never reach a log line; only kinds and
 //! lengths do.
 
 mod dedupe;
 mod formats;
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+mod owner;
+mod picture;
 mod sensitive;
+#[cfg(unix)]
+mod uri_list;
 #[cfg(all(
     unix,
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
@@ -70,6 +82,26 @@ pub const APPLY_QUEUE: usize = 8;
 pub struct ClipboardConfig {
     /// Also watch (and write) the X11 PRIMARY selection, not only CLIPBOARD.
     pub primary: bool,
+    /// The largest item the daemon syncs (config `max_item_bytes`). The
+    /// watcher reads items up to this size, and always up to
+    /// [`DEFAULT_MAX_READ_BYTES`], never more than [`MAX_READ_BYTES`].
+    pub max_item_bytes: u64,
+}
+
+/// Items up to this size are always read (whatever `max_item_bytes` says),
+/// so the daemon can refuse an oversized item with a message.
+pub const DEFAULT_MAX_READ_BYTES: usize = 64 * 1024 * 1024;
+/// The watcher never reads more than this for one item (it holds the item in
+/// memory; a bitmap source also needs room for its decoded pixels).
+pub const MAX_READ_BYTES: usize = 1024 * 1024 * 1024;
+
+impl ClipboardConfig {
+    /// The read bound that follows from [`ClipboardConfig::max_item_bytes`].
+    pub fn max_read_bytes(&self) -> usize {
+        usize::try_from(self.max_item_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(DEFAULT_MAX_READ_BYTES, MAX_READ_BYTES)
+    }
 }
 
 /// A new item copied on this device.
@@ -169,8 +201,8 @@ pub struct ClipboardHandle {
         allow(dead_code)
     )]
     tx: mpsc::Sender<Command>,
-    /// Holds one token per OS thread (watcher, writer); closed, so
-    /// [`ClipboardHandle::stopped`] resolves once both threads have ended.
+    /// Holds one token per OS thread (watcher, writer, selection owner);
+    /// closed, so [`ClipboardHandle::stopped`] resolves once all have ended.
     threads: tokio_util::task::TaskTracker,
 }
 
@@ -252,7 +284,7 @@ impl ClipboardHandle {
 
 /// Starts watching the OS clipboard until `cancel` fires.
 ///
-/// Spawns two OS threads (watcher and writer); both end soon after `cancel`
+/// Spawns three OS threads (watcher, writer, selection owner); all end soon after `cancel`
 /// fires or every [`ClipboardHandle`] is dropped. The receiver closes when
 /// the watcher ends (also when the display goes away). Does not need to be
 /// called from a tokio runtime.
@@ -290,6 +322,7 @@ fn spawn_x11(
     let deduper = Arc::new(Mutex::new(dedupe::Deduper::default()));
     let (change_tx, change_rx) = mpsc::channel(LOCAL_CHANGE_QUEUE);
     let (watcher, waker) = x11::connect(cfg, Arc::clone(&deduper), change_tx)?;
+    let (owner, owner_thread) = owner::connect()?;
 
     // The writer creates its arboard clipboard on its own thread and reports
     // whether that worked before we return.
@@ -300,7 +333,16 @@ fn spawn_x11(
     let threads = tokio_util::task::TaskTracker::new();
     let writer_token = threads.token();
     let watcher_token = threads.token();
+    let owner_token = threads.token();
     threads.close();
+    // The owner thread ends when the writer stops it (or the display goes).
+    std::thread::Builder::new()
+        .name("clipmesh-clip-owner".into())
+        .spawn(move || {
+            owner_thread.run();
+            drop(owner_token);
+        })
+        .map_err(|e| ClipboardError::Backend(format!("cannot start owner thread: {e}")))?;
     std::thread::Builder::new()
         .name("clipmesh-clip-writer".into())
         .spawn(move || match arboard::Clipboard::new() {
@@ -313,11 +355,13 @@ fn spawn_x11(
                     rx: cmd_rx,
                     cancel: worker_cancel,
                     waker: worker_waker,
+                    owner,
                 }
                 .run();
                 drop(writer_token);
             }
             Err(e) => {
+                owner.stop();
                 let _ = ready_tx.send(Err(ClipboardError::Backend(e.to_string())));
             }
         })

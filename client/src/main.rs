@@ -274,6 +274,7 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
     let (clip, local) = clipmesh::clipboard::spawn_watcher(
         clipmesh::clipboard::ClipboardConfig {
             primary: device.config.sync.primary,
+            max_item_bytes: device.config.sync.max_item_bytes,
         },
         cancel.child_token(),
     )
@@ -370,6 +371,24 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
             .unwrap_or_else(|| "never".into())
     );
     println!("last error:   {}", st.last_error.as_deref().unwrap_or("-"));
+    for t in &st.transfers {
+        let pct = if t.total == 0 {
+            100
+        } else {
+            u128::from(t.done) * 100 / u128::from(t.total)
+        };
+        println!(
+            "transfer:     #{} {} {} file(s), {} of {} bytes ({pct}%)",
+            t.id,
+            match t.direction {
+                clipmesh::transfer::Direction::Send => "sending",
+                clipmesh::transfer::Direction::Receive => "receiving",
+            },
+            t.files,
+            t.done,
+            t.total
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -69,6 +69,14 @@ pub(crate) fn content_hash(content: &ClipContent) -> ContentHash {
     h.finish()
 }
 
+/// Hashes a local file list (what [`crate::clipboard::LocalFiles`] carries).
+pub(crate) fn files_hash(paths: &[std::path::PathBuf]) -> ContentHash {
+    let mut h = DefaultHasher::new();
+    "local files".hash(&mut h);
+    paths.hash(&mut h);
+    h.finish()
+}
+
 /// What to do with an observed clipboard item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {

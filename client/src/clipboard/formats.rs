@@ -1,11 +1,21 @@
 //! Choosing and decoding clipboard formats (sans-IO).
 //!
 //! A clipboard owner offers its data in several formats ("targets" on X11).
-//! [`ReadPlan::from_targets`] picks which ones to fetch for text and HTML,
-//! and the `decode_*` functions turn raw bytes into strings. Images and
-//! files (a later issue) slot in as more fields of [`ReadPlan`] and more
-//! arms of [`ReadPlan::assemble`].
+//! [`ReadPlan::from_targets`] picks which ones to fetch, and the `decode_*`
+//! functions turn raw bytes into strings. One item becomes one event, so
+//! when an owner offers several kinds the plan picks one:
+//!
+//! 1. a file list (`text/uri-list`, `x-special/gnome-copied-files`): file
+//!    managers also offer the paths as text, which is not what was copied;
+//! 2. text and/or HTML, when plain text is offered: office suites offer a
+//!    rendered picture of copied cells next to their text, and the text is
+//!    what the user means;
+//! 3. an image (`clipboard/picture.rs`), also when only HTML is offered
+//!    besides it (a browser's "copy image" offers `<img src=...>`);
+//! 4. HTML alone.
 
+use super::picture::choose_image_target;
+use super::uri_list::FILE_TARGETS;
 use clipmesh_proto::ClipContent;
 
 /// Text targets, best first. `UTF8_STRING` is the X11 norm; `STRING` is
@@ -30,15 +40,24 @@ pub(crate) struct ReadPlan {
     pub(crate) text: Option<&'static str>,
     /// Whether HTML is offered.
     pub(crate) html: bool,
+    /// The image target to read instead of text and HTML, if any.
+    pub(crate) image: Option<&'static str>,
+    /// The file-list target to read instead of everything else, if any.
+    pub(crate) files: Option<&'static str>,
 }
 
 impl ReadPlan {
     /// Picks targets from what the owner offers.
     pub(crate) fn from_targets<S: AsRef<str>>(targets: &[S]) -> Self {
         let has = |name: &str| targets.iter().any(|t| t.as_ref() == name);
+        let text = TEXT_TARGETS.iter().copied().find(|t| has(t));
+        let files = FILE_TARGETS.iter().copied().find(|t| has(t));
+        let image = choose_image_target(targets).filter(|_| text.is_none() && files.is_none());
         Self {
-            text: TEXT_TARGETS.iter().copied().find(|t| has(t)),
-            html: has(HTML_TARGET),
+            text: text.filter(|_| files.is_none() && image.is_none()),
+            html: has(HTML_TARGET) && files.is_none() && image.is_none(),
+            image,
+            files,
         }
     }
 
@@ -48,12 +67,14 @@ impl ReadPlan {
         Self {
             text: Some("UTF8_STRING"),
             html: false,
+            image: None,
+            files: None,
         }
     }
 
     /// True when nothing this build syncs is offered.
     pub(crate) fn is_empty(&self) -> bool {
-        self.text.is_none() && !self.html
+        self.text.is_none() && !self.html && self.image.is_none() && self.files.is_none()
     }
 
     /// Builds the content from what was read. Empty items are `None`:
@@ -138,8 +159,31 @@ mod tests {
         let p = ReadPlan::from_targets(&["STRING"]);
         assert_eq!(p.text, Some("STRING"));
         assert!(!p.html);
-        let p = ReadPlan::from_targets(&["image/png", "TARGETS"]);
+        let p = ReadPlan::from_targets(&["application/x-foo", "TARGETS"]);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn plan_picks_one_kind() {
+        // A file manager: files, not the paths as text.
+        let p = ReadPlan::from_targets(&[
+            "TARGETS",
+            "x-special/gnome-copied-files",
+            "text/uri-list",
+            "UTF8_STRING",
+        ]);
+        assert_eq!(p.files, Some("text/uri-list"));
+        assert_eq!((p.text, p.html, p.image), (None, false, None));
+        // An office suite: text wins over the rendered picture.
+        let p = ReadPlan::from_targets(&["UTF8_STRING", "text/html", "image/png"]);
+        assert_eq!((p.text, p.html, p.image), (Some("UTF8_STRING"), true, None));
+        // A browser's "copy image": the image wins over <img> HTML.
+        let p = ReadPlan::from_targets(&["text/html", "image/bmp", "image/png"]);
+        assert_eq!((p.text, p.html, p.image), (None, false, Some("image/png")));
+        assert!(!p.is_empty());
+        // Only a BMP.
+        let p = ReadPlan::from_targets(&["TARGETS", "image/bmp"]);
+        assert_eq!(p.image, Some("image/bmp"));
     }
 
     #[test]

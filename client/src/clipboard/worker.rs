@@ -10,7 +10,13 @@
 //! driver, no extra threads) so it can wait for a command *or* cancellation
 //! without polling. When it ends it stops the watcher through its waker.
 
-use super::dedupe::{content_hash, Deduper};
+use super::dedupe::{content_hash, files_hash, Deduper};
+use super::owner::Owner;
+use super::picture::{check_png, PNG_TARGET};
+use super::uri_list::{
+    encode_gnome_copied_files, encode_plain_paths, encode_uri_list, parse_uri_list,
+    GNOME_FILES_TARGET, URI_LIST_TARGET,
+};
 use super::x11::X11Waker;
 use super::ClipboardError;
 use arboard::{LinuxClipboardKind, SetExtLinux};
@@ -47,6 +53,8 @@ pub(crate) struct Worker {
     pub(crate) rx: mpsc::Receiver<Command>,
     pub(crate) cancel: CancellationToken,
     pub(crate) waker: X11Waker,
+    /// Serves images and file lists (arboard serves text and HTML).
+    pub(crate) owner: Owner,
 }
 
 impl Worker {
@@ -87,30 +95,67 @@ impl Worker {
             }
         });
         self.waker.wake();
+        self.owner.stop();
         tracing::debug!("clipboard writer stopped");
         // Dropping `self.clipboard` here releases the selection (arboard
         // offers it to a clipboard manager first, if one runs).
     }
 
+    /// Serves `paths` as a file list: `text/uri-list`, GNOME's
+    /// `x-special/gnome-copied-files`, and the paths as text.
     fn apply_files(&mut self, paths: &[PathBuf]) -> Result<(), ClipboardError> {
-        let mut kinds = vec![LinuxClipboardKind::Clipboard];
-        if self.primary {
-            kinds.push(LinuxClipboardKind::Primary);
+        let paths: Vec<PathBuf> = paths
+            .iter()
+            .filter_map(|p| std::path::absolute(p).ok())
+            .collect();
+        if paths.is_empty() {
+            return Err(ClipboardError::Backend("empty file list".into()));
         }
-        for kind in kinds {
-            self.clipboard
-                .set()
-                .clipboard(kind)
-                .file_list(paths)
-                .map_err(|e| ClipboardError::Backend(e.to_string()))?;
-        }
+        let uri_list = encode_uri_list(&paths);
+        // Record what the watcher will read back, before claiming.
+        self.deduper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .applied(files_hash(&parse_uri_list(&uri_list)));
+        let text = encode_plain_paths(&paths);
+        self.owner.offer(
+            self.primary,
+            vec![
+                (URI_LIST_TARGET, uri_list),
+                (GNOME_FILES_TARGET, encode_gnome_copied_files(&paths)),
+                ("UTF8_STRING", text.clone()),
+                ("text/plain;charset=utf-8", text),
+            ],
+        )?;
         tracing::trace!(count = paths.len(), "clipboard set to a file list");
+        Ok(())
+    }
+
+    /// Serves a PNG as `image/png`, byte for byte what the peer copied.
+    fn apply_image(
+        &mut self,
+        content: &ClipContent,
+        width: u32,
+        height: u32,
+        png: &[u8],
+    ) -> Result<(), ClipboardError> {
+        check_png(width, height, png).map_err(|e| ClipboardError::Backend(e.to_string()))?;
+        self.deduper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .applied(content_hash(content));
+        self.owner
+            .offer(self.primary, vec![(PNG_TARGET, png.to_vec())])?;
+        tracing::trace!(width, height, len = png.len(), "clipboard set to an image");
         Ok(())
     }
 
     fn apply(&mut self, content: &ClipContent) -> Result<(), ClipboardError> {
         match content {
             ClipContent::Text(_) | ClipContent::Html { .. } => {}
+            ClipContent::Image { width, height, png } => {
+                return self.apply_image(content, *width, *height, png)
+            }
             other => return Err(ClipboardError::UnsupportedContent(other.kind_name())),
         }
         // Before claiming, so the owner change we cause reads as an echo.

@@ -9,7 +9,7 @@
 //! Each owner change is only a hint. The watcher re-reads the selection on
 //! the same connection — `TARGETS` first (sensitivity markers, which formats
 //! exist), then HTML and/or text — and hands the content to the shared
-//! [`Deduper`]. Reads are bounded by [`READ_TIMEOUT`] and [`MAX_READ_BYTES`]
+//! [`Deduper`]. Reads are bounded by [`READ_TIMEOUT`] and [`super::MAX_READ_BYTES`]
 //! (large items arrive by the ICCCM `INCR` protocol), so a hung or hostile
 //! owner can delay the watcher but never block or exhaust it. Owner changes
 //! that arrive during a read are remembered and handled afterwards, newest
@@ -19,13 +19,17 @@
 //! job, in [`super::worker`]. The worker stops this thread by sending a
 //! `ClientMessage` to the watcher's window through [`X11Waker`].
 
-use super::dedupe::{content_hash, Deduper, Verdict};
+use super::dedupe::{content_hash, files_hash, Deduper, Verdict};
 use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET, TEXT_TARGETS};
+use super::picture::{to_png_content, IMAGE_TARGETS};
 use super::sensitive::{
     classify, hint_is_secret, Sensitivity, CONCEALED_MARKERS, KDE_PASSWORD_HINT,
 };
-use super::{now_ms, ClipboardConfig, ClipboardError, LocalChange, LocalEvent};
+use super::uri_list::{parse_files, FILE_TARGETS};
+use super::{now_ms, ClipboardConfig, ClipboardError, LocalChange, LocalEvent, LocalFiles};
+use clipmesh_proto::ClipContent;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -43,9 +47,6 @@ use x11rb::{COPY_DEPTH_FROM_PARENT, COPY_FROM_PARENT, CURRENT_TIME, NONE};
 /// How long one selection read may take before the item is skipped; for
 /// `INCR` transfers, the longest gap between two chunks.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Largest item the watcher reads; bigger ones are skipped.
-pub(crate) const MAX_READ_BYTES: usize = 64 * 1024 * 1024;
 
 /// Environment variable naming the X display.
 pub(crate) const ENV_DISPLAY: &str = "DISPLAY";
@@ -101,7 +102,8 @@ impl X11Waker {
 enum ReadError {
     /// The owner did not answer in time.
     Timeout,
-    /// The item is larger than [`MAX_READ_BYTES`].
+    /// The item is larger than the read bound
+    /// ([`ClipboardConfig::max_read_bytes`]).
     TooLarge,
     /// The watcher was told to stop in the middle of a read.
     Stopping,
@@ -143,6 +145,17 @@ pub(crate) struct X11Watcher {
     deduper: Arc<Mutex<Deduper>>,
     tx: mpsc::Sender<LocalEvent>,
     stopping: bool,
+    /// Largest item read ([`ClipboardConfig::max_read_bytes`]).
+    max_read: usize,
+}
+
+/// What one read of the selection found.
+#[derive(Debug)]
+enum Item {
+    /// Text, HTML or an image.
+    Content(ClipContent),
+    /// A file list (local paths).
+    Files(Vec<PathBuf>),
 }
 
 impl std::fmt::Debug for X11Watcher {
@@ -234,6 +247,8 @@ pub(crate) fn connect(
         .iter()
         .chain([HTML_TARGET, KDE_PASSWORD_HINT].iter())
         .chain(CONCEALED_MARKERS.iter())
+        .chain(IMAGE_TARGETS.iter().map(|(t, _)| t))
+        .chain(FILE_TARGETS.iter())
         .copied()
         .collect();
     let cookies = fixed
@@ -284,6 +299,7 @@ pub(crate) fn connect(
         deduper,
         tx,
         stopping: false,
+        max_read: cfg.max_read_bytes(),
     };
     Ok((watcher, waker))
 }
@@ -345,38 +361,48 @@ impl X11Watcher {
                 return Ok(());
             }
         };
+        let (hash, event) = match content {
+            Item::Content(content) => {
+                tracing::trace!(
+                    kind = content.kind_name(),
+                    len = content.payload_len(),
+                    "clipboard change"
+                );
+                (
+                    content_hash(&content),
+                    LocalEvent::Clip(LocalChange { content, at_ms }),
+                )
+            }
+            Item::Files(paths) => {
+                tracing::trace!(count = paths.len(), "clipboard change: file list");
+                (
+                    files_hash(&paths),
+                    LocalEvent::Files(LocalFiles { paths, at_ms }),
+                )
+            }
+        };
         let verdict = self
             .deduper
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .observe(content_hash(&content));
-        tracing::trace!(
-            kind = content.kind_name(),
-            len = content.payload_len(),
-            ?verdict,
-            "clipboard change"
-        );
-        if verdict == Verdict::Emit {
-            let change = LocalChange { content, at_ms };
-            if self.tx.blocking_send(LocalEvent::Clip(change)).is_err() {
-                // Nobody listens any more.
-                self.stopping = true;
-            }
+            .observe(hash);
+        tracing::trace!(?verdict, "clipboard verdict");
+        if verdict == Verdict::Emit && self.tx.blocking_send(event).is_err() {
+            // Nobody listens any more.
+            self.stopping = true;
         }
         Ok(())
     }
 
     /// Reads what is on `sel` now: `None` for nothing syncable (empty,
-    /// sensitive, or only formats this build does not sync).
+    /// sensitive, or only formats this build does not sync). Which kind of
+    /// item is read is [`ReadPlan::from_targets`]'s choice.
     ///
     /// `TARGETS` and `UTF8_STRING` are requested together (one round trip
     /// through the owner for the common plain-text copy). The text lands in
     /// a property on our window and is only fetched once `TARGETS` says the
     /// item is not sensitive; otherwise it is deleted unread.
-    fn read_content(
-        &mut self,
-        sel: Atom,
-    ) -> Result<Option<clipmesh_proto::ClipContent>, ReadError> {
+    fn read_content(&mut self, sel: Atom) -> Result<Option<Item>, ReadError> {
         let utf8 = self.atom_of("UTF8_STRING").unwrap_or(NONE);
         let answers = self.convert_many(
             sel,
@@ -423,6 +449,28 @@ impl X11Watcher {
             // Owners that cannot list their targets: plain text only.
             None => ReadPlan::fallback(),
         };
+        if let Some(target) = plan.files.or(plan.image) {
+            if utf8_pending {
+                self.discard(self.atoms.text)?;
+            }
+            let Some(bytes) = (match self.atom_of(target) {
+                Some(a) => self.read(sel, a)?,
+                None => None,
+            }) else {
+                return Ok(None);
+            };
+            if plan.files.is_some() {
+                let paths = parse_files(target, &bytes);
+                return Ok((!paths.is_empty()).then_some(Item::Files(paths)));
+            }
+            return match to_png_content(target, bytes) {
+                Ok(c) => Ok(Some(Item::Content(c))),
+                Err(e) => {
+                    tracing::debug!(error = %e, "skipped a clipboard image");
+                    Ok(None)
+                }
+            };
+        }
         let mut text = None;
         if utf8_pending {
             let bytes = self.fetch_property(self.atoms.text)?;
@@ -450,7 +498,7 @@ impl X11Watcher {
             tracing::trace!("clipboard item has no text or html");
             return Ok(None);
         }
-        Ok(ReadPlan::assemble(text, html))
+        Ok(ReadPlan::assemble(text, html).map(Item::Content))
     }
 
     fn atom_of(&self, name: &str) -> Option<Atom> {
@@ -519,7 +567,7 @@ impl X11Watcher {
             .get_property(true, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
             .reply()?;
         if reply.type_ != self.atoms.incr {
-            if reply.value.len() > MAX_READ_BYTES {
+            if reply.value.len() > self.max_read {
                 return Err(ReadError::TooLarge);
             }
             return Ok(reply.value);
@@ -544,7 +592,7 @@ impl X11Watcher {
                     if chunk.value.is_empty() {
                         return Ok(data);
                     }
-                    if data.len() + chunk.value.len() > MAX_READ_BYTES {
+                    if data.len() + chunk.value.len() > self.max_read {
                         return Err(ReadError::TooLarge);
                     }
                     data.extend_from_slice(&chunk.value);
