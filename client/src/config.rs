@@ -24,9 +24,24 @@ pub const ENV_SECRET_STORE: &str = "CLIPMESH_SECRET_STORE";
 /// Name of the config file inside the config directory.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// Default for [`SyncOptions::max_item_bytes`]: fits one relay frame at the
-/// relay's default 1 MiB limit with room for the envelope.
-pub const DEFAULT_MAX_ITEM_BYTES: u64 = 1_000_000;
+/// Largest item that travels inside the envelope (text, HTML, a small
+/// image): fits one relay frame at the relay's default 1 MiB limit with room
+/// for the envelope. Also the default of [`SyncOptions::max_item_bytes`]'s
+/// former meaning, kept for inline items whatever that option says.
+pub const MAX_INLINE_ITEM_BYTES: u64 = 1_000_000;
+/// Default for [`SyncOptions::max_item_bytes`]: 2 GiB (files and images
+/// travel as blobs; the relay's default blob limit is 4 GiB).
+pub const DEFAULT_MAX_ITEM_BYTES: u64 = 2 << 30;
+/// Default for [`SyncOptions::inline_threshold`]: 64 KiB.
+pub const DEFAULT_INLINE_THRESHOLD: u64 = 64 << 10;
+/// Default for [`SyncOptions::auto_download_max`]: 256 MiB.
+pub const DEFAULT_AUTO_DOWNLOAD_MAX: u64 = 256 << 20;
+/// Default for [`SyncOptions::max_files`].
+pub const DEFAULT_MAX_FILES: usize = 1_000;
+/// Default for [`SyncOptions::max_image_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// Folder inside the platform download directory that received files go to.
+pub const DOWNLOAD_SUBDIR: &str = "clipmesh";
 
 /// Errors reading or writing configuration.
 #[derive(Debug, Error)]
@@ -93,8 +108,27 @@ pub struct SyncOptions {
     pub send_only: bool,
     /// Apply received clips but never publish local changes. Default false.
     pub receive_only: bool,
-    /// Largest item synced, in bytes of payload. Default 1 000 000.
+    /// Largest item synced, in bytes: all files of a file list together,
+    /// or one image. Default 2 GiB. Text and HTML are also capped at
+    /// [`MAX_INLINE_ITEM_BYTES`] (they travel inside one relay frame).
     pub max_item_bytes: u64,
+    /// Files and images at least this large go through the relay's blob
+    /// store; smaller ones travel inside the envelope. Default 64 KiB.
+    pub inline_threshold: u64,
+    /// Most files in one copied file list (directories walked
+    /// recursively). Default 1000.
+    pub max_files: usize,
+    /// Largest image received into memory and put on the clipboard.
+    /// Default 64 MiB.
+    pub max_image_bytes: u64,
+    /// Received items up to this size are downloaded at once; larger ones
+    /// are refused with a message. Default 256 MiB.
+    pub auto_download_max: u64,
+    /// Where received files go (a fresh folder per transfer inside it).
+    /// Default: the platform download folder + `/clipmesh`, else the data
+    /// directory + `/downloads`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_dir: Option<PathBuf>,
     /// Sync plain text. Default true.
     pub text: bool,
     /// Sync HTML. Default true.
@@ -113,6 +147,11 @@ impl Default for SyncOptions {
             send_only: false,
             receive_only: false,
             max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
+            inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            max_files: DEFAULT_MAX_FILES,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            auto_download_max: DEFAULT_AUTO_DOWNLOAD_MAX,
+            download_dir: None,
             text: true,
             html: true,
             image: true,
@@ -134,9 +173,44 @@ impl SyncOptions {
         }
     }
 
-    /// Whether the content fits [`SyncOptions::max_item_bytes`].
+    /// Whether the content fits the limits: [`SyncOptions::max_item_bytes`]
+    /// (and [`MAX_INLINE_ITEM_BYTES`] for what travels inline),
+    /// [`SyncOptions::max_files`], [`SyncOptions::max_image_bytes`].
     pub fn fits(&self, content: &clipmesh_proto::ClipContent) -> bool {
-        content.payload_len() as u64 <= self.max_item_bytes
+        use clipmesh_proto::ClipContent as C;
+        let size = item_size(content);
+        match content {
+            C::Text(_) | C::Html { .. } => size <= self.max_item_bytes.min(MAX_INLINE_ITEM_BYTES),
+            C::Image { .. } => size <= self.max_item_bytes.min(self.max_image_bytes),
+            C::ImageBlob { .. } => size <= self.max_item_bytes.min(self.max_image_bytes),
+            C::Files(f) => f.len() <= self.max_files && size <= self.max_item_bytes,
+        }
+    }
+
+    /// The download folder: [`SyncOptions::download_dir`] or the platform
+    /// default (`None` only when the platform has no home directory).
+    pub fn download_dir(&self) -> Option<PathBuf> {
+        if let Some(d) = &self.download_dir {
+            return Some(d.clone());
+        }
+        if let Some(d) = directories::UserDirs::new()
+            .and_then(|u| u.download_dir().map(|d| d.join(DOWNLOAD_SUBDIR)))
+        {
+            return Some(d);
+        }
+        directories::ProjectDirs::from("org", "clipmesh", "clipmesh")
+            .map(|p| p.data_dir().join("downloads"))
+    }
+}
+
+/// The size of an item in bytes: text and HTML bytes, PNG bytes, or the
+/// sum of a file list's sizes (inline or blob).
+pub fn item_size(content: &clipmesh_proto::ClipContent) -> u64 {
+    use clipmesh_proto::ClipContent as C;
+    match content {
+        C::ImageBlob { size, .. } => *size,
+        C::Files(f) => f.iter().fold(0u64, |a, e| a.saturating_add(e.size)),
+        other => other.payload_len() as u64,
     }
 }
 
@@ -252,6 +326,28 @@ mod tests {
     fn partial_sync_section_keeps_other_defaults() {
         let c: Config = toml::from_str("[sync]\nreceive_only = true\n").unwrap();
         assert!(c.sync.receive_only && c.sync.text);
+    }
+
+    #[test]
+    fn limits_depend_on_how_the_item_travels() {
+        use clipmesh_proto::content::{FileBody, FileEntry};
+        use clipmesh_proto::ClipContent as C;
+        let o = SyncOptions::default();
+        assert!(!o.fits(&C::Text("x".repeat(1_000_001))));
+        assert!(o.fits(&C::Text("x".repeat(1_000))));
+        let file = |size| FileEntry {
+            name: "f".into(),
+            size,
+            body: FileBody::Inline(Vec::new()),
+        };
+        assert!(o.fits(&C::Files(vec![file(1 << 30)])));
+        assert!(!o.fits(&C::Files(vec![file(1 << 30), file(1 << 30), file(1)])));
+        assert!(!o.fits(&C::Files(vec![file(1); DEFAULT_MAX_FILES + 1])));
+        let tight = SyncOptions {
+            download_dir: Some("dl".into()),
+            ..SyncOptions::default()
+        };
+        assert_eq!(tight.download_dir().unwrap(), Path::new("dl"));
     }
 
     #[test]

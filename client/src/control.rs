@@ -62,6 +62,9 @@ pub struct Status {
     pub last_sync_ms: Option<u64>,
     /// The last problem, one line.
     pub last_error: Option<String>,
+    /// Image and file transfers running now (sizes and counts only).
+    #[serde(default)]
+    pub transfers: Vec<crate::transfer::TransferStatus>,
 }
 
 /// The daemon's answer.

@@ -4,7 +4,14 @@
 //! clipboard watcher ──LocalChange──▶ sync (dedupe) ──seal──▶ link ──Publish──▶ relay
 //! relay ──Deliver──▶ link ──▶ open ──▶ decode ──▶ sync (dedupe, newest wins) ──▶ clipboard.apply
 //! control socket ──status / send──▶ daemon
+//! copied files / large image ──transfer task (upload blobs)──▶ daemon ──seal──▶ link
+//! received Files / ImageBlob ──transfer task (download, verify)──▶ daemon ──▶ clipboard.apply(_files)
 //! ```
+//!
+//! Transfers ([`crate::transfer`]) run as blocking tasks in the tracker and
+//! report back through one channel; the loop publishes or applies their
+//! result. A received item that finishes after something newer reached the
+//! clipboard is stored but not applied (newest wins).
 //!
 //! The daemon's state (sync engine, status, sequence counter) is owned by
 //! one task, the loop in [`run_daemon`]; the link, the control socket and
@@ -20,12 +27,13 @@ use crate::control::{
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit, LinkHandle};
 use crate::state::State;
 use crate::sync::{LocalDecision, RemoteDecision, SyncEngine};
+use crate::transfer::{self, BlobClient, SendLimits, TransferError, Transfers, WalkLimits};
 use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::{
     ClipContent, ClipItem, ClipKey, DeviceId, DeviceInfo, Envelope, EnvelopeHeader, EnvelopeKind,
 };
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -53,11 +61,21 @@ pub enum DaemonError {
     State(#[from] std::io::Error),
 }
 
+/// Depth of the queue from finished transfer tasks to the daemon loop.
+pub const FINISHED_QUEUE: usize = 8;
+
 /// What the daemon needs from the OS clipboard: a way to put an item on it.
 /// [`crate::clipboard::ClipboardHandle`] is the real one; tests use fakes.
 pub trait ClipboardSink {
     /// Puts `content` on the clipboard.
     fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>>;
+
+    /// Puts a list of local files on the clipboard (received files, in the
+    /// download folder). The default refuses.
+    fn apply_files(&self, paths: Vec<PathBuf>) -> impl Future<Output = Result<(), String>> {
+        let n = paths.len();
+        async move { Err(format!("cannot put {n} files on this clipboard")) }
+    }
 }
 
 impl ClipboardSink for crate::clipboard::ClipboardHandle {
@@ -65,6 +83,33 @@ impl ClipboardSink for crate::clipboard::ClipboardHandle {
         let fut = crate::clipboard::ClipboardHandle::apply(self, content);
         async move { fut.await.map_err(|e| e.to_string()) }
     }
+
+    fn apply_files(&self, paths: Vec<PathBuf>) -> impl Future<Output = Result<(), String>> {
+        let fut = crate::clipboard::ClipboardHandle::apply_files(self, paths);
+        async move { fut.await.map_err(|e| e.to_string()) }
+    }
+}
+
+/// A transfer task's result, back on the daemon loop.
+enum Finished {
+    /// A local item was uploaded; publish `content`, dedupe as `dedupe_as`.
+    Sent {
+        content: ClipContent,
+        dedupe_as: ClipContent,
+        at_ms: u64,
+    },
+    /// Received files are in the download folder.
+    ReceivedFiles {
+        paths: Vec<PathBuf>,
+        generation: u64,
+    },
+    /// A received image is in memory.
+    ReceivedImage {
+        content: ClipContent,
+        generation: u64,
+    },
+    /// A transfer failed (message already logged).
+    Failed { message: String },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -127,6 +172,19 @@ pub fn open_clip(
     ))
 }
 
+/// Logs a failed transfer (one line, no names) and turns it into a status
+/// message.
+fn failed(what: &str, e: TransferError) -> Finished {
+    if matches!(e, TransferError::Cancelled) {
+        tracing::debug!("{what}: {e}");
+    } else {
+        tracing::error!("{what}: {e}");
+    }
+    Finished::Failed {
+        message: format!("{what}: {e}"),
+    }
+}
+
 fn online_list(online: &[DeviceInfo]) -> Vec<OnlineDevice> {
     online
         .iter()
@@ -148,6 +206,17 @@ struct Daemon<C> {
     link: LinkHandle,
     clipboard: C,
     tracker: TaskTracker,
+    /// Blob store client for large items.
+    blobs: BlobClient,
+    /// Running transfers, for status.
+    transfers: Transfers,
+    /// Where transfer tasks report back.
+    finished: mpsc::Sender<Finished>,
+    /// Bumped whenever the clipboard's item changes (sent or applied), so
+    /// a download that finishes late does not replace something newer.
+    generation: u64,
+    /// Stops transfer tasks.
+    cancel: CancellationToken,
 }
 
 /// Runs the daemon for the logged-in device in `dir` until `cancel`, with
@@ -175,6 +244,11 @@ pub async fn run_daemon<C: ClipboardSink>(
             .roots()
             .map_err(|e| DaemonError::Tls(e.to_string()))?,
     };
+    let roots = device
+        .roots()
+        .map_err(|e| DaemonError::Tls(e.to_string()))?;
+    let blobs = BlobClient::new(&device.account.server, &device.secrets.token, &roots);
+    let (finished_tx, mut finished_rx) = mpsc::channel(FINISHED_QUEUE);
     let mut link_task = tracker.spawn(link::run(link_cfg, commands, events_tx, cancel.clone()));
     tracker.spawn(control.serve(control_tx, cancel.clone()));
     let mut d = Daemon {
@@ -191,6 +265,11 @@ pub async fn run_daemon<C: ClipboardSink>(
         link: link_handle,
         clipboard,
         tracker: tracker.clone(),
+        blobs,
+        transfers: Transfers::default(),
+        finished: finished_tx,
+        generation: 0,
+        cancel: cancel.clone(),
     };
     tracing::info!(device = %device_id, "daemon started");
     let mut local_open = true;
@@ -213,9 +292,7 @@ pub async fn run_daemon<C: ClipboardSink>(
                 Some(LocalEvent::Clip(ch)) => {
                     d.on_local(ch.content, ch.at_ms, false).await;
                 }
-                Some(LocalEvent::Files(files)) => {
-                    tracing::debug!(count = files.paths.len(), "file lists not synced yet");
-                }
+                Some(LocalEvent::Files(files)) => d.on_local_files(files.paths, files.at_ms),
                 None => {
                     tracing::warn!("clipboard watcher stopped; receiving only");
                     d.status.last_error = Some("clipboard watcher stopped".into());
@@ -231,8 +308,11 @@ pub async fn run_daemon<C: ClipboardSink>(
                 Some((req, answer)) => d.on_control(req, answer).await,
                 None => control_open = false,
             },
+            Some(f) = finished_rx.recv() => d.on_finished(f).await,
         }
     };
+    // Transfer tasks may still report; nobody listens any more.
+    drop(finished_rx);
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
@@ -274,6 +354,26 @@ impl<C: ClipboardSink> Daemon<C> {
             tracing::trace!(kind, len, "local change is not new");
             return None;
         }
+        if let ClipContent::Image { width, height, png } = &content {
+            if png.len() as u64 >= self.opts.inline_threshold {
+                self.sync.record_local_only(&content, at_ms);
+                self.start_image_upload(*width, *height, png.clone(), content, at_ms);
+                return None;
+            }
+        }
+        self.publish(content, None, at_ms).await
+    }
+
+    /// Seals and publishes `content` (recording `dedupe_as`, default the
+    /// content itself, as the clipboard's current item).
+    async fn publish(
+        &mut self,
+        content: ClipContent,
+        dedupe_as: Option<&ClipContent>,
+        at_ms: u64,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<u64, link::PublishError>>> {
+        let kind = content.kind_name();
+        let len = content.payload_len();
         let seq = match self.state.next_seq() {
             Ok(s) => s,
             Err(e) => {
@@ -287,7 +387,9 @@ impl<C: ClipboardSink> Daemon<C> {
             content,
         };
         let env = seal_clip(&self.key, self.device, seq, &item);
-        self.sync.record_sent(&item.content, seq, at_ms);
+        self.sync
+            .record_sent(dedupe_as.unwrap_or(&item.content), seq, at_ms);
+        self.generation += 1;
         tracing::debug!(kind, len, seq, "publishing local change");
         match self.link.publish(env).await {
             Ok(rx) => Some(rx),
@@ -348,16 +450,35 @@ impl<C: ClipboardSink> Daemon<C> {
         };
         let kind = item.content.kind_name();
         let len = item.content.payload_len();
-        if !self.opts.allows(&item.content) || !self.opts.fits(&item.content) {
-            tracing::debug!(
-                kind,
-                len,
-                "received clip not applied (type off or too large)"
+        if !self.opts.allows(&item.content) {
+            tracing::debug!(kind, len, "received clip not applied (type off)");
+            return;
+        }
+        if !self.opts.fits(&item.content) {
+            let msg = format!(
+                "received {kind} of {} bytes not applied: over the configured limits \
+                 (max_item_bytes {}, max_files {}, max_image_bytes {})",
+                crate::config::item_size(&item.content),
+                self.opts.max_item_bytes,
+                self.opts.max_files,
+                self.opts.max_image_bytes
             );
+            tracing::info!("{msg}");
+            self.status.last_error = Some(msg);
             return;
         }
         match self.sync.on_remote(meta, &item.content) {
+            RemoteDecision::Apply
+                if matches!(
+                    item.content,
+                    ClipContent::Files(_) | ClipContent::ImageBlob { .. }
+                ) =>
+            {
+                self.generation += 1;
+                self.start_download(item);
+            }
             RemoteDecision::Apply => {
+                self.generation += 1;
                 tracing::debug!(%from, seq = meta.seq, kind, len, "applying received clip");
                 match self.clipboard.apply(item.content).await {
                     Ok(()) => self.status.last_sync_ms = Some(now_ms()),
@@ -373,12 +494,186 @@ impl<C: ClipboardSink> Daemon<C> {
         }
     }
 
+    /// Limits of an outgoing file list.
+    fn send_limits(&self) -> SendLimits {
+        SendLimits {
+            inline_threshold: self.opts.inline_threshold,
+            walk: WalkLimits {
+                max_files: self.opts.max_files.min(clipmesh_proto::content::MAX_FILES),
+                max_bytes: self.opts.max_item_bytes,
+            },
+        }
+    }
+
+    /// Runs `job` as a blocking transfer task that reports to the loop.
+    fn spawn_transfer(&self, job: impl FnOnce(&CancellationToken) -> Finished + Send + 'static) {
+        let tx = self.finished.clone();
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            let c = cancel.clone();
+            let out = match tokio::task::spawn_blocking(move || job(&c)).await {
+                Ok(f) => f,
+                Err(e) => Finished::Failed {
+                    message: format!("transfer task failed: {e}"),
+                },
+            };
+            let _ = tx.send(out).await;
+        });
+    }
+
+    /// A copied file list: upload in a transfer task, publish when done.
+    fn on_local_files(&mut self, paths: Vec<PathBuf>, at_ms: u64) {
+        if self.opts.receive_only || !self.opts.files {
+            tracing::debug!(
+                count = paths.len(),
+                "file list not synced (receive-only or files off)"
+            );
+            return;
+        }
+        let blobs = self.blobs.clone();
+        let transfers = self.transfers.clone();
+        let limits = self.send_limits();
+        self.spawn_transfer(move |cancel| {
+            match transfer::send_files(&blobs, &transfers, &paths, limits, cancel) {
+                Ok(content) => Finished::Sent {
+                    dedupe_as: content.clone(),
+                    content,
+                    at_ms,
+                },
+                Err(e) => failed("file list not sent", e),
+            }
+        });
+    }
+
+    /// A large local image: upload it as a blob, publish the reference.
+    fn start_image_upload(
+        &mut self,
+        width: u32,
+        height: u32,
+        png: Vec<u8>,
+        original: ClipContent,
+        at_ms: u64,
+    ) {
+        let blobs = self.blobs.clone();
+        let transfers = self.transfers.clone();
+        self.spawn_transfer(move |cancel| {
+            let r = transfer::send_image(&blobs, &transfers, width, height, &png, cancel);
+            drop(png);
+            match r {
+                Ok(content) => Finished::Sent {
+                    content,
+                    dedupe_as: original,
+                    at_ms,
+                },
+                Err(e) => failed("image not sent", e),
+            }
+        });
+    }
+
+    /// A received file list or image reference: download it unless it is
+    /// over `auto_download_max`.
+    fn start_download(&mut self, item: ClipItem) {
+        let size = crate::config::item_size(&item.content);
+        let kind = item.content.kind_name();
+        if size > self.opts.auto_download_max {
+            let msg = format!(
+                "received {kind} of {size} bytes is over auto_download_max ({}); not downloaded \
+                 (raise auto_download_max in [sync] to receive items this large)",
+                self.opts.auto_download_max
+            );
+            tracing::info!("{msg}");
+            self.status.last_error = Some(msg);
+            return;
+        }
+        let blobs = self.blobs.clone();
+        let transfers = self.transfers.clone();
+        let generation = self.generation;
+        match item.content {
+            ClipContent::Files(entries) => {
+                let Some(dir) = self.opts.download_dir() else {
+                    self.status.last_error =
+                        Some("no download folder: set download_dir in [sync]".into());
+                    return;
+                };
+                let at_ms = item.timestamp_ms;
+                self.spawn_transfer(move |cancel| {
+                    match transfer::receive_file_list(
+                        &blobs, &transfers, &entries, &dir, at_ms, cancel,
+                    ) {
+                        Ok(paths) => Finished::ReceivedFiles { paths, generation },
+                        Err(e) => failed("received files discarded", e),
+                    }
+                });
+            }
+            content => {
+                let max = self.opts.max_image_bytes;
+                self.spawn_transfer(move |cancel| {
+                    match transfer::receive_image(&blobs, &transfers, &content, max, cancel) {
+                        Ok(content) => Finished::ReceivedImage {
+                            content,
+                            generation,
+                        },
+                        Err(e) => failed("received image discarded", e),
+                    }
+                });
+            }
+        }
+    }
+
+    async fn on_finished(&mut self, f: Finished) {
+        match f {
+            Finished::Sent {
+                content,
+                dedupe_as,
+                at_ms,
+            } => {
+                let _ = self.publish(content, Some(&dedupe_as), at_ms).await;
+            }
+            Finished::ReceivedFiles { paths, generation } => {
+                if generation != self.generation {
+                    tracing::info!("received files kept in the download folder; the clipboard has something newer");
+                    return;
+                }
+                let n = paths.len();
+                match self.clipboard.apply_files(paths).await {
+                    Ok(()) => {
+                        tracing::info!(entries = n, "received files are on the clipboard");
+                        self.status.last_sync_ms = Some(now_ms());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not set the clipboard");
+                        self.status.last_error = Some(format!("clipboard: {e}"));
+                    }
+                }
+            }
+            Finished::ReceivedImage {
+                content,
+                generation,
+            } => {
+                if generation != self.generation {
+                    tracing::info!("received image dropped; the clipboard has something newer");
+                    return;
+                }
+                match self.clipboard.apply(content).await {
+                    Ok(()) => self.status.last_sync_ms = Some(now_ms()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not set the clipboard");
+                        self.status.last_error = Some(format!("clipboard: {e}"));
+                    }
+                }
+            }
+            Finished::Failed { message } => self.status.last_error = Some(message),
+        }
+    }
+
     async fn on_control(&mut self, req: Request, answer: tokio::sync::oneshot::Sender<Response>) {
         match req {
             Request::Status => {
+                let mut status = self.status.clone();
+                status.transfers = self.transfers.snapshot();
                 let _ = answer.send(Response {
                     ok: true,
-                    status: Some(self.status.clone()),
+                    status: Some(status),
                     ..Response::default()
                 });
             }

@@ -7,7 +7,8 @@
 //!   echo suppression, newest wins);
 //! - thin tokio drivers: [`link`] (the WebSocket to the relay, reconnecting),
 //!   [`control`] (the daemon's local control socket), [`clipboard`] (the OS
-//!   clipboard);
+//!   clipboard), [`transfer`] (images and files through the relay's blob
+//!   store);
 //! - the programs: [`daemon`] (`clipmesh run`), [`oneshot`] (`send` without
 //!   a daemon), [`watch`], [`account`] (signup, login, logout), [`api`] (the
 //!   relay's HTTP API);
@@ -31,6 +32,7 @@ pub mod session;
 pub mod state;
 pub mod sync;
 pub mod tls;
+pub mod transfer;
 pub mod watch;
 
 pub use account::{AccountError, Credentials, Device};

@@ -1,0 +1,189 @@
+//! Uploading one blob: read 1 MiB at a time, seal, `PATCH` each sealed
+//! chunk; resume after a broken connection from the first chunk the relay
+//! does not have ([`BlobLayout::resume_index`] of its `HEAD` offset).
+//!
+//! A reader thread seals while the calling thread uploads, with
+//! [`UPLOAD_QUEUE`] sealed chunks between them: the hash and cipher overlap
+//! the network, and memory stays at a few chunks.
+
+use super::{retry_delay, BlobClient, Progress, TransferError, MAX_RETRIES};
+use clipmesh_proto::blob::{
+    BlobId, BlobKey, BlobLayout, BlobStreamSealer, BlobSummary, SealedChunk, CHUNK_LEN,
+};
+use std::io::Read;
+use std::sync::mpsc::sync_channel;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroize;
+
+/// Sealed chunks queued between the sealing thread and the uploader.
+pub const UPLOAD_QUEUE: usize = 2;
+
+/// What the envelope needs to name an uploaded blob.
+#[derive(Clone)]
+pub struct BlobRef {
+    /// The blob's id on the relay.
+    pub id: BlobId,
+    /// Its key (only ever inside an envelope).
+    pub key: BlobKey,
+    /// Plaintext length.
+    pub len: u64,
+    /// SHA-256 of the plaintext.
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for BlobRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobRef({}, {} bytes)", self.id, self.len)
+    }
+}
+
+/// Uploads bytes already in memory (an image) as a blob.
+pub fn upload_bytes(
+    client: &BlobClient,
+    data: &[u8],
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BlobRef, TransferError> {
+    upload_blob(
+        client,
+        || Ok(std::io::Cursor::new(data)),
+        data.len() as u64,
+        progress,
+        cancel,
+    )
+}
+
+/// Uploads `len` bytes from the readers `open` returns (it is called again
+/// from the start for a resumed attempt, whose skipped chunks are only
+/// hashed). Fails with [`TransferError::Changed`] if a reader yields a
+/// different length.
+pub fn upload_blob<R: Read + Send>(
+    client: &BlobClient,
+    mut open: impl FnMut() -> std::io::Result<R>,
+    len: u64,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BlobRef, TransferError> {
+    let layout = BlobLayout::new(len).map_err(|_| TransferError::RelayTooLarge)?;
+    let id = BlobId::generate();
+    let key = BlobKey::generate();
+    let base = progress.done();
+    let mut attempt = 0u32;
+    let mut from = 0u64;
+    let mut created = false;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(TransferError::Cancelled);
+        }
+        let step = (|| {
+            if !created {
+                client.create(&id, layout.sealed_len())?;
+                created = true;
+            }
+            progress.rewind_to(base + layout.plain_offset(from));
+            let reader = open().map_err(TransferError::io("cannot read a file to send"))?;
+            upload_pass(client, &id, &key, layout, reader, from, progress, cancel)
+        })();
+        match step {
+            Ok(summary) => {
+                return Ok(BlobRef {
+                    id,
+                    key,
+                    len: summary.len,
+                    sha256: summary.sha256,
+                })
+            }
+            Err(e) if e.is_retryable() && attempt < MAX_RETRIES => {
+                attempt += 1;
+                tracing::info!(attempt, error = %e, "blob upload interrupted; resuming");
+                std::thread::sleep(retry_delay(attempt));
+                if created {
+                    match client.offset(&id) {
+                        Ok(acked) => from = layout.resume_index(acked),
+                        Err(e) if e.is_retryable() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One attempt: seal from chunk `from` on and upload each chunk.
+#[allow(clippy::too_many_arguments)]
+fn upload_pass<R: Read + Send>(
+    client: &BlobClient,
+    id: &BlobId,
+    key: &BlobKey,
+    layout: BlobLayout,
+    mut reader: R,
+    from: u64,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BlobSummary, TransferError> {
+    let len = layout.plain_len();
+    std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<SealedChunk>(UPLOAD_QUEUE);
+        let producer = s.spawn(move || -> Result<BlobSummary, TransferError> {
+            let mut sealer = BlobStreamSealer::new(key, *id).resume_from(from);
+            let mut buf = vec![0u8; CHUNK_LEN];
+            let result = (|| loop {
+                let n = read_full(&mut reader, &mut buf)
+                    .map_err(TransferError::io("cannot read a file to send"))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                if sealer.len() + n as u64 > len {
+                    return Err(TransferError::Changed);
+                }
+                for c in sealer.push(&buf[..n]).map_err(TransferError::Corrupt)? {
+                    tx.send(c).map_err(|_| TransferError::Cancelled)?;
+                }
+            })();
+            buf.zeroize();
+            result?;
+            if sealer.len() != len {
+                return Err(TransferError::Changed);
+            }
+            let (last, summary) = sealer.finish().map_err(TransferError::Corrupt)?;
+            if let Some(c) = last {
+                tx.send(c).map_err(|_| TransferError::Cancelled)?;
+            }
+            Ok(summary)
+        });
+        let mut failed = None;
+        for chunk in rx {
+            if cancel.is_cancelled() {
+                failed = Some(TransferError::Cancelled);
+                break;
+            }
+            let offset = layout.sealed_offset(chunk.index);
+            if let Err(e) = client.append(id, offset, &chunk.bytes) {
+                failed = Some(e);
+                break;
+            }
+            progress.add(layout.chunk_plain_len(chunk.index).unwrap_or(0) as u64);
+        }
+        // The receiver is gone: the producer's next send fails and it ends.
+        let produced = producer.join().unwrap_or(Err(TransferError::Cancelled));
+        match failed {
+            Some(e) => Err(e),
+            None => produced,
+        }
+    })
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
