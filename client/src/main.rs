@@ -274,7 +274,13 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
     let (clip, local) = clipmesh::clipboard::spawn_watcher(
         clipmesh::clipboard::ClipboardConfig {
             primary: device.config.sync.primary,
-            max_item_bytes: device.config.sync.max_item_bytes,
+            // Files are read by the transfer path, not the watcher; the
+            // watcher holds images in memory, so bound it by the image limit.
+            max_item_bytes: device
+                .config
+                .sync
+                .max_item_bytes
+                .min(device.config.sync.max_image_bytes),
         },
         cancel.child_token(),
     )
