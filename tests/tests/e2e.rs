@@ -26,3 +26,6 @@ mod sensitive;
 
 #[path = "e2e/display.rs"]
 mod display;
+
+#[path = "e2e/image.rs"]
+mod image_sync;

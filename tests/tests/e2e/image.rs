@@ -1,0 +1,131 @@
+//! Images sync between displays: a PNG arrives with identical pixels, and a
+//! source that offers only `image/bmp` arrives as `image/png` with the same
+//! pixels. Both are small (under the 64 KiB inline threshold); large images
+//! go through the relay's blob store and are tested with it.
+
+use crate::world::{unique, World, LOG};
+use anyhow::{bail, Context, Result};
+use clipmesh_tests::wait::{poll_until, STEP};
+use clipmesh_tests::xvfb::xclip_set;
+use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
+use std::io::{Cursor, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
+
+/// A noisy test image, different for each `seed`.
+fn sample(seed: u32) -> RgbaImage {
+    RgbaImage::from_fn(96, 64, |x, y| {
+        let v = (x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761);
+        Rgba([
+            (v >> 24) as u8,
+            (v >> 16) as u8,
+            (v >> 8) as u8,
+            255 - (x as u8),
+        ])
+    })
+}
+
+fn encode(img: &RgbaImage, f: ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    DynamicImage::ImageRgba8(img.clone())
+        .write_to(&mut Cursor::new(&mut out), f)
+        .unwrap();
+    out
+}
+
+/// Offers `bytes` as `target` on the CLIPBOARD of `display` with xclip.
+fn xclip_offer(display: &str, target: &str, bytes: &[u8]) -> Result<()> {
+    let mut child = Command::new("xclip")
+        .args(["-selection", "clipboard", "-t", target, "-i"])
+        .env("DISPLAY", display)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("xclip (run scripts/test, which installs it)")?;
+    child
+        .stdin
+        .take()
+        .context("xclip stdin")?
+        .write_all(bytes)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("xclip -i failed on {display}: {status}");
+    }
+    Ok(())
+}
+
+/// Reads `target` from the CLIPBOARD of `display`; `None` when refused.
+fn xclip_read(display: &str, target: &str) -> Result<Option<Vec<u8>>> {
+    let out = Command::new("xclip")
+        .args(["-selection", "clipboard", "-o", "-t", target])
+        .env("DISPLAY", display)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("xclip")?;
+    Ok(out.status.success().then_some(out.stdout))
+}
+
+/// Waits until `display` serves an `image/png` with exactly `want`'s pixels.
+fn wait_for_pixels(display: &str, want: &RgbaImage) -> Result<Vec<u8>> {
+    poll_until(
+        "the image on the other display",
+        STEP,
+        Duration::from_millis(100),
+        || {
+            let Some(png) = xclip_read(display, "image/png")? else {
+                return Ok(None);
+            };
+            let Ok(img) = image::load_from_memory_with_format(&png, ImageFormat::Png) else {
+                return Ok(None);
+            };
+            Ok((img.to_rgba8() == *want).then_some(png))
+        },
+    )
+}
+
+#[test]
+fn small_png_and_bmp_only_images_arrive_with_identical_pixels() {
+    let w = World::new(LOG).unwrap();
+    let a = w
+        .desk("alice-a", "alice", "alice pass phrase", true)
+        .unwrap();
+    let b = w
+        .desk("alice-b", "alice", "alice pass phrase", false)
+        .unwrap();
+    let frames_before = w.relay.metric(FRAMES).unwrap();
+
+    // A PNG copied on A is served on B byte for byte.
+    let img1 = sample(1);
+    let png1 = encode(&img1, ImageFormat::Png);
+    assert!(png1.len() < 64 * 1024, "{} bytes", png1.len());
+    xclip_offer(&a.display(), "image/png", &png1).unwrap();
+    let got = wait_for_pixels(&b.display(), &img1).unwrap();
+    assert_eq!(got, png1, "a PNG source is passed through unchanged");
+    // B offers TARGETS with image/png.
+    let targets = xclip_read(&b.display(), "TARGETS").unwrap().unwrap();
+    let targets = String::from_utf8_lossy(&targets);
+    assert!(targets.contains("image/png"), "{targets}");
+
+    // A source that offers only BMP (as some Windows-born apps under Wine
+    // do): B gets a PNG with the same pixels.
+    let img2 = sample(2);
+    let bmp = encode(&img2, ImageFormat::Bmp);
+    xclip_offer(&b.display(), "image/bmp", &bmp).unwrap();
+    let png2 = wait_for_pixels(&a.display(), &img2).unwrap();
+    assert!(png2.starts_with(b"\x89PNG"));
+
+    // No echoes: each applied image reads back on its display as what was
+    // applied. A text copied on A afterwards is a barrier (a daemon that
+    // re-published a received image would have done so before it), so the
+    // relay delivered exactly three frames: image 1, image 2, the text.
+    let mut b = b;
+    let text = unique("after the images");
+    xclip_set(&a.display(), &text).unwrap();
+    b.watcher.wait_for_text(&text, STEP).unwrap();
+    let frames = w.relay.metric(FRAMES).unwrap() - frames_before;
+    assert_eq!(frames, 3, "Deliver frames relayed");
+}
