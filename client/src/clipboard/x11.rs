@@ -417,7 +417,7 @@ impl X11Watcher {
         };
         let utf8_pending = answers[1];
         let fallback = targets.is_none();
-        let plan = match targets {
+        let (mut plan, names) = match targets {
             Some(bytes) => {
                 let names: Vec<&'static str> = bytes
                     .chunks_exact(4)
@@ -444,12 +444,33 @@ impl X11Watcher {
                     tracing::debug!("skipped a clipboard item marked sensitive");
                     return Ok(None);
                 }
-                ReadPlan::from_targets(&names)
+                (ReadPlan::from_targets(&names), names)
             }
             // Owners that cannot list their targets: plain text only.
-            None => ReadPlan::fallback(),
+            None => (ReadPlan::fallback(), Vec::new()),
         };
-        if let Some(target) = plan.files.or(plan.image) {
+        if let Some(target) = plan.files {
+            let bytes = match self.atom_of(target) {
+                Some(a) => self.read(sel, a)?,
+                None => None,
+            };
+            let paths = bytes.map(|b| parse_files(target, &b)).unwrap_or_default();
+            if !paths.is_empty() {
+                if utf8_pending {
+                    self.discard(self.atoms.text)?;
+                }
+                return Ok(Some(Item::Files(paths)));
+            }
+            // No local files in the list (only web links, say): read the
+            // item as if no file list were offered.
+            let others: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| !FILE_TARGETS.contains(n))
+                .collect();
+            plan = ReadPlan::from_targets(&others);
+        }
+        if let Some(target) = plan.image {
             if utf8_pending {
                 self.discard(self.atoms.text)?;
             }
@@ -459,10 +480,6 @@ impl X11Watcher {
             }) else {
                 return Ok(None);
             };
-            if plan.files.is_some() {
-                let paths = parse_files(target, &bytes);
-                return Ok((!paths.is_empty()).then_some(Item::Files(paths)));
-            }
             return match to_png_content(target, bytes) {
                 Ok(c) => Ok(Some(Item::Content(c))),
                 Err(e) => {
