@@ -1,0 +1,543 @@
+//! Large items against a real in-process relay with its blob store: upload
+//! and download through the transfer drivers, crafted chunks (reordered,
+//! truncated, tampered, wrong key) rejected, expired and over-quota blobs
+//! with clear errors, and a daemon receiving a crafted peer's file list with
+//! hostile names into its download folder only.
+
+use crate::support::*;
+use clipmesh::daemon::{now_ms, run_daemon, seal_clip, ClipboardSink};
+use clipmesh::link::{self, LinkConfig, LinkEvent};
+use clipmesh::transfer::{
+    download_blob, download_to_vec, upload_bytes, BlobClient, Progress, TransferError,
+};
+use clipmesh::{Config, Device};
+use clipmesh_proto::blob::{BlobId, BlobKey, BlobLayout, BlobSealer, CHUNK_LEN};
+use clipmesh_proto::content::{FileBody, FileEntry};
+use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
+use clipmesh_relay::{Relay, RelayHandle, SignupPolicy};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+struct BlobRelay {
+    handle: RelayHandle,
+    _data: TempDir,
+    url: String,
+}
+
+async fn relay_with(tune: impl FnOnce(&mut clipmesh_relay::Config)) -> BlobRelay {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = relay_config(
+        data.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        SignupPolicy::Open,
+    );
+    tune(&mut cfg);
+    let handle = Relay::bind(cfg).await.unwrap();
+    let url = handle.url();
+    BlobRelay {
+        handle,
+        _data: data,
+        url,
+    }
+}
+
+async fn signed_up(url: &str, user: &str, name: &str, login: bool) -> TempDir {
+    let dir = device_dir();
+    let out = auth(
+        if login { "login" } else { "signup" },
+        dir.path(),
+        url,
+        user,
+        PASSWORD,
+        name,
+    )
+    .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    dir
+}
+
+fn blob_client(dir: &Path) -> BlobClient {
+    let d = Device::load(dir).unwrap();
+    BlobClient::new(&d.account.server, &d.secrets.token, &d.roots().unwrap())
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    for (i, b) in v.iter_mut().enumerate() {
+        *b = (i as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(17) as u8
+            ^ rand::random::<u8>();
+    }
+    v
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Runs a blocking transfer call off the runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(STEP, tokio::task::spawn_blocking(f))
+        .await
+        .expect("transfer timed out")
+        .unwrap()
+}
+
+/// Uploads crafted sealed chunks as they are, declaring their total length.
+fn upload_raw(client: &BlobClient, id: &BlobId, chunks: &[Vec<u8>]) {
+    let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    client.create(id, total).unwrap();
+    let mut off = 0;
+    for c in chunks {
+        off = client.append(id, off, c).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_roundtrip_and_crafted_chunks_are_rejected() {
+    let relay = relay_with(|_| {}).await;
+    let a = signed_up(&relay.url, "ann", "a", false).await;
+    let client = blob_client(a.path());
+    let cancel = CancellationToken::new();
+
+    // A real upload and download: 3 chunks, the last one short.
+    let data = random_bytes(2 * CHUNK_LEN + 12_345);
+    let (c, d, k) = (client.clone(), data.clone(), cancel.clone());
+    let r = blocking(move || upload_bytes(&c, &d, &Progress::detached(0), &k).unwrap()).await;
+    assert_eq!((r.len, r.sha256), (data.len() as u64, sha(&data)));
+    let (c, r2, k) = (client.clone(), r.clone(), cancel.clone());
+    let back = blocking(move || {
+        download_to_vec(
+            &c,
+            &r2.id,
+            &r2.key,
+            r2.len,
+            r2.sha256,
+            u64::MAX,
+            &Progress::detached(0),
+            &k,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(back == data, "downloaded bytes differ");
+
+    // Crafted blobs of the same 3-chunk plaintext.
+    let key = BlobKey::generate();
+    let layout = BlobLayout::new(data.len() as u64).unwrap();
+    let seal = |id: BlobId, key: &BlobKey| -> Vec<Vec<u8>> {
+        let s = BlobSealer::new(key, id);
+        (0..layout.chunk_count())
+            .map(|i| {
+                let start = layout.plain_offset(i) as usize;
+                let end = start + layout.chunk_plain_len(i).unwrap();
+                s.seal_chunk(i, &data[start..end], layout.is_last(i))
+                    .unwrap()
+            })
+            .collect()
+    };
+    let try_get = |id: BlobId, key: BlobKey| {
+        let c = client.clone();
+        let k = cancel.clone();
+        let (len, digest) = (data.len() as u64, sha(&data));
+        async move {
+            blocking(move || {
+                download_blob(
+                    &c,
+                    &id,
+                    &key,
+                    len,
+                    digest,
+                    &mut Vec::new(),
+                    &Progress::detached(0),
+                    &k,
+                )
+            })
+            .await
+        }
+    };
+    let corrupt = |r: Result<(), TransferError>| match r {
+        Err(TransferError::Corrupt(e)) => e,
+        other => panic!("expected a verification failure, got {other:?}"),
+    };
+
+    // Reordered: chunks 0 and 1 swapped (same lengths, so the relay takes it).
+    let id = BlobId::generate();
+    let mut chunks = seal(id, &key);
+    chunks.swap(0, 1);
+    upload_raw(&client, &id, &chunks);
+    let e = corrupt(try_get(id, key.clone()).await);
+    assert_eq!(e, clipmesh_proto::blob::BlobError::Open);
+
+    // Truncated: only the two full chunks are on the relay.
+    let id = BlobId::generate();
+    let chunks = seal(id, &key);
+    upload_raw(&client, &id, &chunks[..2]);
+    let e = corrupt(try_get(id, key.clone()).await);
+    assert_eq!(e, clipmesh_proto::blob::BlobError::Truncated);
+
+    // Tampered: one ciphertext bit flipped in the last chunk.
+    let id = BlobId::generate();
+    let mut chunks = seal(id, &key);
+    chunks[2][100] ^= 1;
+    upload_raw(&client, &id, &chunks);
+    let e = corrupt(try_get(id, key.clone()).await);
+    assert_eq!(e, clipmesh_proto::blob::BlobError::Open);
+
+    // Swapped in from another blob (a chunk sealed under another id).
+    let id = BlobId::generate();
+    let other = seal(BlobId::generate(), &key);
+    let mut chunks = seal(id, &key);
+    chunks[1] = other[1].clone();
+    upload_raw(&client, &id, &chunks);
+    let e = corrupt(try_get(id, key.clone()).await);
+    assert_eq!(e, clipmesh_proto::blob::BlobError::Open);
+
+    // Wrong key for an intact blob.
+    let e = corrupt(try_get(r.id, BlobKey::generate()).await);
+    assert_eq!(e, clipmesh_proto::blob::BlobError::Open);
+
+    relay.handle.shutdown();
+    relay.handle.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_over_quota_blobs_get_clear_errors() {
+    let relay = relay_with(|c| {
+        c.limits.blob_quota_bytes = 3 << 20;
+        c.limits.blob_ttl_secs = 3;
+    })
+    .await;
+    let a = signed_up(&relay.url, "ann", "a", false).await;
+    let client = blob_client(a.path());
+    let cancel = CancellationToken::new();
+
+    // Over quota: 4 MiB declared against a 3 MiB quota.
+    let (c, k) = (client.clone(), cancel.clone());
+    let err = blocking(move || {
+        upload_bytes(&c, &random_bytes(4 << 20), &Progress::detached(0), &k).unwrap_err()
+    })
+    .await;
+    assert!(matches!(err, TransferError::QuotaExceeded), "{err:?}");
+    assert!(err.to_string().contains("quota exceeded"), "{err}");
+    assert!(!err.to_string().contains('\n'));
+
+    // Expired: fine right after upload, 410 once the 3 s TTL has passed.
+    let data = random_bytes(100_000);
+    let (c, d, k) = (client.clone(), data.clone(), cancel.clone());
+    let r = blocking(move || upload_bytes(&c, &d, &Progress::detached(0), &k).unwrap()).await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    let err = loop {
+        let (c, r2, k) = (client.clone(), r.clone(), cancel.clone());
+        let got = blocking(move || {
+            download_to_vec(
+                &c,
+                &r2.id,
+                &r2.key,
+                r2.len,
+                r2.sha256,
+                u64::MAX,
+                &Progress::detached(0),
+                &k,
+            )
+        })
+        .await;
+        match got {
+            Ok(back) => assert!(back == data),
+            Err(e) => break e,
+        }
+        assert!(tokio::time::Instant::now() < deadline, "blob never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(matches!(err, TransferError::Expired), "{err:?}");
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    relay.handle.shutdown();
+    relay.handle.wait().await;
+}
+
+/// Records applied items and file lists.
+#[derive(Clone)]
+struct Recorder {
+    files: mpsc::UnboundedSender<Vec<PathBuf>>,
+}
+
+impl ClipboardSink for Recorder {
+    fn apply(&self, _content: ClipContent) -> impl Future<Output = Result<(), String>> {
+        async { Ok(()) }
+    }
+
+    fn apply_files(&self, paths: Vec<PathBuf>) -> impl Future<Output = Result<(), String>> {
+        let r = self.files.send(paths).map_err(|_| "gone".to_string());
+        async move { r }
+    }
+}
+
+/// A crafted peer: a raw link that publishes whatever envelope it is given.
+struct Peer {
+    device: Device,
+    link: link::LinkHandle,
+    seq: u64,
+    cancel: CancellationToken,
+}
+
+impl Peer {
+    async fn connect(dir: &Path) -> Self {
+        let device = Device::load(dir).unwrap();
+        let (handle, commands) = link::channel();
+        let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);
+        let cancel = CancellationToken::new();
+        let cfg = LinkConfig {
+            server: device.account.server.clone(),
+            token: device.secrets.token.clone(),
+            last_seen: u64::MAX,
+            seed: 1,
+            roots: device.roots().unwrap(),
+        };
+        tokio::spawn(link::run(cfg, commands, etx, cancel.clone()));
+        tokio::time::timeout(STEP, async {
+            while let Some(ev) = erx.recv().await {
+                if matches!(ev, LinkEvent::Connected { .. }) {
+                    break;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        // Keep draining events so the link never blocks on them.
+        tokio::spawn(async move { while erx.recv().await.is_some() {} });
+        Self {
+            device,
+            link: handle,
+            seq: 1000,
+            cancel,
+        }
+    }
+
+    async fn publish(&mut self, content: ClipContent) {
+        self.seq += 1;
+        let key = self.device.secrets.data_key.clip_key();
+        let env = seal_clip(
+            &key,
+            DeviceId(self.device.account.device_id),
+            self.seq,
+            &ClipItem {
+                timestamp_ms: now_ms(),
+                content,
+            },
+        );
+        let ack = self.link.publish(env).await.unwrap();
+        tokio::time::timeout(STEP, ack)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn inline(name: &str, data: &[u8]) -> FileEntry {
+    FileEntry {
+        name: name.into(),
+        size: data.len() as u64,
+        body: FileBody::Inline(data.to_vec()),
+    }
+}
+
+/// Every regular file below `dir`, relative, with its contents.
+fn files_below(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ty = e.file_type().unwrap();
+            assert!(!ty.is_symlink(), "a symlink was created");
+            if ty.is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_keeps_hostile_names_inside_its_download_folder() {
+    let relay = relay_with(|_| {}).await;
+    let a = signed_up(&relay.url, "ann", "peer", false).await;
+    let b = signed_up(&relay.url, "ann", "b", true).await;
+    let sandbox = tempfile::tempdir().unwrap();
+    let dl = sandbox.path().join("downloads");
+    let mut cfg = Config::load(b.path()).unwrap();
+    cfg.sync.files = true;
+    cfg.sync.download_dir = Some(dl.clone());
+    cfg.save(b.path()).unwrap();
+
+    let (ftx, mut frx) = mpsc::unbounded_channel();
+    let (_ltx, lrx) = mpsc::channel(4);
+    let cancel = CancellationToken::new();
+    let device = Device::load(b.path()).unwrap();
+    let bdir = b.path().to_path_buf();
+    let c = cancel.clone();
+    let daemon =
+        tokio::spawn(
+            async move { run_daemon(&bdir, device, Recorder { files: ftx }, lrx, c).await },
+        );
+
+    let mut peer = Peer::connect(a.path()).await;
+    // Wait until B is online: the relay only delivers to connected devices.
+    tokio::time::timeout(STEP, async {
+        loop {
+            let st = clipmesh::control::request(b.path(), &clipmesh::control::Request::Status)
+                .await
+                .ok()
+                .and_then(|r| r.status);
+            if st.is_some_and(|s| s.connected && s.online.len() == 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // A large body through the blob store under a hostile name.
+    let big = random_bytes(CHUNK_LEN + 77);
+    let client = blob_client(a.path());
+    let (c, d) = (client.clone(), big.clone());
+    let r = blocking(move || {
+        upload_bytes(&c, &d, &Progress::detached(0), &CancellationToken::new()).unwrap()
+    })
+    .await;
+    let hostile = [
+        "../../etc/passwd",
+        "/abs",
+        "C:\\x",
+        "CON",
+        "a/../../b",
+        "ctl\u{0}\u{1b}[31m\n.txt",
+        "..\\..\\win.ini",
+        "dup",
+        "dup",
+    ];
+    let mut entries: Vec<FileEntry> = hostile.iter().map(|n| inline(n, n.as_bytes())).collect();
+    entries.push(FileEntry {
+        name: "../../../../big.bin".into(),
+        size: big.len() as u64,
+        body: FileBody::Blob {
+            id: r.id,
+            sha256: r.sha256,
+            key: r.key.clone(),
+        },
+    });
+    peer.publish(ClipContent::Files(entries)).await;
+
+    let paths = tokio::time::timeout(STEP, frx.recv())
+        .await
+        .expect("no file list applied in time")
+        .unwrap();
+    let dl_canon = dl.canonicalize().unwrap();
+    for p in &paths {
+        assert!(p.canonicalize().unwrap().starts_with(&dl_canon), "{p:?}");
+    }
+    // Only the download folder was created in the sandbox.
+    let top: Vec<_> = std::fs::read_dir(sandbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(top, ["downloads"]);
+    let folders: Vec<_> = std::fs::read_dir(&dl)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 1, "one fresh folder per transfer");
+    let got = files_below(&folders[0]);
+    let mut want: Vec<(String, Vec<u8>)> = vec![
+        ("etc/passwd".into(), hostile[0].into()),
+        ("abs".into(), hostile[1].into()),
+        ("C_/x".into(), hostile[2].into()),
+        ("_CON".into(), hostile[3].into()),
+        ("a/b".into(), hostile[4].into()),
+        ("ctl__[31m_.txt".into(), hostile[5].into()),
+        ("win.ini".into(), hostile[6].into()),
+        ("dup".into(), hostile[7].into()),
+        ("dup (1)".into(), hostile[8].into()),
+        ("big.bin".into(), big.clone()),
+    ];
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    for ((gn, gd), (wn, wd)) in got.iter().zip(&want) {
+        assert_eq!(gn, wn);
+        assert!(gd == wd, "contents of {gn} differ");
+    }
+
+    // A tampered blob: verification fails, nothing is left behind, status
+    // says why in one line.
+    let id = BlobId::generate();
+    let key = BlobKey::generate();
+    let mut sealed = BlobSealer::new(&key, id)
+        .seal_chunk(0, &big[..CHUNK_LEN], false)
+        .unwrap();
+    sealed[50] ^= 0x40;
+    let last = BlobSealer::new(&key, id)
+        .seal_chunk(1, &big[CHUNK_LEN..], true)
+        .unwrap();
+    let c = client.clone();
+    blocking(move || upload_raw(&c, &id, &[sealed, last])).await;
+    peer.publish(ClipContent::Files(vec![FileEntry {
+        name: "evil.bin".into(),
+        size: big.len() as u64,
+        body: FileBody::Blob {
+            id,
+            sha256: sha(&big),
+            key,
+        },
+    }]))
+    .await;
+    let msg = tokio::time::timeout(STEP, async {
+        loop {
+            let st = clipmesh::control::request(b.path(), &clipmesh::control::Request::Status)
+                .await
+                .unwrap()
+                .status
+                .unwrap();
+            if let Some(e) = st.last_error.filter(|e| e.contains("verification")) {
+                break e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no verification error in status");
+    assert!(!msg.contains("evil") && !msg.contains('\n'), "{msg}");
+    assert_eq!(
+        std::fs::read_dir(&dl).unwrap().count(),
+        1,
+        "the failed transfer's folder was removed"
+    );
+    assert!(frx.try_recv().is_err(), "a failed transfer was applied");
+
+    cancel.cancel();
+    peer.cancel.cancel();
+    tokio::time::timeout(STEP, daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    relay.handle.shutdown();
+    relay.handle.wait().await;
+}
