@@ -269,8 +269,9 @@ struct Recorder {
 }
 
 impl ClipboardSink for Recorder {
-    fn apply(&self, _content: ClipContent) -> impl Future<Output = Result<(), String>> {
-        async { Ok(()) }
+    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>> {
+        let r = Err(format!("unexpected {}", content.kind_name()));
+        async move { r }
     }
 
     fn apply_files(&self, paths: Vec<PathBuf>) -> impl Future<Output = Result<(), String>> {
