@@ -38,6 +38,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Install the signal handlers before anything can observe the relay, so
+    // a SIGTERM right after the "listening" line is never fatal.
+    let mut stop = Signals::install().context("installing signal handlers")?;
     let relay = Relay::bind(config).await.context("starting the relay")?;
     // Tests and scripts parse this exact line (on stdout and stderr).
     let line = format!("clipmesh-relay listening on {}", relay.url());
@@ -46,7 +49,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     eprintln!("{line}");
     let token = relay.shutdown_token();
     tokio::select! {
-        () = signal() => {
+        () = stop.recv() => {
             tracing::info!("shutting down: closing sockets with 1012");
             relay.shutdown();
         }
@@ -56,26 +59,38 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn signal() {
-    let ctrl_c = async {
+/// SIGTERM and Ctrl-C (SIGINT), registered when created.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the first SIGTERM or Ctrl-C.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

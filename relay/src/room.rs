@@ -1,17 +1,21 @@
 //! One actor per user room, Durable-Objects style.
 //!
 //! The actor task owns a [`RoomState`] with no locks and reads one inbox,
-//! [`RoomMsg`], from a bounded channel ([`ROOM_INBOX_DEPTH`]). It loads the
-//! room's sequence number and newest clip from the store when it starts,
-//! writes the newest clip back behind the fan-out (at most one write in
-//! flight; later clips coalesce into the next write), and after
-//! `room.evict_idle_s` without a message hands its members back to the
+//! [`RoomMsg`], from a bounded channel ([`ROOM_INBOX_DEPTH`]) behind a
+//! [`RoomHandle`]. It loads the room's sequence number and newest clip from
+//! the store when it starts. It writes the newest clip back behind the
+//! fan-out, at most once per [`PERSIST_DELAY`] (later clips replace earlier
+//! unwritten ones), and reserves sequence numbers in the store
+//! [`SEQ_RESERVE`] at a time, so a crash can never make a room hand out a
+//! number a device has already seen. After `room.evict_idle_s` without a
+//! message it writes what is pending, hands its members back to the
 //! [`crate::Registry`] and exits. Sockets stay open while it is gone; the
 //! next message brings it back (see `registry.rs`).
 //!
 //! The drive loop, as an invariant: *every* input goes through the inbox,
 //! every output goes through a member's [`Port`], and the only `.await`s are
-//! the inbox, the single in-flight store write and the eviction timer.
+//! the inbox, store writes (one clip write in flight, and a sequence
+//! reservation once per [`SEQ_RESERVE`] publishes), and timers.
 
 pub mod state;
 
@@ -145,6 +149,71 @@ fn persist(store: &Store, user: UserId, clip: Clip) -> PersistFut {
 }
 
 /// Runs one room until it is evicted, terminated or the server shuts down.
+/// The actor's persistence state: the newest clip is written behind the
+/// fan-out, at most once per [`PERSIST_DELAY`], and sequence numbers are
+/// reserved in the store ahead of use.
+struct Persistence {
+    user: UserId,
+    store: Store,
+    /// The write in progress.
+    in_flight: Option<PersistFut>,
+    /// The newest clip not yet written.
+    dirty: Option<Clip>,
+    /// Sequence numbers up to here are reserved in the store.
+    reserved: u64,
+}
+
+impl Persistence {
+    /// Before assigning `next`, makes sure a crash cannot make the counter
+    /// go back below it: reserves [`SEQ_RESERVE`] numbers in the store.
+    async fn reserve(&mut self, next: u64) {
+        if next <= self.reserved {
+            return;
+        }
+        let floor = next.saturating_add(SEQ_RESERVE);
+        let user = self.user;
+        match self
+            .store
+            .call(move |db| db.set_seq_floor(user, floor))
+            .await
+        {
+            Ok(()) => self.reserved = floor,
+            Err(e) => tracing::warn!(error = %e, "reserving sequence numbers failed"),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.is_none() && self.dirty.is_none()
+    }
+
+    /// At exit: finish writing, then release the reservation so the next
+    /// start resumes exactly at `seq`.
+    async fn finish(&mut self, seq: u64, terminated: bool) {
+        if let Some(f) = self.in_flight.take() {
+            f.await;
+        }
+        if terminated {
+            return;
+        }
+        if let Some(c) = self.dirty.take() {
+            persist(&self.store, self.user, c).await;
+        }
+        let user = self.user;
+        if let Err(e) = self.store.call(move |db| db.set_seq_floor(user, seq)).await {
+            tracing::warn!(error = %e, "saving the sequence number failed");
+        }
+    }
+}
+
+/// How long the newest clip may wait before it is written to the store. A
+/// crash loses at most this much of "newest clip" history (the clips were
+/// already delivered to online devices); eviction and shutdown write first.
+pub const PERSIST_DELAY: Duration = Duration::from_millis(500);
+/// Sequence numbers reserved in the store at a time, so that after a crash a
+/// room never reuses a number a device has already seen.
+pub const SEQ_RESERVE: u64 = 1000;
+
+/// Runs one room until it is evicted, terminated or the server shuts down.
 pub(crate) async fn run(
     user: UserId,
     mut rx: mpsc::Receiver<RoomMsg>,
@@ -155,10 +224,13 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("room", %user);
     async move {
         ctx.metrics.rooms_active.fetch_add(1, Ordering::Relaxed);
-        let loaded = ctx.store.call(move |db| db.load_room(user)).await;
+        let loaded = ctx
+            .store
+            .call(move |db| Ok((db.load_room(user)?, db.seq_floor(user)?)))
+            .await;
         let (seq, newest) = match loaded {
-            Ok(Some(r)) => (
-                r.seq,
+            Ok((Some(r), floor)) => (
+                r.seq.max(floor),
                 Some(Clip {
                     seq: r.seq,
                     from: r.from,
@@ -166,7 +238,7 @@ pub(crate) async fn run(
                     stored_at: r.stored_at,
                 }),
             ),
-            Ok(None) => (0, None),
+            Ok((None, floor)) => (floor, None),
             Err(e) => {
                 tracing::warn!(error = %e, "loading room state failed");
                 (0, None)
@@ -174,27 +246,39 @@ pub(crate) async fn run(
         };
         tracing::debug!(seq, members = members.len(), "room started");
         let mut state = RoomState::new(user, ctx.limits, seq, newest, members);
-        let mut in_flight: Option<PersistFut> = None;
-        let mut dirty: Option<Clip> = None;
+        let mut p = Persistence {
+            user,
+            store: ctx.store.clone(),
+            in_flight: None,
+            dirty: None,
+            reserved: seq,
+        };
         let idle = tokio::time::sleep(ctx.evict_after);
         tokio::pin!(idle);
+        let flush = tokio::time::sleep(PERSIST_DELAY);
+        tokio::pin!(flush);
+        let mut flush_armed = false;
         let mut terminated = false;
         loop {
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => break,
-                () = async { if let Some(f) = in_flight.as_mut() { f.await } }, if in_flight.is_some() => {
-                    in_flight = dirty.take().map(|c| persist(&ctx.store, user, c));
+                () = async { if let Some(f) = p.in_flight.as_mut() { f.await } }, if p.in_flight.is_some() => {
+                    p.in_flight = None;
+                }
+                () = &mut flush, if flush_armed && p.in_flight.is_none() => {
+                    flush_armed = false;
+                    p.in_flight = p.dirty.take().map(|c| persist(&ctx.store, user, c));
                 }
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
-                    if handle(&mut state, msg, &ctx, &mut in_flight, &mut dirty) {
+                    if apply(&mut state, msg, &ctx, &mut p).await {
                         terminated = true;
                         break;
                     }
                     idle.as_mut().reset(tokio::time::Instant::now() + ctx.evict_after);
                 }
-                () = &mut idle, if in_flight.is_none() && dirty.is_none() => {
+                () = &mut idle, if p.idle() => {
                     match registry.hibernate(user, &mut rx, &mut state) {
                         Ok(()) => {
                             Metrics::add(&ctx.metrics.rooms_evicted, 1);
@@ -203,7 +287,7 @@ pub(crate) async fn run(
                         }
                         Err(leftovers) => {
                             for msg in leftovers {
-                                if handle(&mut state, msg, &ctx, &mut in_flight, &mut dirty) {
+                                if apply(&mut state, msg, &ctx, &mut p).await {
                                     terminated = true;
                                     break;
                                 }
@@ -216,15 +300,13 @@ pub(crate) async fn run(
                     }
                 }
             }
+            if p.dirty.is_some() && !flush_armed {
+                flush.as_mut().reset(tokio::time::Instant::now() + PERSIST_DELAY);
+                flush_armed = true;
+            }
         }
-        // Leave the store consistent: finish the write in flight, then the
-        // newest pending one.
-        if let Some(f) = in_flight.take() {
-            f.await;
-        }
-        if let (Some(c), false) = (dirty.take(), terminated) {
-            persist(&ctx.store, user, c).await;
-        }
+        // Leave the store consistent.
+        p.finish(state.seq(), terminated).await;
         ctx.metrics.rooms_active.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("room stopped");
     }
@@ -232,12 +314,26 @@ pub(crate) async fn run(
     .await;
 }
 
-/// Applies one message. Returns true when the room must exit (terminated).
+/// Applies one message, reserving sequence numbers first for a publish.
+/// Returns true when the room must exit (terminated).
+async fn apply(
+    state: &mut RoomState<ConnPort>,
+    msg: RoomMsg,
+    ctx: &RoomCtx,
+    p: &mut Persistence,
+) -> bool {
+    if matches!(msg, RoomMsg::Publish { .. }) {
+        p.reserve(state.seq() + 1).await;
+    }
+    handle(state, msg, ctx, &mut p.dirty)
+}
+
+/// Applies one message to the state. Returns true when the room must exit
+/// (terminated).
 fn handle(
     state: &mut RoomState<ConnPort>,
     msg: RoomMsg,
     ctx: &RoomCtx,
-    in_flight: &mut Option<PersistFut>,
     dirty: &mut Option<Clip>,
 ) -> bool {
     let now = crate::store::unix_now();
@@ -257,11 +353,7 @@ fn handle(
             Metrics::add(&ctx.metrics.bytes_relayed, out.bytes);
             if let Some(clip) = out.persist {
                 tracing::trace!(seq = clip.seq, delivered = out.delivered, "published");
-                if in_flight.is_none() {
-                    *in_flight = Some(persist(&ctx.store, state.user(), clip));
-                } else {
-                    *dirty = Some(clip);
-                }
+                *dirty = Some(clip);
             }
         }
         RoomMsg::Signal {

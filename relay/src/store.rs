@@ -549,6 +549,30 @@ impl Db {
             .optional()?)
     }
 
+    /// The room's sequence floor: its counter resumes at least here.
+    pub fn seq_floor(&self, user: UserId) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq_floor FROM room_state WHERE user_id = ?1",
+                params![sql_id(user.0)],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, id))
+    }
+
+    /// Sets the room's sequence floor. Ignored if the user no longer exists.
+    pub fn set_seq_floor(&self, user: UserId, floor: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO room_state (user_id, seq, from_device, envelope, stored_at, seq_floor) \
+             SELECT ?1, 0, 0, NULL, 0, ?2 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
+             ON CONFLICT(user_id) DO UPDATE SET seq_floor = excluded.seq_floor",
+            params![sql_id(user.0), sql_id(floor)],
+        )?;
+        Ok(())
+    }
+
     /// Stores the room's newest clip (replacing the previous one). Ignored
     /// if the user no longer exists.
     pub fn save_room(&self, user: UserId, rec: &RoomRecord) -> Result<(), StoreError> {
@@ -732,6 +756,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(db.load_room(user).unwrap().unwrap().seq, 3);
+        assert_eq!(db.seq_floor(user).unwrap(), 0);
+        db.set_seq_floor(user, 1003).unwrap();
+        assert_eq!(db.seq_floor(user).unwrap(), 1003);
+        // Saving a clip keeps the floor.
+        db.save_room(
+            user,
+            &RoomRecord {
+                seq: 4,
+                from: d1,
+                envelope: Some(vec![9]),
+                stored_at: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!(db.seq_floor(user).unwrap(), 1003);
         assert_eq!(db.expire_clips(11).unwrap(), 1);
         assert!(db.load_room(user).unwrap().unwrap().envelope.is_none());
         assert!(db.delete_user(user).unwrap());

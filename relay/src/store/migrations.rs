@@ -59,4 +59,9 @@ CREATE TABLE blobs (
 ) WITHOUT ROWID;
 CREATE INDEX blobs_expires ON blobs(expires_at);
 "#,
+    // 3: the floor a room's sequence counter resumes from after a crash
+    // (numbers reserved ahead of use; see room.rs).
+    r#"
+ALTER TABLE room_state ADD COLUMN seq_floor INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

@@ -267,7 +267,11 @@ async fn trace_logs_and_disk_hold_no_secrets() {
     // On disk: tokens and auth keys never (the envelope is stored, sealed in
     // real use; this test's envelope is a plain marker, so it is not checked).
     for entry in std::fs::read_dir(&data).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(path).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         for secret in [
             ann.login.token.as_str(),
@@ -279,4 +283,88 @@ async fn trace_logs_and_disk_hold_no_secrets() {
         let raw_key = hex::decode(&ann.auth_key).unwrap();
         assert!(!bytes.windows(32).any(|w| w == raw_key.as_slice()));
     }
+}
+
+/// After a crash (SIGKILL: nothing flushed), a room never hands out a
+/// sequence number a device may already have seen.
+#[tokio::test]
+async fn sequence_numbers_survive_a_crash() {
+    use clipmesh_proto::Frame;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |data: &std::path::Path| {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--signup", "open", "--data-dir"])
+            .arg(data)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("clipmesh-relay listening on ")
+            .unwrap()
+            .to_owned();
+        (child, url)
+    };
+    let wait_exit = |child: &mut std::process::Child| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "relay did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let (mut child, url) = start(dir.path());
+    let relay = TestRelay {
+        handle: None,
+        url,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let ann = signup(&relay, "ann").await;
+    let mut d = connect_dev(&relay, &ann.login.token, 0).await;
+    let mut last = 0;
+    for id in 1..=3 {
+        send(
+            &mut d.ws,
+            &Frame::Publish {
+                id,
+                envelope: vec![1],
+            },
+        )
+        .await;
+        match next_non_presence(&mut d.ws).await {
+            Frame::Ack { seq, .. } => last = seq,
+            other => panic!("expected Ack, got {other:?}"),
+        }
+    }
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_exit(&mut child);
+
+    let (mut child, url) = start(dir.path());
+    let relay = TestRelay { url, ..relay };
+    let mut d = connect_dev(&relay, &ann.login.token, last).await;
+    send(
+        &mut d.ws,
+        &Frame::Publish {
+            id: 9,
+            envelope: vec![2],
+        },
+    )
+    .await;
+    match next_non_presence(&mut d.ws).await {
+        Frame::Ack { seq, .. } => assert!(seq > last, "seq {seq} reused after crash (last {last})"),
+        other => panic!("expected Ack, got {other:?}"),
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_exit(&mut child);
 }
