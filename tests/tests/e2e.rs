@@ -29,3 +29,6 @@ mod display;
 
 #[path = "e2e/image.rs"]
 mod image_sync;
+
+#[path = "e2e/file_list.rs"]
+mod file_list;
