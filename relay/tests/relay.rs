@@ -7,6 +7,12 @@ mod common;
 
 #[path = "relay/accounts.rs"]
 mod accounts;
+// Shared with tests/blob_memory.rs, which uses the streaming helpers.
+#[allow(dead_code)]
+#[path = "relay/blob_client.rs"]
+mod blob_client;
+#[path = "relay/blobs.rs"]
+mod blobs;
 #[path = "relay/cli.rs"]
 mod cli;
 #[path = "relay/lifecycle.rs"]

@@ -224,7 +224,10 @@ async fn patch(
     };
     let allowed = room.min(per_patch);
     let declared = header_u64(&headers, &header::CONTENT_LENGTH)?;
-    if declared.is_some_and(|n| n > allowed) {
+    if let Some(n) = declared.filter(|n| *n > allowed) {
+        if n <= upload::DRAIN_MAX {
+            upload::drain(&mut body.into_data_stream()).await;
+        }
         return Ok(with_offset(over(declared), offset));
     }
     let path = s.blobs.path(user, &blob);

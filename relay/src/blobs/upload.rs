@@ -5,7 +5,7 @@
 //! back-pressure) instead of growing a queue.
 
 use super::{blocking, BlobError, UploadLock, WRITE_BUF};
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use futures_util::StreamExt;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -74,6 +74,7 @@ pub(crate) async fn write_body(
         }
     };
     if end == End::Overflow {
+        drain(&mut stream).await;
         let l = lock.clone();
         blocking(move || {
             let _l = l;
@@ -91,6 +92,22 @@ pub(crate) async fn write_body(
     })
     .await??;
     Ok(Written { bytes, end })
+}
+
+/// Bytes of a refused body read and dropped before answering, so a client
+/// still sending can finish and read the 413 instead of a broken pipe.
+/// Beyond it the connection is just closed.
+pub(crate) const DRAIN_MAX: u64 = 4 << 20;
+
+/// Reads and drops up to [`DRAIN_MAX`] more bytes of a refused body.
+pub(crate) async fn drain(stream: &mut BodyDataStream) {
+    let mut left = DRAIN_MAX;
+    while let Some(Ok(data)) = stream.next().await {
+        match left.checked_sub(data.len() as u64) {
+            Some(l) => left = l,
+            None => return,
+        }
+    }
 }
 
 fn open_at(path: &std::path::Path, start: u64, lock: Arc<UploadLock>) -> std::io::Result<File> {

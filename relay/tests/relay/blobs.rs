@@ -1,0 +1,391 @@
+//! The blob store over HTTP: create, resumable upload, download with
+//! ranges, limits, expiry, privacy, deletion.
+
+use super::blob_client::*;
+use super::common::*;
+use clipmesh_proto::{BlobId, BlobKey, BlobLayout, BlobOpener, BlobStreamSealer};
+use clipmesh_relay::store::unix_now;
+
+/// Seals `plain` as a real blob; returns id, key, sealed bytes and SHA-256.
+fn sealed_blob(plain: &[u8]) -> (BlobId, BlobKey, Vec<u8>, [u8; 32]) {
+    let (id, key) = (BlobId::generate(), BlobKey::generate());
+    let mut s = BlobStreamSealer::new(&key, id);
+    let mut out = Vec::new();
+    for c in s.push(plain).unwrap() {
+        out.extend_from_slice(&c.bytes);
+    }
+    let (last, summary) = s.finish().unwrap();
+    if let Some(c) = last {
+        out.extend_from_slice(&c.bytes);
+    }
+    (id, key, out, summary.sha256)
+}
+
+fn blob_file(relay: &TestRelay, user: u64, id: &str) -> std::path::PathBuf {
+    relay
+        .dir
+        .path()
+        .join("blobs")
+        .join(user.to_string())
+        .join(id)
+}
+
+#[tokio::test]
+async fn upload_in_pieces_then_download_whole_and_ranged() {
+    let relay = TestRelay::start().await;
+    let ann = signup(&relay, "ann").await;
+    let t = &ann.login.token;
+    let u = &relay.url;
+    let plain: Vec<u8> = (0..2_500_000u64).map(pattern).collect();
+    let (bid, key, sealed, sha) = sealed_blob(&plain);
+    let id = bid.to_string();
+    let len = sealed.len() as u64;
+    assert_eq!(BlobLayout::from_sealed_len(len).unwrap().chunk_count(), 3);
+
+    let r = create(u, t, &id, len).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = head(u, t, &id).await;
+    assert_eq!((r.status, r.offset()), (200, 0));
+    assert_eq!(r.header("upload-length"), Some(len.to_string().as_str()));
+    // Creating again with the same length is a resume: 200.
+    assert_eq!(create(u, t, &id, len).await.status, 200);
+    assert_eq!(create(u, t, &id, len + 1).await.status, 400);
+
+    // Two pieces at arbitrary (non-chunk) boundaries.
+    let cut = 1_500_000usize;
+    let r = patch(u, t, &id, 0, &sealed[..cut]).await;
+    assert_eq!((r.status, r.offset()), (204, cut as u64));
+    let r = get(u, t, &id, None).await;
+    assert_eq!((r.status, r.error().as_str()), (409, "incomplete"));
+    // Wrong offset: 409 with the current one.
+    let r = patch(u, t, &id, 0, &sealed[..10]).await;
+    assert_eq!((r.status, r.error().as_str()), (409, "offset_mismatch"));
+    assert_eq!(r.offset(), cut as u64);
+    let r = patch(u, t, &id, cut as u64, &sealed[cut..]).await;
+    assert_eq!((r.status, r.offset()), (204, len));
+    assert_eq!(head(u, t, &id).await.offset(), len);
+
+    let r = get(u, t, &id, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
+    assert_eq!(r.body, sealed);
+    // Only ciphertext on disk: exactly the sealed bytes.
+    assert_eq!(
+        std::fs::read(blob_file(&relay, ann.login.user_id.0, &id)).unwrap(),
+        sealed
+    );
+    let mut opener = BlobOpener::new(&key, bid, plain.len() as u64, sha).unwrap();
+    let mut got = Vec::new();
+    let mut at = 0;
+    while let Some(n) = opener.next_sealed_len() {
+        got.extend(opener.open_chunk(&r.body[at..at + n]).unwrap());
+        at += n;
+    }
+    opener.finish().unwrap();
+    assert_eq!(got, plain);
+
+    // Range from the second chunk on.
+    let start = BlobLayout::from_sealed_len(len).unwrap().sealed_offset(1);
+    let r = get(u, t, &id, Some(&format!("bytes={start}-"))).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {start}-{}/{len}", len - 1).as_str())
+    );
+    assert_eq!(r.body, sealed[start as usize..]);
+    let r = get(u, t, &id, Some(&format!("bytes={len}-"))).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_blob_bytes_stored").await,
+        len as f64
+    );
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_blob_bytes_uploaded_total").await,
+        len as f64
+    );
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_blob_bytes_downloaded_total").await,
+        (2 * len - start) as f64
+    );
+
+    let r = breq("DELETE", &blob_url(u, &id), Some(t), &[], None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(head(u, t, &id).await.status, 404);
+    assert_eq!(get(u, t, &id, None).await.error(), "blob_not_found");
+    assert!(!blob_file(&relay, ann.login.user_id.0, &id).exists());
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_blob_bytes_stored").await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn interrupted_upload_resumes_from_head_offset() {
+    let relay = TestRelay::start().await;
+    let ann = signup(&relay, "ann").await;
+    let t = &ann.login.token;
+    let u = &relay.url;
+    let len = BlobLayout::new(3 << 20).unwrap().sealed_len();
+    let data: Vec<u8> = (0..len).map(pattern).collect();
+    let id = BlobId::generate().to_string();
+    assert_eq!(create(u, t, &id, len).await.status, 201);
+    // Declares everything, sends 1.5 MiB + 7, then the connection drops.
+    let sent = (3 << 19) + 7;
+    broken_patch(
+        relay.handle().local_addr(),
+        t,
+        &id,
+        0,
+        len as usize,
+        &data[..sent],
+    )
+    .await;
+    // The relay keeps and commits what arrived before the break: HEAD
+    // reports it once the broken request is done (bounded wait).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let off = head(u, t, &id).await.offset();
+        if off == sent as u64 {
+            break;
+        }
+        assert_eq!(off, 0, "torn offset");
+        assert!(tokio::time::Instant::now() < deadline, "never committed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Resume from there. The lock is released just after the commit, so a
+    // 409 (with the same offset) may come first.
+    loop {
+        let r = patch(u, t, &id, sent as u64, &data[sent..]).await;
+        if r.status == 204 {
+            assert_eq!(r.offset(), len);
+            break;
+        }
+        assert_eq!((r.status, r.offset()), (409, sent as u64));
+        assert!(tokio::time::Instant::now() < deadline, "blob stayed locked");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A client wanting whole chunks resumes at a chunk boundary instead.
+    let layout = BlobLayout::from_sealed_len(len).unwrap();
+    assert_eq!(layout.resume_index(sent as u64), 1);
+    let r = get(u, t, &id, None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "downloaded bytes differ");
+}
+
+#[tokio::test]
+async fn limits_give_clear_errors() {
+    let one_chunk = BlobLayout::new(1 << 20).unwrap().sealed_len(); // 1 MiB + 40
+    let relay = TestRelay::start_with(|c| {
+        c.limits.blob_max_bytes = 3 * one_chunk;
+        c.limits.blob_quota_bytes = 4 * one_chunk;
+        c.limits.blob_patch_max_bytes = 512 << 10;
+    })
+    .await;
+    let ann = signup(&relay, "ann").await;
+    let t = &ann.login.token;
+    let u = &relay.url;
+    let id = || BlobId::generate().to_string();
+
+    let big = BlobLayout::new(4 << 20).unwrap().sealed_len();
+    let r = create(u, t, &id(), big).await;
+    assert_eq!((r.status, r.error().as_str()), (413, "too_large"));
+    let r = create(u, t, &id(), 39).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "bad_request"));
+    let r = breq("POST", &blob_url(u, &id()), Some(t), &[], None).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(create(u, t, "NOT-HEX", 100).await.status, 400);
+
+    let three = BlobLayout::new(3 << 20).unwrap().sealed_len();
+    let a = id();
+    assert_eq!(create(u, t, &a, three).await.status, 201);
+    let r = create(u, t, &id(), 2 * one_chunk).await;
+    assert_eq!((r.status, r.error().as_str()), (403, "quota_exceeded"));
+    // Deleting frees the quota.
+    let b = id();
+    assert_eq!(
+        breq("DELETE", &blob_url(u, &a), Some(t), &[], None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(create(u, t, &b, 100).await.status, 201);
+
+    // More than one PATCH may carry: 413 payload_too_large, nothing kept.
+    let r = patch(u, t, &b, 0, &[1; 100]).await;
+    assert_eq!(r.status, 204);
+    let c = id();
+    assert_eq!(create(u, t, &c, one_chunk).await.status, 201);
+    let r = patch(u, t, &c, 0, &vec![1; (512 << 10) + 1]).await;
+    assert_eq!((r.status, r.error().as_str()), (413, "payload_too_large"));
+    assert_eq!(r.offset(), 0);
+    // Past Upload-Length: 413 too_large, offset unchanged. Streamed without
+    // a Content-Length, so the relay finds out while writing.
+    let r = patch_stream(u, t, &b, 100, PatternReader { pos: 0, end: 1 }).await;
+    assert_eq!((r.status, r.error().as_str()), (413, "too_large"));
+    assert_eq!(r.offset(), 100);
+    let r = patch_stream(
+        u,
+        t,
+        &c,
+        0,
+        PatternReader {
+            pos: 0,
+            end: 600 << 10,
+        },
+    )
+    .await;
+    assert_eq!((r.status, r.error().as_str()), (413, "payload_too_large"));
+    assert_eq!(head(u, t, &c).await.offset(), 0);
+    let r = breq("PATCH", &blob_url(u, &c), Some(t), &[], Some(vec![1])).await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn expired_blobs_get_410_and_are_swept() {
+    let ttl = 3600;
+    let relay = TestRelay::start_with(|c| c.limits.blob_ttl_secs = ttl).await;
+    let ann = signup(&relay, "ann").await;
+    let t = &ann.login.token;
+    let u = &relay.url;
+    let len = BlobLayout::new(1000).unwrap().sealed_len();
+    let id = BlobId::generate().to_string();
+    assert_eq!(create(u, t, &id, len).await.status, 201);
+    let data: Vec<u8> = (0..len).map(pattern).collect();
+    assert_eq!(patch(u, t, &id, 0, &data).await.status, 204);
+    let path = blob_file(&relay, ann.login.user_id.0, &id);
+    assert!(path.exists());
+    let blobs = relay.handle().blobs();
+    // Not yet expired.
+    assert_eq!(blobs.sweep(unix_now()).await.unwrap().expired, 0);
+    assert_eq!(get(u, t, &id, None).await.status, 200);
+    // The sweeper at a time past the TTL deletes the file; the blob answers
+    // 410 from then on.
+    let later = unix_now() + ttl as i64 + 1;
+    assert_eq!(blobs.sweep(later).await.unwrap().expired, 1);
+    assert!(!path.exists());
+    for r in [
+        get(u, t, &id, None).await,
+        head(u, t, &id).await,
+        patch(u, t, &id, len, b"x").await,
+        create(u, t, &id, len).await,
+    ] {
+        assert_eq!(r.status, 410);
+    }
+    assert_eq!(get(u, t, &id, None).await.error(), "blob_expired");
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_blob_bytes_stored").await,
+        0.0
+    );
+    // Much later the tombstone is forgotten: 404.
+    let much_later = later + clipmesh_relay::blobs::TOMBSTONE_SECS + 1;
+    blobs.sweep(much_later).await.unwrap();
+    assert_eq!(head(u, t, &id).await.status, 404);
+}
+
+#[tokio::test]
+async fn zero_ttl_blob_is_expired_at_once_and_not_counted_in_quota() {
+    let relay = TestRelay::start_with(|c| {
+        c.limits.blob_ttl_secs = 0;
+        c.limits.blob_quota_bytes = 1000;
+    })
+    .await;
+    let ann = signup(&relay, "ann").await;
+    let (t, u) = (&ann.login.token, &relay.url);
+    let id = BlobId::generate().to_string();
+    assert_eq!(create(u, t, &id, 900).await.status, 201);
+    let r = head(u, t, &id).await;
+    assert_eq!(r.status, 410);
+    let r = patch(u, t, &id, 0, b"abc").await;
+    assert_eq!((r.status, r.error().as_str()), (410, "blob_expired"));
+    // The expired blob no longer counts against the quota.
+    assert_eq!(
+        create(u, t, &BlobId::generate().to_string(), 900)
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn blobs_are_private_and_need_auth() {
+    let relay = TestRelay::start().await;
+    let ann = signup(&relay, "ann").await;
+    let bob = signup(&relay, "bob").await;
+    let (ta, tb, u) = (&ann.login.token, &bob.login.token, &relay.url);
+    let len = BlobLayout::new(10).unwrap().sealed_len();
+    let id = BlobId::generate().to_string();
+    assert_eq!(create(u, ta, &id, len).await.status, 201);
+    assert_eq!(
+        patch(u, ta, &id, 0, &vec![5; len as usize]).await.status,
+        204
+    );
+
+    // Another user cannot see, read, write or delete it.
+    assert_eq!(head(u, tb, &id).await.status, 404);
+    let r = get(u, tb, &id, None).await;
+    assert_eq!((r.status, r.error().as_str()), (404, "blob_not_found"));
+    assert_eq!(patch(u, tb, &id, 0, b"x").await.status, 404);
+    let r = breq("DELETE", &blob_url(u, &id), Some(tb), &[], None).await;
+    assert_eq!(r.status, 404);
+    // Bob may use the same id for his own blob; the two do not mix.
+    assert_eq!(create(u, tb, &id, len).await.status, 201);
+    assert_eq!(head(u, tb, &id).await.offset(), 0);
+    assert_eq!(get(u, ta, &id, None).await.body, vec![5; len as usize]);
+
+    // No token or a bad one: 401 on every method.
+    let url = blob_url(u, &id);
+    for m in ["GET", "HEAD", "DELETE", "POST", "PATCH"] {
+        assert_eq!(breq(m, &url, None, &[], None).await.status, 401, "{m}");
+        let bad = "A".repeat(43);
+        assert_eq!(
+            breq(m, &url, Some(&bad), &[], None).await.status,
+            401,
+            "{m}"
+        );
+    }
+    assert_eq!(get(u, ta, &id, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn deleting_a_user_deletes_their_blobs() {
+    let relay = TestRelay::start().await;
+    let admin = signup(&relay, "root").await;
+    let bob = signup(&relay, "bob").await;
+    let (tb, u) = (&bob.login.token, &relay.url);
+    let len = BlobLayout::new(100).unwrap().sealed_len();
+    let id = BlobId::generate().to_string();
+    assert_eq!(create(u, tb, &id, len).await.status, 201);
+    assert_eq!(
+        patch(u, tb, &id, 0, &vec![1; len as usize]).await.status,
+        204
+    );
+    let dir = relay
+        .dir
+        .path()
+        .join("blobs")
+        .join(bob.login.user_id.0.to_string());
+    assert!(dir.exists());
+    let r = http(
+        "DELETE",
+        &format!("{u}/api/v1/admin/users/{}", bob.login.user_id.0),
+        Some(&admin.login.token),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(!dir.exists());
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_blob_bytes_stored").await,
+        0.0
+    );
+    // A directory left by a user deleted elsewhere (the admin CLI) goes at
+    // the next sweep.
+    std::fs::create_dir_all(relay.dir.path().join("blobs").join("999")).unwrap();
+    let rep = relay.handle().blobs().sweep(unix_now()).await.unwrap();
+    assert_eq!(rep.orphan_dirs, 1);
+}
