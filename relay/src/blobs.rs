@@ -17,10 +17,14 @@
 //!
 //! Resumability: the stored offset (`Upload-Offset`) is the row's
 //! `stored_len`, committed after each `PATCH` (fsynced first). A `PATCH`
-//! whose body breaks off commits the bytes it wrote; one that is cancelled
-//! (request timeout) commits nothing, and the next `PATCH` truncates the file
-//! back to the committed offset before writing. One `PATCH` per blob runs at
-//! a time ([`UploadLock`]).
+//! whose body breaks off commits the bytes it wrote, at any byte boundary;
+//! one that is cancelled (request timeout) commits nothing, and the next
+//! `PATCH` truncates the file back to the committed offset before writing.
+//! A `PATCH` may also start *before* the stored offset (a client re-sealing
+//! from the whole chunk [`clipmesh_proto::BlobLayout::resume_index`] names):
+//! the rewind is committed first, so the committed offset never points past
+//! the bytes on disk. A complete blob is never rewritten. One `PATCH` per
+//! blob runs at a time ([`UploadLock`]).
 //!
 //! Expiry: a blob expires `blob_ttl_secs` after creation (410 from then on).
 //! [`sweeper`] runs [`BlobStore::sweep`] every [`SWEEP_INTERVAL`] on the

@@ -193,7 +193,10 @@ async fn patch(
     };
     // Read again under the lock: a PATCH may have committed in between.
     let row = live(&s, user, blob).await?;
-    if offset != row.stored_len {
+    // Ahead of the stored bytes: refused. Behind them: a rewind (a client
+    // re-sending from a whole chunk), except into a complete blob, whose
+    // bytes never change once downloadable.
+    if offset > row.stored_len || (row.complete && offset != row.stored_len) {
         return Ok(with_offset(
             ApiError::new(
                 StatusCode::CONFLICT,
@@ -203,7 +206,19 @@ async fn patch(
             row.stored_len,
         ));
     }
-    let room = row.sealed_len - row.stored_len;
+    if offset < row.stored_len {
+        // Commit the rewind before touching the file, so the committed
+        // offset never points past the bytes on disk.
+        if !s
+            .blobs
+            .store()
+            .call(move |db| db.set_blob_stored(user, &blob, offset))
+            .await?
+        {
+            return Err(live(&s, user, blob).await.err().unwrap_or_else(expired));
+        }
+    }
+    let room = row.sealed_len - offset;
     let per_patch = s.blobs.limits().patch_max_bytes;
     let over = |declared: Option<u64>| -> ApiError {
         if room <= per_patch {

@@ -57,13 +57,21 @@ async fn upload_in_pieces_then_download_whole_and_ranged() {
     assert_eq!((r.status, r.offset()), (204, cut as u64));
     let r = get(u, t, &id, None).await;
     assert_eq!((r.status, r.error().as_str()), (409, "incomplete"));
-    // Wrong offset: 409 with the current one.
-    let r = patch(u, t, &id, 0, &sealed[..10]).await;
+    // Ahead of the stored bytes: 409 with the current offset.
+    let r = patch(u, t, &id, cut as u64 + 1, &sealed[..10]).await;
     assert_eq!((r.status, r.error().as_str()), (409, "offset_mismatch"));
     assert_eq!(r.offset(), cut as u64);
+    // Behind them: a rewind (as a client re-sending a whole chunk does).
+    let r = patch(u, t, &id, 1000, &sealed[1000..1200]).await;
+    assert_eq!((r.status, r.offset()), (204, 1200));
+    let r = patch(u, t, &id, 1200, &sealed[1200..cut]).await;
+    assert_eq!((r.status, r.offset()), (204, cut as u64));
     let r = patch(u, t, &id, cut as u64, &sealed[cut..]).await;
     assert_eq!((r.status, r.offset()), (204, len));
     assert_eq!(head(u, t, &id).await.offset(), len);
+    // A complete blob is never rewritten.
+    let r = patch(u, t, &id, 0, &sealed[..10]).await;
+    assert_eq!((r.status, r.offset()), (409, len));
 
     let r = get(u, t, &id, None).await;
     assert_eq!(r.status, 200);
@@ -106,7 +114,7 @@ async fn upload_in_pieces_then_download_whole_and_ranged() {
     );
     assert_eq!(
         metric(&relay, "clipmesh_relay_blob_bytes_uploaded_total").await,
-        len as f64
+        (len + cut as u64 - 1000) as f64
     );
     assert_eq!(
         metric(&relay, "clipmesh_relay_blob_bytes_downloaded_total").await,
@@ -157,10 +165,14 @@ async fn interrupted_upload_resumes_from_head_offset() {
         assert!(tokio::time::Instant::now() < deadline, "never committed");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Resume from there. The lock is released just after the commit, so a
-    // 409 (with the same offset) may come first.
+    // Resume from the first whole chunk the relay does not have, as the
+    // client does (it re-seals that chunk). The lock is released just after
+    // the commit, so a 409 (with the same offset) may come first.
+    let layout = BlobLayout::from_sealed_len(len).unwrap();
+    let from = layout.sealed_offset(layout.resume_index(sent as u64));
+    assert_eq!(from, layout.sealed_offset(1));
     loop {
-        let r = patch(u, t, &id, sent as u64, &data[sent..]).await;
+        let r = patch(u, t, &id, from, &data[from as usize..]).await;
         if r.status == 204 {
             assert_eq!(r.offset(), len);
             break;
@@ -169,9 +181,6 @@ async fn interrupted_upload_resumes_from_head_offset() {
         assert!(tokio::time::Instant::now() < deadline, "blob stayed locked");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // A client wanting whole chunks resumes at a chunk boundary instead.
-    let layout = BlobLayout::from_sealed_len(len).unwrap();
-    assert_eq!(layout.resume_index(sent as u64), 1);
     let r = get(u, t, &id, None).await;
     assert_eq!(r.status, 200);
     assert!(r.body == data, "downloaded bytes differ");
