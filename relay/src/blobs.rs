@@ -24,7 +24,7 @@
 //! from the whole chunk [`clipmesh_proto::BlobLayout::resume_index`] names):
 //! the rewind is committed first, so the committed offset never points past
 //! the bytes on disk. A complete blob is never rewritten. One `PATCH` per
-//! blob runs at a time ([`UploadLock`]).
+//! blob runs at a time (`UploadLock`).
 //!
 //! Expiry: a blob expires `blob_ttl_secs` after creation (410 from then on).
 //! [`sweeper`] runs [`BlobStore::sweep`] every [`SWEEP_INTERVAL`] on the
