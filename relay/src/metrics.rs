@@ -144,6 +144,9 @@ mod tests {
             "clipmesh_relay_bytes_relayed_total 0",
             "clipmesh_relay_signals_total 0",
             "clipmesh_relay_auth_failures_total 0",
+            "clipmesh_relay_blob_bytes_stored 0",
+            "clipmesh_relay_blob_bytes_uploaded_total 0",
+            "clipmesh_relay_blob_bytes_downloaded_total 0",
         ] {
             assert!(s.contains(name), "{name} missing");
         }
