@@ -201,6 +201,17 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Moves the stored-bytes gauge for one blob whose committed length went
+    /// from `before` to `after` (cheaper than [`BlobStore::refresh_gauge`]
+    /// on every `PATCH`).
+    pub(crate) fn adjust_gauge(&self, before: u64, after: u64) {
+        let d =
+            i64::try_from(after).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+        self.metrics
+            .blob_bytes_stored
+            .fetch_add(d, Ordering::Relaxed);
+    }
+
     /// Deletes one blob's row and file. False if it did not exist.
     pub async fn delete(&self, user: UserId, blob: BlobId) -> Result<bool, BlobError> {
         let existed = self

@@ -250,6 +250,8 @@ async fn patch(
         .await
         .map_err(internal)?;
     if w.end == End::Overflow {
+        // A rewind before the refused body was committed.
+        s.blobs.adjust_gauge(row.stored_len, offset);
         return Ok(with_offset(over(None), offset));
     }
     let stored = offset + w.bytes;
@@ -281,7 +283,7 @@ async fn patch(
         };
     }
     Metrics::add(&s.metrics.blob_bytes_uploaded, w.bytes);
-    s.blobs.refresh_gauge().await.map_err(internal)?;
+    s.blobs.adjust_gauge(row.stored_len, stored);
     if stored == row.sealed_len {
         tracing::debug!(%user, %blob, len = stored, "blob complete");
     }
