@@ -131,24 +131,38 @@ pub struct RoomCtx {
     pub shutdown: CancellationToken,
 }
 
-type PersistFut = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A clip write; resolves to the sequence floor it stored (0 on failure).
+type PersistFut = Pin<Box<dyn Future<Output = u64> + Send>>;
 
+/// Writes `clip` and moves the room's sequence floor to `clip.seq +`
+/// [`SEQ_RESERVE`] in one go, so reservations are topped up by the regular
+/// clip writes and publishing rarely waits for the store.
 fn persist(store: &Store, user: UserId, clip: Clip) -> PersistFut {
     let store = store.clone();
     Box::pin(async move {
+        let floor = clip.seq.saturating_add(SEQ_RESERVE);
         let rec = RoomRecord {
             seq: clip.seq,
             from: clip.from,
             envelope: clip.envelope.map(|b| b.to_vec()),
             stored_at: clip.stored_at,
         };
-        if let Err(e) = store.call(move |db| db.save_room(user, &rec)).await {
-            tracing::warn!(error = %e, "saving room state failed");
+        let res = store
+            .call(move |db| {
+                db.save_room(user, &rec)?;
+                db.set_seq_floor(user, floor)
+            })
+            .await;
+        match res {
+            Ok(()) => floor,
+            Err(e) => {
+                tracing::warn!(error = %e, "saving room state failed");
+                0
+            }
         }
     })
 }
 
-/// Runs one room until it is evicted, terminated or the server shuts down.
 /// The actor's persistence state: the newest clip is written behind the
 /// fan-out, at most once per [`PERSIST_DELAY`], and sequence numbers are
 /// reserved in the store ahead of use.
@@ -165,7 +179,9 @@ struct Persistence {
 
 impl Persistence {
     /// Before assigning `next`, makes sure a crash cannot make the counter
-    /// go back below it: reserves [`SEQ_RESERVE`] numbers in the store.
+    /// go back below it. Reservations are made at start and topped up by
+    /// clip writes; this waits for the store only when a room publishes
+    /// [`SEQ_RESERVE`] clips faster than one write.
     async fn reserve(&mut self, next: u64) {
         if next <= self.reserved {
             return;
@@ -196,10 +212,14 @@ impl Persistence {
             return;
         }
         if let Some(c) = self.dirty.take() {
-            persist(&self.store, self.user, c).await;
+            let _ = persist(&self.store, self.user, c).await;
         }
         let user = self.user;
-        if let Err(e) = self.store.call(move |db| db.set_seq_floor(user, seq)).await {
+        if let Err(e) = self
+            .store
+            .call(move |db| db.release_seq_floor(user, seq))
+            .await
+        {
             tracing::warn!(error = %e, "saving the sequence number failed");
         }
     }
@@ -224,10 +244,19 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("room", %user);
     async move {
         ctx.metrics.rooms_active.fetch_add(1, Ordering::Relaxed);
+        // Load, and reserve the next SEQ_RESERVE numbers before handling
+        // anything, so the first publish does not wait for the store.
         let loaded = ctx
             .store
-            .call(move |db| Ok((db.load_room(user)?, db.seq_floor(user)?)))
+            .call(move |db| {
+                let rec = db.load_room(user)?;
+                let floor = db.seq_floor(user)?;
+                let seq = rec.as_ref().map_or(0, |r| r.seq).max(floor);
+                db.set_seq_floor(user, seq.saturating_add(SEQ_RESERVE))?;
+                Ok((rec, floor))
+            })
             .await;
+        let reserved_ok = loaded.is_ok();
         let (seq, newest) = match loaded {
             Ok((Some(r), floor)) => (
                 r.seq.max(floor),
@@ -251,7 +280,11 @@ pub(crate) async fn run(
             store: ctx.store.clone(),
             in_flight: None,
             dirty: None,
-            reserved: seq,
+            reserved: if reserved_ok {
+                seq.saturating_add(SEQ_RESERVE)
+            } else {
+                seq
+            },
         };
         let idle = tokio::time::sleep(ctx.evict_after);
         tokio::pin!(idle);
@@ -263,8 +296,9 @@ pub(crate) async fn run(
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => break,
-                () = async { if let Some(f) = p.in_flight.as_mut() { f.await } }, if p.in_flight.is_some() => {
+                floor = async { match p.in_flight.as_mut() { Some(f) => f.await, None => 0 } }, if p.in_flight.is_some() => {
                     p.in_flight = None;
+                    p.reserved = p.reserved.max(floor);
                 }
                 () = &mut flush, if flush_armed && p.in_flight.is_none() => {
                     flush_armed = false;

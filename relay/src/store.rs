@@ -562,13 +562,25 @@ impl Db {
             .map_or(0, id))
     }
 
-    /// Sets the room's sequence floor. Ignored if the user no longer exists.
+    /// Raises the room's sequence floor to `floor` (never lowers it, so
+    /// writes finishing out of order are harmless). Ignored if the user no
+    /// longer exists.
     pub fn set_seq_floor(&self, user: UserId, floor: u64) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO room_state (user_id, seq, from_device, envelope, stored_at, seq_floor) \
              SELECT ?1, 0, 0, NULL, 0, ?2 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
-             ON CONFLICT(user_id) DO UPDATE SET seq_floor = excluded.seq_floor",
+             ON CONFLICT(user_id) DO UPDATE SET seq_floor = MAX(seq_floor, excluded.seq_floor)",
             params![sql_id(user.0), sql_id(floor)],
+        )?;
+        Ok(())
+    }
+
+    /// Sets the floor to exactly `seq` when a room stops cleanly, giving
+    /// back its unused reservation.
+    pub fn release_seq_floor(&self, user: UserId, seq: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE room_state SET seq_floor = ?2 WHERE user_id = ?1",
+            params![sql_id(user.0), sql_id(seq)],
         )?;
         Ok(())
     }
@@ -759,6 +771,11 @@ mod tests {
         assert_eq!(db.seq_floor(user).unwrap(), 0);
         db.set_seq_floor(user, 1003).unwrap();
         assert_eq!(db.seq_floor(user).unwrap(), 1003);
+        db.set_seq_floor(user, 10).unwrap();
+        assert_eq!(db.seq_floor(user).unwrap(), 1003, "never lowered");
+        db.release_seq_floor(user, 5).unwrap();
+        assert_eq!(db.seq_floor(user).unwrap(), 5);
+        db.set_seq_floor(user, 1003).unwrap();
         // Saving a clip keeps the floor.
         db.save_room(
             user,
