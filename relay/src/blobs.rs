@@ -273,6 +273,12 @@ fn user_dirs(dir: &Path) -> std::io::Result<Vec<UserId>> {
     Ok(out)
 }
 
+/// Deletes the blob directory of `user` under `data_dir` (for the admin CLI,
+/// which works on the data directory without a running relay).
+pub fn remove_user_files(data_dir: &Path, user: UserId) -> std::io::Result<()> {
+    remove_dir_if_exists(&data_dir.join(BLOBS_DIR).join(user.0.to_string()))
+}
+
 fn remove_file_if_exists(p: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(p) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

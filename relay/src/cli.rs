@@ -101,7 +101,7 @@ pub enum UserCommand {
         /// Account name.
         name: String,
     },
-    /// Delete an account, its devices and its stored clip.
+    /// Delete an account, its devices, its stored clip and its blobs.
     Delete {
         /// Account name.
         name: String,
@@ -258,6 +258,10 @@ pub fn run_user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()>
         UserCommand::Delete { name } => {
             let u = find(&store, &name)?;
             store.blocking(|db| db.delete_user(u.id))?;
+            if let Some(dir) = config.data_dir() {
+                crate::blobs::remove_user_files(&dir, u.id)
+                    .context("deleting the user's blob files")?;
+            }
             println!("deleted user {name:?} (id {})", u.id.0);
         }
         UserCommand::ResetPassword { name, pw } => {

@@ -139,7 +139,12 @@ async fn user_subcommands_manage_accounts() {
     let dir = relay.stop().await;
     let p = dir.path().to_path_buf();
     assert!(run(&p, &["user", "enable", "bob"], None).0);
+    // Deleting an account deletes its blob files too (bob is user 2).
+    let bob_blobs = p.join("blobs").join("2");
+    std::fs::create_dir_all(&bob_blobs).unwrap();
+    std::fs::write(bob_blobs.join("00112233445566778899aabbccddeeff"), b"x").unwrap();
     assert!(run(&p, &["user", "delete", "bob"], None).0);
+    assert!(!bob_blobs.exists());
     let (ok, out) = run(&p, &["user", "delete", "bob"], None);
     assert!(!ok && out.contains("no user"), "{out}");
     let (_, out) = run(&p, &["user", "list"], None);
