@@ -323,6 +323,7 @@ fn spawn_x11(
     let (change_tx, change_rx) = mpsc::channel(LOCAL_CHANGE_QUEUE);
     let (watcher, waker) = x11::connect(cfg, Arc::clone(&deduper), change_tx)?;
     let (owner, owner_thread) = owner::connect()?;
+    let owner_stopper = owner.stopper();
 
     // The writer creates its arboard clipboard on its own thread and reports
     // whether that worked before we return.
@@ -365,7 +366,10 @@ fn spawn_x11(
                 let _ = ready_tx.send(Err(ClipboardError::Backend(e.to_string())));
             }
         })
-        .map_err(|e| ClipboardError::Backend(format!("cannot start writer thread: {e}")))?;
+        .map_err(|e| {
+            owner_stopper.stop();
+            ClipboardError::Backend(format!("cannot start writer thread: {e}"))
+        })?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),

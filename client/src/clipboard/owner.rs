@@ -23,6 +23,7 @@
 use super::ClipboardError;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{
     Atom, AtomEnum, ChangeWindowAttributesAux, ClientMessageEvent, ConnectionExt as _,
@@ -39,6 +40,9 @@ use x11rb::{COPY_DEPTH_FROM_PARENT, COPY_FROM_PARENT, CURRENT_TIME, NONE};
 pub(crate) const INCR_CHUNK: usize = 256 * 1024;
 /// Most `INCR` transfers in flight; the oldest is dropped beyond that.
 pub(crate) const MAX_INCR: usize = 8;
+/// An `INCR` transfer whose requestor has not asked for the next chunk for
+/// this long is dropped (checked whenever the owner thread wakes up).
+pub(crate) const INCR_IDLE: Duration = Duration::from_secs(10);
 
 /// The data served for one selection.
 #[derive(Debug)]
@@ -63,6 +67,8 @@ struct Incr {
     type_: Atom,
     data: Arc<[u8]>,
     offset: usize,
+    /// When the requestor last asked for a chunk.
+    last: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,9 +230,32 @@ impl Owner {
         Ok(())
     }
 
+    /// A handle that only stops the owner thread.
+    pub(crate) fn stopper(&self) -> OwnerStopper {
+        OwnerStopper {
+            conn: Arc::clone(&self.conn),
+            window: self.window,
+            stop: self.atoms.stop,
+        }
+    }
+
     /// Asks the owner thread to stop; harmless if it already has.
     pub(crate) fn stop(&self) {
-        let ev = ClientMessageEvent::new(32, self.window, self.atoms.stop, [0u32; 5]);
+        self.stopper().stop();
+    }
+}
+
+/// Stops the owner thread (for when the writer never starts).
+pub(crate) struct OwnerStopper {
+    conn: Arc<RustConnection>,
+    window: Window,
+    stop: Atom,
+}
+
+impl OwnerStopper {
+    /// Asks the owner thread to stop; harmless if it already has.
+    pub(crate) fn stop(&self) {
+        let ev = ClientMessageEvent::new(32, self.window, self.stop, [0u32; 5]);
         let sent = self
             .conn
             .send_event(false, self.window, EventMask::NO_EVENT, ev)
@@ -249,6 +278,9 @@ impl OwnerThread {
                     break;
                 }
             };
+            let now = Instant::now();
+            self.transfers
+                .retain(|t| now.duration_since(t.last) < INCR_IDLE);
             let res = match ev {
                 Event::ClientMessage(e)
                     if e.type_ == self.atoms.stop && e.window == self.window =>
@@ -380,6 +412,7 @@ impl OwnerThread {
             type_,
             data,
             offset: 0,
+            last: Instant::now(),
         });
         Ok(())
     }
@@ -412,6 +445,7 @@ impl OwnerThread {
             }
         } else {
             t.offset = end;
+            t.last = Instant::now();
         }
         Ok(())
     }
