@@ -320,3 +320,32 @@ pub async fn sweeper(blobs: Arc<BlobStore>, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+
+    #[tokio::test]
+    async fn one_upload_per_blob_and_the_lock_outlives_its_clones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Db::open_in_memory().unwrap());
+        let limits = BlobLimits::from(&Limits::default());
+        let blobs = BlobStore::open(dir.path(), store, Arc::default(), limits)
+            .await
+            .unwrap();
+        assert!(dir.path().join(BLOBS_DIR).is_dir());
+        let (u, a, b) = (UserId(1), BlobId([1; 16]), BlobId([2; 16]));
+        let lock = blobs.lock_upload(u, a).unwrap();
+        assert!(blobs.lock_upload(u, a).is_none());
+        // Other blobs and other users' blobs are independent.
+        assert!(blobs.lock_upload(u, b).is_some());
+        assert!(blobs.lock_upload(UserId(2), a).is_some());
+        // A clone held by a blocking write keeps it locked.
+        let clone = lock.clone();
+        drop(lock);
+        assert!(blobs.lock_upload(u, a).is_none());
+        drop(clone);
+        assert!(blobs.lock_upload(u, a).is_some());
+    }
+}
