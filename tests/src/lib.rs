@@ -15,6 +15,7 @@
 //! - [`procs`]: the relay, devices, daemons and `watch` processes, with
 //!   their logs captured to files.
 //! - [`wait`]: bounded waiting.
+//! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
 //!
 //! Nothing here sleeps to synchronise: every wait is on an event (a log
 //! line, an X event, a process's output) or a bounded poll of observable
@@ -22,6 +23,7 @@
 
 pub mod bins;
 pub mod procs;
+pub mod rss;
 pub mod wait;
 pub mod xsel;
 pub mod xvfb;

@@ -32,3 +32,6 @@ mod image_sync;
 
 #[path = "e2e/file_list.rs"]
 mod file_list;
+
+#[path = "e2e/large.rs"]
+mod large;
