@@ -796,6 +796,34 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_never_reused_after_delete() {
+        // Devices dedupe by (origin device, seq): a reused device id would
+        // make other devices drop a new device's clips as duplicates.
+        let mut db = Db::open_in_memory().unwrap();
+        let CreateUser::Created {
+            user,
+            device: Some(d1),
+            ..
+        } = db
+            .create_user("ann", &creds(), |_| true, Some(("a", &[1; 32])), 1)
+            .unwrap()
+        else {
+            panic!()
+        };
+        let d2 = db.create_session(user, "b", &[2; 32], 1).unwrap();
+        assert!(db.delete_device(user, d2).unwrap());
+        let d3 = db.create_session(user, "c", &[3; 32], 1).unwrap();
+        assert!(d3 > d2 && d2 > d1, "{d1} {d2} {d3}");
+        assert!(db.delete_user(user).unwrap());
+        let CreateUser::Created { user: u2, .. } =
+            db.create_user("bob", &creds(), |_| true, None, 1).unwrap()
+        else {
+            panic!()
+        };
+        assert!(u2 > user);
+    }
+
+    #[test]
     fn reopen_keeps_secret_and_schema() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.db");

@@ -9,7 +9,7 @@ pub const MIGRATIONS: &[&str] = &[
     // 1: accounts, devices, sessions, room state, server secret.
     r#"
 CREATE TABLE users (
-    id               INTEGER PRIMARY KEY,
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
     username         TEXT    NOT NULL UNIQUE,
     salt             BLOB    NOT NULL,
     kdf              TEXT    NOT NULL,
@@ -20,7 +20,7 @@ CREATE TABLE users (
     created_at       INTEGER NOT NULL
 );
 CREATE TABLE devices (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     name         TEXT    NOT NULL,
     created_at   INTEGER NOT NULL,
