@@ -401,7 +401,8 @@ impl X11Watcher {
     /// `TARGETS` and `UTF8_STRING` are requested together (one round trip
     /// through the owner for the common plain-text copy). The text lands in
     /// a property on our window and is only fetched once `TARGETS` says the
-    /// item is not sensitive; otherwise it is deleted unread.
+    /// item is not sensitive and is text; otherwise it is dropped (an `INCR`
+    /// answer is drained first, see [`X11Watcher::discard`]).
     fn read_content(&mut self, sel: Atom) -> Result<Option<Item>, ReadError> {
         let utf8 = self.atom_of("UTF8_STRING").unwrap_or(NONE);
         let answers = self.convert_many(
@@ -570,17 +571,29 @@ impl X11Watcher {
         Ok(answers.into_iter().map(|a| a == Some(true)).collect())
     }
 
-    /// Deletes a converted property without reading it.
+    /// Deletes a converted property without keeping it. An owner that
+    /// answered by `INCR` serves nothing else until the transfer ends (xclip
+    /// answers every target with its data, so the `UTF8_STRING` requested
+    /// along with `TARGETS` can be an `INCR` of a large image): such a
+    /// transfer is drained, chunk by chunk, and dropped.
     fn discard(&mut self, prop: Atom) -> Result<(), ReadError> {
+        let reply = self
+            .conn
+            .get_property(false, self.window, prop, AtomEnum::ANY, 0, 0)?
+            .reply()?;
         self.conn.delete_property(self.window, prop)?;
+        if reply.type_ == self.atoms.incr {
+            // The deletion asked for the first chunk.
+            self.follow_incr(prop, |_| {})?;
+        }
         self.conn.flush()?;
         Ok(())
     }
 
     /// Reads (and deletes) property `prop` of our window, following `INCR`.
     fn fetch_property(&mut self, prop: Atom) -> Result<Vec<u8>, ReadError> {
-        let conn = Arc::clone(&self.conn);
-        let reply = conn
+        let reply = self
+            .conn
             .get_property(true, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
             .reply()?;
         if reply.type_ != self.atoms.incr {
@@ -589,11 +602,21 @@ impl X11Watcher {
             }
             return Ok(reply.value);
         }
-        // INCR: deleting the property (done above) asks for the first chunk;
-        // each chunk arrives as a new value of the property; an empty chunk
-        // ends the transfer.
-        conn.flush()?;
+        // Deleting the INCR property (done above) asked for the first chunk.
         let mut data = Vec::new();
+        self.follow_incr(prop, |chunk| data.extend_from_slice(chunk))?;
+        Ok(data)
+    }
+
+    /// Takes the chunks of an `INCR` transfer into `prop` once its first
+    /// chunk was asked for: each chunk arrives as a new value of the
+    /// property, deleting it asks for the next, and an empty chunk ends the
+    /// transfer. At most the read bound in total, at most [`READ_TIMEOUT`]
+    /// between chunks.
+    fn follow_incr(&mut self, prop: Atom, mut take: impl FnMut(&[u8])) -> Result<(), ReadError> {
+        let conn = Arc::clone(&self.conn);
+        conn.flush()?;
+        let mut total = 0usize;
         let mut deadline = Instant::now() + READ_TIMEOUT;
         loop {
             match self.next_event_until(deadline)? {
@@ -607,12 +630,13 @@ impl X11Watcher {
                         .reply()?;
                     conn.flush()?;
                     if chunk.value.is_empty() {
-                        return Ok(data);
+                        return Ok(());
                     }
-                    if data.len() + chunk.value.len() > self.max_read {
+                    total = total.saturating_add(chunk.value.len());
+                    if total > self.max_read {
                         return Err(ReadError::TooLarge);
                     }
-                    data.extend_from_slice(&chunk.value);
+                    take(&chunk.value);
                     deadline = Instant::now() + READ_TIMEOUT;
                 }
                 ev => {
