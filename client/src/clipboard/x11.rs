@@ -45,8 +45,11 @@ use x11rb::rust_connection::RustConnection;
 use x11rb::{COPY_DEPTH_FROM_PARENT, COPY_FROM_PARENT, CURRENT_TIME, NONE};
 
 /// How long one selection read may take before the item is skipped; for
-/// `INCR` transfers, the longest gap between two chunks.
-pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// `INCR` transfers, the longest gap between two chunks. Generous because
+/// an image copy is several round trips through an owner that may be
+/// starved of CPU (observed: xclip on a loaded 2-core machine missed 2 s);
+/// a hung owner delays the watcher by this much, and newer changes wait.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Environment variable naming the X display.
 pub(crate) const ENV_DISPLAY: &str = "DISPLAY";
