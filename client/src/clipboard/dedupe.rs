@@ -175,6 +175,23 @@ mod tests {
     }
 
     #[test]
+    fn file_lists_hash_by_paths_and_apart_from_text() {
+        use std::path::PathBuf;
+        let l1 = vec![PathBuf::from("/a"), PathBuf::from("/b")];
+        let l2 = vec![PathBuf::from("/b"), PathBuf::from("/a")];
+        assert_eq!(files_hash(&l1), files_hash(&l1.clone()));
+        assert_ne!(files_hash(&l1), files_hash(&l2));
+        assert_ne!(
+            files_hash(&[PathBuf::from("/a")]),
+            content_hash(&ClipContent::Text("/a".into()))
+        );
+        let mut d = Deduper::default();
+        d.applied(files_hash(&l1));
+        assert_eq!(d.observe(files_hash(&l1)), Verdict::Echo);
+        assert_eq!(d.observe(files_hash(&l2)), Verdict::Emit);
+    }
+
+    #[test]
     fn hash_distinguishes_kind_and_fields() {
         let t = content_hash(&ClipContent::Text("a".into()));
         let h1 = content_hash(&ClipContent::Html {

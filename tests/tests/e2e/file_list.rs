@@ -3,13 +3,16 @@
 //! way file managers paste them: `text/uri-list`, GNOME's
 //! `x-special/gnome-copied-files` and the paths as text.
 
-use crate::world::{World, LOG};
+use crate::world::{unique, World, LOG};
 use anyhow::{bail, Context, Result};
 use clipmesh_tests::wait::{poll_until, STEP};
+use clipmesh_tests::xvfb::xclip_set;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
 
 fn uri(path: &Path) -> String {
     let mut out = String::from("file://");
@@ -116,6 +119,7 @@ fn copied_file_list_is_pasteable_on_the_other_display() {
         list.push_str(&uri(&p));
         list.push_str("\r\n");
     }
+    let frames_before = w.relay.metric(FRAMES).unwrap();
     xclip_offer(&a.display(), "text/uri-list", list.as_bytes()).unwrap();
 
     // B's clipboard lists local copies of both files, inside its download
@@ -146,4 +150,18 @@ fn copied_file_list_is_pasteable_on_the_other_display() {
     let text = xclip_read(&b.display(), "UTF8_STRING").unwrap().unwrap();
     let lines: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
     assert_eq!(lines, got);
+
+    // B read its own file list back as an echo: a text copied on B
+    // afterwards is the only other frame the relay delivers.
+    let text = unique("after the files");
+    xclip_set(&b.display(), &text).unwrap();
+    poll_until("the text on A", STEP, Duration::from_millis(100), || {
+        Ok(
+            (xclip_read(&a.display(), "UTF8_STRING")?.as_deref() == Some(text.as_str()))
+                .then_some(()),
+        )
+    })
+    .unwrap();
+    let frames = w.relay.metric(FRAMES).unwrap() - frames_before;
+    assert_eq!(frames, 2, "Deliver frames relayed");
 }
