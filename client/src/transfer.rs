@@ -35,7 +35,7 @@ pub use jobs::{
 };
 pub use progress::{Direction, Progress, TransferStatus};
 pub use receive::{receive_files, top_level_paths, TransferFolder};
-pub use upload::{upload_blob, upload_bytes, BlobRef};
+pub use upload::{upload_blob, upload_blob_as, upload_bytes, BlobRef};
 pub use walk::{plan_files, Budget, PlannedFile, WalkLimits};
 
 use clipmesh_proto::blob::BlobError;

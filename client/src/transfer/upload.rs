@@ -59,14 +59,35 @@ pub fn upload_bytes(
 /// different length.
 pub fn upload_blob<R: Read + Send>(
     client: &BlobClient,
+    open: impl FnMut() -> std::io::Result<R>,
+    len: u64,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BlobRef, TransferError> {
+    upload_blob_as(
+        client,
+        BlobId::generate(),
+        BlobKey::generate(),
+        open,
+        len,
+        progress,
+        cancel,
+    )
+}
+
+/// [`upload_blob`] under a given id and key. If the relay already holds
+/// part of this blob (an upload interrupted earlier, even by a restart of
+/// this process), only the chunks after its whole-chunk offset are sent.
+pub fn upload_blob_as<R: Read + Send>(
+    client: &BlobClient,
+    id: BlobId,
+    key: BlobKey,
     mut open: impl FnMut() -> std::io::Result<R>,
     len: u64,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<BlobRef, TransferError> {
     let layout = BlobLayout::new(len).map_err(|_| TransferError::RelayTooLarge)?;
-    let id = BlobId::generate();
-    let key = BlobKey::generate();
     let base = progress.done();
     let mut attempt = 0u32;
     let mut from = 0u64;
@@ -79,6 +100,9 @@ pub fn upload_blob<R: Read + Send>(
             if !created {
                 client.create(&id, layout.sealed_len())?;
                 created = true;
+                // 201 for a new blob, 200 for one that exists: ask where
+                // it stands either way.
+                from = layout.resume_index(client.offset(&id)?);
             }
             progress.rewind_to(base + layout.plain_offset(from));
             let reader = open().map_err(TransferError::io("cannot read a file to send"))?;

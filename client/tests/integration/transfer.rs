@@ -199,6 +199,42 @@ async fn blobs_roundtrip_and_crafted_chunks_are_rejected() {
     let e = corrupt(try_get(id, key.clone()).await);
     assert_eq!(e, clipmesh_proto::blob::BlobError::Open);
 
+    // Resume: the relay already holds chunk 0 of this blob; the uploader
+    // sends only chunks 1 and 2, and the result opens.
+    let id = BlobId::generate();
+    let chunks = seal(id, &key);
+    client.create(&id, layout.sealed_len()).unwrap();
+    client.append(&id, 0, &chunks[0]).unwrap();
+    let (c, d, k, kk) = (client.clone(), data.clone(), cancel.clone(), key.clone());
+    let progress = Progress::detached(0);
+    let p2 = progress.clone();
+    let resumed = blocking(move || {
+        clipmesh::transfer::upload_blob_as(
+            &c,
+            id,
+            kk,
+            || Ok(std::io::Cursor::new(d.clone())),
+            d.len() as u64,
+            &p2,
+            &k,
+        )
+        .unwrap()
+    })
+    .await;
+    assert_eq!(resumed.sha256, sha(&data));
+    assert_eq!(progress.done(), data.len() as u64);
+    // Chunk 0 on the relay is still the one uploaded first (same nonce).
+    let c = client.clone();
+    let head = blocking(move || {
+        let mut r = c.get(&id, 0).unwrap();
+        let mut nonce = [0u8; 24];
+        std::io::Read::read_exact(&mut r, &mut nonce).unwrap();
+        nonce
+    })
+    .await;
+    assert_eq!(head[..], chunks[0][..24]);
+    try_get(id, key.clone()).await.unwrap();
+
     // Wrong key for an intact blob.
     let e = corrupt(try_get(r.id, BlobKey::generate()).await);
     assert_eq!(e, clipmesh_proto::blob::BlobError::Open);
