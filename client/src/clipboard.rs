@@ -37,7 +37,8 @@
 //! `x-special/gnome-copied-files`: `clipboard/uri_list.rs`); which one an
 //! item becomes is decided in `clipboard/formats.rs`. On X11, arboard serves
 //! text and HTML and our own selection owner (`clipboard/owner.rs`) serves
-//! images byte for byte and file lists in every target file managers read.
+//! images (`image/png` byte for byte, `image/bmp` converted on demand) and
+//! file lists in every target file managers read.
 //!
 //! **Invariant:** clipboard contents never reach a log line; only kinds and
 //! lengths do.

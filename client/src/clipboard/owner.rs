@@ -3,9 +3,10 @@
 //! arboard serves text and HTML, but it re-encodes images (so the bytes a
 //! peer copied would not be the bytes served, and our own owner change
 //! would not read back as an echo) and offers file lists only as
-//! `text/uri-list`. This owner serves exactly the `(target, bytes)` pairs it
-//! is given, plus `TARGETS`, from its own thread, X connection and hidden
-//! window:
+//! `text/uri-list`. This owner serves exactly the `(target, data)` pairs it
+//! is given (data ready, or converted on the first request for it: see
+//! [`Payload`]), plus `TARGETS`, from its own thread, X connection and
+//! hidden window:
 //!
 //! - the writer thread calls [`Owner::offer`], which stores the data and
 //!   claims the selection (taking it from arboard's window, whose data
@@ -48,15 +49,62 @@ pub(crate) const INCR_IDLE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 struct Offer {
     selection: Atom,
-    /// `(target, bytes)`; the property type is the target itself.
-    targets: Vec<(Atom, Arc<[u8]>)>,
+    /// `(target, data)`; the property type is the target itself.
+    targets: Vec<(Atom, Payload)>,
+}
+
+/// What one target serves.
+#[derive(Clone)]
+pub(crate) enum Payload {
+    /// These bytes.
+    Bytes(Arc<[u8]>),
+    /// Bytes made on the first request for the target (a conversion most
+    /// pastes never need), then kept; `None` from the maker refuses it.
+    Lazy(Arc<Lazy>),
+}
+
+/// A conversion run at most once, on the owner thread.
+pub(crate) struct Lazy {
+    make: Box<dyn Fn() -> Option<Vec<u8>> + Send + Sync>,
+    done: std::sync::OnceLock<Option<Arc<[u8]>>>,
+}
+
+impl Payload {
+    /// A payload of `bytes`.
+    pub(crate) fn bytes(bytes: Vec<u8>) -> Self {
+        Self::Bytes(bytes.into())
+    }
+
+    /// A payload made by `make` when first asked for.
+    pub(crate) fn lazy(make: impl Fn() -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+        Self::Lazy(Arc::new(Lazy {
+            make: Box::new(make),
+            done: std::sync::OnceLock::new(),
+        }))
+    }
+
+    fn resolve(&self) -> Option<Arc<[u8]>> {
+        match self {
+            Self::Bytes(b) => Some(Arc::clone(b)),
+            Self::Lazy(l) => l.done.get_or_init(|| (l.make)().map(Arc::from)).clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Self::Lazy(_) => f.write_str("Lazy"),
+        }
+    }
 }
 
 /// How to answer one request.
 enum Answer {
     Refuse,
     Targets(Vec<Atom>),
-    Data(Atom, Arc<[u8]>),
+    Data(Atom, Payload),
 }
 
 /// One `INCR` transfer in progress.
@@ -187,7 +235,7 @@ impl Owner {
     pub(crate) fn offer(
         &self,
         primary: bool,
-        targets: Vec<(&str, Vec<u8>)>,
+        targets: Vec<(&str, Payload)>,
     ) -> Result<(), ClipboardError> {
         let cookies = targets
             .iter()
@@ -196,7 +244,7 @@ impl Owner {
             .map_err(|e| x(&e))?;
         let mut served = Vec::with_capacity(targets.len());
         for (c, (_, data)) in cookies.into_iter().zip(targets) {
-            served.push((c.reply().map_err(|e| x(&e))?.atom, Arc::<[u8]>::from(data)));
+            served.push((c.reply().map_err(|e| x(&e))?.atom, data));
         }
         let mut selections = vec![self.atoms.clipboard];
         if primary {
@@ -341,7 +389,7 @@ impl OwnerThread {
                     Answer::Targets(list)
                 }
                 Some(o) => match o.targets.iter().find(|(t, _)| *t == e.target) {
-                    Some((t, data)) => Answer::Data(*t, Arc::clone(data)),
+                    Some((t, data)) => Answer::Data(*t, data.clone()),
                     None => Answer::Refuse,
                 },
             }
@@ -358,10 +406,15 @@ impl OwnerThread {
                 )?;
                 true
             }
-            Answer::Data(type_, data) => {
-                self.send_data(e.requestor, property, type_, data)?;
-                true
-            }
+            // The offers lock is not held here: a lazy conversion may take a
+            // while, and the writer can replace the offer meanwhile.
+            Answer::Data(type_, payload) => match payload.resolve() {
+                Some(data) => {
+                    self.send_data(e.requestor, property, type_, data)?;
+                    true
+                }
+                None => false,
+            },
         };
         let notify = SelectionNotifyEvent {
             response_type: SELECTION_NOTIFY_EVENT,

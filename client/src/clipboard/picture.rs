@@ -13,12 +13,14 @@ use std::io::Cursor;
 
 /// The image target every peer writes and prefers to read.
 pub(crate) const PNG_TARGET: &str = "image/png";
+/// The BMP target, also served (converted on demand) when applying an image.
+pub(crate) const BMP_TARGET: &str = "image/bmp";
 
 /// Image targets, best first, with their formats. PNG needs no conversion;
 /// the others are decoded and re-encoded as PNG.
 pub(crate) const IMAGE_TARGETS: &[(&str, ImageFormat)] = &[
     (PNG_TARGET, ImageFormat::Png),
-    ("image/bmp", ImageFormat::Bmp),
+    (BMP_TARGET, ImageFormat::Bmp),
     ("image/x-bmp", ImageFormat::Bmp),
     ("image/x-MS-bmp", ImageFormat::Bmp),
     ("image/x-win-bitmap", ImageFormat::Bmp),
@@ -107,6 +109,20 @@ pub(crate) fn check_png(width: u32, height: u32, png: &[u8]) -> Result<(), Pictu
     }
 }
 
+/// Converts a PNG to BMP with the same pixels; `None` if it does not
+/// decode (within [`DECODE_LIMIT`]).
+pub(crate) fn png_to_bmp(png: &[u8]) -> Option<Vec<u8>> {
+    let mut r = ImageReader::with_format(Cursor::new(png), ImageFormat::Png);
+    r.limits(limits());
+    let img = r.decode().ok()?;
+    // BMP holds 8-bit RGB(A); 16-bit or grey PNGs are widened/narrowed.
+    let img = image::DynamicImage::ImageRgba8(img.to_rgba8());
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), ImageFormat::Bmp)
+        .ok()?;
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +177,18 @@ mod tests {
             assert_eq!(rgba_of_png(&png), sample(), "{target}");
             check_png(7, 5, &png).unwrap();
         }
+    }
+
+    #[test]
+    fn png_to_bmp_keeps_pixels() {
+        let png = encode(&sample(), ImageFormat::Png);
+        let bmp = png_to_bmp(&png).unwrap();
+        assert!(bmp.starts_with(b"BM"));
+        let back = image::load_from_memory_with_format(&bmp, ImageFormat::Bmp)
+            .unwrap()
+            .to_rgba8();
+        assert_eq!(back, sample());
+        assert_eq!(png_to_bmp(b"nope"), None);
     }
 
     #[test]

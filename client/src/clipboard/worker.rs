@@ -11,8 +11,8 @@
 //! without polling. When it ends it stops the watcher through its waker.
 
 use super::dedupe::{content_hash, files_hash, Deduper};
-use super::owner::Owner;
-use super::picture::{check_png, PNG_TARGET};
+use super::owner::{Owner, Payload};
+use super::picture::{check_png, png_to_bmp, BMP_TARGET, PNG_TARGET};
 use super::uri_list::{
     encode_gnome_copied_files, encode_plain_paths, encode_uri_list, parse_uri_list,
     GNOME_FILES_TARGET, URI_LIST_TARGET,
@@ -121,17 +121,21 @@ impl Worker {
         self.owner.offer(
             self.primary,
             vec![
-                (URI_LIST_TARGET, uri_list),
-                (GNOME_FILES_TARGET, encode_gnome_copied_files(&paths)),
-                ("UTF8_STRING", text.clone()),
-                ("text/plain;charset=utf-8", text),
+                (URI_LIST_TARGET, Payload::bytes(uri_list)),
+                (
+                    GNOME_FILES_TARGET,
+                    Payload::bytes(encode_gnome_copied_files(&paths)),
+                ),
+                ("UTF8_STRING", Payload::bytes(text.clone())),
+                ("text/plain;charset=utf-8", Payload::bytes(text)),
             ],
         )?;
         tracing::trace!(count = paths.len(), "clipboard set to a file list");
         Ok(())
     }
 
-    /// Serves a PNG as `image/png`, byte for byte what the peer copied.
+    /// Serves a PNG as `image/png`, byte for byte what the peer copied, and
+    /// as `image/bmp` on demand.
     fn apply_image(
         &mut self,
         content: &ClipContent,
@@ -144,9 +148,19 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .applied(content_hash(content));
-        self.owner
-            .offer(self.primary, vec![(PNG_TARGET, png.to_vec())])?;
-        tracing::trace!(width, height, len = png.len(), "clipboard set to an image");
+        // BMP for the few readers that take nothing else (Wine's CF_DIB),
+        // converted only if one asks.
+        let len = png.len();
+        let png: std::sync::Arc<[u8]> = png.into();
+        let src = std::sync::Arc::clone(&png);
+        self.owner.offer(
+            self.primary,
+            vec![
+                (PNG_TARGET, Payload::Bytes(png)),
+                (BMP_TARGET, Payload::lazy(move || png_to_bmp(&src))),
+            ],
+        )?;
+        tracing::trace!(width, height, len, "clipboard set to an image");
         Ok(())
     }
 

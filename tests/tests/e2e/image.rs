@@ -105,10 +105,16 @@ fn small_png_and_bmp_only_images_arrive_with_identical_pixels() {
     xclip_offer(&a.display(), "image/png", &png1).unwrap();
     let got = wait_for_pixels(&b.display(), &img1).unwrap();
     assert_eq!(got, png1, "a PNG source is passed through unchanged");
-    // B offers TARGETS with image/png.
+    // B offers TARGETS with image/png...
     let targets = xclip_read(&b.display(), "TARGETS").unwrap().unwrap();
     let targets = String::from_utf8_lossy(&targets);
     assert!(targets.contains("image/png"), "{targets}");
+    // ...and the same pixels as image/bmp, for readers that take only BMP.
+    let bmp1 = xclip_read(&b.display(), "image/bmp").unwrap().unwrap();
+    let from_bmp = image::load_from_memory_with_format(&bmp1, ImageFormat::Bmp)
+        .unwrap()
+        .to_rgba8();
+    assert_eq!(from_bmp, img1);
 
     // A source that offers only BMP (as some Windows-born apps under Wine
     // do): B gets a PNG with the same pixels.
