@@ -1,0 +1,361 @@
+//! `clipmesh-transfer-bench`: large items end to end through a local relay.
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! target/release/clipmesh-transfer-bench [--runs 3] [--size-mib 100]
+//! ```
+//!
+//! Setup: a relay on 127.0.0.1:0, two devices of one user, each daemon on
+//! its own Xvfb display, files switched on, B's download folder in a temp
+//! dir (all release builds when run from target/release).
+//!
+//! - **File throughput**: a file of random bytes is written first (not
+//!   timed), then copied on A as a `text/uri-list` with `xclip`. Timed from
+//!   just before xclip runs until the file appears under its final name in
+//!   B's download folder (it is renamed into place only after its digest
+//!   checked out), and until B's daemon claims B's CLIPBOARD (paste-ready,
+//!   XFixes owner-change event). Throughput = size / time to the file.
+//!   Before each run the peak RSS (`VmHWM`) of the relay and both daemons
+//!   is reset; the report gives idle RSS and the peak during the run.
+//! - **Screenshot**: a 5 MiB PNG of random pixels is served on A (by this
+//!   tool's selection owner, with INCR in 256 KiB pieces). Timed from taking
+//!   A's CLIPBOARD until B's daemon claims B's CLIPBOARD, then B's image is
+//!   read back and its pixels checked (not timed).
+//!
+//! Medians over `--runs` runs (at least 3).
+
+use anyhow::{bail, Context, Result};
+use clipmesh_tests::rss::MemoryWindow;
+use clipmesh_tests::wait::{poll_until, STEP};
+use clipmesh_tests::xsel::{SelectionOwner, SelectionWatcher};
+use clipmesh_tests::{Device, Relay, Xvfb};
+use image::{DynamicImage, ImageFormat, RgbaImage};
+use sha2::{Digest, Sha256};
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest one large item may take.
+const ITEM_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Args {
+    runs: usize,
+    size_mib: usize,
+    rust_log: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        runs: 3,
+        size_mib: 100,
+        rust_log: "warn".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runs" => a.runs = val()?.parse()?,
+            "--size-mib" => a.size_mib = val()?.parse()?,
+            "--rust-log" => a.rust_log = val()?,
+            "-h" | "--help" => {
+                println!("clipmesh-transfer-bench [--runs 3] [--size-mib 100] [--rust-log warn]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    if a.runs < 3 {
+        bail!("--runs must be at least 3 (medians)");
+    }
+    Ok(a)
+}
+
+fn xclip_offer(display: &str, target: &str, bytes: &[u8]) -> Result<()> {
+    let mut child = Command::new("xclip")
+        .args(["-selection", "clipboard", "-t", target, "-i"])
+        .env("DISPLAY", display)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("xclip")?;
+    child
+        .stdin
+        .take()
+        .context("xclip stdin")?
+        .write_all(bytes)?;
+    if !child.wait()?.success() {
+        bail!("xclip -i failed");
+    }
+    Ok(())
+}
+
+fn xclip_read(display: &str, target: &str) -> Result<Option<Vec<u8>>> {
+    let out = Command::new("xclip")
+        .args(["-selection", "clipboard", "-o", "-t", target])
+        .env("DISPLAY", display)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("xclip")?;
+    Ok(out.status.success().then_some(out.stdout))
+}
+
+fn random_file(path: &Path, len: usize) -> Result<[u8; 32]> {
+    let mut f = std::fs::File::create(path)?;
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        rand::Rng::fill(&mut rand::thread_rng(), &mut buf[..n]);
+        sha.update(&buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n;
+    }
+    f.sync_all()?;
+    Ok(sha.finalize().into())
+}
+
+fn file_sha256(path: &Path) -> Result<[u8; 32]> {
+    let mut f = std::fs::File::open(path)?;
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(sha.finalize().into());
+        }
+        sha.update(&buf[..n]);
+    }
+}
+
+fn find_received(dl: &Path, name: &str) -> Result<Option<PathBuf>> {
+    let Ok(rd) = std::fs::read_dir(dl) else {
+        return Ok(None);
+    };
+    for folder in rd {
+        let p = folder?.path().join(name);
+        if p.is_file() {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+fn random_image() -> Result<(RgbaImage, Vec<u8>)> {
+    let (w, h) = (1280u32, 1040u32);
+    let mut raw = vec![0u8; (w * h * 4) as usize];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut raw[..]);
+    let img = RgbaImage::from_raw(w, h, raw).context("image buffer")?;
+    let mut png = Vec::new();
+    DynamicImage::ImageRgba8(img.clone()).write_to(&mut Cursor::new(&mut png), ImageFormat::Png)?;
+    Ok((img, png))
+}
+
+fn enable_files(dev: &Device, dl: &Path) -> Result<()> {
+    let path = dev.config_dir.join("config.toml");
+    let mut cfg = std::fs::read_to_string(&path)?;
+    // `login` writes every [sync] key; replace the one we change.
+    cfg = cfg
+        .lines()
+        .filter(|l| !l.starts_with("files =") && !l.starts_with("download_dir ="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let lines = format!("files = true\ndownload_dir = \"{}\"\n", dl.display());
+    // (The header comment also mentions "[sync]": match the table line.)
+    if cfg.contains("\n[sync]\n") {
+        cfg = cfg.replacen("\n[sync]\n", &format!("\n[sync]\n{lines}"), 1);
+    } else {
+        cfg.push_str(&format!("\n[sync]\n{lines}"));
+    }
+    std::fs::write(&path, cfg)?;
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    clipmesh_tests::xvfb::require_xclip()?;
+    let tmp = tempfile::tempdir()?;
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let data = tmp.path().join("relay-data");
+    std::fs::create_dir_all(&data)?;
+    let dl = tmp.path().join("b-downloads");
+    let src_dir = tmp.path().join("a-files");
+    std::fs::create_dir_all(&src_dir)?;
+    let relay = Relay::start(&data, &logs.join("relay.log"), 0, &args.rust_log)?;
+    let url = relay.url();
+    let pw = "transfer bench password";
+    let dev_a = Device::new(tmp.path(), &logs, "a")?;
+    dev_a.signup(&url, "bench", pw, &args.rust_log)?;
+    let dev_b = Device::new(tmp.path(), &logs, "b")?;
+    dev_b.login(&url, "bench", pw, &args.rust_log)?;
+    enable_files(&dev_a, &tmp.path().join("a-downloads"))?;
+    enable_files(&dev_b, &dl)?;
+    let xa = Xvfb::start()?;
+    let xb = Xvfb::start()?;
+    let mut b_events = SelectionWatcher::connect(&xb.display())?;
+    let daemon_a = dev_a.run(&xa.display(), &args.rust_log)?;
+    let daemon_b = dev_b.run(&xb.display(), &args.rust_log)?;
+    for (dev, d) in [(&dev_a, &daemon_a), (&dev_b, &daemon_b)] {
+        if let Err(e) = dev.wait_connected(STEP) {
+            let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+            bail!("{e:#}; daemon log:\n{log}");
+        }
+    }
+    let pids = [
+        ("relay", relay.pid()),
+        ("client A", daemon_a.pid()),
+        ("client B", daemon_b.pid()),
+    ];
+    println!("load average at start: {}", load_average());
+
+    let size = args.size_mib << 20;
+    let mut tput = Vec::new();
+    let mut to_file = Vec::new();
+    let mut to_paste = Vec::new();
+    let mut peaks: Vec<Vec<(u64, u64)>> = vec![Vec::new(); pids.len()];
+    for run in 0..args.runs {
+        let name = format!("run{run}.bin");
+        let src = src_dir.join(&name);
+        let want = random_file(&src, size)?;
+        let windows = pids
+            .iter()
+            .map(|&(_, pid)| MemoryWindow::start(pid))
+            .collect::<Result<Vec<_>>>()?;
+        b_events.drain()?;
+        let t0 = Instant::now();
+        xclip_offer(
+            &xa.display(),
+            "text/uri-list",
+            format!("file://{}\r\n", src.display()).as_bytes(),
+        )?;
+        let got = poll_until(
+            "the file on B",
+            ITEM_TIMEOUT,
+            Duration::from_millis(2),
+            || find_received(&dl, &name),
+        )?;
+        let t_file = t0.elapsed();
+        let t_paste = loop {
+            match b_events.next_change(ITEM_TIMEOUT)? {
+                Some(c) => break c.at.saturating_duration_since(t0),
+                None => bail!("B never claimed its clipboard after the file arrived"),
+            }
+        };
+        if file_sha256(&got)? != want {
+            bail!("run {run}: SHA-256 of the received file differs");
+        }
+        for (i, w) in windows.iter().enumerate() {
+            peaks[i].push((w.idle, w.peak()?));
+        }
+        let secs = t_file.as_secs_f64();
+        tput.push(args.size_mib as f64 / secs);
+        to_file.push(secs * 1000.0);
+        to_paste.push(t_paste.as_secs_f64() * 1000.0);
+        println!(
+            "file run {run}: {:.0} ms to the file ({:.0} MiB/s), {:.0} ms to paste-ready; peaks {}",
+            secs * 1000.0,
+            args.size_mib as f64 / secs,
+            t_paste.as_secs_f64() * 1000.0,
+            windows
+                .iter()
+                .zip(&pids)
+                .map(|(w, (who, _))| format!(
+                    "{who} {:.0}->{:.0} MiB",
+                    mib(w.idle),
+                    mib(w.peak().unwrap_or(0))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        std::fs::remove_file(&src)?;
+        if let Some(folder) = got.parent() {
+            std::fs::remove_dir_all(folder)?;
+        }
+    }
+
+    let owner = SelectionOwner::connect(&xa.display())?;
+    owner.set_incr_chunk(Some(256 << 10));
+    let mut shot = Vec::new();
+    let mut png_len = 0;
+    for run in 0..args.runs {
+        let (img, png) = random_image()?;
+        png_len = png.len();
+        b_events.drain()?;
+        let t0 = Instant::now();
+        owner.set(&[("image/png", &png)])?;
+        let t1 = match b_events.next_change(ITEM_TIMEOUT)? {
+            Some(c) => c.at.saturating_duration_since(t0),
+            None => bail!("run {run}: the screenshot never reached B"),
+        };
+        let back = xclip_read(&xb.display(), "image/png")?.context("B serves no image/png")?;
+        let back = image::load_from_memory_with_format(&back, ImageFormat::Png)?;
+        if back.to_rgba8() != img {
+            bail!("run {run}: B's image has different pixels");
+        }
+        shot.push(t1.as_secs_f64() * 1000.0);
+        println!(
+            "screenshot run {run}: {:.0} ms copy to paste-ready ({} bytes PNG)",
+            t1.as_secs_f64() * 1000.0,
+            png.len()
+        );
+    }
+
+    println!("load average at end: {}", load_average());
+    println!();
+    println!("| measure ({} runs, median) | value |", args.runs);
+    println!("|---|---|");
+    println!(
+        "| {} MiB file: copy on A to verified file on B | {:.0} ms |",
+        args.size_mib,
+        median(&mut to_file)
+    );
+    println!(
+        "| {} MiB file: end-to-end throughput | {:.0} MiB/s |",
+        args.size_mib,
+        median(&mut tput)
+    );
+    println!(
+        "| {} MiB file: copy on A to paste-ready on B | {:.0} ms |",
+        args.size_mib,
+        median(&mut to_paste)
+    );
+    for (i, (who, _)) in pids.iter().enumerate() {
+        let mut idle: Vec<f64> = peaks[i].iter().map(|p| mib(p.0)).collect();
+        let mut peak: Vec<f64> = peaks[i].iter().map(|p| mib(p.1)).collect();
+        println!(
+            "| {who}: idle RSS / peak RSS during the file | {:.1} / {:.1} MiB |",
+            median(&mut idle),
+            median(&mut peak)
+        );
+    }
+    println!(
+        "| {:.1} MiB screenshot: copy on A to paste-ready on B | {:.0} ms |",
+        mib(png_len as u64),
+        median(&mut shot)
+    );
+    Ok(())
+}
