@@ -259,11 +259,9 @@ fn main() -> Result<()> {
             || find_received(&dl, &name),
         )?;
         let t_file = t0.elapsed();
-        let t_paste = loop {
-            match b_events.next_change(ITEM_TIMEOUT)? {
-                Some(c) => break c.at.saturating_duration_since(t0),
-                None => bail!("B never claimed its clipboard after the file arrived"),
-            }
+        let t_paste = match b_events.next_change(ITEM_TIMEOUT)? {
+            Some(c) => c.at.saturating_duration_since(t0),
+            None => bail!("B never claimed its clipboard after the file arrived"),
         };
         if file_sha256(&got)? != want {
             bail!("run {run}: SHA-256 of the received file differs");
