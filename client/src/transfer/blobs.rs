@@ -105,6 +105,28 @@ impl BlobClient {
         header_u64(&resp, UPLOAD_OFFSET).or(Ok(offset + body.len() as u64))
     }
 
+    /// `PATCH` with a streamed body of exactly `len` bytes read from
+    /// `body` (several sealed chunks in one request, never buffered whole).
+    pub fn append_stream(
+        &self,
+        id: &BlobId,
+        offset: u64,
+        len: u64,
+        body: &mut dyn Read,
+    ) -> Result<u64, TransferError> {
+        let resp = self
+            .agent
+            .patch(&self.url(id))
+            .header("Authorization", self.bearer().as_str())
+            .header(UPLOAD_OFFSET, &offset.to_string())
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", &len.to_string())
+            .send(ureq::SendBody::from_reader(body))
+            .map_err(unreachable)?;
+        let resp = ok_or_error(resp)?;
+        header_u64(&resp, UPLOAD_OFFSET).or(Ok(offset + len))
+    }
+
     /// `GET` from sealed byte `from` on (a range request when not 0).
     pub fn get(&self, id: &BlobId, from: u64) -> Result<impl Read + Send + 'static, TransferError> {
         let mut req = self

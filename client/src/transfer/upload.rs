@@ -177,17 +177,30 @@ fn upload_pass<R: Read + Send>(
             Ok(summary)
         });
         let mut failed = None;
-        for chunk in rx {
+        // Up to PATCH_CHUNKS sealed chunks per request, streamed from the
+        // queue as the sealer produces them.
+        while let Ok(first) = rx.recv() {
             if cancel.is_cancelled() {
                 failed = Some(TransferError::Cancelled);
                 break;
             }
-            let offset = layout.sealed_offset(chunk.index);
-            if let Err(e) = client.append(id, offset, &chunk.bytes) {
+            let start = first.index;
+            let end = (start + PATCH_CHUNKS).min(layout.chunk_count());
+            let len = layout.sealed_offset(end) - layout.sealed_offset(start);
+            let mut body = BatchBody {
+                rx: &rx,
+                cur: first.bytes,
+                pos: 0,
+                next: start + 1,
+                end,
+                layout,
+                progress,
+            };
+            progress.add(layout.chunk_plain_len(start).unwrap_or(0) as u64);
+            if let Err(e) = client.append_stream(id, layout.sealed_offset(start), len, &mut body) {
                 failed = Some(e);
                 break;
             }
-            progress.add(layout.chunk_plain_len(chunk.index).unwrap_or(0) as u64);
         }
         // The receiver is gone: the producer's next send fails and it ends.
         let produced = producer.join().unwrap_or(Err(TransferError::Cancelled));
@@ -196,6 +209,53 @@ fn upload_pass<R: Read + Send>(
             None => produced,
         }
     })
+}
+
+/// Sealed chunks sent in one `PATCH` (at most 8 MiB of body): fewer
+/// requests and fewer relay-side syncs than one chunk per request.
+pub const PATCH_CHUNKS: u64 = 8;
+
+/// The body of one batched `PATCH`: sealed chunks `[first, end)` pulled
+/// from the sealer's queue as the request streams.
+struct BatchBody<'a> {
+    rx: &'a std::sync::mpsc::Receiver<SealedChunk>,
+    cur: Vec<u8>,
+    pos: usize,
+    next: u64,
+    end: u64,
+    layout: BlobLayout,
+    progress: &'a Progress,
+}
+
+impl Read for BatchBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.next >= self.end {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(c) if c.index == self.next => {
+                    self.progress
+                        .add(self.layout.chunk_plain_len(c.index).unwrap_or(0) as u64);
+                    self.cur = c.bytes;
+                    self.pos = 0;
+                    self.next += 1;
+                }
+                // The sealer stopped (read error, changed file): end the
+                // request short; the relay keeps whole chunks only.
+                _ => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "sealer stopped",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
