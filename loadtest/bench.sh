@@ -8,7 +8,12 @@
 # Environment: RELAY (relay binary, default target/release), CONNS (idle connections, default 19500), SERVER_CPU and
 # TOOL_CPU (taskset CPU lists, default 0 and 1; SERVER_CPU=none runs both
 # unpinned), PRIO (rt or nice, default rt), WORK (scratch directory, default
-# a fresh mktemp -d), KINDS (servers to run, default "relay baseline").
+# a fresh mktemp -d), KINDS (servers to run, default "relay baseline"),
+# HOLD_S (idle hold after the last join, default 10) and EVICT_S (the relay's
+# room.evict_idle_s; unset = the relay's default of 60 s). Idle figures with
+# rooms in memory: EVICT_S=3600; with rooms evicted: e.g. EVICT_S=2 HOLD_S=10
+# (the idle RESULT line reports the relay's rooms_active gauge either way),
+# MAX_USERS (users in the max run, default 100).
 # Loopback only; every step is bounded.
 set -euo pipefail
 
@@ -51,12 +56,20 @@ hash_m_kib = 8
 hash_t = 1
 hash_p = 1
 TOML
+if [ -n "${EVICT_S:-}" ]; then
+    printf '[room]\nevict_idle_s = %s\n' "$EVICT_S" >> "$work/bench.toml"
+fi
 
 pid=
 stop_server() {
     if [ -n "$pid" ]; then
         kill "$pid" 2>/dev/null || true
-        timeout 30 tail --pid="$pid" -f /dev/null || true
+        if ! timeout 30 tail --pid="$pid" -f /dev/null; then
+            # A server that does not stop within 30 s is hung; do not leave
+            # it running on the shared data directory.
+            echo "server $pid did not exit within 30 s of SIGTERM; killing it" >&2
+            kill -9 "$pid" 2>/dev/null || true
+        fi
         pid=
     fi
 }
@@ -97,7 +110,7 @@ if [ "$what" = idle ] || [ "$what" = all ]; then
     for kind in ${KINDS:-relay baseline}; do
         for r in $(seq "$runs"); do
             start_server "$kind"
-            tool idle --server "$kind" --target "$url" --conns "$conns" --hold-s 10 \
+            tool idle --server "$kind" --target "$url" --conns "$conns" --hold-s "${HOLD_S:-10}" \
                 --server-pid "$pid" || echo "idle $kind run $r failed (see $work/tool.err)"
             stop_server
         done
@@ -117,7 +130,7 @@ fi
 if [ "$what" = max ] || [ "$what" = all ]; then
     for kind in ${KINDS:-relay baseline}; do
         start_server "$kind"
-        tool max --server "$kind" --target "$url" --server-pid "$pid" --users 100 --devices 3 \
+        tool max --server "$kind" --target "$url" --server-pid "$pid" --users "${MAX_USERS:-100}" --devices 3 \
             --window 16 --size 1024 --duration 10s --runs "$runs" \
             || echo "max $kind failed (see $work/tool.err)"
         stop_server

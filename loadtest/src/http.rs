@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 JSON client for the relay's account API.
+//! A minimal HTTP/1.1 client for the relay's account API and `/metrics`.
 //!
 //! The load tool creates thousands of sessions; a tiny client on tokio
 //! sockets (one request per connection, `Connection: close`) keeps that
@@ -25,12 +25,26 @@ pub struct Response {
 
 /// POSTs `body` as JSON to `path` and returns the response.
 pub async fn post_json(target: &Target, path: &str, body: &[u8]) -> anyhow::Result<Response> {
-    let mut stream = target.tcp().await?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         target.addr,
         body.len()
     );
+    request(target, &head, body).await
+}
+
+/// GETs `path` (e.g. `/metrics`) and returns the response.
+pub async fn get(target: &Target, path: &str) -> anyhow::Result<Response> {
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        target.addr
+    );
+    request(target, &head, &[]).await
+}
+
+/// Sends one request on a fresh connection and reads the whole response.
+async fn request(target: &Target, head: &str, body: &[u8]) -> anyhow::Result<Response> {
+    let mut stream = target.tcp().await?;
     stream
         .write_all(head.as_bytes())
         .await

@@ -143,6 +143,12 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     }
     let still_alive = alive.load(Ordering::Relaxed);
     let after = samples.last().copied();
+    // Whether the relay's rooms were still in memory or already evicted
+    // (`room.evict_idle_s`) when `after` was read.
+    let rooms_active = match target.kind {
+        ServerKind::Relay => rooms_active(&target).await,
+        ServerKind::Baseline => None,
+    };
     let tool_after = self_rss_kib()?;
     cancel.cancel();
     tracker.wait().await;
@@ -166,9 +172,14 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             a as f64 / 1024.0
         );
         println!(
-            "RESULT {{\"mode\":\"idle\",\"server\":\"{:?}\",\"conns\":{},\"ok\":{ok},\"failed\":{failed},\"alive\":{still_alive},\"rss_before_kib\":{b},\"rss_after_kib\":{a},\"kib_per_conn\":{per:.3},\"connect_s\":{connect_s:.1},\"tool_rss_kib\":{tool_after}}}",
-            target.kind, args.conns
+            "RESULT {{\"mode\":\"idle\",\"server\":\"{:?}\",\"conns\":{},\"ok\":{ok},\"failed\":{failed},\"alive\":{still_alive},\"rss_before_kib\":{b},\"rss_after_kib\":{a},\"kib_per_conn\":{per:.3},\"rooms_active\":{},\"connect_s\":{connect_s:.1},\"tool_rss_kib\":{tool_after}}}",
+            target.kind,
+            args.conns,
+            rooms_active.map_or("null".to_owned(), |n| n.to_string())
         );
+    }
+    if let Some(n) = rooms_active {
+        println!("  relay rooms in memory at the end of the hold: {n}");
     }
     println!(
         "  load tool RSS before={:.1} MiB after={:.1} MiB",
@@ -182,6 +193,26 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The relay's `clipmesh_relay_rooms_active` gauge, or `None` if it cannot
+/// be read (logged; the memory figures do not depend on it).
+async fn rooms_active(target: &Target) -> Option<i64> {
+    let r = match crate::http::get(target, "/metrics").await {
+        Ok(r) if r.status == 200 => r,
+        Ok(r) => {
+            tracing::warn!(status = r.status, "GET /metrics failed");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "GET /metrics failed");
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&r.body);
+    text.lines()
+        .find_map(|l| l.strip_prefix("clipmesh_relay_rooms_active "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// One idle device.
