@@ -578,3 +578,112 @@ async fn daemon_keeps_hostile_names_inside_its_download_folder() {
     relay.handle.shutdown();
     relay.handle.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_refuses_over_limit_items_with_a_message() {
+    let relay = relay_with(|_| {}).await;
+    let a = signed_up(&relay.url, "ann", "peer", false).await;
+    let b = signed_up(&relay.url, "ann", "b", true).await;
+    let sandbox = tempfile::tempdir().unwrap();
+    let dl = sandbox.path().join("downloads");
+    let mut cfg = Config::load(b.path()).unwrap();
+    cfg.sync.files = true;
+    cfg.sync.download_dir = Some(dl.clone());
+    cfg.sync.max_files = 2;
+    cfg.sync.auto_download_max = 1000;
+    cfg.save(b.path()).unwrap();
+
+    let (ftx, mut frx) = mpsc::unbounded_channel();
+    let (ltx, lrx) = mpsc::channel(4);
+    let cancel = CancellationToken::new();
+    let device = Device::load(b.path()).unwrap();
+    let bdir = b.path().to_path_buf();
+    let c = cancel.clone();
+    let daemon =
+        tokio::spawn(
+            async move { run_daemon(&bdir, device, Recorder { files: ftx }, lrx, c).await },
+        );
+    let status_error = |needle: &'static str| {
+        let dir = b.path().to_path_buf();
+        async move {
+            tokio::time::timeout(STEP, async {
+                loop {
+                    let st = clipmesh::control::request(&dir, &clipmesh::control::Request::Status)
+                        .await
+                        .ok()
+                        .and_then(|r| r.status);
+                    if let Some(e) = st.and_then(|s| s.last_error).filter(|e| e.contains(needle)) {
+                        return e;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in status"))
+        }
+    };
+
+    // A copied folder of three files against max_files = 2: refused.
+    let copied = sandbox.path().join("copied");
+    std::fs::create_dir_all(&copied).unwrap();
+    for i in 0..3 {
+        std::fs::write(copied.join(format!("secret-{i}.txt")), b"x").unwrap();
+    }
+    ltx.send(clipmesh::clipboard::LocalEvent::Files(
+        clipmesh::clipboard::LocalFiles {
+            paths: vec![copied],
+            at_ms: now_ms(),
+        },
+    ))
+    .await
+    .unwrap();
+    let msg = status_error("too many files").await;
+    assert!(
+        msg.contains("max_files") && !msg.contains("secret"),
+        "{msg}"
+    );
+
+    // A received item over auto_download_max: announced, not downloaded.
+    let mut peer = Peer::connect(a.path()).await;
+    tokio::time::timeout(STEP, async {
+        loop {
+            let st = clipmesh::control::request(b.path(), &clipmesh::control::Request::Status)
+                .await
+                .ok()
+                .and_then(|r| r.status);
+            if st.is_some_and(|s| s.connected && s.online.len() == 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    peer.publish(ClipContent::Files(vec![FileEntry {
+        name: "big.iso".into(),
+        size: 5000,
+        body: FileBody::Blob {
+            id: BlobId::generate(),
+            sha256: [0; 32],
+            key: BlobKey::generate(),
+        },
+    }]))
+    .await;
+    let msg = status_error("auto_download_max").await;
+    assert!(
+        msg.contains("5000 bytes") && !msg.contains("big.iso"),
+        "{msg}"
+    );
+    assert!(!dl.exists(), "nothing was downloaded");
+    assert!(frx.try_recv().is_err());
+
+    cancel.cancel();
+    peer.cancel.cancel();
+    tokio::time::timeout(STEP, daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    relay.handle.shutdown();
+    relay.handle.wait().await;
+}
