@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// Most bytes of a file list sent inline, all files together, so the
-/// envelope stays well inside one relay frame; further small files go as
-/// blobs.
-pub const MAX_INLINE_TOTAL: u64 = 512 << 10;
+/// envelope stays well inside one relay frame (1 MiB by default) with room
+/// for names and blob references; further small files go as blobs. A list
+/// whose names alone overflow the frame is refused by the link with "item
+/// too large for the relay".
+pub const MAX_INLINE_TOTAL: u64 = 256 << 10;
 
 /// The transfers running now, for the status report.
 #[derive(Clone, Default)]
