@@ -186,6 +186,17 @@ impl Persistence {
         if next <= self.reserved {
             return;
         }
+        // Finish the write in progress first: it may hold one of the store's
+        // few permits, and it is only polled from here or the actor loop.
+        // Waiting on a second store call while it sits unpolled let rooms
+        // take every permit and deadlock the whole store under load.
+        if let Some(f) = self.in_flight.take() {
+            let floor = f.await;
+            self.reserved = self.reserved.max(floor);
+            if next <= self.reserved {
+                return;
+            }
+        }
         let floor = next.saturating_add(SEQ_RESERVE);
         let user = self.user;
         match self
@@ -410,4 +421,55 @@ fn handle(
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, DB_CONCURRENCY};
+
+    fn clip(seq: u64) -> Clip {
+        Clip {
+            seq,
+            from: DeviceId(1),
+            envelope: Some(Bytes::from_static(b"sealed")),
+            stored_at: 1,
+        }
+    }
+
+    /// Regression: every store permit held by a room's in-flight clip write
+    /// (polled once, then left while the room reserves sequence numbers)
+    /// used to deadlock the store.
+    #[tokio::test]
+    async fn reserving_while_writes_are_in_flight_does_not_deadlock() {
+        let store = Store::new(Db::open_in_memory().unwrap());
+        let mut rooms: Vec<Persistence> = (0..DB_CONCURRENCY as u64)
+            .map(|u| {
+                let mut f = persist(&store, UserId(u + 1), clip(1));
+                let waker = futures_util::task::noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                // One poll: the write takes a permit and starts.
+                let _ = f.as_mut().poll(&mut cx);
+                Persistence {
+                    user: UserId(u + 1),
+                    store: store.clone(),
+                    in_flight: Some(f),
+                    dirty: None,
+                    reserved: 0,
+                }
+            })
+            .collect();
+        let all = async {
+            for p in &mut rooms {
+                p.reserve(SEQ_RESERVE + 5).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("reserve finished without deadlock");
+        for p in &rooms {
+            assert!(p.in_flight.is_none());
+            assert!(p.reserved >= SEQ_RESERVE + 5);
+        }
+    }
 }

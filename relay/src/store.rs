@@ -660,9 +660,17 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Join)?;
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Join)?;
         let db = self.db.clone();
+        // The permit is released when the database work ends, not when the
+        // caller next polls this future.
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut g = db.lock().map_err(|_| StoreError::Poisoned)?;
             f(&mut g)
         })
