@@ -331,6 +331,9 @@ impl<C: ClipboardSink> Daemon<C> {
     ) -> Option<tokio::sync::oneshot::Receiver<Result<u64, link::PublishError>>> {
         let kind = content.kind_name();
         let len = content.payload_len();
+        // Something was copied here: a download still running must not
+        // replace it when it finishes (newest wins).
+        self.generation += 1;
         if !explicit && (self.opts.receive_only || !self.opts.allows(&content)) {
             tracing::debug!(
                 kind,
@@ -523,6 +526,7 @@ impl<C: ClipboardSink> Daemon<C> {
 
     /// A copied file list: upload in a transfer task, publish when done.
     fn on_local_files(&mut self, paths: Vec<PathBuf>, at_ms: u64) {
+        self.generation += 1;
         if self.opts.receive_only || !self.opts.files {
             tracing::debug!(
                 count = paths.len(),
