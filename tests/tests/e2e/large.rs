@@ -1,6 +1,6 @@
 //! Large items through the relay's blob store between two Xvfb displays: a
-//! 5 MiB image (random pixels, so PNG cannot shrink it) arrives with
-//! identical pixels, and a 100 MiB file copied as a `text/uri-list` arrives
+//! 5 MiB image (random pixels, so PNG cannot shrink it) copied with xclip
+//! arrives with identical pixels, and a 100 MiB file copied as a `text/uri-list` arrives
 //! in B's download folder with an identical SHA-256 while B's clipboard
 //! offers its path. Memory stays bounded: the relay's and both daemons'
 //! peak RSS grow by less than [`RSS_BOUND`] over their idle resident set.
@@ -9,7 +9,6 @@ use crate::world::{World, LOG};
 use anyhow::{bail, Context, Result};
 use clipmesh_tests::rss::MemoryWindow;
 use clipmesh_tests::wait::poll_until;
-use clipmesh_tests::SelectionOwner;
 use image::{DynamicImage, ImageFormat, RgbaImage};
 use sha2::{Digest, Sha256};
 use std::io::{Cursor, Read, Write};
@@ -197,11 +196,8 @@ fn five_mib_image_and_100_mib_file_arrive_intact_in_bounded_memory() {
     .unwrap();
 
     // The image: copied on A, served on B with the same pixels.
-    // Served by a test selection owner with INCR in 256 KiB pieces, as
-    // large clipboard items are served by X11 applications.
-    let owner = SelectionOwner::connect(&a.display()).unwrap();
-    owner.set_incr_chunk(Some(256 << 10));
-    owner.set(&[("image/png", &png)]).unwrap();
+    // Copied with xclip, which serves it by INCR.
+    xclip_offer(&a.display(), "image/png", &png).unwrap();
     poll_until(
         "the 5 MiB image on B",
         LARGE_STEP,
