@@ -138,18 +138,26 @@ fn init_tracing(cmd: &Command) {
         Command::Run { .. } | Command::Watch { .. } => "clipmesh=info,warn",
         _ => "warn",
     };
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // tungstenite logs the whole client handshake request at trace level,
-    // `Authorization: Bearer <token>` included: cap it at debug whatever
-    // RUST_LOG says (found by the e2e leak test).
-    if let Ok(d) = "tungstenite=debug".parse() {
-        filter = filter.add_directive(d);
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    // `Authorization: Bearer <token>` included: drop its trace events
+    // whatever RUST_LOG says (found by the e2e leak test). A directive such
+    // as `tungstenite=debug` would raise it to debug under the default filter.
+    let no_dependency_trace = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() != tracing::Level::TRACE
+            || !(meta.target().starts_with("tungstenite")
+                || meta.target().starts_with("tokio_tungstenite"))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(no_dependency_trace),
+        )
         .init();
 }
 

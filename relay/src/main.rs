@@ -6,25 +6,35 @@ use clipmesh_relay::cli::{run_user_command, Cli, Command};
 use clipmesh_relay::config::ENV_LOG;
 use clipmesh_relay::{Config, Relay};
 use std::io::{IsTerminal, Write};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
-/// Log directives always applied, whatever `RUST_LOG` says.
-const QUIET_DEPENDENCIES: &[&str] = &["tungstenite=debug", "tokio_tungstenite=debug"];
+/// Dependencies whose trace-level events print whole frames (payload bytes)
+/// and handshake headers: dropped whatever `RUST_LOG` says.
+const NO_TRACE_TARGETS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
+/// Keeps an event unless it is a trace event of [`NO_TRACE_TARGETS`]. A cap
+/// written as an `EnvFilter` directive (`tungstenite=debug`) would instead
+/// *raise* those targets to debug when `RUST_LOG` asks for less.
+fn not_dependency_trace(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() != tracing::Level::TRACE
+        || !NO_TRACE_TARGETS
+            .iter()
+            .any(|t| meta.target().starts_with(t))
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut filter = EnvFilter::try_from_env(ENV_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
-    // tungstenite prints whole frames (payload bytes) at trace level; cap it
-    // so `RUST_LOG=trace` cannot put envelopes in the log.
-    for d in QUIET_DEPENDENCIES {
-        if let Ok(d) = d.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
+    let filter = EnvFilter::try_from_env(ENV_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(filter_fn(not_dependency_trace)),
+        )
         .init();
     let config = cli.load_config()?;
     match cli.command.unwrap_or(Command::Serve) {
