@@ -50,6 +50,8 @@ use x11rb::{COPY_DEPTH_FROM_PARENT, COPY_FROM_PARENT, CURRENT_TIME, NONE};
 /// starved of CPU (observed: xclip on a loaded 2-core machine missed 2 s);
 /// a hung owner delays the watcher by this much, and newer changes wait.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reads of one owner change before it is skipped (only timeouts retry).
+const READ_ATTEMPTS: u32 = 2;
 
 /// Environment variable naming the X display.
 pub(crate) const ENV_DISPLAY: &str = "DISPLAY";
@@ -354,14 +356,25 @@ impl X11Watcher {
     /// Errors only for a dead connection.
     fn handle_change(&mut self, sel: Atom) -> Result<(), String> {
         let at_ms = now_ms();
-        let content = match self.read_content(sel) {
-            Ok(Some(c)) => c,
-            Ok(None) => return Ok(()),
-            Err(ReadError::Connection(e)) => return Err(e),
-            Err(ReadError::Stopping) => return Ok(()),
-            Err(e) => {
-                tracing::debug!(error = ?e, "skipped a clipboard item that could not be read");
-                return Ok(());
+        let mut attempt = 1;
+        let content = loop {
+            match self.read_content(sel) {
+                Ok(Some(c)) => break c,
+                Ok(None) => return Ok(()),
+                Err(ReadError::Connection(e)) => return Err(e),
+                Err(ReadError::Stopping) => return Ok(()),
+                // An owner starved of CPU can miss the deadline once; read
+                // again unless a newer change is already waiting.
+                Err(ReadError::Timeout)
+                    if attempt < READ_ATTEMPTS && !self.pending.contains(&sel) =>
+                {
+                    tracing::debug!(attempt, "clipboard read timed out; reading again");
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::info!(error = ?e, "skipped a clipboard item that could not be read");
+                    return Ok(());
+                }
             }
         };
         let (hash, event) = match content {

@@ -73,7 +73,9 @@ fn xclip_read(display: &str, target: &str) -> Result<Option<Vec<u8>>> {
 fn wait_for_pixels(display: &str, want: &RgbaImage) -> Result<Vec<u8>> {
     poll_until(
         "the image on the other display",
-        STEP,
+        // Images are read, sealed, uploaded and served in several steps, each
+        // by a process that a loaded CI machine may starve for seconds.
+        STEP * 3,
         Duration::from_millis(100),
         || {
             let Some(png) = xclip_read(display, "image/png")? else {
