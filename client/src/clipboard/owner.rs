@@ -21,6 +21,7 @@
 //! At most [`MAX_INCR`] `INCR` transfers run at once; a requestor that goes
 //! away mid-transfer leaves one behind until it is pushed out.
 
+use super::x11::{connect_with_window, intern_all, x};
 use super::ClipboardError;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -29,12 +30,12 @@ use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{
     Atom, AtomEnum, ChangeWindowAttributesAux, ClientMessageEvent, ConnectionExt as _,
     CreateWindowAux, EventMask, PropMode, Property, SelectionNotifyEvent, SelectionRequestEvent,
-    Window, WindowClass, SELECTION_NOTIFY_EVENT,
+    Window, SELECTION_NOTIFY_EVENT,
 };
 use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
-use x11rb::{COPY_DEPTH_FROM_PARENT, COPY_FROM_PARENT, CURRENT_TIME, NONE};
+use x11rb::{CURRENT_TIME, NONE};
 
 /// Largest answer sent in one property; bigger ones go by `INCR` in chunks
 /// of this size.
@@ -152,54 +153,20 @@ pub(crate) struct OwnerThread {
     chunk: usize,
 }
 
-fn x(e: &dyn std::fmt::Display) -> ClipboardError {
-    ClipboardError::X11(e.to_string())
-}
-
 /// Connects and creates the owner's window. Run [`OwnerThread::run`] on a
 /// thread of its own.
 pub(crate) fn connect() -> Result<(Owner, OwnerThread), ClipboardError> {
-    let (conn, screen_num) =
-        RustConnection::connect(None).map_err(|e| ClipboardError::Connect {
-            reason: e.to_string(),
-        })?;
-    let root = conn
-        .setup()
-        .roots
-        .get(screen_num)
-        .ok_or_else(|| ClipboardError::X11("the display has no such screen".into()))?
-        .root;
-    let window = conn.generate_id().map_err(|e| x(&e))?;
-    conn.create_window(
-        COPY_DEPTH_FROM_PARENT,
-        window,
-        root,
-        0,
-        0,
-        1,
-        1,
-        0,
-        WindowClass::INPUT_OUTPUT,
-        COPY_FROM_PARENT,
-        &CreateWindowAux::new(),
-    )
-    .map_err(|e| x(&e))?;
-    let names = [
-        "CLIPBOARD",
-        "PRIMARY",
-        "TARGETS",
-        "INCR",
-        "CLIPMESH_OWNER_STOP",
-    ];
-    let cookies = names
-        .iter()
-        .map(|n| conn.intern_atom(false, n.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| x(&e))?;
-    let mut a = Vec::with_capacity(names.len());
-    for c in cookies {
-        a.push(c.reply().map_err(|e| x(&e))?.atom);
-    }
+    let (conn, window) = connect_with_window(&CreateWindowAux::new())?;
+    let a = intern_all(
+        &conn,
+        [
+            "CLIPBOARD",
+            "PRIMARY",
+            "TARGETS",
+            "INCR",
+            "CLIPMESH_OWNER_STOP",
+        ],
+    )?;
     let atoms = Atoms {
         clipboard: a[0],
         primary: a[1],

@@ -188,33 +188,20 @@ pub(crate) fn check_environment() -> Result<(), ClipboardError> {
     }
 }
 
-/// Connects, checks XFixes, creates the window and subscribes to owner
-/// changes. Returns the watcher (to run on its own thread) and its waker.
-pub(crate) fn connect(
-    cfg: ClipboardConfig,
-    deduper: Arc<Mutex<Deduper>>,
-    tx: mpsc::Sender<LocalEvent>,
-) -> Result<(X11Watcher, X11Waker), ClipboardError> {
-    check_environment()?;
+/// Wraps an X11 protocol or connection error.
+pub(super) fn x(e: &dyn std::fmt::Display) -> ClipboardError {
+    ClipboardError::X11(e.to_string())
+}
+
+/// Connects to `$DISPLAY` and creates the 1×1 unmapped window that the
+/// watcher and the selection owner each use on their own connection.
+pub(super) fn connect_with_window(
+    aux: &CreateWindowAux,
+) -> Result<(RustConnection, Window), ClipboardError> {
     let (conn, screen_num) =
         RustConnection::connect(None).map_err(|e| ClipboardError::Connect {
             reason: e.to_string(),
         })?;
-    let x = |e: &dyn std::fmt::Display| ClipboardError::X11(e.to_string());
-
-    if conn
-        .extension_information(xfixes::X11_EXTENSION_NAME)
-        .map_err(|e| x(&e))?
-        .is_none()
-    {
-        return Err(ClipboardError::MissingXFixes);
-    }
-    // The client must announce its XFixes version before using it.
-    conn.xfixes_query_version(5, 0)
-        .map_err(|e| x(&e))?
-        .reply()
-        .map_err(|e| x(&e))?;
-
     let root = conn
         .setup()
         .roots
@@ -233,10 +220,52 @@ pub(crate) fn connect(
         0,
         WindowClass::INPUT_OUTPUT,
         COPY_FROM_PARENT,
-        // PropertyNotify carries INCR chunks.
-        &CreateWindowAux::new().event_mask(EventMask::PROPERTY_CHANGE),
+        aux,
     )
     .map_err(|e| x(&e))?;
+    Ok((conn, window))
+}
+
+/// Interns `names` in one round trip, returning their atoms in order.
+pub(super) fn intern_all<'a>(
+    conn: &RustConnection,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Atom>, ClipboardError> {
+    let cookies = names
+        .into_iter()
+        .map(|n| conn.intern_atom(false, n.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| x(&e))?;
+    cookies
+        .into_iter()
+        .map(|c| Ok(c.reply().map_err(|e| x(&e))?.atom))
+        .collect()
+}
+
+/// Connects, checks XFixes, creates the window and subscribes to owner
+/// changes. Returns the watcher (to run on its own thread) and its waker.
+pub(crate) fn connect(
+    cfg: ClipboardConfig,
+    deduper: Arc<Mutex<Deduper>>,
+    tx: mpsc::Sender<LocalEvent>,
+) -> Result<(X11Watcher, X11Waker), ClipboardError> {
+    check_environment()?;
+    // PropertyNotify carries INCR chunks.
+    let (conn, window) =
+        connect_with_window(&CreateWindowAux::new().event_mask(EventMask::PROPERTY_CHANGE))?;
+
+    if conn
+        .extension_information(xfixes::X11_EXTENSION_NAME)
+        .map_err(|e| x(&e))?
+        .is_none()
+    {
+        return Err(ClipboardError::MissingXFixes);
+    }
+    // The client must announce its XFixes version before using it.
+    conn.xfixes_query_version(5, 0)
+        .map_err(|e| x(&e))?
+        .reply()
+        .map_err(|e| x(&e))?;
 
     // Intern every atom in one round trip.
     let fixed = [
@@ -256,16 +285,7 @@ pub(crate) fn connect(
         .chain(FILE_TARGETS.iter())
         .copied()
         .collect();
-    let cookies = fixed
-        .iter()
-        .chain(named.iter())
-        .map(|n| conn.intern_atom(false, n.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| x(&e))?;
-    let mut interned = Vec::with_capacity(cookies.len());
-    for c in cookies {
-        interned.push(c.reply().map_err(|e| x(&e))?.atom);
-    }
+    let interned = intern_all(&conn, fixed.iter().chain(named.iter()).copied())?;
     let atoms = Atoms {
         clipboard: interned[0],
         primary: interned[1],
