@@ -114,6 +114,16 @@ pub fn xclip_set_selection(
     text: &str,
     target: Option<&str>,
 ) -> Result<()> {
+    xclip_input(display, selection, target, text.as_bytes())
+}
+
+/// Offers `bytes` as `target` (e.g. `image/png`) on the CLIPBOARD of
+/// `display` with xclip.
+pub fn xclip_offer(display: &str, target: &str, bytes: &[u8]) -> Result<()> {
+    xclip_input(display, "clipboard", Some(target), bytes)
+}
+
+fn xclip_input(display: &str, selection: &str, target: Option<&str>, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut cmd = Command::new("xclip");
     cmd.args(["-selection", selection, "-i"]);
@@ -131,7 +141,7 @@ pub fn xclip_set_selection(
         .stdin
         .take()
         .context("xclip stdin")?
-        .write_all(text.as_bytes())?;
+        .write_all(bytes)?;
     let status = child.wait()?;
     if !status.success() {
         bail!("xclip -i failed on {display}: {status}");
@@ -151,6 +161,16 @@ pub fn xclip_get_selection(
     selection: &str,
     target: Option<&str>,
 ) -> Result<Option<String>> {
+    Ok(xclip_output(display, selection, target)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// Reads `target` (e.g. `image/png`) from the CLIPBOARD of `display` as
+/// bytes. `None` when the selection is empty or refuses the target.
+pub fn xclip_read(display: &str, target: &str) -> Result<Option<Vec<u8>>> {
+    xclip_output(display, "clipboard", Some(target))
+}
+
+fn xclip_output(display: &str, selection: &str, target: Option<&str>) -> Result<Option<Vec<u8>>> {
     let mut cmd = Command::new("xclip");
     cmd.args(["-selection", selection, "-o"]);
     if let Some(t) = target {
@@ -161,8 +181,5 @@ pub fn xclip_get_selection(
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("xclip: {INSTALL_HINT}"))?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+    Ok(out.status.success().then_some(out.stdout))
 }

@@ -28,12 +28,12 @@ use anyhow::{bail, Context, Result};
 use clipmesh_tests::rss::MemoryWindow;
 use clipmesh_tests::wait::{poll_until, STEP};
 use clipmesh_tests::xsel::{SelectionOwner, SelectionWatcher};
+use clipmesh_tests::xvfb::{xclip_offer, xclip_read};
 use clipmesh_tests::{Device, Relay, Xvfb};
 use image::{DynamicImage, ImageFormat, RgbaImage};
 use sha2::{Digest, Sha256};
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest one large item may take.
@@ -69,37 +69,6 @@ fn parse_args() -> Result<Args> {
         bail!("--runs must be at least 3 (medians)");
     }
     Ok(a)
-}
-
-fn xclip_offer(display: &str, target: &str, bytes: &[u8]) -> Result<()> {
-    let mut child = Command::new("xclip")
-        .args(["-selection", "clipboard", "-t", target, "-i"])
-        .env("DISPLAY", display)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("xclip")?;
-    child
-        .stdin
-        .take()
-        .context("xclip stdin")?
-        .write_all(bytes)?;
-    if !child.wait()?.success() {
-        bail!("xclip -i failed");
-    }
-    Ok(())
-}
-
-fn xclip_read(display: &str, target: &str) -> Result<Option<Vec<u8>>> {
-    let out = Command::new("xclip")
-        .args(["-selection", "clipboard", "-o", "-t", target])
-        .env("DISPLAY", display)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("xclip")?;
-    Ok(out.status.success().then_some(out.stdout))
 }
 
 fn random_file(path: &Path, len: usize) -> Result<[u8; 32]> {

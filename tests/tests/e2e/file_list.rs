@@ -4,12 +4,9 @@
 //! `x-special/gnome-copied-files` and the paths as text.
 
 use crate::world::{unique, World, LOG};
-use anyhow::{bail, Context, Result};
 use clipmesh_tests::wait::{poll_until, STEP};
-use clipmesh_tests::xvfb::xclip_set;
-use std::io::Write;
+use clipmesh_tests::xvfb::{xclip_get, xclip_offer, xclip_set};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
@@ -48,41 +45,6 @@ fn paths_of(list: &str) -> Vec<PathBuf> {
         .filter_map(|l| l.trim_end_matches('\r').strip_prefix("file://"))
         .map(|p| PathBuf::from(String::from_utf8(unescape(p)).unwrap()))
         .collect()
-}
-
-fn xclip_offer(display: &str, target: &str, bytes: &[u8]) -> Result<()> {
-    let mut child = Command::new("xclip")
-        .args(["-selection", "clipboard", "-t", target, "-i"])
-        .env("DISPLAY", display)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("xclip (run scripts/test, which installs it)")?;
-    child
-        .stdin
-        .take()
-        .context("xclip stdin")?
-        .write_all(bytes)?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("xclip -i failed on {display}: {status}");
-    }
-    Ok(())
-}
-
-fn xclip_read(display: &str, target: &str) -> Result<Option<String>> {
-    let out = Command::new("xclip")
-        .args(["-selection", "clipboard", "-o", "-t", target])
-        .env("DISPLAY", display)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("xclip")?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 #[test]
@@ -129,7 +91,7 @@ fn copied_file_list_is_pasteable_on_the_other_display() {
         STEP,
         Duration::from_millis(100),
         || {
-            Ok(xclip_read(&b.display(), "text/uri-list")?
+            Ok(xclip_get(&b.display(), Some("text/uri-list"))?
                 .map(|l| paths_of(&l))
                 .filter(|p| p.len() == files.len()))
         },
@@ -141,13 +103,15 @@ fn copied_file_list_is_pasteable_on_the_other_display() {
         assert_eq!(&std::fs::read(path).unwrap(), data, "{name}");
     }
     // GNOME's target: "copy", then the same URIs.
-    let gnome = xclip_read(&b.display(), "x-special/gnome-copied-files")
+    let gnome = xclip_get(&b.display(), Some("x-special/gnome-copied-files"))
         .unwrap()
         .unwrap();
     assert!(gnome.starts_with("copy\nfile://"), "{gnome}");
     assert_eq!(paths_of(&gnome), got);
     // Plain text: the paths, one a line.
-    let text = xclip_read(&b.display(), "UTF8_STRING").unwrap().unwrap();
+    let text = xclip_get(&b.display(), Some("UTF8_STRING"))
+        .unwrap()
+        .unwrap();
     let lines: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
     assert_eq!(lines, got);
 
@@ -157,7 +121,7 @@ fn copied_file_list_is_pasteable_on_the_other_display() {
     xclip_set(&b.display(), &text).unwrap();
     poll_until("the text on A", STEP, Duration::from_millis(100), || {
         Ok(
-            (xclip_read(&a.display(), "UTF8_STRING")?.as_deref() == Some(text.as_str()))
+            (xclip_get(&a.display(), Some("UTF8_STRING"))?.as_deref() == Some(text.as_str()))
                 .then_some(()),
         )
     })

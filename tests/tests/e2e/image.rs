@@ -4,12 +4,11 @@
 //! go through the relay's blob store and are tested with it.
 
 use crate::world::{unique, World, LOG};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clipmesh_tests::wait::{poll_until, STEP};
-use clipmesh_tests::xvfb::xclip_set;
+use clipmesh_tests::xvfb::{xclip_offer, xclip_read, xclip_set};
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
-use std::io::{Cursor, Write};
-use std::process::{Command, Stdio};
+use std::io::Cursor;
 use std::time::Duration;
 
 const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
@@ -33,40 +32,6 @@ fn encode(img: &RgbaImage, f: ImageFormat) -> Vec<u8> {
         .write_to(&mut Cursor::new(&mut out), f)
         .unwrap();
     out
-}
-
-/// Offers `bytes` as `target` on the CLIPBOARD of `display` with xclip.
-fn xclip_offer(display: &str, target: &str, bytes: &[u8]) -> Result<()> {
-    let mut child = Command::new("xclip")
-        .args(["-selection", "clipboard", "-t", target, "-i"])
-        .env("DISPLAY", display)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("xclip (run scripts/test, which installs it)")?;
-    child
-        .stdin
-        .take()
-        .context("xclip stdin")?
-        .write_all(bytes)?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("xclip -i failed on {display}: {status}");
-    }
-    Ok(())
-}
-
-/// Reads `target` from the CLIPBOARD of `display`; `None` when refused.
-fn xclip_read(display: &str, target: &str) -> Result<Option<Vec<u8>>> {
-    let out = Command::new("xclip")
-        .args(["-selection", "clipboard", "-o", "-t", target])
-        .env("DISPLAY", display)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("xclip")?;
-    Ok(out.status.success().then_some(out.stdout))
 }
 
 /// Waits until `display` serves an `image/png` with exactly `want`'s pixels.

@@ -6,14 +6,14 @@
 //! peak RSS grow by less than [`RSS_BOUND`] over their idle resident set.
 
 use crate::world::{World, LOG};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clipmesh_tests::rss::MemoryWindow;
 use clipmesh_tests::wait::poll_until;
+use clipmesh_tests::xvfb::{xclip_offer, xclip_read};
 use image::{DynamicImage, ImageFormat, RgbaImage};
 use sha2::{Digest, Sha256};
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The bound this test states: peak RSS of the relay and of each daemon
@@ -24,38 +24,6 @@ pub const RSS_BOUND: u64 = 64 << 20;
 const FILE_LEN: usize = 100 << 20;
 /// Deadline for one large item (debug builds on a shared 2-core machine).
 const LARGE_STEP: Duration = Duration::from_secs(180);
-
-fn xclip_offer(display: &str, target: &str, bytes: &[u8]) -> Result<()> {
-    let mut child = Command::new("xclip")
-        .args(["-selection", "clipboard", "-t", target, "-i"])
-        .env("DISPLAY", display)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("xclip (run scripts/test, which installs it)")?;
-    child
-        .stdin
-        .take()
-        .context("xclip stdin")?
-        .write_all(bytes)?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("xclip -i failed on {display}: {status}");
-    }
-    Ok(())
-}
-
-fn xclip_read(display: &str, target: &str) -> Result<Option<Vec<u8>>> {
-    let out = Command::new("xclip")
-        .args(["-selection", "clipboard", "-o", "-t", target])
-        .env("DISPLAY", display)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("xclip")?;
-    Ok(out.status.success().then_some(out.stdout))
-}
 
 /// An image of random pixels whose PNG is at least 5 MiB.
 pub fn random_image() -> (RgbaImage, Vec<u8>) {
