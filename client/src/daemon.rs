@@ -331,7 +331,22 @@ impl<C: ClipboardSink> Daemon<C> {
     ) -> Option<tokio::sync::oneshot::Receiver<Result<u64, link::PublishError>>> {
         let kind = content.kind_name();
         let len = content.payload_len();
-        // Something was copied here: a download still running must not
+        if !explicit {
+            match self.sync.on_local(&content, at_ms) {
+                LocalDecision::Send => {}
+                LocalDecision::Unchanged => {
+                    tracing::trace!(kind, len, "local change is not new");
+                    return None;
+                }
+                LocalDecision::Stale => {
+                    // Read before a remote item was put on the clipboard,
+                    // which holds that item now.
+                    tracing::debug!(kind, len, "local change superseded by a remote item");
+                    return None;
+                }
+            }
+        }
+        // Something new was copied here: a download still running must not
         // replace it when it finishes (newest wins).
         self.generation += 1;
         if !explicit && (self.opts.receive_only || !self.opts.allows(&content)) {
@@ -351,10 +366,6 @@ impl<C: ClipboardSink> Daemon<C> {
                 "local item too large; not synced"
             );
             self.sync.record_local_only(&content, at_ms);
-            return None;
-        }
-        if !explicit && self.sync.on_local(&content) == LocalDecision::Unchanged {
-            tracing::trace!(kind, len, "local change is not new");
             return None;
         }
         if let ClipContent::Image { width, height, png } = &content {
@@ -470,7 +481,7 @@ impl<C: ClipboardSink> Daemon<C> {
             self.status.last_error = Some(msg);
             return;
         }
-        match self.sync.on_remote(meta, &item.content) {
+        match self.sync.on_remote(meta, &item.content, now_ms()) {
             RemoteDecision::Apply
                 if matches!(
                     item.content,

@@ -16,6 +16,9 @@
 //!   only publishes content that differs from what it last had.
 //! - A remote item is applied only if its [`ClipMeta`] is newer than the
 //!   clipboard's current item.
+//! - A local change read before the last remote item was applied (by this
+//!   device's own clock) is stale: the clipboard now holds the remote item,
+//!   so publishing the older read would make devices disagree.
 
 use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
@@ -41,6 +44,8 @@ pub enum LocalDecision {
     Send,
     /// Same content as the clipboard already had: nothing to send.
     Unchanged,
+    /// Read before a remote item replaced it on the clipboard.
+    Stale,
 }
 
 /// What to do with a received clip.
@@ -74,6 +79,9 @@ pub struct SyncEngine {
     highest: HashMap<DeviceId, u64>,
     /// What is on the clipboard now, if known.
     current: Option<Current>,
+    /// When (this device's clock, ms) a remote item was last accepted for
+    /// the clipboard.
+    applied_at_ms: u64,
 }
 
 impl SyncEngine {
@@ -83,14 +91,16 @@ impl SyncEngine {
             device,
             highest: HashMap::new(),
             current: None,
+            applied_at_ms: 0,
         }
     }
 
-    /// Checks a local change; does not record it (see
-    /// [`SyncEngine::record_sent`]).
-    pub fn on_local(&self, content: &ClipContent) -> LocalDecision {
+    /// Checks a local change read from the clipboard at `read_at_ms` (this
+    /// device's clock); does not record it (see [`SyncEngine::record_sent`]).
+    pub fn on_local(&self, content: &ClipContent, read_at_ms: u64) -> LocalDecision {
         match &self.current {
             Some(c) if c.hash == content_hash(content) => LocalDecision::Unchanged,
+            _ if read_at_ms < self.applied_at_ms => LocalDecision::Stale,
             _ => LocalDecision::Send,
         }
     }
@@ -134,9 +144,14 @@ impl SyncEngine {
         true
     }
 
-    /// Decides about a received clip; on [`RemoteDecision::Apply`] it
-    /// becomes the current item.
-    pub fn on_remote(&mut self, meta: ClipMeta, content: &ClipContent) -> RemoteDecision {
+    /// Decides about a received clip at `now_ms` (this device's clock); on
+    /// [`RemoteDecision::Apply`] it becomes the current item.
+    pub fn on_remote(
+        &mut self,
+        meta: ClipMeta,
+        content: &ClipContent,
+        now_ms: u64,
+    ) -> RemoteDecision {
         if meta.origin == self.device {
             return RemoteDecision::Echo;
         }
@@ -156,6 +171,7 @@ impl SyncEngine {
             }
         }
         self.current = Some(Current { hash, meta });
+        self.applied_at_ms = now_ms;
         RemoteDecision::Apply
     }
 }
@@ -191,19 +207,19 @@ mod tests {
     fn duplicates_and_echoes_are_dropped() {
         let mut e = SyncEngine::new(DeviceId(1));
         assert_eq!(
-            e.on_remote(meta(2, 5, 100), &text("a")),
+            e.on_remote(meta(2, 5, 100), &text("a"), 0),
             RemoteDecision::Apply
         );
         assert_eq!(
-            e.on_remote(meta(2, 5, 100), &text("a")),
+            e.on_remote(meta(2, 5, 100), &text("a"), 0),
             RemoteDecision::Duplicate
         );
         assert_eq!(
-            e.on_remote(meta(2, 4, 200), &text("b")),
+            e.on_remote(meta(2, 4, 200), &text("b"), 0),
             RemoteDecision::Duplicate
         );
         assert_eq!(
-            e.on_remote(meta(1, 9, 300), &text("c")),
+            e.on_remote(meta(1, 9, 300), &text("c"), 0),
             RemoteDecision::Echo
         );
     }
@@ -212,13 +228,13 @@ mod tests {
     fn applied_item_is_not_sent_back() {
         let mut e = SyncEngine::new(DeviceId(1));
         assert_eq!(
-            e.on_remote(meta(2, 1, 100), &text("a")),
+            e.on_remote(meta(2, 1, 100), &text("a"), 0),
             RemoteDecision::Apply
         );
         // The watcher reports our own write (if the clipboard module's
         // suppression missed it): not a change.
-        assert_eq!(e.on_local(&text("a")), LocalDecision::Unchanged);
-        assert_eq!(e.on_local(&text("b")), LocalDecision::Send);
+        assert_eq!(e.on_local(&text("a"), 0), LocalDecision::Unchanged);
+        assert_eq!(e.on_local(&text("b"), 0), LocalDecision::Send);
     }
 
     #[test]
@@ -227,16 +243,16 @@ mod tests {
         e.record_sent(&text("mine"), 1, 1_000);
         // A replayed clip copied before our last local change: not applied.
         assert_eq!(
-            e.on_remote(meta(2, 3, 900), &text("old")),
+            e.on_remote(meta(2, 3, 900), &text("old"), 0),
             RemoteDecision::Older
         );
         assert_eq!(
-            e.on_remote(meta(2, 4, 1_100), &text("new")),
+            e.on_remote(meta(2, 4, 1_100), &text("new"), 0),
             RemoteDecision::Apply
         );
         // Copying the same thing again after something else was applied is
         // a real change.
-        assert_eq!(e.on_local(&text("mine")), LocalDecision::Send);
+        assert_eq!(e.on_local(&text("mine"), 0), LocalDecision::Send);
     }
 
     #[test]
@@ -244,7 +260,7 @@ mod tests {
         let mut e = SyncEngine::new(DeviceId(1));
         e.record_local_only(&text("secret-ish but not sent"), 2_000);
         assert_eq!(
-            e.on_remote(meta(2, 1, 1_500), &text("x")),
+            e.on_remote(meta(2, 1, 1_500), &text("x"), 0),
             RemoteDecision::Older
         );
     }
@@ -261,7 +277,7 @@ mod tests {
         // (origin index, seq, ts, content)
         let mut wire: Vec<(usize, u64, u64, ClipContent)> = vec![];
         let c = text("hello");
-        assert_eq!(devs[0].on_local(&c), LocalDecision::Send);
+        assert_eq!(devs[0].on_local(&c, 0), LocalDecision::Send);
         seqs[0] += 1;
         devs[0].record_sent(&c, seqs[0], 10);
         wire.push((0, seqs[0], 10, c));
@@ -274,10 +290,10 @@ mod tests {
                     continue;
                 }
                 let m = meta(from as u64 + 1, seq, ts);
-                if devs[i].on_remote(m, &content) == RemoteDecision::Apply {
+                if devs[i].on_remote(m, &content, 0) == RemoteDecision::Apply {
                     applies[i] += 1;
                     // Watcher echo: the applied item comes back as local.
-                    if devs[i].on_local(&content) == LocalDecision::Send {
+                    if devs[i].on_local(&content, 0) == LocalDecision::Send {
                         seqs[i] += 1;
                         devs[i].record_sent(&content, seqs[i], ts + 1);
                         wire.push((i, seqs[i], ts + 1, content.clone()));
@@ -295,10 +311,27 @@ mod tests {
         let mut b = SyncEngine::new(DeviceId(2));
         a.record_sent(&text("from a"), 1, 500);
         b.record_sent(&text("from b"), 1, 500);
-        let ra = a.on_remote(meta(2, 1, 500), &text("from b"));
-        let rb = b.on_remote(meta(1, 1, 500), &text("from a"));
+        let ra = a.on_remote(meta(2, 1, 500), &text("from b"), 0);
+        let rb = b.on_remote(meta(1, 1, 500), &text("from a"), 0);
         // Device 2 wins the tie: a applies b's item, b keeps its own.
         assert_eq!(ra, RemoteDecision::Apply);
         assert_eq!(rb, RemoteDecision::Older);
+    }
+
+    #[test]
+    fn local_read_before_a_remote_apply_is_stale() {
+        let mut e = SyncEngine::new(DeviceId(1));
+        // Remote item accepted at local time 2_000; its own stamp comes from
+        // another clock and does not matter here.
+        assert_eq!(
+            e.on_remote(meta(2, 1, 9_999_999), &text("remote"), 2_000),
+            RemoteDecision::Apply
+        );
+        // Read at 1_999, queued behind the apply: the clipboard no longer
+        // holds it.
+        assert_eq!(e.on_local(&text("older read"), 1_999), LocalDecision::Stale);
+        // Read at or after the apply: a real copy.
+        assert_eq!(e.on_local(&text("new copy"), 2_000), LocalDecision::Send);
+        assert_eq!(e.on_local(&text("remote"), 1_000), LocalDecision::Unchanged);
     }
 }

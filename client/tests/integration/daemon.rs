@@ -160,13 +160,17 @@ async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
     a.copy("one").await;
     assert_eq!(b.next_applied().await, "one");
     // B's watcher reporting the applied item back is not a new clip; B's
-    // next real copy reaches A, with no echo of "one" before it.
+    // next real copy reaches A, with no echo of "one" before it. Copying
+    // what the clipboard already holds again does nothing either. B handles
+    // its local changes in order, so once A has "three", B has handled all
+    // of them (nothing of B's is still queued when A sends below).
     b.copy("one").await;
     b.copy("two").await;
-    assert_eq!(a.next_applied().await, "two");
-    assert!(a.applied.try_recv().is_err(), "echo reached A");
-    // Copying what the clipboard already holds again does nothing either.
     b.copy("two").await;
+    b.copy("three").await;
+    assert_eq!(a.next_applied().await, "two");
+    assert_eq!(a.next_applied().await, "three");
+    assert!(a.applied.try_recv().is_err(), "echo reached A");
 
     // `clipmesh send` through the control socket.
     let resp = control::request(
