@@ -58,6 +58,12 @@ pub const BLOB_ID_LEN: usize = 16;
 pub const BLOB_AAD_DOMAIN: &[u8; 16] = b"clipmesh/v1/blob";
 /// Length of a chunk's AAD: domain, blob id, index, last flag.
 pub const BLOB_AAD_LEN: usize = 16 + BLOB_ID_LEN + 8 + 1;
+/// The digest a reference carries when its sender published it before the
+/// upload ended (a streamed blob): no SHA-256 is given or checked, and the
+/// STREAM construction alone authenticates the plaintext (the envelope
+/// still fixes the length, so the chunk count and the last chunk are
+/// checked). All zeros: no plaintext has this SHA-256 in practice.
+pub const NO_DIGEST: [u8; 32] = [0; 32];
 /// Largest blob this format describes (2^50 bytes, 1 PiB): far above any
 /// configured limit, and low enough that no length computation overflows.
 pub const MAX_BLOB_LEN: u64 = 1 << 50;
@@ -419,7 +425,8 @@ pub struct BlobStreamSealer {
     next: u64,
     resume_from: u64,
     len: u64,
-    sha: Sha256,
+    /// `None` for a streamed blob ([`BlobStreamSealer::without_digest`]).
+    sha: Option<Sha256>,
 }
 
 impl fmt::Debug for BlobStreamSealer {
@@ -441,8 +448,17 @@ impl BlobStreamSealer {
             next: 0,
             resume_from: 0,
             len: 0,
-            sha: Sha256::new(),
+            sha: Some(Sha256::new()),
         }
+    }
+
+    /// Skips the SHA-256: [`BlobStreamSealer::finish`] reports
+    /// [`NO_DIGEST`]. For a blob whose reference is published before the
+    /// upload ends, when the digest cannot be in the envelope anyway (or
+    /// is computed elsewhere); it halves the sender's work.
+    pub fn without_digest(mut self) -> Self {
+        self.sha = None;
+        self
     }
 
     /// Resumes an upload: chunks before `index` are hashed but not sealed
@@ -472,7 +488,9 @@ impl BlobStreamSealer {
             return Err(BlobError::TooLarge);
         }
         self.len += data.len() as u64;
-        self.sha.update(data);
+        if let Some(sha) = &mut self.sha {
+            sha.update(data);
+        }
         let mut out = Vec::new();
         while !data.is_empty() {
             if self.buf.len() == CHUNK_LEN {
@@ -496,7 +514,10 @@ impl BlobStreamSealer {
         let last = self.emit(true)?;
         let summary = BlobSummary {
             len: self.len,
-            sha256: std::mem::take(&mut self.sha).finalize().into(),
+            sha256: self
+                .sha
+                .take()
+                .map_or(NO_DIGEST, |sha| sha.finalize().into()),
         };
         Ok((last, summary))
     }
@@ -540,7 +561,8 @@ pub struct BlobOpener {
     id: BlobId,
     layout: BlobLayout,
     next: u64,
-    sha: Sha256,
+    /// `None` when the reference carries [`NO_DIGEST`].
+    sha: Option<Sha256>,
     expected_sha256: [u8; 32],
     state: OpenerState,
 }
@@ -560,14 +582,15 @@ impl fmt::Debug for BlobOpener {
 
 impl BlobOpener {
     /// An opener for blob `id` under `key`, whose plaintext the envelope
-    /// says is `len` bytes with SHA-256 `sha256`.
+    /// says is `len` bytes with SHA-256 `sha256` ([`NO_DIGEST`]: a streamed
+    /// blob, no digest to check).
     pub fn new(key: &BlobKey, id: BlobId, len: u64, sha256: [u8; 32]) -> Result<Self, BlobError> {
         Ok(Self {
             key: key.clone(),
             id,
             layout: BlobLayout::new(len)?,
             next: 0,
-            sha: Sha256::new(),
+            sha: (sha256 != NO_DIGEST).then(Sha256::new),
             expected_sha256: sha256,
             state: OpenerState::Open,
         })
@@ -633,7 +656,9 @@ impl BlobOpener {
             buf.zeroize();
             return self.fail(BlobError::Open);
         }
-        self.sha.update(&buf);
+        if let Some(sha) = &mut self.sha {
+            sha.update(&buf);
+        }
         self.next += 1;
         if last {
             self.state = OpenerState::Done;
@@ -656,7 +681,9 @@ impl BlobOpener {
         if self.layout.chunk_plain_len(self.next) != Some(opened_plaintext.len()) {
             return self.fail(BlobError::Digest);
         }
-        self.sha.update(opened_plaintext);
+        if let Some(sha) = &mut self.sha {
+            sha.update(opened_plaintext);
+        }
         if self.layout.is_last(self.next) {
             self.state = OpenerState::Done;
         }
@@ -665,15 +692,18 @@ impl BlobOpener {
     }
 
     /// Ends the blob: fails unless the last chunk was opened and the
-    /// plaintext's SHA-256 matches the envelope. Only then may the receiver
-    /// expose the file.
+    /// plaintext's SHA-256 matches the envelope (unless it carries
+    /// [`NO_DIGEST`]). Only then may the receiver expose the file.
     pub fn finish(self) -> Result<(), BlobError> {
         match self.state {
             OpenerState::Done => {}
             OpenerState::Open => return Err(BlobError::Truncated),
             OpenerState::Failed(e) => return Err(e),
         }
-        let got: [u8; 32] = self.sha.clone().finalize().into();
+        let Some(sha) = &self.sha else {
+            return Ok(());
+        };
+        let got: [u8; 32] = sha.clone().finalize().into();
         use subtle::ConstantTimeEq;
         if bool::from(got.ct_eq(&self.expected_sha256)) {
             Ok(())
@@ -877,10 +907,47 @@ mod tests {
         );
         // Wrong digest.
         let bad = BlobSummary {
-            sha256: [0; 32],
+            sha256: [1; 32],
             ..s
         };
         assert_eq!(open_all(&key, id, &bad, &bytes), Err(BlobError::Digest));
+    }
+
+    #[test]
+    fn streamed_blobs_without_digest_are_still_bound() {
+        let key = BlobKey::generate();
+        let id = BlobId::generate();
+        let data = pattern(2 * CHUNK_LEN + 77);
+        let mut sealer = BlobStreamSealer::new(&key, id).without_digest();
+        let mut chunks = Vec::new();
+        for p in data.chunks(CHUNK_LEN) {
+            chunks.extend(sealer.push(p).unwrap());
+        }
+        let (last, s) = sealer.finish().unwrap();
+        chunks.extend(last);
+        assert_eq!((s.len, s.sha256), (data.len() as u64, NO_DIGEST));
+        let bytes: Vec<Vec<u8>> = chunks.into_iter().map(|c| c.bytes).collect();
+        assert_eq!(open_all(&key, id, &s, &bytes).unwrap(), data);
+        // Without a digest, truncation, reordering, tampering and a wrong
+        // length still fail: the STREAM construction carries the binding.
+        assert_eq!(
+            open_all(&key, id, &s, &bytes[..2]),
+            Err(BlobError::Truncated)
+        );
+        let mut r = bytes.clone();
+        r.swap(0, 1);
+        assert_eq!(open_all(&key, id, &s, &r), Err(BlobError::Open));
+        let mut t = bytes.clone();
+        t[2][30] ^= 1;
+        assert_eq!(open_all(&key, id, &s, &t), Err(BlobError::Open));
+        let short = BlobSummary {
+            len: 2 * CHUNK,
+            ..s
+        };
+        assert_eq!(
+            open_all(&key, id, &short, &bytes[..2]),
+            Err(BlobError::Open)
+        );
     }
 
     #[test]
