@@ -31,8 +31,15 @@
 //! relay's task tracker: it deletes expired files, keeps their rows as
 //! tombstones for [`TOMBSTONE_SECS`] (still 410), and removes the blob
 //! directories of deleted users.
+//!
+//! Downloads may start before the upload ends: `GET` follows a blob still
+//! being written (`blobs/serve.rs`), whole chunks at a time, waiting on the
+//! upload's progress mark (`blobs/growth.rs`) for at most [`BlobStore::idle`]
+//! without progress.
 
+mod growth;
 mod http;
+mod serve;
 mod upload;
 
 pub use http::routes;
@@ -44,7 +51,7 @@ use clipmesh_proto::{BlobId, UserId};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -61,6 +68,9 @@ pub const TOMBSTONE_SECS: i64 = 7 * 24 * 3600;
 pub const WRITE_BUF: usize = 1 << 20;
 /// Bytes a download reads from its file at a time.
 pub const READ_BUF: usize = 256 << 10;
+/// Default of [`BlobStore::idle`]: how long an upload body or a download
+/// following an upload may go without progress before it is ended.
+pub const BLOB_IDLE: Duration = Duration::from_secs(30);
 
 /// Why a blob operation failed inside the relay (not the client's fault).
 #[derive(Debug, Error)]
@@ -122,6 +132,10 @@ pub struct BlobStore {
     /// Blobs with a `PATCH` in progress (or its last blocking write still
     /// running): a second one is refused instead of interleaving writes.
     uploading: Arc<Mutex<HashSet<(UserId, BlobId)>>>,
+    /// Progress marks of blobs being written, for downloads that follow.
+    growth: growth::Growth,
+    /// [`BlobStore::idle`] in milliseconds.
+    idle_ms: AtomicU64,
 }
 
 /// Held while a `PATCH` writes a blob; moved into its blocking writes so
@@ -157,6 +171,8 @@ impl BlobStore {
             metrics,
             limits,
             uploading: Arc::default(),
+            growth: growth::Growth::default(),
+            idle_ms: AtomicU64::new(BLOB_IDLE.as_millis() as u64),
         };
         s.refresh_gauge().await?;
         Ok(s)
@@ -165,6 +181,23 @@ impl BlobStore {
     /// The limits in force.
     pub fn limits(&self) -> BlobLimits {
         self.limits
+    }
+
+    /// How long a blob body (`PATCH`) or a download waiting for an upload
+    /// may go without progress before it is ended ([`BLOB_IDLE`] unless
+    /// set).
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`BlobStore::idle`] (tests use a short one).
+    pub fn set_idle(&self, idle: Duration) {
+        self.idle_ms
+            .store(idle.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn growth(&self) -> &growth::Growth {
+        &self.growth
     }
 
     /// Directory of one user's blobs.
@@ -218,6 +251,7 @@ impl BlobStore {
             .store
             .call(move |db| db.delete_blob(user, &blob))
             .await?;
+        self.growth.gone(user, blob);
         let path = self.path(user, &blob);
         blocking(move || remove_file_if_exists(&path)).await??;
         self.refresh_gauge().await?;
@@ -244,6 +278,10 @@ impl BlobStore {
             expired: expired.len(),
             orphan_dirs: 0,
         };
+        for (u, b) in &expired {
+            self.growth.gone(*u, *b);
+        }
+        self.growth.prune(self.idle());
         let paths: Vec<PathBuf> = expired.iter().map(|(u, b)| self.path(*u, b)).collect();
         blocking(move || paths.iter().try_for_each(|p| remove_file_if_exists(p))).await??;
         let dir = self.dir.clone();

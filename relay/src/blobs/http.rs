@@ -3,19 +3,19 @@
 //! Bearer-authenticated and scoped to the token's user: another user's blob
 //! is indistinguishable from a missing one (404).
 
+use super::serve::Tail;
 use super::upload::{self, End};
-use super::{blocking, BlobError, READ_BUF};
+use super::{blocking, BlobError};
 use crate::http::{ApiError, AppState, Authed};
 use crate::metrics::Metrics;
 use crate::store::{unix_now, BlobRow, CreateBlob};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use clipmesh_proto::{BlobId, BlobLayout, UserId};
-use std::io::{Read, Seek, SeekFrom};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -246,9 +246,18 @@ async fn patch(
         return Ok(with_offset(over(declared), offset));
     }
     let path = s.blobs.path(user, &blob);
-    let w = upload::write_body(path.clone(), offset, allowed, body, &lock)
-        .await
-        .map_err(internal)?;
+    let mark = s.blobs.growth().get(user, blob);
+    let w = upload::write_body(
+        path.clone(),
+        offset,
+        allowed,
+        body,
+        &lock,
+        &mark,
+        s.blobs.idle(),
+    )
+    .await
+    .map_err(internal)?;
     if w.end == End::Overflow {
         // A rewind before the refused body was committed.
         s.blobs.adjust_gauge(row.stored_len, offset);
@@ -286,6 +295,8 @@ async fn patch(
     s.blobs.adjust_gauge(row.stored_len, stored);
     if stored == row.sealed_len {
         tracing::debug!(%user, %blob, len = stored, "blob complete");
+        // Its mark says so; downloads following it keep their handle.
+        s.blobs.growth().remove(user, blob);
     }
     match w.end {
         End::Interrupted => Ok(with_offset(
@@ -339,17 +350,26 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let blob = parse_id(&id)?;
     let user = me.user;
+    // Watch first, then read the row: a PATCH after this point moves the
+    // mark we hold.
+    let mark = s.blobs.growth().get(user, blob);
+    let rx = mark.subscribe();
     let row = live(&s, user, blob).await?;
-    if !row.complete {
+    if !row.complete && rx.borrow().at.elapsed() >= s.blobs.idle() {
         return Ok(with_offset(
             ApiError::new(
                 StatusCode::CONFLICT,
                 "incomplete",
-                "this blob is not completely uploaded yet",
+                "the upload of this blob stopped before it was complete",
             ),
             row.stored_len,
         ));
     }
+    let Some(layout) = BlobLayout::from_sealed_len(row.sealed_len) else {
+        return Err(internal(BlobError::Io(std::io::Error::other(
+            "stored blob has an impossible length",
+        ))));
+    };
     let len = row.sealed_len;
     let range = match parse_range(&headers, len) {
         Ok(r) => r,
@@ -368,10 +388,14 @@ async fn download(
     };
     let (start, end) = range.unwrap_or((0, len));
     let path = s.blobs.path(user, &blob);
-    let opened = blocking(move || -> std::io::Result<std::fs::File> {
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(start))?;
-        Ok(f)
+    let opened = blocking(move || -> std::io::Result<Option<std::fs::File>> {
+        match std::fs::File::open(&path) {
+            Ok(f) => Ok(Some(f)),
+            // Created, no PATCH yet: the stream opens the file once bytes
+            // are there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && row.stored_len == 0 => Ok(None),
+            Err(e) => Err(e),
+        }
     })
     .await
     .map_err(internal)?;
@@ -383,26 +407,22 @@ async fn download(
         }
         Err(e) => return Err(internal(e.into())),
     };
-    let metrics = s.metrics.clone();
-    let stream = futures_util::stream::try_unfold((file, end - start), move |(mut f, left)| {
-        let metrics = metrics.clone();
-        async move {
-            if left == 0 {
-                return Ok::<_, std::io::Error>(None);
-            }
-            // At most READ_BUF, which fits usize.
-            let n = left.min(READ_BUF as u64) as usize;
-            let (f, buf) = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; n];
-                f.read_exact(&mut buf).map(|()| (f, buf))
-            })
-            .await
-            .map_err(std::io::Error::other)??;
-            Metrics::add(&metrics.blob_bytes_downloaded, n as u64);
-            Ok(Some((Bytes::from(buf), (f, left - n as u64))))
-        }
-    });
-    let mut resp = Response::new(Body::from_stream(stream));
+    let tail = Tail {
+        file,
+        path: s.blobs.path(user, &blob),
+        pos: start,
+        end,
+        layout,
+        committed: row.stored_len,
+        complete: row.complete,
+        rx,
+        _entry: mark,
+        blobs: s.blobs.clone(),
+        user,
+        blob,
+        metrics: s.metrics.clone(),
+    };
+    let mut resp = Response::new(Body::from_stream(tail.into_stream()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

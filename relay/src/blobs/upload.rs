@@ -3,7 +3,14 @@
 //! frames are only read once that write is done, so memory stays at about
 //! one buffer per request and a slow disk slows the sender (TCP
 //! back-pressure) instead of growing a queue.
+//!
+//! The body has no total deadline (a large blob on a slow uplink takes as
+//! long as it takes); it is ended when no frame arrives for the store's
+//! idle time, and what was written until then is kept. Each write moves the
+//! blob's progress mark ([`super::growth`]) so downloads following the
+//! upload see the new bytes.
 
+use super::growth::{self, Mark};
 use super::{blocking, BlobError, UploadLock, WRITE_BUF};
 use axum::body::{Body, BodyDataStream, Bytes};
 use futures_util::StreamExt;
@@ -11,14 +18,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// How a body ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum End {
     /// The whole body was written.
     Done,
-    /// The body broke off (client gone, bad chunked encoding); the bytes
-    /// before the break were written.
+    /// The body broke off (client gone, bad chunked encoding, or no frame
+    /// for the idle time); the bytes before the break were written.
     Interrupted,
     /// The body was longer than allowed; nothing of it is kept.
     Overflow,
@@ -37,22 +46,35 @@ pub(crate) struct Written {
 /// The file is first truncated to `start` (dropping the tail of a cancelled
 /// earlier `PATCH`), and fsynced at the end. `lock` travels into every
 /// blocking write so the blob stays locked until they have all finished,
-/// even if this future is dropped.
+/// even if this future is dropped. `mark` is the blob's progress mark;
+/// a body with no frame for `idle` ends as [`End::Interrupted`].
 pub(crate) async fn write_body(
     path: PathBuf,
     start: u64,
     allowed: u64,
     body: Body,
     lock: &Arc<UploadLock>,
+    mark: &Arc<watch::Sender<Mark>>,
+    idle: Duration,
 ) -> Result<Written, BlobError> {
-    let l = lock.clone();
-    let mut file = blocking(move || open_at(&path, start, l)).await??;
+    let (l, m) = (lock.clone(), mark.clone());
+    let mut file = blocking(move || open_at(&path, start, l, &m)).await??;
     let mut stream = body.into_data_stream();
     let mut pending: Vec<Bytes> = Vec::new();
     let mut pending_len = 0usize;
     let mut bytes = 0u64;
     let end = loop {
-        match stream.next().await {
+        let next = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                tracing::debug!(
+                    idle_ms = idle.as_millis() as u64,
+                    "blob upload body idle; ended"
+                );
+                break End::Interrupted;
+            }
+        };
+        match next {
             Some(Ok(data)) => {
                 let n = data.len() as u64;
                 if bytes + pending_len as u64 + n > allowed {
@@ -64,6 +86,9 @@ pub(crate) async fn write_body(
                     bytes += pending_len as u64;
                     file = write_out(file, std::mem::take(&mut pending), lock).await?;
                     pending_len = 0;
+                    growth::wrote(mark, start + bytes);
+                } else {
+                    growth::alive(mark);
                 }
             }
             Some(Err(e)) => {
@@ -75,6 +100,9 @@ pub(crate) async fn write_body(
     };
     if end == End::Overflow {
         drain(&mut stream).await;
+        // Nothing of this body is kept: downloads must not trust what they
+        // may have read of it.
+        growth::rewinding(mark, start);
         let l = lock.clone();
         blocking(move || {
             let _l = l;
@@ -85,6 +113,7 @@ pub(crate) async fn write_body(
     }
     bytes += pending_len as u64;
     let file = write_out(file, pending, lock).await?;
+    growth::wrote(mark, start + bytes);
     let l = lock.clone();
     blocking(move || {
         let _l = l;
@@ -110,7 +139,12 @@ pub(crate) async fn drain(stream: &mut BodyDataStream) {
     }
 }
 
-fn open_at(path: &std::path::Path, start: u64, lock: Arc<UploadLock>) -> std::io::Result<File> {
+fn open_at(
+    path: &std::path::Path,
+    start: u64,
+    lock: Arc<UploadLock>,
+    mark: &watch::Sender<Mark>,
+) -> std::io::Result<File> {
     let _l = lock;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -120,6 +154,13 @@ fn open_at(path: &std::path::Path, start: u64, lock: Arc<UploadLock>) -> std::io
         .create(true)
         .truncate(false)
         .open(path)?;
+    if f.metadata()?.len() > start {
+        // Bytes from `start` on may have been read by a download: tell it
+        // before they change.
+        growth::rewinding(mark, start);
+    } else {
+        growth::wrote(mark, start);
+    }
     f.set_len(start)?;
     f.seek(SeekFrom::Start(start))?;
     Ok(f)

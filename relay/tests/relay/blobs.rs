@@ -1,5 +1,6 @@
 //! The blob store over HTTP: create, resumable upload, download with
-//! ranges, limits, expiry, privacy, deletion.
+//! ranges (also while the upload runs), limits, expiry, privacy, deletion,
+//! abandoned uploads.
 
 use super::blob_client::*;
 use super::common::*;
@@ -55,8 +56,6 @@ async fn upload_in_pieces_then_download_whole_and_ranged() {
     let cut = 1_500_000usize;
     let r = patch(u, t, &id, 0, &sealed[..cut]).await;
     assert_eq!((r.status, r.offset()), (204, cut as u64));
-    let r = get(u, t, &id, None).await;
-    assert_eq!((r.status, r.error().as_str()), (409, "incomplete"));
     // Ahead of the stored bytes: 409 with the current offset.
     let r = patch(u, t, &id, cut as u64 + 1, &sealed[..10]).await;
     assert_eq!((r.status, r.error().as_str()), (409, "offset_mismatch"));
@@ -66,6 +65,19 @@ async fn upload_in_pieces_then_download_whole_and_ranged() {
     assert_eq!((r.status, r.offset()), (204, 1200));
     let r = patch(u, t, &id, 1200, &sealed[1200..cut]).await;
     assert_eq!((r.status, r.offset()), (204, cut as u64));
+    // A download of the incomplete blob gets the whole chunk that is there
+    // at once, then waits for the rest.
+    let early = {
+        let (u, t, id) = (u.to_owned(), t.to_owned(), id.clone());
+        tokio::spawn(async move { get(&u, &t, &id, None).await })
+    };
+    let chunk0 = BlobLayout::from_sealed_len(len).unwrap().sealed_offset(1);
+    wait_for_metric(
+        &relay,
+        "clipmesh_relay_blob_bytes_downloaded_total",
+        chunk0 as f64,
+    )
+    .await;
     let r = patch(u, t, &id, cut as u64, &sealed[cut..]).await;
     assert_eq!((r.status, r.offset()), (204, len));
     assert_eq!(head(u, t, &id).await.offset(), len);
@@ -73,6 +85,13 @@ async fn upload_in_pieces_then_download_whole_and_ranged() {
     let r = patch(u, t, &id, 0, &sealed[..10]).await;
     assert_eq!((r.status, r.offset()), (409, len));
 
+    let r = early.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
+    assert!(
+        r.body == sealed,
+        "the download that followed the upload differs"
+    );
     let r = get(u, t, &id, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
@@ -118,7 +137,7 @@ async fn upload_in_pieces_then_download_whole_and_ranged() {
     );
     assert_eq!(
         metric(&relay, "clipmesh_relay_blob_bytes_downloaded_total").await,
-        (2 * len - start) as f64
+        (3 * len - start) as f64
     );
 
     let r = breq("DELETE", &blob_url(u, &id), Some(t), &[], None).await;
@@ -397,4 +416,87 @@ async fn deleting_a_user_deletes_their_blobs() {
     std::fs::create_dir_all(relay.dir.path().join("blobs").join("999")).unwrap();
     let rep = relay.handle().blobs().sweep(unix_now()).await.unwrap();
     assert_eq!(rep.orphan_dirs, 1);
+}
+
+/// Polls a metric until it reaches `want` (bounded).
+async fn wait_for_metric(relay: &TestRelay, name: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got = metric(relay, name).await;
+        if got >= want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {got}, wanted {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_download_following_an_abandoned_or_deleted_upload_ends_cleanly() {
+    let relay = TestRelay::start().await;
+    relay
+        .handle
+        .as_ref()
+        .unwrap()
+        .blobs()
+        .set_idle(std::time::Duration::from_millis(500));
+    let ann = signup(&relay, "ann").await;
+    let t = &ann.login.token;
+    let u = &relay.url;
+    let plain: Vec<u8> = (0..2_500_000u64).map(pattern).collect();
+    let (bid, _key, sealed, _sha) = sealed_blob(&plain);
+    let id = bid.to_string();
+    let len = sealed.len() as u64;
+    let chunk0 = BlobLayout::from_sealed_len(len).unwrap().sealed_offset(1) as usize;
+    assert_eq!(create(u, t, &id, len).await.status, 201);
+    assert_eq!(
+        patch(u, t, &id, 0, &sealed[..chunk0 + 10]).await.status,
+        204
+    );
+
+    // The uploader stops: the download gets the whole chunk, then its body
+    // breaks off once the upload was idle for the idle time.
+    let r = get(u, t, &id, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
+    assert!(r.body == sealed[..chunk0], "{} bytes", r.body.len());
+    // Asked again (as a client resuming would): a clear 409 at once.
+    let r = get(u, t, &id, Some(&format!("bytes={chunk0}-"))).await;
+    assert_eq!((r.status, r.error().as_str()), (409, "incomplete"));
+    assert_eq!(r.offset(), chunk0 as u64 + 10);
+
+    // Progress again: downloads follow it once more.
+    assert_eq!(
+        patch(
+            u,
+            t,
+            &id,
+            chunk0 as u64 + 10,
+            &sealed[chunk0 + 10..chunk0 + 20]
+        )
+        .await
+        .status,
+        204
+    );
+    let follower = {
+        let (u, t, id) = (u.to_owned(), t.to_owned(), id.clone());
+        tokio::spawn(async move { get(&u, &t, &id, None).await })
+    };
+    wait_for_metric(
+        &relay,
+        "clipmesh_relay_blob_bytes_downloaded_total",
+        (2 * chunk0) as f64,
+    )
+    .await;
+    // The uploader gives up and deletes it: the follower ends at once
+    // (long before another idle period would end it) and the blob is gone.
+    let r = breq("DELETE", &blob_url(u, &id), Some(t), &[], None).await;
+    assert_eq!(r.status, 204);
+    let r = follower.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == sealed[..chunk0], "{} bytes", r.body.len());
+    assert_eq!(get(u, t, &id, None).await.error(), "blob_not_found");
 }
