@@ -21,7 +21,7 @@ pub mod state;
 
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::{RoomRecord, Store};
+use crate::store::{ClipWrite, Store};
 use axum::body::Bytes;
 use clipmesh_proto::{DeviceId, SignalKind, UserId};
 pub use state::{Clip, ConnId, Member, Port, PortFull, Published, RoomLimits, RoomState};
@@ -136,29 +136,23 @@ type PersistFut = Pin<Box<dyn Future<Output = u64> + Send>>;
 
 /// Writes `clip` and moves the room's sequence floor to `clip.seq +`
 /// [`SEQ_RESERVE`] in one go, so reservations are topped up by the regular
-/// clip writes and publishing rarely waits for the store.
+/// clip writes and publishing rarely waits for the store. The write joins
+/// other rooms' writes in one transaction ([`Store::save_clip`]).
 fn persist(store: &Store, user: UserId, clip: Clip) -> PersistFut {
-    let store = store.clone();
+    let floor = clip.seq.saturating_add(SEQ_RESERVE);
+    let done = store.save_clip(ClipWrite {
+        user,
+        seq: clip.seq,
+        from: clip.from,
+        envelope: clip.envelope,
+        stored_at: clip.stored_at,
+        floor,
+    });
     Box::pin(async move {
-        let floor = clip.seq.saturating_add(SEQ_RESERVE);
-        let rec = RoomRecord {
-            seq: clip.seq,
-            from: clip.from,
-            envelope: clip.envelope.map(|b| b.to_vec()),
-            stored_at: clip.stored_at,
-        };
-        let res = store
-            .call(move |db| {
-                db.save_room(user, &rec)?;
-                db.set_seq_floor(user, floor)
-            })
-            .await;
-        match res {
-            Ok(()) => floor,
-            Err(e) => {
-                tracing::warn!(error = %e, "saving room state failed");
-                0
-            }
+        match done.await {
+            Ok(true) => floor,
+            // The batch logged why.
+            Ok(false) | Err(_) => 0,
         }
     })
 }

@@ -11,6 +11,7 @@
 //! key. Sessions are stored as SHA-256 of the token. Clips are stored as the
 //! sealed envelope only. Nothing here can decrypt anything.
 
+mod batch;
 mod blobs;
 mod migrations;
 
@@ -21,6 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
+pub use batch::{ClipWrite, BATCH_MAX, BATCH_WINDOW};
 pub use blobs::{BlobRow, CreateBlob};
 pub use migrations::MIGRATIONS;
 
@@ -401,10 +403,9 @@ impl Db {
 
     /// Records that a device authenticated now.
     pub fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
-            params![sql_id(device.0), now],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE devices SET last_seen_at = ?2 WHERE id = ?1")?
+            .execute(params![sql_id(device.0), now])?;
         Ok(())
     }
 
@@ -566,12 +567,12 @@ impl Db {
     /// writes finishing out of order are harmless). Ignored if the user no
     /// longer exists.
     pub fn set_seq_floor(&self, user: UserId, floor: u64) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn.prepare_cached(
             "INSERT INTO room_state (user_id, seq, from_device, envelope, stored_at, seq_floor) \
              SELECT ?1, 0, 0, NULL, 0, ?2 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
              ON CONFLICT(user_id) DO UPDATE SET seq_floor = MAX(seq_floor, excluded.seq_floor)",
-            params![sql_id(user.0), sql_id(floor)],
-        )?;
+        )?
+        .execute(params![sql_id(user.0), sql_id(floor)])?;
         Ok(())
     }
 
@@ -643,6 +644,8 @@ pub const DB_CONCURRENCY: usize = 2;
 pub struct Store {
     db: Arc<Mutex<Db>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Clip writes waiting for their batch (`batch.rs`).
+    pending: Arc<batch::Pending>,
 }
 
 impl Store {
@@ -651,6 +654,7 @@ impl Store {
         Self {
             db: Arc::new(Mutex::new(db)),
             permits: Arc::new(tokio::sync::Semaphore::new(DB_CONCURRENCY)),
+            pending: Arc::default(),
         }
     }
 
