@@ -52,8 +52,16 @@ pub struct OnlineDevice {
 pub struct Status {
     /// Whether the relay link is up.
     pub connected: bool,
-    /// The transport in use: `"relay"` (direct P2P is not in this build).
+    /// The transport in use: `"relay"`, `"p2p"` (p2p mode), or
+    /// `"relay+p2p"` (auto mode with at least one open direct link).
     pub path: String,
+    /// The `--mode` the daemon runs in: `auto`, `relay` or `p2p`.
+    #[serde(default)]
+    pub mode: String,
+    /// Each other online device and how clips reach it (`path`: `p2p`,
+    /// `relay` or `none`) with the state of the direct link.
+    #[serde(default)]
+    pub peers: Vec<crate::p2p::PeerStatus>,
     /// This device's id.
     pub device_id: u64,
     /// The user's devices online now (this one included).

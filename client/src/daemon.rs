@@ -4,6 +4,7 @@
 //! clipboard watcher ──LocalChange──▶ sync (dedupe) ──seal──▶ link ──Publish──▶ relay
 //! relay ──Deliver──▶ link ──▶ open ──▶ decode ──▶ sync (dedupe, newest wins) ──▶ clipboard.apply
 //! control socket ──status / send──▶ daemon
+//! (auto, p2p) seal ──▶ p2p manager ──data channel──▶ peer; peer ──▶ p2p ──Deliver──▶ open …
 //! copied files / large image ──transfer task (upload blobs)──▶ daemon ──seal──▶ link
 //! received Files / ImageBlob ──transfer task (download, verify)──▶ daemon ──▶ clipboard.apply(_files)
 //! ```
@@ -25,6 +26,7 @@ use crate::control::{
     ControlError, ControlServer, Incoming, OnlineDevice, Request, Response, Status,
 };
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit, LinkHandle};
+use crate::p2p::{self, Mode, P2pEvent, P2pHandle};
 use crate::state::State;
 use crate::sync::{LocalDecision, RemoteDecision, SyncEngine};
 use crate::transfer::{self, BlobClient, SendLimits, TransferError, Transfers, WalkLimits};
@@ -217,17 +219,58 @@ struct Daemon<C> {
     generation: u64,
     /// Stops transfer tasks.
     cancel: CancellationToken,
+    /// How clips travel (`--mode`).
+    mode: Mode,
+    /// The direct-link manager (auto and p2p modes).
+    p2p: Option<P2pHandle>,
 }
 
 /// Runs the daemon for the logged-in device in `dir` until `cancel`, with
-/// `clipboard` as the sink and `local` as the stream of local changes.
+/// `clipboard` as the sink and `local` as the stream of local changes,
+/// through the relay only ([`Mode::Relay`]).
 pub async fn run_daemon<C: ClipboardSink>(
+    dir: &Path,
+    device: Device,
+    clipboard: C,
+    local: mpsc::Receiver<LocalEvent>,
+    cancel: CancellationToken,
+) -> Result<(), DaemonError> {
+    let transport = Transport {
+        mode: Mode::Relay,
+        bind: String::new(),
+    };
+    run_daemon_mode(dir, device, clipboard, local, cancel, transport).await
+}
+
+/// How the daemon moves clips (`clipmesh run --mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    /// Relay, auto or p2p.
+    pub mode: Mode,
+    /// Local UDP address for direct links (see [`p2p::bind_from_env`]).
+    pub bind: String,
+}
+
+impl Transport {
+    /// `mode`, with the bind address from the environment.
+    pub fn from_env(mode: Mode) -> Self {
+        Self {
+            mode,
+            bind: p2p::bind_from_env(),
+        }
+    }
+}
+
+/// [`run_daemon`] with a transport mode (`clipmesh run --mode`).
+pub async fn run_daemon_mode<C: ClipboardSink>(
     dir: &Path,
     device: Device,
     clipboard: C,
     mut local: mpsc::Receiver<LocalEvent>,
     cancel: CancellationToken,
+    transport: Transport,
 ) -> Result<(), DaemonError> {
+    let mode = transport.mode;
     let control = ControlServer::bind(dir).await?;
     let state = State::load(dir)?;
     let tracker = TaskTracker::new();
@@ -251,6 +294,27 @@ pub async fn run_daemon<C: ClipboardSink>(
     let (finished_tx, mut finished_rx) = mpsc::channel(FINISHED_QUEUE);
     let mut link_task = tracker.spawn(link::run(link_cfg, commands, events_tx, cancel.clone()));
     tracker.spawn(control.serve(control_tx, cancel.clone()));
+    let (p2p_tx, mut p2p_rx) = mpsc::channel(p2p::EVENT_QUEUE);
+    let p2p = if mode.uses_direct_links() {
+        let (handle, commands) = p2p::channel();
+        let cfg = p2p::P2pConfig {
+            me: device_id,
+            mode,
+            signal_key: p2p::signal::signal_key(&device.secrets.data_key),
+            bind: transport.bind,
+        };
+        tracker.spawn(p2p::run(
+            cfg,
+            commands,
+            p2p_tx,
+            link_handle.clone(),
+            cancel.clone(),
+        ));
+        Some(handle)
+    } else {
+        drop(p2p_tx);
+        None
+    };
     let mut d = Daemon {
         device: device_id,
         key: device.secrets.data_key.clip_key(),
@@ -258,7 +322,8 @@ pub async fn run_daemon<C: ClipboardSink>(
         sync: SyncEngine::new(device_id),
         state,
         status: Status {
-            path: "relay".into(),
+            path: if mode == Mode::P2p { "p2p" } else { "relay" }.into(),
+            mode: mode.as_str().into(),
             device_id: device_id.0,
             ..Status::default()
         },
@@ -270,6 +335,8 @@ pub async fn run_daemon<C: ClipboardSink>(
         finished: finished_tx,
         generation: 0,
         cancel: cancel.clone(),
+        mode,
+        p2p,
     };
     tracing::info!(device = %device_id, "daemon started");
     let mut local_open = true;
@@ -309,6 +376,7 @@ pub async fn run_daemon<C: ClipboardSink>(
                 None => control_open = false,
             },
             Some(f) = finished_rx.recv() => d.on_finished(f).await,
+            Some(ev) = p2p_rx.recv() => d.on_p2p(ev).await,
         }
     };
     // Transfer tasks may still report; nobody listens any more.
@@ -369,6 +437,10 @@ impl<C: ClipboardSink> Daemon<C> {
             return None;
         }
         if let ClipContent::Image { width, height, png } = &content {
+            if png.len() as u64 >= self.opts.inline_threshold && self.refuse_blob_in_p2p("image") {
+                self.sync.record_local_only(&content, at_ms);
+                return None;
+            }
             if png.len() as u64 >= self.opts.inline_threshold {
                 self.sync.record_local_only(&content, at_ms);
                 self.start_image_upload(*width, *height, png.clone(), content, at_ms);
@@ -405,6 +477,12 @@ impl<C: ClipboardSink> Daemon<C> {
             .record_sent(dedupe_as.unwrap_or(&item.content), seq, at_ms);
         self.generation += 1;
         tracing::debug!(kind, len, seq, "publishing local change");
+        if let Some(p2p) = &self.p2p {
+            let sent = p2p.send(env.clone()).await;
+            if self.mode == Mode::P2p {
+                return Some(self.p2p_outcome(sent));
+            }
+        }
         match self.link.publish(env).await {
             Ok(rx) => Some(rx),
             Err(e) => {
@@ -417,6 +495,9 @@ impl<C: ClipboardSink> Daemon<C> {
     async fn on_link(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Connected { online, .. } => {
+                if let Some(p2p) = &self.p2p {
+                    p2p.online(online.iter().map(|d| d.id).collect()).await;
+                }
                 self.status.connected = true;
                 self.status.online = online_list(&online);
             }
@@ -426,7 +507,20 @@ impl<C: ClipboardSink> Daemon<C> {
                 self.status.online.clear();
                 self.status.last_error = Some(reason);
             }
-            LinkEvent::Presence { online } => self.status.online = online_list(&online),
+            LinkEvent::Presence { online } => {
+                if let Some(p2p) = &self.p2p {
+                    p2p.online(online.iter().map(|d| d.id).collect()).await;
+                }
+                self.status.online = online_list(&online);
+            }
+            LinkEvent::Signal {
+                from,
+                kind,
+                payload,
+            } => match &self.p2p {
+                Some(p2p) => p2p.signal(from, kind, payload).await,
+                None => tracing::debug!(%from, ?kind, "relay mode: signal ignored"),
+            },
             LinkEvent::Published { seq } => {
                 self.status.last_sync_ms = Some(now_ms());
                 self.save_last_seen(seq);
@@ -437,7 +531,13 @@ impl<C: ClipboardSink> Daemon<C> {
                 from,
                 envelope,
             } => {
-                self.on_deliver(from, &envelope).await;
+                if self.mode == Mode::P2p {
+                    // Published through the relay by a device in another
+                    // mode: p2p mode takes clips from direct links only.
+                    tracing::debug!(%from, "p2p mode: clip from the relay ignored");
+                } else {
+                    self.on_deliver(from, &envelope).await;
+                }
                 self.save_last_seen(seq);
             }
         }
@@ -545,6 +645,9 @@ impl<C: ClipboardSink> Daemon<C> {
             );
             return;
         }
+        if self.refuse_blob_in_p2p("file list") {
+            return;
+        }
         let blobs = self.blobs.clone();
         let transfers = self.transfers.clone();
         let limits = self.send_limits();
@@ -590,6 +693,15 @@ impl<C: ClipboardSink> Daemon<C> {
     fn start_download(&mut self, item: ClipItem) {
         let size = crate::config::item_size(&item.content);
         let kind = item.content.kind_name();
+        if self.mode == Mode::P2p {
+            let msg = format!(
+                "received {kind} of {size} bytes not downloaded: it is stored on the relay's blob \
+                 store, which --mode p2p does not use (run with --mode auto to receive it)"
+            );
+            tracing::info!("{msg}");
+            self.status.last_error = Some(msg);
+            return;
+        }
         if size > self.opts.auto_download_max {
             let msg = format!(
                 "received {kind} of {size} bytes is over auto_download_max ({}); not downloaded \
@@ -631,6 +743,79 @@ impl<C: ClipboardSink> Daemon<C> {
                         Err(e) => failed("received image discarded", e),
                     }
                 });
+            }
+        }
+    }
+
+    /// In p2p mode, large items (which travel through the relay's blob
+    /// store) are refused with one line; returns true when refused.
+    fn refuse_blob_in_p2p(&mut self, what: &str) -> bool {
+        if self.mode != Mode::P2p {
+            return false;
+        }
+        let msg = format!(
+            "{what} not sent: large images and files travel through the relay's blob store, \
+             which --mode p2p does not use (run with --mode auto to sync them)"
+        );
+        tracing::info!("{msg}");
+        self.status.last_error = Some(msg);
+        true
+    }
+
+    /// p2p mode: turns the direct-link send result into the publish answer,
+    /// logging which online devices did not get the clip.
+    fn p2p_outcome(
+        &self,
+        sent: tokio::sync::oneshot::Receiver<Vec<DeviceId>>,
+    ) -> tokio::sync::oneshot::Receiver<Result<u64, link::PublishError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let online: Vec<u64> = self
+            .status
+            .online
+            .iter()
+            .map(|d| d.id)
+            .filter(|id| *id != self.device.0)
+            .collect();
+        self.tracker.spawn(async move {
+            let r = match sent.await {
+                Ok(to) => {
+                    let missed = online
+                        .iter()
+                        .filter(|id| !to.contains(&DeviceId(**id)))
+                        .count();
+                    if missed > 0 {
+                        tracing::info!(
+                            sent = to.len(),
+                            missed,
+                            "p2p mode: devices online without an open direct link did not get the clip"
+                        );
+                    }
+                    if to.is_empty() {
+                        Err(link::PublishError::NoDirectLink)
+                    } else {
+                        tracing::debug!(peers = to.len(), "clip sent over direct links");
+                        Ok(0)
+                    }
+                }
+                Err(_) => Err(link::PublishError::Stopped),
+            };
+            let _ = tx.send(r);
+        });
+        rx
+    }
+
+    async fn on_p2p(&mut self, ev: P2pEvent) {
+        match ev {
+            P2pEvent::Deliver { from, envelope } => self.on_deliver(from, &envelope).await,
+            P2pEvent::Peers(peers) => {
+                let any_open = peers.iter().any(|p| p.path == "p2p");
+                self.status.path = match self.mode {
+                    Mode::P2p => "p2p",
+                    _ if any_open => "relay+p2p",
+                    _ => "relay",
+                }
+                .into();
+                self.status.peers = peers;
             }
         }
     }

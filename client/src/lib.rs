@@ -6,6 +6,8 @@
 //!   relay connection), [`backoff`] (reconnect policy), [`sync`] (dedupe,
 //!   echo suppression, newest wins);
 //! - thin tokio drivers: [`link`] (the WebSocket to the relay, reconnecting),
+//!   [`p2p`] (direct WebRTC links to the user's other devices, signalled
+//!   through the relay),
 //!   [`control`] (the daemon's local control socket), [`clipboard`] (the OS
 //!   clipboard), [`transfer`] (images and files through the relay's blob
 //!   store);
@@ -27,6 +29,7 @@ pub mod control;
 pub mod daemon;
 pub mod link;
 pub mod oneshot;
+pub mod p2p;
 pub mod secrets;
 pub mod session;
 pub mod state;

@@ -6,6 +6,11 @@
 //! talks to it through a [`LinkHandle`] (publish) and a channel of
 //! [`LinkEvent`]s (everything received).
 //!
+//! Signalling for direct links ([`crate::p2p`]) goes out through
+//! [`LinkHandle::signal`] and comes back as [`LinkEvent::Signal`]. Signals
+//! are never queued while offline: a direct-link attempt that loses one
+//! times out and retries.
+//!
 //! Publishes survive reconnects: anything not acknowledged when a
 //! connection drops is sent again on the next one (receivers drop the
 //! duplicate by origin sequence number). At most [`MAX_PENDING`] wait while
@@ -15,7 +20,7 @@ use crate::backoff::{Backoff, Disconnect, Next, StopReason};
 use crate::config::ws_url;
 use crate::session::{ClockWatch, Session, SessionEvent};
 use crate::tls::TrustRoots;
-use clipmesh_proto::{CloseCode, DeviceId, DeviceInfo};
+use clipmesh_proto::{CloseCode, DeviceId, DeviceInfo, ErrorCode, SignalKind};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
@@ -34,6 +39,8 @@ use zeroize::Zeroizing;
 pub const MAX_PENDING: usize = 8;
 /// Depth of the publish command queue.
 pub const COMMAND_QUEUE: usize = 32;
+/// Depth of the outgoing signal queue.
+pub const SIGNAL_QUEUE: usize = 32;
 /// Depth of the event queue towards the application.
 pub const EVENT_QUEUE: usize = 64;
 /// Time allowed for TCP + TLS + WebSocket upgrade.
@@ -104,6 +111,15 @@ pub enum LinkEvent {
         /// The sealed envelope.
         envelope: Vec<u8>,
     },
+    /// A signalling message from another device of this user.
+    Signal {
+        /// The sending device (stamped by the relay).
+        from: DeviceId,
+        /// What it is.
+        kind: SignalKind,
+        /// The (sealed) payload.
+        payload: Vec<u8>,
+    },
     /// A publish was acknowledged.
     Published {
         /// Room sequence assigned.
@@ -140,6 +156,9 @@ pub enum PublishError {
     /// The link stopped.
     #[error("not connected to the relay")]
     Stopped,
+    /// `--mode p2p` and no other device has an open direct link.
+    #[error("no other device has an open direct link (--mode p2p); not sent")]
+    NoDirectLink,
 }
 
 /// A publish waiting for its ack.
@@ -157,16 +176,36 @@ impl Outgoing {
     }
 }
 
+/// A signalling frame to send.
+#[derive(Debug)]
+pub struct SignalOut {
+    peer: DeviceId,
+    kind: SignalKind,
+    payload: Vec<u8>,
+}
+
 /// The application's side of the link.
 #[derive(Debug, Clone)]
 pub struct LinkHandle {
     tx: mpsc::Sender<Outgoing>,
+    signals: mpsc::Sender<SignalOut>,
+}
+
+/// The link's side of [`LinkHandle`]: publishes and signals.
+#[derive(Debug)]
+pub struct Commands {
+    publish: mpsc::Receiver<Outgoing>,
+    signals: mpsc::Receiver<SignalOut>,
 }
 
 /// Creates the command channel for [`run`].
-pub fn channel() -> (LinkHandle, mpsc::Receiver<Outgoing>) {
-    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    (LinkHandle { tx }, rx)
+pub fn channel() -> (LinkHandle, Commands) {
+    let (tx, publish) = mpsc::channel(COMMAND_QUEUE);
+    let (stx, signals) = mpsc::channel(SIGNAL_QUEUE);
+    (
+        LinkHandle { tx, signals: stx },
+        Commands { publish, signals },
+    )
 }
 
 impl LinkHandle {
@@ -186,6 +225,19 @@ impl LinkHandle {
             .map_err(|_| PublishError::Stopped)?;
         Ok(rx)
     }
+
+    /// Queues a `Signal` frame for `peer` without waiting. Returns false
+    /// when the queue is full or the link stopped; signals are not kept
+    /// while the relay is unreachable.
+    pub fn signal(&self, peer: DeviceId, kind: SignalKind, payload: Vec<u8>) -> bool {
+        self.signals
+            .try_send(SignalOut {
+                peer,
+                kind,
+                payload,
+            })
+            .is_ok()
+    }
 }
 
 /// Mutable state that outlives one connection.
@@ -195,6 +247,7 @@ struct Shared {
     last_seen: u64,
     max_frame: u32,
     commands_open: bool,
+    signals_open: bool,
 }
 
 impl Shared {
@@ -211,16 +264,21 @@ impl Shared {
 /// Runs the link until cancelled or revoked.
 pub async fn run(
     cfg: LinkConfig,
-    mut commands: mpsc::Receiver<Outgoing>,
+    commands: Commands,
     events: mpsc::Sender<LinkEvent>,
     cancel: CancellationToken,
 ) -> LinkExit {
+    let Commands {
+        publish: mut commands,
+        mut signals,
+    } = commands;
     let mut sh = Shared {
         backoff: Backoff::new(cfg.seed),
         pending: VecDeque::new(),
         last_seen: cfg.last_seen,
         max_frame: DEFAULT_MAX_FRAME,
         commands_open: true,
+        signals_open: true,
     };
     let url = ws_url(&cfg.server);
     loop {
@@ -229,7 +287,7 @@ pub async fn run(
             r = connect(&url, &cfg.token, &cfg.roots) => match r {
                 Ok(ws) => {
                     tracing::debug!("connected to relay");
-                    match drive(ws, &mut sh, &mut commands, &events, &cancel).await {
+                    match drive(ws, &mut sh, &mut commands, &mut signals, &events, &cancel).await {
                         Some(d) => d,
                         None => return finish(&mut sh, &mut commands, LinkExit::Cancelled),
                     }
@@ -267,6 +325,10 @@ pub async fn run(
                 o = commands.recv(), if sh.commands_open => match o {
                     Some(o) => sh.queue(o),
                     None => sh.commands_open = false,
+                },
+                s = signals.recv(), if sh.signals_open => match s {
+                    Some(s) => tracing::debug!(peer = %s.peer, kind = ?s.kind, "relay down: signal dropped"),
+                    None => sh.signals_open = false,
                 },
             }
         }
@@ -340,6 +402,7 @@ async fn drive(
     ws: Ws,
     sh: &mut Shared,
     commands: &mut mpsc::Receiver<Outgoing>,
+    signals: &mut mpsc::Receiver<SignalOut>,
     events: &mpsc::Sender<LinkEvent>,
     cancel: &CancellationToken,
 ) -> Option<Disconnect> {
@@ -410,6 +473,14 @@ async fn drive(
             o = commands.recv(), if sh.commands_open => match o {
                 Some(o) => submit(&mut s, sh.max_frame, &mut inflight, o),
                 None => sh.commands_open = false,
+            },
+            g = signals.recv(), if sh.signals_open => match g {
+                Some(g) => {
+                    if !s.signal(g.peer, g.kind, g.payload) {
+                        tracing::debug!(peer = %g.peer, kind = ?g.kind, "not welcomed yet: signal dropped");
+                    }
+                }
+                None => sh.signals_open = false,
             },
             _ = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
@@ -493,6 +564,23 @@ async fn on_event(
             Some(LinkEvent::RelayError { message })
         }
         SessionEvent::Presence { online } => Some(LinkEvent::Presence { online }),
+        SessionEvent::Signal {
+            from,
+            kind,
+            payload,
+        } => Some(LinkEvent::Signal {
+            from,
+            kind,
+            payload,
+        }),
+        SessionEvent::RelayError {
+            code: ErrorCode::PeerOffline,
+            message,
+        } => {
+            // A signal raced the peer going offline; presence follows.
+            tracing::debug!(%message, "signal target offline");
+            None
+        }
         SessionEvent::RelayError { code, message } => {
             tracing::warn!(?code, %message, "relay error");
             Some(LinkEvent::RelayError { message })

@@ -46,8 +46,9 @@ enum Command {
     Logout,
     /// Run the sync daemon in the foreground until SIGTERM or Ctrl-C.
     Run {
-        /// Transport: `relay` (WebSocket through the relay), `p2p` (direct
-        /// WebRTC; not in this build) or `auto` (relay in this build).
+        /// Transport: `auto` (direct WebRTC links where they open, and the
+        /// relay as well), `relay` (the relay only) or `p2p` (direct links
+        /// only; the relay carries signalling and presence, never clips).
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
     },
@@ -98,13 +99,23 @@ struct AuthArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
-    /// Direct P2P when it connects, the relay otherwise (relay only in
-    /// this build).
+    /// Direct WebRTC links where they open, and the relay for every clip
+    /// too (first copy wins).
     Auto,
-    /// Always through the relay.
+    /// Always through the relay; no WebRTC.
     Relay,
-    /// Direct WebRTC only.
+    /// Direct WebRTC links only; devices without one do not get clips.
     P2p,
+}
+
+impl From<Mode> for clipmesh::p2p::Mode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Auto => Self::Auto,
+            Mode::Relay => Self::Relay,
+            Mode::P2p => Self::P2p,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -272,11 +283,6 @@ async fn load_device(dir: &Path) -> Result<Device> {
 }
 
 async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
-    if mode == Mode::P2p {
-        bail!(
-            "direct P2P (WebRTC) is not available in this build; use --mode relay or --mode auto"
-        );
-    }
     let device = load_device(&dir).await?;
     let cancel = CancellationToken::new();
     let (clip, local) = clipmesh::clipboard::spawn_watcher(
@@ -295,7 +301,8 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
     .context("clipboard")?;
     let signals = TaskTracker::new();
     signals.spawn(wait_for_shutdown(cancel.clone()));
-    let r = daemon::run_daemon(&dir, device, clip, local, cancel.clone()).await;
+    let transport = daemon::Transport::from_env(mode.into());
+    let r = daemon::run_daemon_mode(&dir, device, clip, local, cancel.clone(), transport).await;
     cancel.cancel();
     signals.close();
     signals.wait().await;
@@ -378,6 +385,12 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
             names.join(", ")
         }
     );
+    for p in &st.peers {
+        println!(
+            "peer:         {} via {} (direct link {})",
+            p.id, p.path, p.link
+        );
+    }
     println!(
         "last sync:    {}",
         st.last_sync_ms

@@ -22,7 +22,7 @@
 //! - tracks unacknowledged publishes and the newest room sequence seen.
 
 use crate::backoff::Disconnect;
-use clipmesh_proto::{DeviceId, DeviceInfo, ErrorCode, Frame, UserId};
+use clipmesh_proto::{DeviceId, DeviceInfo, ErrorCode, Frame, SignalKind, UserId};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,15 @@ pub enum SessionEvent {
     Presence {
         /// Devices online now.
         online: Vec<DeviceInfo>,
+    },
+    /// A signalling frame from another device of this user.
+    Signal {
+        /// The sender (the relay rewrites `peer` to it).
+        from: DeviceId,
+        /// What it is.
+        kind: SignalKind,
+        /// The opaque payload.
+        payload: Vec<u8>,
     },
     /// The relay reported an error not tied to a publish.
     RelayError {
@@ -217,6 +226,20 @@ impl Session {
         Some(id)
     }
 
+    /// Queues a `Signal` frame for `peer`. Signals are not held until
+    /// `Welcome`: returns false (and sends nothing) before it.
+    pub fn signal(&mut self, peer: DeviceId, kind: SignalKind, payload: Vec<u8>) -> bool {
+        if self.phase != Phase::Ready {
+            return false;
+        }
+        self.transmit.push_back(Frame::Signal {
+            peer,
+            kind,
+            payload,
+        });
+        true
+    }
+
     /// Feeds raw bytes of one binary WebSocket message.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
         self.last_rx = now;
@@ -308,9 +331,16 @@ impl Session {
                     self.probe_deadline = None;
                 }
             }
-            Frame::Signal { peer, kind, .. } => {
-                // Direct P2P is not in this build; nothing to do.
-                tracing::trace!(%peer, ?kind, "signal ignored");
+            Frame::Signal {
+                peer,
+                kind,
+                payload,
+            } => {
+                self.events.push_back(SessionEvent::Signal {
+                    from: peer,
+                    kind,
+                    payload,
+                });
             }
             other @ (Frame::Hello { .. } | Frame::Publish { .. } | Frame::Chunk { .. }) => {
                 tracing::debug!(frame = ?other, "unexpected frame from relay ignored");

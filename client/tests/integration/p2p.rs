@@ -1,0 +1,258 @@
+//! Direct links: two daemon libraries with fake clipboards, a real relay,
+//! WebRTC data channels on 127.0.0.1. The relay's `/metrics` tell which
+//! path a clip took: `clipmesh_relay_frames_relayed_total` counts `Deliver`
+//! frames the relay sent, `clipmesh_relay_signals_total` the `Signal` frames
+//! it forwarded.
+
+use crate::support::*;
+use clipmesh::clipboard::{LocalChange, LocalEvent};
+use clipmesh::control::{self, Request, Status};
+use clipmesh::daemon::{now_ms, run_daemon_mode, ClipboardSink, DaemonError, Transport};
+use clipmesh::p2p::Mode;
+use clipmesh::Device;
+use clipmesh_proto::ClipContent;
+use clipmesh_relay::SignupPolicy;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+struct FakeClipboard(mpsc::UnboundedSender<ClipContent>);
+
+impl ClipboardSink for FakeClipboard {
+    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>> {
+        let r = self.0.send(content).map_err(|_| "gone".to_string());
+        async move { r }
+    }
+}
+
+struct Peer {
+    dir: PathBuf,
+    local: mpsc::Sender<LocalEvent>,
+    applied: mpsc::UnboundedReceiver<ClipContent>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Peer {
+    fn start(dir: &Path, mode: Mode) -> Self {
+        let device = Device::load(dir).unwrap();
+        let (ltx, lrx) = mpsc::channel(16);
+        let (atx, arx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let d = dir.to_path_buf();
+        let c = cancel.clone();
+        let transport = Transport {
+            mode,
+            bind: "127.0.0.1:0".into(),
+        };
+        let task = tokio::spawn(async move {
+            run_daemon_mode(&d, device, FakeClipboard(atx), lrx, c, transport).await
+        });
+        Self {
+            dir: dir.to_path_buf(),
+            local: ltx,
+            applied: arx,
+            cancel,
+            task,
+        }
+    }
+
+    async fn copy(&self, text: &str) {
+        let ev: LocalEvent = LocalChange {
+            content: ClipContent::Text(text.into()),
+            at_ms: now_ms(),
+        }
+        .into();
+        self.local.send(ev).await.unwrap();
+    }
+
+    async fn next_applied(&mut self) -> String {
+        match tokio::time::timeout(STEP, self.applied.recv()).await {
+            Ok(Some(ClipContent::Text(t))) => t,
+            other => panic!("nothing applied in time: {other:?}"),
+        }
+    }
+
+    async fn status(&self) -> Option<Status> {
+        control::request(&self.dir, &Request::Status)
+            .await
+            .ok()
+            .and_then(|r| r.status)
+    }
+
+    /// Waits (bounded, polling the control socket) until `ok` holds.
+    async fn wait_status(&self, what: &str, ok: impl Fn(&Status) -> bool) -> Status {
+        let mut last = None;
+        let r = tokio::time::timeout(STEP * 2, async {
+            loop {
+                if let Some(st) = self.status().await {
+                    if ok(&st) {
+                        return st;
+                    }
+                    last = Some(st);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match r {
+            Ok(st) => st,
+            Err(_) => panic!("{what}: not reached in time; last status {last:?}"),
+        }
+    }
+
+    async fn wait_link_open(&self) -> Status {
+        self.wait_status("direct link open", |st| {
+            st.peers.len() == 1 && st.peers[0].path == "p2p" && st.peers[0].link == "open"
+        })
+        .await
+    }
+
+    async fn stop(self) -> Result<(), DaemonError> {
+        self.cancel.cancel();
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// One counter from the relay's `/metrics`.
+async fn metric(relay: &TestRelay, name: &str) -> u64 {
+    let url = format!("{}/metrics", relay.url);
+    let body = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+}
+
+async fn two_devices(relay: &TestRelay) -> (tempfile::TempDir, tempfile::TempDir) {
+    let a = device_dir();
+    let b = device_dir();
+    for (dir, cmd, name) in [(&a, "signup", "a"), (&b, "login", "b")] {
+        let out = auth(cmd, dir.path(), &relay.url, "ann", PASSWORD, name).await;
+        assert!(out.status.success(), "{out:?}");
+    }
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_mode_syncs_both_ways_and_the_relay_carries_no_clip() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = two_devices(&relay).await;
+    let mut a = Peer::start(a_dir.path(), Mode::P2p);
+    let mut b = Peer::start(b_dir.path(), Mode::P2p);
+    let st = a.wait_link_open().await;
+    assert_eq!((st.mode.as_str(), st.path.as_str()), ("p2p", "p2p"));
+    b.wait_link_open().await;
+
+    a.copy("from a over the direct link").await;
+    assert_eq!(b.next_applied().await, "from a over the direct link");
+    b.copy("from b over the direct link").await;
+    assert_eq!(a.next_applied().await, "from b over the direct link");
+
+    // The relay forwarded the (sealed) offer and answer, and not one clip.
+    assert!(metric(&relay, "clipmesh_relay_signals_total").await >= 2);
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_frames_relayed_total").await,
+        0
+    );
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_bytes_relayed_total").await,
+        0
+    );
+
+    // B leaves: A tears the link down and, in p2p mode, reports that B
+    // would not get clips (no peer at all once presence drops it).
+    b.stop().await.unwrap();
+    a.wait_status("peer gone", |st| {
+        st.peers.is_empty() && st.online.len() == 1
+    })
+    .await;
+    a.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_delivers_once_over_both_paths() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = two_devices(&relay).await;
+    let a = Peer::start(a_dir.path(), Mode::Auto);
+    let mut b = Peer::start(b_dir.path(), Mode::Auto);
+    let st = a.wait_link_open().await;
+    assert_eq!((st.mode.as_str(), st.path.as_str()), ("auto", "relay+p2p"));
+    b.wait_link_open().await;
+
+    a.copy("first").await;
+    assert_eq!(b.next_applied().await, "first");
+    // The relay carried it as well (for devices without a link and for
+    // the stored newest clip).
+    let relayed = tokio::time::timeout(STEP, async {
+        loop {
+            if metric(&relay, "clipmesh_relay_frames_relayed_total").await >= 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(relayed.is_ok(), "the relay did not deliver the clip");
+    a.copy("second").await;
+    // The relay's copy of "first" is a duplicate: the next thing on B's
+    // clipboard is "second" (a late "first" has a lower sequence number
+    // and cannot be applied after it either).
+    assert_eq!(b.next_applied().await, "second");
+    assert!(b.applied.try_recv().is_err());
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_mode_without_a_peer_refuses_the_clip_and_relay_mode_opens_no_link() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = two_devices(&relay).await;
+    let a = Peer::start(a_dir.path(), Mode::P2p);
+    // B runs in relay mode: it never answers A's offer.
+    let b = Peer::start(b_dir.path(), Mode::Relay);
+    let st = a
+        .wait_status("peer listed", |st| {
+            st.online.len() == 2 && st.peers.len() == 1
+        })
+        .await;
+    assert_eq!(st.peers[0].path, "none");
+    let stb = b.wait_status("b connected", |st| st.connected).await;
+    assert_eq!((stb.mode.as_str(), stb.path.as_str()), ("relay", "relay"));
+    assert!(stb.peers.is_empty());
+    // `clipmesh send` through A's daemon: refused with one line.
+    let resp = control::request(
+        a.dir.as_path(),
+        &Request::Send {
+            text: "nobody to send to".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!resp.ok);
+    let err = resp.error.unwrap();
+    assert!(
+        err.contains("no other device has an open direct link"),
+        "{err}"
+    );
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_frames_relayed_total").await,
+        0
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
