@@ -112,6 +112,8 @@ enum Finished {
     },
     /// A transfer failed (message already logged).
     Failed { message: String },
+    /// An upload whose reference was already published finished.
+    Uploaded,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -619,13 +621,19 @@ impl<C: ClipboardSink> Daemon<C> {
         }
     }
 
-    /// Runs `job` as a blocking transfer task that reports to the loop.
-    fn spawn_transfer(&self, job: impl FnOnce(&CancellationToken) -> Finished + Send + 'static) {
+    /// Runs `job` as a blocking transfer task that reports to the loop, at
+    /// the end and, through the sender it is given, on the way (an upload
+    /// publishing its reference before the bytes are up).
+    fn spawn_transfer(
+        &self,
+        job: impl FnOnce(&CancellationToken, &mpsc::Sender<Finished>) -> Finished + Send + 'static,
+    ) {
         let tx = self.finished.clone();
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
             let c = cancel.clone();
-            let out = match tokio::task::spawn_blocking(move || job(&c)).await {
+            let early = tx.clone();
+            let out = match tokio::task::spawn_blocking(move || job(&c, &early)).await {
                 Ok(f) => f,
                 Err(e) => Finished::Failed {
                     message: format!("transfer task failed: {e}"),
@@ -651,13 +659,18 @@ impl<C: ClipboardSink> Daemon<C> {
         let blobs = self.blobs.clone();
         let transfers = self.transfers.clone();
         let limits = self.send_limits();
-        self.spawn_transfer(move |cancel| {
-            match transfer::send_files(&blobs, &transfers, &paths, limits, cancel) {
-                Ok(content) => Finished::Sent {
-                    dedupe_as: content.clone(),
-                    content,
-                    at_ms,
-                },
+        self.spawn_transfer(move |cancel, early| {
+            let mut announce = |content: ClipContent| {
+                early
+                    .blocking_send(Finished::Sent {
+                        dedupe_as: content.clone(),
+                        content,
+                        at_ms,
+                    })
+                    .is_ok()
+            };
+            match transfer::send_files(&blobs, &transfers, &paths, limits, cancel, &mut announce) {
+                Ok(_) => Finished::Uploaded,
                 Err(e) => failed("file list not sent", e),
             }
         });
@@ -674,15 +687,28 @@ impl<C: ClipboardSink> Daemon<C> {
     ) {
         let blobs = self.blobs.clone();
         let transfers = self.transfers.clone();
-        self.spawn_transfer(move |cancel| {
-            let r = transfer::send_image(&blobs, &transfers, width, height, &png, cancel);
+        self.spawn_transfer(move |cancel, early| {
+            let mut announce = |content: ClipContent| {
+                early
+                    .blocking_send(Finished::Sent {
+                        content,
+                        dedupe_as: original.clone(),
+                        at_ms,
+                    })
+                    .is_ok()
+            };
+            let r = transfer::send_image(
+                &blobs,
+                &transfers,
+                width,
+                height,
+                &png,
+                cancel,
+                &mut announce,
+            );
             drop(png);
             match r {
-                Ok(content) => Finished::Sent {
-                    content,
-                    dedupe_as: original,
-                    at_ms,
-                },
+                Ok(_) => Finished::Uploaded,
                 Err(e) => failed("image not sent", e),
             }
         });
@@ -723,7 +749,7 @@ impl<C: ClipboardSink> Daemon<C> {
                     return;
                 };
                 let at_ms = item.timestamp_ms;
-                self.spawn_transfer(move |cancel| {
+                self.spawn_transfer(move |cancel, _| {
                     match transfer::receive_file_list(
                         &blobs, &transfers, &entries, &dir, at_ms, cancel,
                     ) {
@@ -734,7 +760,7 @@ impl<C: ClipboardSink> Daemon<C> {
             }
             content => {
                 let max = self.opts.max_image_bytes;
-                self.spawn_transfer(move |cancel| {
+                self.spawn_transfer(move |cancel, _| {
                     match transfer::receive_image(&blobs, &transfers, &content, max, cancel) {
                         Ok(content) => Finished::ReceivedImage {
                             content,
@@ -863,6 +889,7 @@ impl<C: ClipboardSink> Daemon<C> {
                 }
             }
             Finished::Failed { message } => self.status.last_error = Some(message),
+            Finished::Uploaded => tracing::debug!("upload finished"),
         }
     }
 

@@ -1,11 +1,13 @@
 //! Large items: images and files sent through the relay's blob store.
 //!
 //! ```text
-//! send:    paths ──walk (limits)──▶ per file: inline (< threshold) or
+//! send:    paths ──walk (limits)──▶ per file: inline (< threshold) or a blob
+//!          declared on the relay (POST) ──▶ ClipContent::Files / ImageBlob with
+//!          references only ──▶ link (published at once), then per blob
 //!          read 1 MiB ─▶ BlobStreamSealer ─▶ PATCH /api/v1/blobs/{id} (resumable)
-//!          ──▶ ClipContent::Files / ImageBlob with references only ──▶ link
 //! receive: Files ──SafePath──▶ fresh folder in download_dir; blob bodies
-//!          GET (Range resume) ─▶ BlobOpener chunk by chunk ─▶ temp file ─▶ finish ─▶ link into place
+//!          GET (Range resume; the relay streams a blob still being uploaded)
+//!          ─▶ BlobOpener chunk by chunk ─▶ temp file ─▶ finish ─▶ link into place
 //! ```
 //!
 //! Everything here is blocking (ureq, `std::fs`): the daemon runs it in
@@ -30,12 +32,12 @@ mod walk;
 pub use blobs::BlobClient;
 pub use download::{download_blob, download_to_vec};
 pub use jobs::{
-    receive_file_list, receive_image, send_files, send_image, SendLimits, Tracked, Transfers,
-    MAX_INLINE_TOTAL,
+    receive_file_list, receive_image, send_files, send_image, Announce, SendLimits, Tracked,
+    Transfers, MAX_INLINE_TOTAL,
 };
 pub use progress::{Direction, Progress, TransferStatus};
 pub use receive::{receive_files, top_level_paths, TransferFolder};
-pub use upload::{upload_blob, upload_blob_as, upload_bytes, BlobRef};
+pub use upload::{upload_blob, upload_blob_as, upload_bytes, upload_streamed, BlobRef};
 pub use walk::{plan_files, Budget, PlannedFile, WalkLimits};
 
 use clipmesh_proto::blob::BlobError;
@@ -81,9 +83,13 @@ pub enum TransferError {
     /// The relay refuses blobs this large (413).
     #[error("the relay refuses items this large (413 too_large)")]
     RelayTooLarge,
-    /// The blob is not on the relay (404).
-    #[error("the item is not on the relay (404 blob_not_found)")]
+    /// The blob is not on the relay (404): never uploaded, or deleted by a
+    /// sender that gave up during the upload.
+    #[error("the item is not on the relay (404 blob_not_found); the sending device may have cancelled it")]
     NotFound,
+    /// The sender stopped uploading a blob before it was complete (409).
+    #[error("the sending device stopped uploading the item (409 incomplete); copy it again there")]
+    Abandoned,
     /// The token is no longer valid (401).
     #[error("this device's session was revoked; run `clipmesh login` again")]
     Unauthorized,

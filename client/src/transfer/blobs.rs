@@ -193,6 +193,7 @@ fn ok_or_error(mut resp: Resp) -> Result<Resp, TransferError> {
         (404, _) => TransferError::NotFound,
         (401, _) => TransferError::Unauthorized,
         (409, "offset_mismatch") => TransferError::OffsetMismatch,
+        (409, "incomplete") => TransferError::Abandoned,
         _ => TransferError::Relay { status, code },
     })
 }

@@ -4,11 +4,13 @@
 //! while it runs.
 
 use super::{
-    download_to_vec, plan_files, receive_files, top_level_paths, upload_blob, upload_bytes,
-    BlobClient, Direction, Progress, TransferError, TransferFolder, TransferStatus, WalkLimits,
+    download_to_vec, plan_files, receive_files, top_level_paths, upload_streamed, BlobClient,
+    Direction, Progress, TransferError, TransferFolder, TransferStatus, WalkLimits,
 };
+use clipmesh_proto::blob::{BlobId, BlobKey, BlobLayout, NO_DIGEST};
 use clipmesh_proto::content::{FileBody, FileEntry};
 use clipmesh_proto::ClipContent;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,64 +92,87 @@ pub struct SendLimits {
     pub walk: WalkLimits,
 }
 
-/// Sends a copied file list: walks it within the limits, uploads what is
-/// not inline, and returns the content to publish (references only).
+/// Publishes a reference before its blobs are uploaded; false if nobody
+/// takes it any more (the daemon is stopping).
+pub type Announce<'a> = &'a mut dyn FnMut(ClipContent) -> bool;
+
+/// Sends a copied file list: walks it within the limits, reads the small
+/// files, declares a blob for every other one on the relay, hands the
+/// content (references only) to `announce` so receivers can start at once,
+/// then uploads the blobs one after the other. Their references carry
+/// [`NO_DIGEST`]: the digest is not known when they are published, and the
+/// blobs' chunk AEAD authenticates them. On failure every blob is deleted
+/// again, which ends the receivers' downloads with a clear error.
 pub fn send_files(
     blobs: &BlobClient,
     transfers: &Transfers,
     paths: &[PathBuf],
     limits: SendLimits,
     cancel: &CancellationToken,
+    announce: Announce<'_>,
 ) -> Result<ClipContent, TransferError> {
     let plan = plan_files(paths, &limits.walk)?;
     let total = plan.iter().map(|f| f.size).sum();
     let tracked = transfers.start(Direction::Send, plan.len(), total);
     let mut entries = Vec::with_capacity(plan.len());
+    let mut uploads: Vec<(usize, BlobId, BlobKey)> = Vec::new();
     let mut inline_total = 0u64;
     let result = (|| {
-        for f in &plan {
+        for (i, f) in plan.iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(TransferError::Cancelled);
             }
-            let body =
-                if f.size < limits.inline_threshold && inline_total + f.size <= MAX_INLINE_TOTAL {
-                    let data = read_small(&f.path, f.size)?;
-                    inline_total += data.len() as u64;
-                    tracked.progress.add(data.len() as u64);
-                    FileBody::Inline(data)
-                } else {
-                    let r = upload_blob(
-                        blobs,
-                        || std::fs::File::open(&f.path),
-                        f.size,
-                        &tracked.progress,
-                        cancel,
-                    )?;
-                    FileBody::Blob {
-                        id: r.id,
-                        sha256: r.sha256,
-                        key: r.key,
-                    }
-                };
+            let body = if f.size < limits.inline_threshold
+                && inline_total + f.size <= MAX_INLINE_TOTAL
+            {
+                let data = read_small(&f.path, f.size)?;
+                inline_total += data.len() as u64;
+                tracked.progress.add(data.len() as u64);
+                FileBody::Inline(data)
+            } else {
+                let layout = BlobLayout::new(f.size).map_err(|_| TransferError::RelayTooLarge)?;
+                let (id, key) = (BlobId::generate(), BlobKey::generate());
+                blobs.create(&id, layout.sealed_len())?;
+                uploads.push((i, id, key.clone()));
+                FileBody::Blob {
+                    id,
+                    sha256: NO_DIGEST,
+                    key,
+                }
+            };
             entries.push(FileEntry {
                 name: f.name.clone(),
                 size: f.size,
                 body,
             });
         }
-        Ok(())
+        let content = ClipContent::Files(entries.clone());
+        if !announce(content.clone()) {
+            return Err(TransferError::Cancelled);
+        }
+        for (i, id, key) in &uploads {
+            let f = &plan[*i];
+            upload_streamed(
+                blobs,
+                *id,
+                key.clone(),
+                || std::fs::File::open(&f.path),
+                f.size,
+                &tracked.progress,
+                cancel,
+            )?;
+        }
+        Ok(content)
     })();
     match result {
-        Ok(()) => {
+        Ok(content) => {
             tracing::info!(files = entries.len(), total, "file list uploaded");
-            Ok(ClipContent::Files(entries))
+            Ok(content)
         }
         Err(e) => {
             // Best effort: the relay would drop them at their TTL anyway.
-            for e in &entries {
-                if let FileBody::Blob { id, .. } = &e.body {
-                    let _ = blobs.delete(id);
-                }
+            for (_, id, _) in &uploads {
+                let _ = blobs.delete(id);
             }
             Err(e)
         }
@@ -169,8 +194,10 @@ fn read_small(path: &Path, size: u64) -> Result<Vec<u8>, TransferError> {
     Ok(data)
 }
 
-/// Uploads an image's PNG bytes and returns the [`ClipContent::ImageBlob`]
-/// to publish.
+/// Sends an image's PNG bytes as a blob: declares it on the relay, hands
+/// the [`ClipContent::ImageBlob`] (with the PNG's SHA-256, cheap to compute
+/// from memory) to `announce` so receivers can start at once, then uploads
+/// it. Deletes the blob again on failure.
 pub fn send_image(
     blobs: &BlobClient,
     transfers: &Transfers,
@@ -178,17 +205,40 @@ pub fn send_image(
     height: u32,
     png: &[u8],
     cancel: &CancellationToken,
+    announce: Announce<'_>,
 ) -> Result<ClipContent, TransferError> {
     let tracked = transfers.start(Direction::Send, 1, png.len() as u64);
-    let r = upload_bytes(blobs, png, &tracked.progress, cancel)?;
-    Ok(ClipContent::ImageBlob {
+    let layout = BlobLayout::new(png.len() as u64).map_err(|_| TransferError::RelayTooLarge)?;
+    let (id, key) = (BlobId::generate(), BlobKey::generate());
+    let content = ClipContent::ImageBlob {
         width,
         height,
-        size: r.len,
-        id: r.id,
-        sha256: r.sha256,
-        key: r.key,
-    })
+        size: png.len() as u64,
+        id,
+        sha256: Sha256::digest(png).into(),
+        key: key.clone(),
+    };
+    blobs.create(&id, layout.sealed_len())?;
+    let result = if announce(content.clone()) {
+        upload_streamed(
+            blobs,
+            id,
+            key,
+            || Ok(std::io::Cursor::new(png)),
+            png.len() as u64,
+            &tracked.progress,
+            cancel,
+        )
+    } else {
+        Err(TransferError::Cancelled)
+    };
+    match result {
+        Ok(()) => Ok(content),
+        Err(e) => {
+            let _ = blobs.delete(&id);
+            Err(e)
+        }
+    }
 }
 
 /// Receives a file list into a fresh folder in `download_dir` and returns

@@ -82,8 +82,38 @@ pub fn upload_blob_as<R: Read + Send>(
     client: &BlobClient,
     id: BlobId,
     key: BlobKey,
+    open: impl FnMut() -> std::io::Result<R>,
+    len: u64,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BlobRef, TransferError> {
+    upload_with(client, id, key, open, len, true, progress, cancel)
+}
+
+/// Uploads a blob whose reference was published before the upload (a
+/// receiver may already be downloading it as it lands): no SHA-256 is
+/// computed, the reference carries [`clipmesh_proto::blob::NO_DIGEST`] or a
+/// digest the caller computed itself. Resumes like [`upload_blob_as`].
+pub fn upload_streamed<R: Read + Send>(
+    client: &BlobClient,
+    id: BlobId,
+    key: BlobKey,
+    open: impl FnMut() -> std::io::Result<R>,
+    len: u64,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<(), TransferError> {
+    upload_with(client, id, key, open, len, false, progress, cancel).map(drop)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn upload_with<R: Read + Send>(
+    client: &BlobClient,
+    id: BlobId,
+    key: BlobKey,
     mut open: impl FnMut() -> std::io::Result<R>,
     len: u64,
+    digest: bool,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<BlobRef, TransferError> {
@@ -106,7 +136,9 @@ pub fn upload_blob_as<R: Read + Send>(
             }
             progress.rewind_to(base + layout.plain_offset(from));
             let reader = open().map_err(TransferError::io("cannot read a file to send"))?;
-            upload_pass(client, &id, &key, layout, reader, from, progress, cancel)
+            upload_pass(
+                client, &id, &key, layout, reader, from, digest, progress, cancel,
+            )
         })();
         match step {
             Ok(summary) => {
@@ -143,6 +175,7 @@ fn upload_pass<R: Read + Send>(
     layout: BlobLayout,
     mut reader: R,
     from: u64,
+    digest: bool,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<BlobSummary, TransferError> {
@@ -151,6 +184,9 @@ fn upload_pass<R: Read + Send>(
         let (tx, rx) = sync_channel::<SealedChunk>(UPLOAD_QUEUE);
         let producer = s.spawn(move || -> Result<BlobSummary, TransferError> {
             let mut sealer = BlobStreamSealer::new(key, *id).resume_from(from);
+            if !digest {
+                sealer = sealer.without_digest();
+            }
             let mut buf = vec![0u8; CHUNK_LEN];
             let result = (|| loop {
                 let n = read_full(&mut reader, &mut buf)

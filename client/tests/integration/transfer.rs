@@ -1,17 +1,19 @@
 //! Large items against a real in-process relay with its blob store: upload
 //! and download through the transfer drivers, crafted chunks (reordered,
 //! truncated, tampered, wrong key) rejected, expired and over-quota blobs
-//! with clear errors, and a daemon receiving a crafted peer's file list with
-//! hostile names into its download folder only.
+//! with clear errors, a download that follows a streamed upload (and ends
+//! clearly when the sender gives up), and a daemon receiving a crafted
+//! peer's file list with hostile names into its download folder only.
 
 use crate::support::*;
 use clipmesh::daemon::{now_ms, run_daemon, seal_clip, ClipboardSink};
 use clipmesh::link::{self, LinkConfig, LinkEvent};
 use clipmesh::transfer::{
-    download_blob, download_to_vec, upload_bytes, BlobClient, Progress, TransferError,
+    download_blob, download_to_vec, upload_bytes, upload_streamed, BlobClient, Progress,
+    TransferError,
 };
 use clipmesh::{Config, Device};
-use clipmesh_proto::blob::{BlobId, BlobKey, BlobLayout, BlobSealer, CHUNK_LEN};
+use clipmesh_proto::blob::{BlobId, BlobKey, BlobLayout, BlobSealer, CHUNK_LEN, NO_DIGEST};
 use clipmesh_proto::content::{FileBody, FileEntry};
 use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
 use clipmesh_relay::{Relay, RelayHandle, SignupPolicy};
@@ -238,6 +240,125 @@ async fn blobs_roundtrip_and_crafted_chunks_are_rejected() {
     // Wrong key for an intact blob.
     let e = corrupt(try_get(r.id, BlobKey::generate()).await);
     assert_eq!(e, clipmesh_proto::blob::BlobError::Open);
+
+    relay.handle.shutdown();
+    relay.handle.wait().await;
+}
+
+/// A reader over `data` that stops before byte `gate` until `open` says
+/// go (true) or fails there (false): an upload the test holds mid-way.
+struct GatedReader {
+    data: std::io::Cursor<Vec<u8>>,
+    gate: u64,
+    open: Option<std::sync::mpsc::Receiver<bool>>,
+}
+
+impl std::io::Read for GatedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let pos = self.data.position();
+        if pos >= self.gate {
+            if let Some(rx) = self.open.take() {
+                if !rx.recv_timeout(STEP).unwrap_or(false) {
+                    return Err(std::io::Error::other("the test stopped this upload"));
+                }
+            }
+        }
+        let room = if pos < self.gate {
+            (self.gate - pos).min(buf.len() as u64) as usize
+        } else {
+            buf.len()
+        };
+        self.data.read(&mut buf[..room])
+    }
+}
+
+/// Polls `progress` until it reaches `want` bytes (bounded).
+async fn wait_progress(progress: &Progress, want: u64) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while progress.done() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "download stuck at {} bytes",
+            progress.done()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_follows_a_streamed_upload_and_ends_clearly_if_it_is_abandoned() {
+    let relay = relay_with(|_| {}).await;
+    let a = signed_up(&relay.url, "ann", "a", false).await;
+    let client = blob_client(a.path());
+    let cancel = CancellationToken::new();
+    let data = random_bytes(5 * CHUNK_LEN + 999);
+    let len = data.len() as u64;
+    let layout = BlobLayout::new(len).unwrap();
+
+    for give_up in [false, true] {
+        let (id, key) = (BlobId::generate(), BlobKey::generate());
+        client.create(&id, layout.sealed_len()).unwrap();
+        // The upload stops after 3 MiB until the test says go (or fail).
+        let (go, gate) = std::sync::mpsc::channel();
+        let (c, d, k, kk) = (client.clone(), data.clone(), cancel.clone(), key.clone());
+        let upload = tokio::task::spawn_blocking(move || {
+            let mut reader = Some(GatedReader {
+                data: std::io::Cursor::new(d),
+                gate: 3 * CHUNK_LEN as u64,
+                open: Some(gate),
+            });
+            upload_streamed(
+                &c,
+                id,
+                kk,
+                || {
+                    reader
+                        .take()
+                        .ok_or_else(|| std::io::Error::other("no retry here"))
+                },
+                len,
+                &Progress::detached(0),
+                &k,
+            )
+        });
+        // The receiver starts right away, with no digest to check.
+        let progress = Progress::detached(0);
+        let (c, k, p) = (client.clone(), cancel.clone(), progress.clone());
+        let download = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            download_blob(&c, &id, &key, len, NO_DIGEST, &mut out, &p, &k).map(|()| out)
+        });
+        // It gets the first whole chunk while the upload is held.
+        wait_progress(&progress, CHUNK_LEN as u64).await;
+        assert!(!upload.is_finished());
+        if give_up {
+            go.send(false).unwrap();
+            let up = tokio::time::timeout(STEP, upload).await.unwrap().unwrap();
+            assert!(up.is_err());
+            // What send_files does on failure: delete the blob.
+            client.delete(&id).unwrap();
+            let err = tokio::time::timeout(STEP, download)
+                .await
+                .expect("the receiver ends soon after the sender gives up")
+                .unwrap()
+                .unwrap_err();
+            assert!(matches!(err, TransferError::NotFound), "{err:?}");
+            assert!(err.to_string().contains("cancelled"), "{err}");
+        } else {
+            go.send(true).unwrap();
+            tokio::time::timeout(STEP, upload)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let back = tokio::time::timeout(STEP, download)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(back == data, "the streamed download differs");
+        }
+    }
 
     relay.handle.shutdown();
     relay.handle.wait().await;
