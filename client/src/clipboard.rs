@@ -12,15 +12,26 @@
 //!
 //! Platforms:
 //!
-//! - **X11** (and Wayland sessions with XWayland, through `DISPLAY`):
-//!   event-driven. A watcher thread with its own X connection gets XFixes
-//!   owner-change events and re-reads the selection (`clipboard/x11.rs`);
-//!   a writer thread owns one long-lived arboard `Clipboard` that serves
-//!   pastes (`clipboard/worker.rs`). No polling: an idle clipboard costs no
+//! - **Wayland** (native, no XWayland needed): event-driven through the
+//!   data-control protocol, `ext-data-control-v1` when the compositor offers
+//!   it, else `wlr-data-control-unstable-v1` (wlroots compositors such as
+//!   sway, and KDE's KWin). One thread with its own Wayland connection
+//!   gets `selection` events, reads the offered types through pipes, and
+//!   serves our own items from data sources (`clipboard/wayland.rs`,
+//!   `clipboard/wayland_proto.rs`). A compositor with neither protocol
+//!   gives [`ClipboardError::NoDataControl`] unless
+//!   `DISPLAY` names an X server (XWayland) to fall back to.
+//! - **X11** (and XWayland, through `DISPLAY`): event-driven. A watcher
+//!   thread with its own X connection gets XFixes owner-change events and
+//!   re-reads the selection (`clipboard/x11.rs`); a writer thread owns one
+//!   long-lived arboard `Clipboard` that serves pastes
+//!   (`clipboard/worker.rs`).
+//!
+//!   Which one runs: [`ENV_BACKEND`] (`CLIPMESH_CLIPBOARD`) = `auto` (the
+//!   default) picks native Wayland when `WAYLAND_DISPLAY` is set and the
+//!   compositor offers data-control, else X11 through `DISPLAY`; `wayland`
+//!   or `x11` forces one. Neither backend polls: an idle clipboard costs no
 //!   wake-ups.
-//! - **Wayland without XWayland**: not supported in this build (arboard's
-//!   `wayland-data-control` has no change events); [`spawn_watcher`] fails
-//!   with [`ClipboardError::WaylandWithoutX11`].
 //! - **macOS, Windows**: not implemented yet (a changeCount poll and a
 //!   clipboard format listener respectively; neither can be built or tested
 //!   on the Linux CI machine); [`spawn_watcher`] fails with
@@ -38,7 +49,8 @@
 //! item becomes is decided in `clipboard/formats.rs`. On X11, arboard serves
 //! text and HTML and our own selection owner (`clipboard/owner.rs`) serves
 //! images (`image/png` byte for byte, `image/bmp` converted on demand) and
-//! file lists in every target file managers read.
+//! file lists in every target file managers read; on Wayland our data
+//! sources serve the same types.
 //!
 //! **Invariant:** clipboard contents never reach a log line; only kinds and
 //! lengths do.
@@ -54,6 +66,16 @@ mod picture;
 mod sensitive;
 #[cfg(unix)]
 mod uri_list;
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+mod wayland;
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+mod wayland_proto;
 #[cfg(all(
     unix,
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
@@ -155,14 +177,28 @@ impl From<LocalChange> for LocalEvent {
 #[derive(Debug, Error)]
 pub enum ClipboardError {
     /// Neither `DISPLAY` nor `WAYLAND_DISPLAY` is set.
-    #[error("no X display: set DISPLAY or run under Xvfb")]
+    #[error("no display: set WAYLAND_DISPLAY or DISPLAY, or run under Xvfb")]
     NoDisplay,
-    /// A Wayland session without XWayland.
+    /// The Wayland compositor offers no data-control protocol (and there
+    /// is no X display to fall back to).
     #[error(
-        "Wayland session without X11: native Wayland clipboard access (wlr/ext data-control) \
-         is not supported in this build; enable XWayland and set DISPLAY"
+        "the Wayland compositor offers no clipboard access for background programs \
+         (neither ext-data-control-v1 nor wlr-data-control-unstable-v1); \
+         use a compositor that offers one, or XWayland with DISPLAY set"
     )]
-    WaylandWithoutX11,
+    NoDataControl,
+    /// The Wayland compositor could not be reached.
+    #[error("cannot connect to the Wayland display (WAYLAND_DISPLAY): {reason}")]
+    WaylandConnect {
+        /// What the Wayland client library said.
+        reason: String,
+    },
+    /// A Wayland protocol error while setting up.
+    #[error("Wayland error: {0}")]
+    Wayland(String),
+    /// [`ENV_BACKEND`] names no backend.
+    #[error("unknown {ENV_BACKEND} value {0:?}: use auto, wayland or x11")]
+    UnknownBackend(String),
     /// The X server could not be reached.
     #[error("cannot connect to the X display (DISPLAY): {reason}")]
     Connect {
@@ -183,7 +219,7 @@ pub enum ClipboardError {
     UnsupportedContent(&'static str),
     /// The platform has no backend in this build.
     #[error(
-        "clipboard sync is not supported on this platform yet (this build supports X11 and XWayland)"
+        "clipboard sync is not supported on this platform yet (this build supports X11 and Wayland)"
     )]
     Unsupported,
     /// The watcher or writer thread has stopped (cancelled or display gone).
@@ -202,7 +238,8 @@ pub struct ClipboardHandle {
         allow(dead_code)
     )]
     tx: mpsc::Sender<Command>,
-    /// Holds one token per OS thread (watcher, writer, selection owner);
+    /// Holds one token per OS thread of the backend (X11: watcher, writer,
+    /// selection owner; Wayland: loop, bridge, paste writers);
     /// closed, so [`ClipboardHandle::stopped`] resolves once all have ended.
     threads: tokio_util::task::TaskTracker,
 }
@@ -285,10 +322,12 @@ impl ClipboardHandle {
 
 /// Starts watching the OS clipboard until `cancel` fires.
 ///
-/// Spawns three OS threads (watcher, writer, selection owner); all end soon after `cancel`
-/// fires or every [`ClipboardHandle`] is dropped. The receiver closes when
-/// the watcher ends (also when the display goes away). Does not need to be
-/// called from a tokio runtime.
+/// Picks the backend (see [`ENV_BACKEND`]). Spawns its OS threads (on X11:
+/// watcher, writer, selection owner; on Wayland: the event loop, a command
+/// bridge and one short-lived thread per paste being served); all end soon
+/// after `cancel` fires or every [`ClipboardHandle`] is dropped. The
+/// receiver closes when the watcher ends (also when the display goes away).
+/// Does not need to be called from a tokio runtime.
 pub fn spawn_watcher(
     cfg: ClipboardConfig,
     cancel: CancellationToken,
@@ -298,7 +337,7 @@ pub fn spawn_watcher(
         not(any(target_os = "macos", target_os = "ios", target_os = "android"))
     ))]
     {
-        spawn_x11(cfg, cancel)
+        spawn_linux(cfg, cancel)
     }
     #[cfg(not(all(
         unix,
@@ -307,6 +346,43 @@ pub fn spawn_watcher(
     {
         let _ = (cfg, cancel);
         Err(ClipboardError::Unsupported)
+    }
+}
+
+/// Environment variable that picks the clipboard backend: `auto` (the
+/// default: native Wayland when `WAYLAND_DISPLAY` is set and the compositor
+/// offers data-control, else X11 through `DISPLAY`), `wayland` or `x11`.
+pub const ENV_BACKEND: &str = "CLIPMESH_CLIPBOARD";
+
+/// Picks the backend (see [`ENV_BACKEND`]) and starts it.
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+fn spawn_linux(
+    cfg: ClipboardConfig,
+    cancel: CancellationToken,
+) -> Result<(ClipboardHandle, mpsc::Receiver<LocalEvent>), ClipboardError> {
+    let choice = std::env::var(ENV_BACKEND).unwrap_or_default();
+    match choice.trim() {
+        "" | "auto" => {
+            if wayland::wayland_display_set() {
+                match wayland::spawn(cfg, cancel.clone()) {
+                    Ok(started) => return Ok(started),
+                    Err(e) if x11::display_set() => {
+                        tracing::info!(
+                            error = %e,
+                            "native Wayland clipboard unavailable; using X11 through DISPLAY"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            spawn_x11(cfg, cancel)
+        }
+        "wayland" => wayland::spawn(cfg, cancel),
+        "x11" => spawn_x11(cfg, cancel),
+        other => Err(ClipboardError::UnknownBackend(other.to_owned())),
     }
 }
 

@@ -9,6 +9,9 @@
 //! - [`bins`]: finds the built binaries (`cargo build --workspace --bins`
 //!   first; `scripts/test` does).
 //! - [`xvfb`]: a private X server per device, killed on drop.
+//! - [`sway`]: a private headless Wayland compositor per device (sway), the
+//!   `wl-copy` / `wl-paste` tools and a change watcher; [`wloffer`]: a
+//!   Wayland clipboard owner offering several types at once.
 //! - [`xsel`]: X11 helpers built on x11rb — an XFixes owner-change watcher
 //!   (event-driven waits and latency timing, from outside the daemons) and
 //!   a selection owner that serves chosen targets.
@@ -24,7 +27,9 @@
 pub mod bins;
 pub mod procs;
 pub mod rss;
+pub mod sway;
 pub mod wait;
+pub mod wloffer;
 pub mod xsel;
 pub mod xvfb;
 

@@ -343,11 +343,17 @@ impl Device {
 
     /// Starts `clipmesh run` on `display`.
     pub fn run(&self, display: &str, rust_log: &str) -> Result<Daemon> {
+        self.run_env(&[("DISPLAY", display.into())], rust_log)
+    }
+
+    /// Starts `clipmesh run` with `env` (a display: `DISPLAY`, or a Wayland
+    /// compositor's `WAYLAND_DISPLAY` and `XDG_RUNTIME_DIR`).
+    pub fn run_env(&self, env: &[(&str, std::ffi::OsString)], rust_log: &str) -> Result<Daemon> {
         let log = self.log_dir.join(format!("{}-run.log", self.name));
         let mut c = self.command()?;
         let mut child = c
             .arg("run")
-            .env("DISPLAY", display)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -35,3 +35,6 @@ mod file_list;
 
 #[path = "e2e/large.rs"]
 mod large;
+
+#[path = "e2e/wayland.rs"]
+mod wayland;

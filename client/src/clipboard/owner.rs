@@ -84,7 +84,8 @@ impl Payload {
         }))
     }
 
-    fn resolve(&self) -> Option<Arc<[u8]>> {
+    /// The bytes, converting a lazy payload on first use (`None`: refused).
+    pub(crate) fn resolve(&self) -> Option<Arc<[u8]>> {
         match self {
             Self::Bytes(b) => Some(Arc::clone(b)),
             Self::Lazy(l) => l.done.get_or_init(|| (l.make)().map(Arc::from)).clone(),

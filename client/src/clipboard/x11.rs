@@ -169,20 +169,19 @@ impl std::fmt::Debug for X11Watcher {
     }
 }
 
+/// Whether `DISPLAY` is set (and not empty).
+pub(crate) fn display_set() -> bool {
+    std::env::var_os(ENV_DISPLAY).is_some_and(|v| !v.is_empty())
+}
+
 /// Checks the environment for a display before trying to connect, so the
 /// error says what to do.
 pub(crate) fn check_environment() -> Result<(), ClipboardError> {
-    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-    if set(ENV_DISPLAY) {
-        if set(ENV_WAYLAND_DISPLAY) {
-            tracing::info!(
-                "Wayland session: using the X11 clipboard through XWayland; \
-                 native Wayland data-control is not supported in this build"
-            );
+    if display_set() {
+        if std::env::var_os(ENV_WAYLAND_DISPLAY).is_some_and(|v| !v.is_empty()) {
+            tracing::info!("Wayland session: using the X11 clipboard through XWayland");
         }
         Ok(())
-    } else if set(ENV_WAYLAND_DISPLAY) {
-        Err(ClipboardError::WaylandWithoutX11)
     } else {
         Err(ClipboardError::NoDisplay)
     }

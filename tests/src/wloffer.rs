@@ -1,0 +1,226 @@
+//! A Wayland clipboard owner that offers chosen `(MIME type, bytes)` pairs
+//! at once (`wl-copy` offers one type only), through wlr-data-control on
+//! its own connection and thread. Used to copy an item next to a
+//! password-manager marker, the way KeePassXC does.
+
+use crate::sway::Sway;
+use crate::wait::poll_until;
+use anyhow::{anyhow, Context, Result};
+use rustix::event::{poll, PollFd, PollFlags};
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wayland_client::globals::{registry_queue_init, GlobalListContents};
+use wayland_client::protocol::{wl_registry, wl_seat};
+use wayland_client::{event_created_child, Connection, Dispatch, QueueHandle};
+use wayland_protocols_wlr::data_control::v1::client::{
+    zwlr_data_control_device_v1 as device, zwlr_data_control_manager_v1 as manager,
+    zwlr_data_control_offer_v1 as offer, zwlr_data_control_source_v1 as source,
+};
+
+/// The owner thread's state.
+struct OwnerState {
+    items: Vec<(String, Vec<u8>)>,
+    served: Arc<AtomicUsize>,
+    cancelled: bool,
+}
+
+/// An item on a compositor's clipboard, served until dropped or replaced.
+#[derive(Debug)]
+pub struct WlOwner {
+    served: Arc<AtomicUsize>,
+    /// Dropping it hangs up the thread's stop pipe.
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WlOwner {
+    /// Puts `items` on `sway`'s clipboard (returns once it is set).
+    pub fn set(sway: &Sway, items: &[(&str, &[u8])]) -> Result<Self> {
+        let stream =
+            std::os::unix::net::UnixStream::connect(sway.runtime_dir().join(&sway.socket))?;
+        let conn = Connection::from_socket(stream)?;
+        let (globals, mut queue) = registry_queue_init::<OwnerState>(&conn)?;
+        let qh = queue.handle();
+        let seat: wl_seat::WlSeat = globals.bind(&qh, 1..=1, ())?;
+        let mgr: manager::ZwlrDataControlManagerV1 = globals
+            .bind(&qh, 1..=2, ())
+            .map_err(|e| anyhow!("no wlr-data-control: {e}"))?;
+        let dev = mgr.get_data_device(&seat, &qh, ());
+        let src = mgr.create_data_source(&qh, ());
+        for (mime, _) in items {
+            src.offer((*mime).to_owned());
+        }
+        dev.set_selection(Some(&src));
+        let served = Arc::new(AtomicUsize::new(0));
+        let mut state = OwnerState {
+            items: items
+                .iter()
+                .map(|(m, b)| ((*m).to_owned(), b.to_vec()))
+                .collect(),
+            served: Arc::clone(&served),
+            cancelled: false,
+        };
+        queue.roundtrip(&mut state)?;
+        let (stop_r, stop_w) = rustix::pipe::pipe()?;
+        let thread = std::thread::spawn(move || {
+            while !state.cancelled {
+                if conn.flush().is_err() {
+                    return;
+                }
+                let Some(guard) = queue.prepare_read() else {
+                    if queue.dispatch_pending(&mut state).is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                let (wl, stop) = {
+                    let mut fds = [
+                        PollFd::from_borrowed_fd(guard.connection_fd(), PollFlags::IN),
+                        PollFd::new(&stop_r, PollFlags::IN),
+                    ];
+                    if poll(&mut fds, None).is_err() {
+                        return;
+                    }
+                    (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+                };
+                if stop {
+                    return;
+                }
+                if wl && guard.read().is_err() {
+                    return;
+                }
+                if queue.dispatch_pending(&mut state).is_err() {
+                    return;
+                }
+            }
+            src.destroy();
+            let _ = conn.flush();
+        });
+        Ok(Self {
+            served,
+            stop: Some(stop_w),
+            thread: Some(thread),
+        })
+    }
+
+    /// How many pastes (of any type) were served.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` pastes were served.
+    pub fn wait_served(&self, n: usize, timeout: Duration) -> Result<()> {
+        poll_until(
+            &format!("{n} pastes served"),
+            timeout,
+            Duration::from_millis(20),
+            || Ok((self.served() >= n).then_some(())),
+        )
+        .context("the clipboard owner was not read")
+    }
+}
+
+impl Drop for WlOwner {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for OwnerState {
+    fn event(
+        _: &mut Self,
+        _: &wl_registry::WlRegistry,
+        _: wl_registry::Event,
+        _: &GlobalListContents,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+    }
+}
+
+impl Dispatch<wl_seat::WlSeat, ()> for OwnerState {
+    fn event(
+        _: &mut Self,
+        _: &wl_seat::WlSeat,
+        _: wl_seat::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+    }
+}
+
+impl Dispatch<manager::ZwlrDataControlManagerV1, ()> for OwnerState {
+    fn event(
+        _: &mut Self,
+        _: &manager::ZwlrDataControlManagerV1,
+        _: manager::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+    }
+}
+
+impl Dispatch<device::ZwlrDataControlDeviceV1, ()> for OwnerState {
+    fn event(
+        _: &mut Self,
+        _: &device::ZwlrDataControlDeviceV1,
+        event: device::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        // Offers of the selection: not read here, only released.
+        if let device::Event::Selection { id: Some(o) }
+        | device::Event::PrimarySelection { id: Some(o) } = event
+        {
+            o.destroy();
+        }
+    }
+
+    event_created_child!(OwnerState, device::ZwlrDataControlDeviceV1, [
+        device::EVT_DATA_OFFER_OPCODE => (offer::ZwlrDataControlOfferV1, ()),
+    ]);
+}
+
+impl Dispatch<offer::ZwlrDataControlOfferV1, ()> for OwnerState {
+    fn event(
+        _: &mut Self,
+        _: &offer::ZwlrDataControlOfferV1,
+        _: offer::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+    }
+}
+
+impl Dispatch<source::ZwlrDataControlSourceV1, ()> for OwnerState {
+    fn event(
+        state: &mut Self,
+        _: &source::ZwlrDataControlSourceV1,
+        event: source::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        match event {
+            source::Event::Send { mime_type, fd } => {
+                if let Some((_, bytes)) = state.items.iter().find(|(m, _)| *m == mime_type) {
+                    // Small test items: a blocking write is fine.
+                    let _ = std::fs::File::from(fd).write_all(bytes);
+                }
+                state.served.fetch_add(1, Ordering::SeqCst);
+            }
+            source::Event::Cancelled => state.cancelled = true,
+            _ => {}
+        }
+    }
+}

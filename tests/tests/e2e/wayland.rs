@@ -1,0 +1,244 @@
+//! The native Wayland clipboard (data-control): daemons on headless sway
+//! compositors, one per device, without any X display. `wl-copy` and
+//! `wl-paste` (wl-clipboard) drive and read the clipboards from outside,
+//! and `wl-paste --watch` counts every clipboard change.
+
+use crate::world::{unique, World, LOG};
+use clipmesh_tests::sway::{require_wayland_tools, ClipWatch, Sway};
+use clipmesh_tests::wait::{poll_until, STEP};
+use clipmesh_tests::wloffer::WlOwner;
+use clipmesh_tests::{Daemon, Device};
+use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
+use std::io::Cursor;
+use std::time::Duration;
+
+const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
+/// How long to wait for a change that must not come.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// A device whose daemon runs on its own Wayland compositor. Field order
+/// matters for drop: the daemon and watcher before their compositor.
+struct WlDesk {
+    daemon: Daemon,
+    watch: ClipWatch,
+    _device: Device,
+    sway: Sway,
+}
+
+fn wl_desk(w: &World, name: &str, signup: bool) -> WlDesk {
+    let pw = "alice pass phrase";
+    let device = w.device(name).unwrap();
+    if signup {
+        device.signup(&w.relay.url(), "alice", pw, LOG).unwrap();
+    } else {
+        device.login(&w.relay.url(), "alice", pw, LOG).unwrap();
+    }
+    let sway = Sway::start().unwrap();
+    let watch = sway.watch().unwrap();
+    let daemon = device.run_env(&sway.env(), LOG).unwrap();
+    if let Err(e) = device.wait_connected(STEP) {
+        let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+        panic!("{e:#}; daemon log:\n{log}");
+    }
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(
+        log.contains("clipboard: Wayland"),
+        "the daemon did not use the native Wayland backend:\n{log}"
+    );
+    WlDesk {
+        daemon,
+        watch,
+        _device: device,
+        sway,
+    }
+}
+
+#[test]
+fn wayland_text_syncs_both_ways_exactly_once() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let mut a = wl_desk(&w, "alice-a", true);
+    let mut b = wl_desk(&w, "alice-b", false);
+    let frames_before = w.relay.metric(FRAMES).unwrap();
+
+    let t1 = unique("wayland a to b");
+    let _copy_a = a.sway.wl_copy(None, t1.as_bytes()).unwrap();
+    assert_eq!(b.watch.wait_for_text(&t1, STEP).unwrap(), 1);
+    assert_eq!(
+        b.sway.wl_paste(Some("text/plain")).unwrap().as_deref(),
+        Some(t1.as_bytes())
+    );
+    // The second copy is a barrier for echoes of the first: a daemon that
+    // re-published or re-set t1 would have done it before this.
+    let t2 = unique("wayland b to a");
+    let _copy_b = b.sway.wl_copy(None, t2.as_bytes()).unwrap();
+    assert_eq!(a.watch.wait_for_text(&t2, STEP).unwrap(), 2, "A: t1, t2");
+    assert_eq!(
+        a.sway.wl_paste(None).unwrap().as_deref(),
+        Some(t2.as_bytes())
+    );
+    assert_eq!(b.watch.wait_for_text(&t2, STEP).unwrap(), 1);
+    // Echoes of the last copy have no later copy to order them against:
+    // a bounded window for them to show up (expected to time out).
+    for d in [&mut a, &mut b] {
+        assert_eq!(d.watch.next(QUIET).unwrap(), None, "late clipboard change");
+        d.daemon.check_running().unwrap();
+    }
+    // Two copies, one receiver each.
+    let frames = w.relay.metric(FRAMES).unwrap() - frames_before;
+    assert_eq!(frames, 2, "Deliver frames relayed");
+}
+
+#[test]
+fn wayland_sensitive_items_stay_local_and_html_keeps_its_alt_text() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let a = wl_desk(&w, "alice-a", true);
+    let mut b = wl_desk(&w, "alice-b", false);
+    let frames_before = w.relay.metric(FRAMES).unwrap();
+
+    // KeePassXC style: the text next to the KDE hint with value "secret".
+    let secret1 = unique("password one");
+    let owner = WlOwner::set(
+        &a.sway,
+        &[
+            ("text/plain;charset=utf-8", secret1.as_bytes()),
+            ("x-kde-passwordManagerHint", b"secret"),
+        ],
+    )
+    .unwrap();
+    // A's daemon reads the hint and A's watcher the text: two pastes.
+    owner.wait_served(2, STEP).unwrap();
+    // nspasteboard.org style: a presence marker (nothing needs reading).
+    let secret2 = unique("password two");
+    let owner = WlOwner::set(
+        &a.sway,
+        &[
+            ("text/plain;charset=utf-8", secret2.as_bytes()),
+            ("org.nspasteboard.ConcealedType", b""),
+        ],
+    )
+    .unwrap();
+    owner.wait_served(1, STEP).unwrap();
+    // HTML with its text alternative.
+    let html = format!("<b>{}</b>", unique("bold"));
+    let alt = unique("alt text");
+    let _owner = WlOwner::set(
+        &a.sway,
+        &[
+            ("text/html", html.as_bytes()),
+            ("text/plain;charset=utf-8", alt.as_bytes()),
+        ],
+    )
+    .unwrap();
+
+    // B's clipboard changes exactly once, to the HTML item.
+    assert_eq!(b.watch.wait_for_text(&alt, STEP).unwrap(), 1);
+    assert_eq!(
+        b.sway.wl_paste(Some("text/html")).unwrap().as_deref(),
+        Some(html.as_bytes())
+    );
+    assert_eq!(b.watch.next(QUIET).unwrap(), None, "late clipboard change");
+    let frames = w.relay.metric(FRAMES).unwrap() - frames_before;
+    assert_eq!(frames, 1, "only the HTML item was relayed");
+    // A's daemon did look at (and skip) the hinted secret.
+    let log = std::fs::read_to_string(&a.daemon.log).unwrap();
+    assert!(
+        log.contains("skipped a clipboard item marked sensitive"),
+        "A's daemon log:\n{log}"
+    );
+    for s in [&secret1, &secret2] {
+        assert!(!log.contains(s.as_str()), "a secret reached the log");
+    }
+}
+
+/// A noisy test image, different for each `seed`.
+fn sample(seed: u32) -> RgbaImage {
+    RgbaImage::from_fn(80, 48, |x, y| {
+        let v = (x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761);
+        Rgba([
+            (v >> 24) as u8,
+            (v >> 16) as u8,
+            (v >> 8) as u8,
+            255 - (y as u8),
+        ])
+    })
+}
+
+fn encode(img: &RgbaImage, f: ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    DynamicImage::ImageRgba8(img.clone())
+        .write_to(&mut Cursor::new(&mut out), f)
+        .unwrap();
+    out
+}
+
+/// Waits until `sway`'s clipboard serves an `image/png` with `want`'s pixels.
+fn wait_for_png(sway: &Sway, want: &RgbaImage) -> Vec<u8> {
+    poll_until(
+        "the image on the other compositor",
+        STEP * 3,
+        Duration::from_millis(100),
+        || {
+            if !sway.list_types()?.iter().any(|t| t == "image/png") {
+                return Ok(None);
+            }
+            let Some(png) = sway.wl_paste(Some("image/png"))? else {
+                return Ok(None);
+            };
+            let Ok(img) = image::load_from_memory_with_format(&png, ImageFormat::Png) else {
+                return Ok(None);
+            };
+            Ok((img.to_rgba8() == *want).then_some(png))
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn wayland_images_arrive_byte_for_byte_and_bmp_as_png() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let a = wl_desk(&w, "alice-a", true);
+    let b = wl_desk(&w, "alice-b", false);
+
+    // A PNG is served on the other side byte for byte.
+    let img = sample(1);
+    let png = encode(&img, ImageFormat::Png);
+    let _copy = a.sway.wl_copy(Some("image/png"), &png).unwrap();
+    let got = wait_for_png(&b.sway, &img);
+    assert_eq!(got, png, "PNG bytes changed on the way");
+    let types = b.sway.list_types().unwrap();
+    assert!(types.iter().any(|t| t == "image/bmp"), "types: {types:?}");
+
+    // A source that offers only BMP arrives as PNG with the same pixels.
+    let img2 = sample(2);
+    let _copy2 = b
+        .sway
+        .wl_copy(Some("image/bmp"), &encode(&img2, ImageFormat::Bmp))
+        .unwrap();
+    wait_for_png(&a.sway, &img2);
+}
+
+#[test]
+fn wayland_and_x11_devices_sync_with_each_other() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let mut a = wl_desk(&w, "alice-a", true);
+    let mut x = w
+        .desk("alice-x", "alice", "alice pass phrase", false)
+        .unwrap();
+
+    let t1 = unique("from wayland");
+    let _copy = a.sway.wl_copy(None, t1.as_bytes()).unwrap();
+    assert_eq!(x.watcher.wait_for_text(&t1, STEP).unwrap(), 1);
+    let t2 = unique("from x11");
+    clipmesh_tests::xvfb::xclip_set(&x.display(), &t2).unwrap();
+    assert_eq!(a.watch.wait_for_text(&t2, STEP).unwrap(), 2, "A: t1, t2");
+    assert_eq!(
+        a.sway.wl_paste(None).unwrap().as_deref(),
+        Some(t2.as_bytes())
+    );
+    a.daemon.check_running().unwrap();
+    x.daemon.check_running().unwrap();
+}
