@@ -36,8 +36,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Depth of the queue from the daemon to the manager.
-pub const COMMAND_QUEUE: usize = 64;
 /// Depth of the queue from the manager to the daemon.
 pub const EVENT_QUEUE: usize = 64;
 /// Environment variable naming the local address the peer links bind to.
@@ -127,40 +125,38 @@ enum Cmd {
 }
 
 /// The daemon's side of the manager.
+///
+/// The command queue is unbounded so the daemon never waits for the
+/// manager (which may itself be waiting to hand the daemon an event); what
+/// goes in is bounded by the relay link's and the clipboard's own rates.
 #[derive(Debug, Clone)]
 pub struct P2pHandle {
-    tx: mpsc::Sender<Cmd>,
+    tx: mpsc::UnboundedSender<Cmd>,
 }
 
 impl P2pHandle {
     /// The online set changed (from `Welcome` or `Presence`).
     pub async fn online(&self, online: Vec<DeviceId>) {
-        let _ = self.tx.send(Cmd::Online(online)).await;
+        let _ = self.tx.send(Cmd::Online(online));
     }
 
     /// A `Signal` frame arrived from `from`.
     pub async fn signal(&self, from: DeviceId, kind: SignalKind, payload: Vec<u8>) {
-        let _ = self
-            .tx
-            .send(Cmd::Signal {
-                from,
-                kind,
-                payload,
-            })
-            .await;
+        let _ = self.tx.send(Cmd::Signal {
+            from,
+            kind,
+            payload,
+        });
     }
 
     /// Sends a sealed envelope on every open direct link; resolves to the
     /// peers it was handed to.
     pub async fn send(&self, envelope: Vec<u8>) -> oneshot::Receiver<Vec<DeviceId>> {
         let (done, rx) = oneshot::channel();
-        let _ = self
-            .tx
-            .send(Cmd::Send {
-                envelope: Arc::new(envelope),
-                done,
-            })
-            .await;
+        let _ = self.tx.send(Cmd::Send {
+            envelope: Arc::new(envelope),
+            done,
+        });
         rx
     }
 }
@@ -208,14 +204,14 @@ pub fn bind_from_env() -> String {
 
 /// Creates the manager's command channel.
 pub fn channel() -> (P2pHandle, P2pCommands) {
-    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (tx, rx) = mpsc::unbounded_channel();
     (P2pHandle { tx }, P2pCommands { rx })
 }
 
 /// The manager's end of the command channel.
 #[derive(Debug)]
 pub struct P2pCommands {
-    rx: mpsc::Receiver<Cmd>,
+    rx: mpsc::UnboundedReceiver<Cmd>,
 }
 
 struct Running {

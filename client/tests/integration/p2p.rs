@@ -14,6 +14,7 @@ use clipmesh_proto::ClipContent;
 use clipmesh_relay::SignupPolicy;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -253,6 +254,109 @@ async fn p2p_mode_without_a_peer_refuses_the_clip_and_relay_mode_opens_no_link()
         metric(&relay, "clipmesh_relay_frames_relayed_total").await,
         0
     );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// Everything the `clipmesh` crate logs at debug level in this test binary
+/// (one global subscriber; tests only search it for their own lines).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        #[derive(Clone)]
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = W(buf.clone());
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter("clipmesh=debug")
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(sub);
+        buf
+    })
+    .clone()
+}
+
+fn logs_contain(logs: &Arc<Mutex<Vec<u8>>>, needle: &str) -> bool {
+    String::from_utf8_lossy(&logs.lock().unwrap()).contains(needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_signalling_is_rejected_and_the_link_keeps_working() {
+    let logs = captured_logs();
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = two_devices(&relay).await;
+    let c_dir = device_dir();
+    let out = auth("login", c_dir.path(), &relay.url, "ann", PASSWORD, "c").await;
+    assert!(out.status.success(), "{out:?}");
+    let a_id = device_id(a_dir.path());
+    let a = Peer::start(a_dir.path(), Mode::P2p);
+    let mut b = Peer::start(b_dir.path(), Mode::P2p);
+    a.wait_link_open().await;
+
+    // C is a device of the same user that speaks the protocol by hand: it
+    // sends A an "offer" that is not sealed under the account's signal key
+    // (what a relay forging a fingerprint would have to do).
+    let c = Device::load(c_dir.path()).unwrap();
+    let (handle, commands) = clipmesh::link::channel();
+    let (etx, mut erx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let link = tokio::spawn(clipmesh::link::run(
+        clipmesh::LinkConfig {
+            server: relay.url.clone(),
+            token: c.secrets.token.clone(),
+            last_seen: 0,
+            seed: 7,
+            roots: c.roots().unwrap(),
+        },
+        commands,
+        etx,
+        cancel.clone(),
+    ));
+    let connected = tokio::time::timeout(STEP, async {
+        while let Some(ev) = erx.recv().await {
+            if matches!(ev, clipmesh::LinkEvent::Connected { .. }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(connected, Ok(true));
+    let forged = b"v=0\r\na=fingerprint:sha-256 00:11:22 forged".to_vec();
+    assert!(handle.signal(
+        clipmesh_proto::DeviceId(a_id),
+        clipmesh_proto::SignalKind::Offer,
+        forged
+    ));
+    let rejected = tokio::time::timeout(STEP, async {
+        loop {
+            if logs_contain(&logs, "signalling message rejected: could not open") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(rejected.is_ok(), "no rejection line in the log");
+    // Nothing of the forged payload reached the log.
+    assert!(!logs_contain(&logs, "00:11:22 forged"));
+
+    // A is unharmed: the direct link to B still carries clips.
+    a.copy("still direct").await;
+    assert_eq!(b.next_applied().await, "still direct");
+    cancel.cancel();
+    let _ = tokio::time::timeout(STEP, link).await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
