@@ -107,6 +107,16 @@ impl Registry {
         Err(RoomGone)
     }
 
+    /// Queues `msg` for the user's room (waking it if it was evicted)
+    /// without waiting. Gives it back when the inbox is full or was just
+    /// closed by an eviction; [`Registry::send`] then waits or retries.
+    pub fn try_send(self: &Arc<Self>, user: UserId, msg: RoomMsg) -> Result<(), RoomMsg> {
+        if self.ctx.shutdown.is_cancelled() {
+            return Err(msg);
+        }
+        self.handle(user).try_send(msg)
+    }
+
     /// Called by a room whose idle timer fired, under the shard lock: closes
     /// the inbox and, if nothing is left in it, parks the members here and
     /// returns `Ok` (the actor then exits). If messages slipped in, the room
@@ -160,7 +170,7 @@ impl Registry {
         if !self.is_present(user) {
             return;
         }
-        let _ = self.send(user, RoomMsg::Revoke { device }).await;
+        let _ = self.send(user, RoomMsg::revoke(device)).await;
     }
 
     /// The user was deleted: closes their sockets with 4001 and forgets the
@@ -264,10 +274,7 @@ mod tests {
         let user = UserId(1);
         let (tx, mut rx) = RoomHandle::channel();
         reg.shard(user).insert(user, Slot::Active(tx.clone()));
-        tx.send(RoomMsg::Revoke { device: None })
-            .await
-            .ok()
-            .unwrap();
+        tx.send(RoomMsg::RevokeAll).await.ok().unwrap();
         let mut state = RoomState::new(user, LIMITS, 0, None, vec![member(1)]);
         let leftovers = reg.hibernate(user, &mut rx, &mut state).unwrap_err();
         assert_eq!(leftovers.len(), 1);

@@ -57,6 +57,15 @@ impl RoomHandle {
         self.tx.send(msg).await.map_err(|e| e.0)
     }
 
+    /// Queues a message if the inbox has room now. Gives it back if the
+    /// inbox is full or closed (then [`RoomHandle::send`] waits or reports
+    /// the close).
+    pub fn try_send(&self, msg: RoomMsg) -> Result<(), RoomMsg> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+        })
+    }
+
     /// Whether the actor has stopped reading.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -64,45 +73,30 @@ impl RoomHandle {
 }
 
 /// A message to a room actor.
+///
+/// Kept to two words: every room's inbox preallocates a block of slots
+/// (tokio's mpsc allocates 32 at a time) while the room is in memory, so
+/// the variants that carry more than a word box it.
 #[derive(Debug)]
 pub enum RoomMsg {
     /// A device sent `Hello`.
-    Join {
-        /// The device and its outbound port.
-        member: Member<ConnPort>,
-        /// `Hello.last_seen`.
-        last_seen: u64,
-    },
+    Join(Box<Join>),
     /// A connection ended.
     Leave {
         /// Which.
         conn: ConnId,
     },
     /// A device published a clip.
-    Publish {
-        /// From which connection.
-        conn: ConnId,
-        /// The `Publish` id.
-        id: u32,
-        /// The sealed envelope.
-        envelope: Vec<u8>,
-    },
+    Publish(Box<Publish>),
     /// A device sent a signalling frame.
-    Signal {
-        /// From which connection.
-        conn: ConnId,
-        /// Target device.
-        peer: DeviceId,
-        /// Kind.
-        kind: SignalKind,
-        /// Payload.
-        payload: Vec<u8>,
-    },
-    /// Close one device's sockets (`Some`) or all (`None`) with 4001.
+    Signal(Box<Signal>),
+    /// Close one device's sockets with 4001.
     Revoke {
         /// Which device.
-        device: Option<DeviceId>,
+        device: DeviceId,
     },
+    /// Close all of the user's sockets with 4001 (account disabled).
+    RevokeAll,
     /// Which devices are online.
     Online {
         /// Where the answer goes.
@@ -111,6 +105,52 @@ pub enum RoomMsg {
     /// The user was deleted: close everything with 4001 and exit without
     /// saving.
     Terminate,
+}
+
+// Two words: a larger message makes every room's inbox block larger.
+const _: () = assert!(std::mem::size_of::<RoomMsg>() <= 16);
+
+/// [`RoomMsg::Join`].
+#[derive(Debug)]
+pub struct Join {
+    /// The device and its outbound port.
+    pub member: Member<ConnPort>,
+    /// `Hello.last_seen`.
+    pub last_seen: u64,
+}
+
+/// [`RoomMsg::Publish`].
+#[derive(Debug)]
+pub struct Publish {
+    /// From which connection.
+    pub conn: ConnId,
+    /// The `Publish` id.
+    pub id: u32,
+    /// The sealed envelope.
+    pub envelope: Vec<u8>,
+}
+
+/// [`RoomMsg::Signal`].
+#[derive(Debug)]
+pub struct Signal {
+    /// From which connection.
+    pub conn: ConnId,
+    /// Target device.
+    pub peer: DeviceId,
+    /// Kind.
+    pub kind: SignalKind,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl RoomMsg {
+    /// Closes one device's sockets (`Some`) or all of the user's (`None`).
+    pub fn revoke(device: Option<DeviceId>) -> Self {
+        match device {
+            Some(device) => Self::Revoke { device },
+            None => Self::RevokeAll,
+        }
+    }
 }
 
 /// The real [`Port`]: a connection's [`crate::outbox::Outbox`].
@@ -239,27 +279,30 @@ pub const PERSIST_DELAY: Duration = Duration::from_millis(500);
 pub const SEQ_RESERVE: u64 = 1000;
 
 /// Runs one room until it is evicted, terminated or the server shuts down.
-pub(crate) async fn run(
+///
+/// Not an `async fn` around an `async move` block, which would keep two
+/// copies of the arguments in every room task; the start-up load, sequence
+/// reservations and the final write are boxed, so only the running loop's
+/// state stays in the task.
+pub(crate) fn run(
     user: UserId,
     mut rx: mpsc::Receiver<RoomMsg>,
     members: Vec<Member<ConnPort>>,
     ctx: RoomCtx,
     registry: Arc<Registry>,
-) {
+) -> impl Future<Output = ()> + Send {
     let span = tracing::debug_span!("room", %user);
     async move {
         ctx.metrics.rooms_active.fetch_add(1, Ordering::Relaxed);
         // Load, and reserve the next SEQ_RESERVE numbers before handling
         // anything, so the first publish does not wait for the store.
-        let loaded = ctx
-            .store
-            .call(move |db| {
+        let loaded = Box::pin(ctx.store.call(move |db| {
                 let rec = db.load_room(user)?;
                 let floor = db.seq_floor(user)?;
                 let seq = rec.as_ref().map_or(0, |r| r.seq).max(floor);
                 db.set_seq_floor(user, seq.saturating_add(SEQ_RESERVE))?;
                 Ok((rec, floor))
-            })
+            }))
             .await;
         let reserved_ok = loaded.is_ok();
         let (seq, newest) = match loaded {
@@ -345,12 +388,11 @@ pub(crate) async fn run(
             }
         }
         // Leave the store consistent.
-        p.finish(state.seq(), terminated).await;
+        Box::pin(p.finish(state.seq(), terminated)).await;
         ctx.metrics.rooms_active.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("room stopped");
     }
     .instrument(span)
-    .await;
 }
 
 /// Applies one message, reserving sequence numbers first for a publish.
@@ -361,8 +403,10 @@ async fn apply(
     ctx: &RoomCtx,
     p: &mut Persistence,
 ) -> bool {
-    if matches!(msg, RoomMsg::Publish { .. }) {
-        p.reserve(state.seq() + 1).await;
+    if matches!(msg, RoomMsg::Publish(_)) && state.seq() + 1 > p.reserved {
+        // Rare (reservations are topped up by clip writes): boxed, so the
+        // store call's state is not part of every room task.
+        Box::pin(p.reserve(state.seq() + 1)).await;
     }
     handle(state, msg, ctx, &mut p.dirty)
 }
@@ -377,7 +421,8 @@ fn handle(
 ) -> bool {
     let now = crate::store::unix_now();
     match msg {
-        RoomMsg::Join { member, last_seen } => {
+        RoomMsg::Join(j) => {
+            let Join { member, last_seen } = *j;
             tracing::debug!(device = %member.device, "join");
             state.join(member, last_seen, now);
         }
@@ -386,7 +431,8 @@ fn handle(
                 tracing::debug!(conn = conn.0, "leave");
             }
         }
-        RoomMsg::Publish { conn, id, envelope } => {
+        RoomMsg::Publish(p) => {
+            let Publish { conn, id, envelope } = *p;
             let out = state.publish(conn, id, envelope, now);
             Metrics::add(&ctx.metrics.frames_relayed, out.delivered);
             Metrics::add(&ctx.metrics.bytes_relayed, out.bytes);
@@ -395,17 +441,19 @@ fn handle(
                 *dirty = Some(clip);
             }
         }
-        RoomMsg::Signal {
-            conn,
-            peer,
-            kind,
-            payload,
-        } => {
+        RoomMsg::Signal(sig) => {
+            let Signal {
+                conn,
+                peer,
+                kind,
+                payload,
+            } = *sig;
             if state.signal(conn, peer, kind, payload) {
                 Metrics::add(&ctx.metrics.signals, 1);
             }
         }
-        RoomMsg::Revoke { device } => state.revoke(device),
+        RoomMsg::Revoke { device } => state.revoke(Some(device)),
+        RoomMsg::RevokeAll => state.revoke(None),
         RoomMsg::Online { reply } => {
             let _ = reply.send(state.online().into_iter().map(|d| d.id).collect());
         }

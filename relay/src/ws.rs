@@ -18,7 +18,7 @@ use crate::http::{authenticate, bearer, ApiError, AppState};
 use crate::metrics::Metrics;
 use crate::outbox::{Next, Outbox};
 use crate::ratelimit::{PublishLimiter, Verdict};
-use crate::room::{ConnId, Member, RoomMsg};
+use crate::room::{ConnId, Join, Member, Publish, RoomMsg, Signal};
 use crate::store::{unix_now, SessionInfo};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -165,87 +165,108 @@ fn is_too_large(e: &axum::Error) -> bool {
     s.contains("too long") || s.contains("Space limit exceeded")
 }
 
-async fn run(
+/// The connection task. Only what an idle socket needs lives in its state:
+/// the socket, the session, the idle loop's timers and the select futures.
+/// The `Hello` handshake, replies, closing and leaving are separate boxed
+/// futures that exist only while they run.
+fn run(
     s: Arc<AppState>,
     session: SessionInfo,
     conn: ConnId,
     mut socket: WebSocket,
-    _slot: ConnSlot,
-) {
+    slot: ConnSlot,
+) -> impl std::future::Future<Output = ()> + Send {
     let span =
         tracing::debug_span!("conn", user = %session.user, device = %session.device, conn = conn.0);
     use tracing::Instrument;
+    // Not an `async fn` with an inner `async move`: that would keep a second
+    // copy of the socket and session in the task.
     async move {
+        let _slot = slot;
         tracing::debug!("connected");
-        let end = session_loop(&s, &session, conn, &mut socket).await;
-        match end {
-            End::Close(code) => {
-                tracing::debug!(code = code.as_u16(), "closing");
-                close(&mut socket, code).await;
-                let _ = s.registry.send(session.user, RoomMsg::Leave { conn }).await;
+        let end = match Box::pin(handshake(&s, &session, conn, &mut socket)).await {
+            Ok(outbox) => {
+                let end = relay_loop(&s, &session, conn, &mut socket, &outbox).await;
+                outbox.detach();
+                end
             }
-            End::Requested(code) => {
-                tracing::debug!(code = code.as_u16(), "closed by room");
-                close(&mut socket, code).await;
-            }
-            End::Gone => {
-                tracing::debug!("socket gone");
-                // If the device sent a close frame, this writes tungstenite's
-                // queued reply; on a dead socket it fails at once.
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-                let _ = s.registry.send(session.user, RoomMsg::Leave { conn }).await;
-            }
-            End::Shutdown => close(&mut socket, CloseCode::ServiceRestart).await,
-        }
+            Err(end) => end,
+        };
+        Box::pin(finish(&s, &session, conn, &mut socket, end)).await;
     }
     .instrument(span)
-    .await;
 }
 
-async fn session_loop(
+/// Closes the socket the way `end` says and tells the room we left.
+async fn finish(
     s: &Arc<AppState>,
     session: &SessionInfo,
     conn: ConnId,
     socket: &mut WebSocket,
-) -> End {
+    end: End,
+) {
+    match end {
+        End::Close(code) => {
+            tracing::debug!(code = code.as_u16(), "closing");
+            close(socket, code).await;
+            let _ = s.registry.send(session.user, RoomMsg::Leave { conn }).await;
+        }
+        End::Requested(code) => {
+            tracing::debug!(code = code.as_u16(), "closed by room");
+            close(socket, code).await;
+        }
+        End::Gone => {
+            tracing::debug!("socket gone");
+            // If the device sent a close frame, this writes tungstenite's
+            // queued reply; on a dead socket it fails at once.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+            let _ = s.registry.send(session.user, RoomMsg::Leave { conn }).await;
+        }
+        End::Shutdown => close(socket, CloseCode::ServiceRestart).await,
+    }
+}
+
+/// Waits for `Hello`, joins the room and re-checks the session. Gives the
+/// connection's outbox, or how the connection ends.
+async fn handshake(
+    s: &Arc<AppState>,
+    session: &SessionInfo,
+    conn: ConnId,
+    socket: &mut WebSocket,
+) -> Result<Arc<Outbox>, End> {
     let l = &s.config.limits;
     let write_timeout = Duration::from_secs(l.write_timeout_s.max(1));
 
-    // 1. Hello (boxed: only needed once). Shutdown does not wait for it.
-    let hello = Box::pin(tokio::time::timeout(
-        Duration::from_secs(l.hello_timeout_s.max(1)),
-        async {
-            loop {
-                match socket.recv().await {
-                    Some(Ok(Message::Binary(b))) => match Frame::decode(&b) {
-                        Ok(Frame::Hello { last_seen }) => return Ok(last_seen),
-                        Ok(Frame::Ping { nonce }) => {
-                            if !send_frame(socket, &Frame::Pong { nonce }, write_timeout).await {
-                                return Err(End::Gone);
-                            }
+    // 1. Hello. Shutdown does not wait for it.
+    let hello = tokio::time::timeout(Duration::from_secs(l.hello_timeout_s.max(1)), async {
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Binary(b))) => match Frame::decode(&b) {
+                    Ok(Frame::Hello { last_seen }) => return Ok(last_seen),
+                    Ok(Frame::Ping { nonce }) => {
+                        if !send_frame(socket, &Frame::Pong { nonce }, write_timeout).await {
+                            return Err(End::Gone);
                         }
-                        _ => return Err(End::Close(CloseCode::ProtocolError)),
-                    },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Text(_))) => return Err(End::Close(CloseCode::ProtocolError)),
-                    Some(Err(e)) if is_too_large(&e) => {
-                        return Err(End::Close(CloseCode::TooLarge))
                     }
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(End::Gone),
-                }
+                    _ => return Err(End::Close(CloseCode::ProtocolError)),
+                },
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Text(_))) => return Err(End::Close(CloseCode::ProtocolError)),
+                Some(Err(e)) if is_too_large(&e) => return Err(End::Close(CloseCode::TooLarge)),
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(End::Gone),
             }
-        },
-    ));
+        }
+    });
     let hello = tokio::select! {
-        () = s.shutdown.cancelled() => return End::Shutdown,
+        () = s.shutdown.cancelled() => return Err(End::Shutdown),
         h = hello => h,
     };
     let last_seen = match hello {
         Ok(Ok(v)) => v,
-        Ok(Err(end)) => return end,
+        Ok(Err(end)) => return Err(end),
         Err(_) => {
             tracing::debug!("no hello in time");
-            return End::Close(CloseCode::ProtocolError);
+            return Err(End::Close(CloseCode::ProtocolError));
         }
     };
 
@@ -257,12 +278,9 @@ async fn session_loop(
         conn,
         port: outbox.clone(),
     };
-    if s.registry
-        .send(session.user, RoomMsg::Join { member, last_seen })
-        .await
-        .is_err()
-    {
-        return End::Shutdown;
+    let join = RoomMsg::Join(Box::new(Join { member, last_seen }));
+    if s.registry.send(session.user, join).await.is_err() {
+        return Err(End::Shutdown);
     }
     // A revoke that landed after the token check but before the Join reached
     // the room missed this socket. Check again now that the room knows it:
@@ -272,13 +290,42 @@ async fn session_loop(
         Ok(true) => {}
         Ok(false) => {
             outbox.detach();
-            return End::Close(CloseCode::Unauthorized);
+            return Err(End::Close(CloseCode::Unauthorized));
         }
         Err(e) => tracing::warn!(error = %e, "session re-check failed"),
     }
-    let end = relay_loop(s, session, conn, socket, &outbox).await;
-    outbox.detach();
-    end
+    Ok(outbox)
+}
+
+/// What one inbound binary message asks for.
+enum Inbound {
+    /// Nothing to do.
+    Nothing,
+    /// Forward this to the room.
+    Room(RoomMsg),
+    /// Write this frame back to the device.
+    Reply(Frame),
+    /// End the connection.
+    End(End),
+}
+
+/// Writes what the room queued (a close request first), in batches of
+/// [`WRITE_BATCH`] frames per flush, starting with `first`. `Some(end)`
+/// ends the connection; `None` leaves more queued frames for the next turn.
+async fn write_queued(socket: &mut WebSocket, outbox: &Outbox, first: Bytes) -> Option<End> {
+    let write = async {
+        socket.feed(Message::Binary(first)).await?;
+        for _ in 1..WRITE_BATCH {
+            match outbox.pop() {
+                Next::Close(code) => return Ok(Some(End::Requested(code))),
+                Next::Frame(b) => socket.feed(Message::Binary(b)).await?,
+                Next::Empty => break,
+            }
+        }
+        socket.flush().await?;
+        Ok::<_, axum::Error>(None)
+    };
+    write.await.unwrap_or(Some(End::Gone))
 }
 
 async fn relay_loop(
@@ -292,103 +339,114 @@ async fn relay_loop(
     let write_timeout = Duration::from_secs(l.write_timeout_s.max(1));
     let idle = s.config.idle_timeout();
 
-    // 3. Relay.
-    let mut limiter = PublishLimiter::new(
-        l.publish_per_s,
-        l.publish_burst,
-        l.rate_limit_strikes,
-        Instant::now(),
-    );
+    // 3. Relay. The limiter exists once the device publishes: idle devices
+    // never do.
+    let mut limiter: Option<Box<PublishLimiter>> = None;
     let mut bad_frames = 0u32;
-    let max_envelope = (l.max_frame as usize).saturating_sub(DELIVER_OVERHEAD);
+    // The idle timer is moved forward only when it fires, not per frame.
+    let mut last_rx = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    // One registration with the shutdown token for the socket's life, not
+    // one per turn.
+    let shutdown = s.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
-        // Write what the room queued (a close request first), in batches.
-        let write = async {
-            let mut n = 0;
-            while n < WRITE_BATCH {
-                match outbox.pop() {
-                    Next::Close(code) => return Ok(Some(End::Requested(code))),
-                    Next::Frame(b) => socket.feed(Message::Binary(b)).await?,
-                    Next::Empty => break,
+        let more = match outbox.pop() {
+            Next::Close(code) => return End::Requested(code),
+            Next::Empty => false,
+            Next::Frame(first) => {
+                // Boxed: a write that waits for the socket is rare, and its
+                // timer should not sit in every idle connection.
+                let write =
+                    tokio::time::timeout(write_timeout, write_queued(socket, outbox, first));
+                match Box::pin(write).await {
+                    Ok(Some(end)) => return end,
+                    Ok(None) => !outbox.is_empty(),
+                    Err(_) => {
+                        tracing::debug!("write stalled");
+                        return End::Close(CloseCode::SlowConsumer);
+                    }
                 }
-                n += 1;
-            }
-            if n > 0 {
-                socket.flush().await?;
-            }
-            Ok::<_, axum::Error>(None)
-        };
-        let more = match tokio::time::timeout(write_timeout, write).await {
-            Ok(Ok(Some(end))) => return end,
-            Ok(Ok(None)) => !outbox.is_empty(),
-            Ok(Err(_)) => return End::Gone,
-            Err(_) => {
-                tracing::debug!("write stalled");
-                return End::Close(CloseCode::SlowConsumer);
             }
         };
-        tokio::select! {
+        let action = tokio::select! {
             biased;
-            () = s.shutdown.cancelled() => return End::Shutdown,
+            () = &mut shutdown => return End::Shutdown,
             // Reading comes before waiting for the outbox: the top of the loop
             // writes the queue on every turn anyway, so neither side starves.
             msg = socket.recv() => {
-                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
-                let bytes = match msg {
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                last_rx = tokio::time::Instant::now();
+                match msg {
+                    Some(Ok(Message::Binary(b))) => inbound(s, conn, b, &mut limiter, &mut bad_frames),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Nothing,
                     Some(Ok(Message::Text(_))) => {
                         bad_frames += 1;
                         if bad_frames >= l.bad_frame_strikes.max(1) {
                             return End::Close(CloseCode::ProtocolError);
                         }
-                        let e = Frame::Error { code: ErrorCode::BadFrame, id: 0, message: "text messages are not accepted; send binary frames".into() };
-                        if !send_frame(socket, &e, write_timeout).await { return End::Gone; }
-                        continue;
+                        Inbound::Reply(Frame::Error {
+                            code: ErrorCode::BadFrame,
+                            id: 0,
+                            message: "text messages are not accepted; send binary frames".into(),
+                        })
                     }
                     Some(Err(e)) if is_too_large(&e) => return End::Close(CloseCode::TooLarge),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
-                };
-                // Boxed: the handler's state is only needed while a frame is handled,
-                // not while the socket idles.
-                if let Some(end) = Box::pin(inbound(s, session, conn, socket, bytes, &mut limiter, &mut bad_frames, max_envelope, write_timeout)).await {
-                    return end;
                 }
             }
-            () = outbox.changed(), if !more => {}
-            () = &mut idle_timer => return End::Close(CloseCode::IdleTimeout),
-            () = std::future::ready(()), if more => {}
+            () = outbox.changed(), if !more => Inbound::Nothing,
+            () = &mut idle_timer => {
+                let deadline = last_rx + idle;
+                if deadline <= tokio::time::Instant::now() {
+                    return End::Close(CloseCode::IdleTimeout);
+                }
+                idle_timer.as_mut().reset(deadline);
+                Inbound::Nothing
+            }
+            () = std::future::ready(()), if more => Inbound::Nothing,
+        };
+        match action {
+            Inbound::Nothing => {}
+            Inbound::Room(msg) => {
+                // Most messages fit the room's inbox at once; waiting (and
+                // the retry across an eviction) is boxed.
+                if let Err(msg) = s.registry.try_send(session.user, msg) {
+                    if Box::pin(s.registry.send(session.user, msg)).await.is_err() {
+                        return End::Shutdown;
+                    }
+                }
+            }
+            Inbound::Reply(f) => {
+                if !Box::pin(send_frame(socket, &f, write_timeout)).await {
+                    return End::Gone;
+                }
+            }
+            Inbound::End(end) => return end,
         }
     }
 }
 
-/// Handles one binary message. `Some(end)` ends the connection.
-#[allow(clippy::too_many_arguments)]
-async fn inbound(
+/// Decides what one binary message asks for. Pings are answered here,
+/// without decoding anything else or waking the room.
+fn inbound(
     s: &Arc<AppState>,
-    session: &SessionInfo,
     conn: ConnId,
-    socket: &mut WebSocket,
     bytes: Bytes,
-    limiter: &mut PublishLimiter,
+    limiter: &mut Option<Box<PublishLimiter>>,
     bad_frames: &mut u32,
-    max_envelope: usize,
-    write_timeout: Duration,
-) -> Option<End> {
+) -> Inbound {
     let l = &s.config.limits;
-    let reply = |code: ErrorCode, id: u32, message: &str| Frame::Error {
-        code,
-        id,
-        message: message.to_owned(),
+    let reply = |code: ErrorCode, id: u32, message: &str| {
+        Inbound::Reply(Frame::Error {
+            code,
+            id,
+            message: message.to_owned(),
+        })
     };
-    // Pings are answered here, without decoding anything else or waking the
-    // room.
     if Frame::peek_tag(&bytes).ok() == Some(Frame::PING_TAG) {
         if let Ok(Frame::Ping { nonce }) = Frame::decode(&bytes) {
-            return (!send_frame(socket, &Frame::Pong { nonce }, write_timeout).await)
-                .then_some(End::Gone);
+            return Inbound::Reply(Frame::Pong { nonce });
         }
     }
     let frame = match Frame::decode(&bytes) {
@@ -397,65 +455,62 @@ async fn inbound(
             *bad_frames += 1;
             tracing::debug!(error = %e, "undecodable frame");
             if *bad_frames >= l.bad_frame_strikes.max(1) {
-                return Some(End::Close(CloseCode::ProtocolError));
+                return Inbound::End(End::Close(CloseCode::ProtocolError));
             }
-            let f = reply(ErrorCode::BadFrame, 0, &format!("bad frame: {e}"));
-            return (!send_frame(socket, &f, write_timeout).await).then_some(End::Gone);
+            return reply(ErrorCode::BadFrame, 0, &format!("bad frame: {e}"));
         }
     };
     tracing::trace!(?frame, "frame");
-    let msg = match frame {
+    let mut check = || {
+        limiter
+            .get_or_insert_with(|| {
+                Box::new(PublishLimiter::new(
+                    l.publish_per_s,
+                    l.publish_burst,
+                    l.rate_limit_strikes,
+                    Instant::now(),
+                ))
+            })
+            .check(Instant::now())
+    };
+    let max_envelope = (l.max_frame as usize).saturating_sub(DELIVER_OVERHEAD);
+    match frame {
         Frame::Publish { id, envelope } => {
             if envelope.len() > max_envelope {
-                let f = reply(ErrorCode::TooLarge, id, "envelope too large");
-                return (!send_frame(socket, &f, write_timeout).await).then_some(End::Gone);
+                return reply(ErrorCode::TooLarge, id, "envelope too large");
             }
-            match limiter.check(Instant::now()) {
-                Verdict::Allow => RoomMsg::Publish { conn, id, envelope },
-                Verdict::Reject => {
-                    let f = reply(ErrorCode::RateLimited, id, "publishing too fast");
-                    return (!send_frame(socket, &f, write_timeout).await).then_some(End::Gone);
+            match check() {
+                Verdict::Allow => {
+                    Inbound::Room(RoomMsg::Publish(Box::new(Publish { conn, id, envelope })))
                 }
-                Verdict::Close => return Some(End::Close(CloseCode::RateLimited)),
+                Verdict::Reject => reply(ErrorCode::RateLimited, id, "publishing too fast"),
+                Verdict::Close => Inbound::End(End::Close(CloseCode::RateLimited)),
             }
         }
         Frame::Signal {
             peer,
             kind,
             payload,
-        } => match limiter.check(Instant::now()) {
-            Verdict::Allow => RoomMsg::Signal {
+        } => match check() {
+            Verdict::Allow => Inbound::Room(RoomMsg::Signal(Box::new(Signal {
                 conn,
                 peer,
                 kind,
                 payload,
-            },
-            Verdict::Reject => {
-                let f = reply(ErrorCode::RateLimited, 0, "signalling too fast");
-                return (!send_frame(socket, &f, write_timeout).await).then_some(End::Gone);
-            }
-            Verdict::Close => return Some(End::Close(CloseCode::RateLimited)),
+            }))),
+            Verdict::Reject => reply(ErrorCode::RateLimited, 0, "signalling too fast"),
+            Verdict::Close => Inbound::End(End::Close(CloseCode::RateLimited)),
         },
-        Frame::Pong { .. } | Frame::Error { .. } => return None,
-        Frame::Chunk { .. } => {
-            let f = reply(
-                ErrorCode::Unexpected,
-                0,
-                "the relay does not reassemble chunks; publish frames up to max_frame",
-            );
-            return (!send_frame(socket, &f, write_timeout).await).then_some(End::Gone);
-        }
-        other => {
-            let f = reply(
-                ErrorCode::Unexpected,
-                0,
-                &format!("unexpected frame tag {:#04x}", other.tag()),
-            );
-            return (!send_frame(socket, &f, write_timeout).await).then_some(End::Gone);
-        }
-    };
-    if s.registry.send(session.user, msg).await.is_err() {
-        return Some(End::Shutdown);
+        Frame::Pong { .. } | Frame::Error { .. } => Inbound::Nothing,
+        Frame::Chunk { .. } => reply(
+            ErrorCode::Unexpected,
+            0,
+            "the relay does not reassemble chunks; publish frames up to max_frame",
+        ),
+        other => reply(
+            ErrorCode::Unexpected,
+            0,
+            &format!("unexpected frame tag {:#04x}", other.tag()),
+        ),
     }
-    None
 }
