@@ -11,7 +11,8 @@
 //! - [`xvfb`]: a private X server per device, killed on drop.
 //! - [`sway`]: a private headless Wayland compositor per device (sway), the
 //!   `wl-copy` / `wl-paste` tools and a change watcher; [`wloffer`]: a
-//!   Wayland clipboard owner offering several types at once.
+//!   Wayland clipboard owner offering several types at once; [`wlfake`]: a
+//!   fake compositor without data-control.
 //! - [`xsel`]: X11 helpers built on x11rb — an XFixes owner-change watcher
 //!   (event-driven waits and latency timing, from outside the daemons) and
 //!   a selection owner that serves chosen targets.
@@ -29,6 +30,7 @@ pub mod procs;
 pub mod rss;
 pub mod sway;
 pub mod wait;
+pub mod wlfake;
 pub mod wloffer;
 pub mod xsel;
 pub mod xvfb;

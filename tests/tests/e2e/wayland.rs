@@ -6,11 +6,12 @@
 use crate::world::{unique, World, LOG};
 use clipmesh_tests::sway::{require_wayland_tools, ClipWatch, Sway};
 use clipmesh_tests::wait::{poll_until, STEP};
+use clipmesh_tests::wlfake::FakeCompositor;
 use clipmesh_tests::wloffer::WlOwner;
 use clipmesh_tests::{Daemon, Device};
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 use std::io::Cursor;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
 /// How long to wait for a change that must not come.
@@ -241,4 +242,75 @@ fn wayland_and_x11_devices_sync_with_each_other() {
     );
     a.daemon.check_running().unwrap();
     x.daemon.check_running().unwrap();
+}
+
+/// Runs `clipmesh run` with `env` until it exits (bounded); returns
+/// (success, stderr).
+fn run_to_exit(dev: &Device, env: &[(&str, std::ffi::OsString)]) -> (bool, String) {
+    let mut cmd = dev.command().unwrap();
+    cmd.arg("run")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + STEP;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("clipmesh run kept running on a compositor without data-control");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.success(), err)
+}
+
+#[test]
+fn compositor_without_data_control_gives_one_clear_line_or_x11() {
+    let w = World::new(LOG).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCompositor::start(dir.path()).unwrap();
+    let dev = w.device("nodc").unwrap();
+    dev.signup(&w.relay.url(), "nodc", "a pass phrase", LOG)
+        .unwrap();
+
+    // Wayland only: one line naming both protocols.
+    let (ok, err) = run_to_exit(&dev, &fake.env());
+    assert!(!ok);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("clipmesh:")).collect();
+    assert_eq!(
+        lines,
+        [
+            "clipmesh: clipboard: the Wayland compositor offers no clipboard access for \
+          background programs (neither ext-data-control-v1 nor wlr-data-control-unstable-v1); \
+          use a compositor that offers one, or XWayland with DISPLAY set"
+        ],
+        "stderr: {err}"
+    );
+    // Forcing X11 without an X display says so.
+    let mut env = fake.env();
+    env.push(("CLIPMESH_CLIPBOARD", "x11".into()));
+    let (ok, err) = run_to_exit(&dev, &env);
+    assert!(!ok);
+    assert!(
+        err.contains("clipmesh: clipboard: no display"),
+        "stderr: {err}"
+    );
+
+    // With an X display as well (XWayland): the daemon falls back to X11.
+    let x = clipmesh_tests::Xvfb::start().unwrap();
+    let mut env = fake.env();
+    env.push(("DISPLAY", x.display().into()));
+    let daemon = dev.run_env(&env, LOG).unwrap();
+    dev.wait_connected(STEP).unwrap();
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(
+        log.contains("native Wayland clipboard unavailable; using X11 through DISPLAY"),
+        "daemon log:\n{log}"
+    );
 }
