@@ -462,7 +462,7 @@ impl Manager {
                         if let Some(r) = self.running.remove(&peer) {
                             r.cancel.cancel();
                         }
-                        tracing::debug!(%peer, reason, "direct link stopped");
+                        tracing::info!(%peer, reason, "direct link stopped");
                     }
                     if bye {
                         let sealed = self.codec.seal(&SignalMsg {

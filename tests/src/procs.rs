@@ -255,12 +255,15 @@ impl Device {
         })
     }
 
-    /// `clipmesh --config-dir DIR` with the test environment.
+    /// `clipmesh --config-dir DIR` with the test environment. Direct
+    /// links (`--mode auto`, the default, and `p2p`) bind to 127.0.0.1
+    /// only, so tests never send a packet to another address.
     pub fn command(&self) -> Result<Command> {
         let mut c = Command::new(bins::bin(CLIENT)?);
         c.arg("--config-dir")
             .arg(&self.config_dir)
             .env(ENV_SECRET_STORE, "file")
+            .env("CLIPMESH_P2P_BIND", "127.0.0.1")
             .env_remove("DISPLAY")
             .env_remove("WAYLAND_DISPLAY");
         Ok(c)
@@ -349,10 +352,25 @@ impl Device {
     /// Starts `clipmesh run` with `env` (a display: `DISPLAY`, or a Wayland
     /// compositor's `WAYLAND_DISPLAY` and `XDG_RUNTIME_DIR`).
     pub fn run_env(&self, env: &[(&str, std::ffi::OsString)], rust_log: &str) -> Result<Daemon> {
+        self.run_args(env, &[], rust_log)
+    }
+
+    /// Starts `clipmesh run --mode MODE` on `display`.
+    pub fn run_mode(&self, display: &str, mode: &str, rust_log: &str) -> Result<Daemon> {
+        self.run_args(&[("DISPLAY", display.into())], &["--mode", mode], rust_log)
+    }
+
+    fn run_args(
+        &self,
+        env: &[(&str, std::ffi::OsString)],
+        args: &[&str],
+        rust_log: &str,
+    ) -> Result<Daemon> {
         let log = self.log_dir.join(format!("{}-run.log", self.name));
         let mut c = self.command()?;
         let mut child = c
             .arg("run")
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())

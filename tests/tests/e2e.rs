@@ -36,5 +36,8 @@ mod file_list;
 #[path = "e2e/large.rs"]
 mod large;
 
+#[path = "e2e/p2p.rs"]
+mod p2p;
+
 #[path = "e2e/wayland.rs"]
 mod wayland;
