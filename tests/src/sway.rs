@@ -133,8 +133,16 @@ impl Sway {
     /// Copies `bytes` (as `mime`, or as text) with `wl-copy`, which serves
     /// them until something else is copied; the returned guard kills it.
     pub fn wl_copy(&self, mime: Option<&str>, bytes: &[u8]) -> Result<WlCopy> {
+        self.wl_copy_to(false, mime, bytes)
+    }
+
+    /// Like [`Sway::wl_copy`], to the primary selection when `primary`.
+    pub fn wl_copy_to(&self, primary: bool, mime: Option<&str>, bytes: &[u8]) -> Result<WlCopy> {
         let mut cmd = self.command("wl-copy");
         cmd.arg("--foreground");
+        if primary {
+            cmd.arg("--primary");
+        }
         if let Some(m) = mime {
             cmd.args(["--type", m]);
         }
@@ -153,8 +161,16 @@ impl Sway {
     /// Reads the clipboard with `wl-paste` (as `mime` when given). `None`
     /// when it is empty or does not offer the type.
     pub fn wl_paste(&self, mime: Option<&str>) -> Result<Option<Vec<u8>>> {
+        self.wl_paste_from(false, mime)
+    }
+
+    /// Like [`Sway::wl_paste`], from the primary selection when `primary`.
+    pub fn wl_paste_from(&self, primary: bool, mime: Option<&str>) -> Result<Option<Vec<u8>>> {
         let mut cmd = self.command("wl-paste");
         cmd.arg("--no-newline");
+        if primary {
+            cmd.arg("--primary");
+        }
         if let Some(m) = mime {
             cmd.args(["--type", m]);
         }

@@ -12,8 +12,10 @@
 //!   watcher (`clipboard/formats.rs`) and reads them with `receive` into a
 //!   pipe: at most [`super::ClipboardConfig::max_read_bytes`], with at most
 //!   [`READ_TIMEOUT`] between two pieces of data. While it reads it keeps
-//!   dispatching events, so a newer selection aborts the read (newest wins)
-//!   and pastes of our own data are still served. What was read goes through
+//!   dispatching events and running the daemon's commands, so a newer
+//!   selection aborts the read (newest wins), a remote item is applied
+//!   without waiting for a slow source, and pastes of our own data are
+//!   still served. What was read goes through
 //!   the shared [`Deduper`], so items we applied ourselves are not echoed.
 //! - **Apply.** A command creates one data source per selection offering
 //!   the item's types and sets it. Each `send` (a paste) is served by a
@@ -584,6 +586,9 @@ impl Backend {
             if self.stopping {
                 return Err(ReadError::Stopping);
             }
+            // A remote item to apply does not wait for a slow source: it
+            // replaces the item being read (which then reads as superseded).
+            self.apply_commands();
             if self.state.pending.contains(&sel) {
                 return Err(ReadError::Superseded);
             }

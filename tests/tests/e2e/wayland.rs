@@ -27,12 +27,37 @@ struct WlDesk {
 }
 
 fn wl_desk(w: &World, name: &str, signup: bool) -> WlDesk {
+    wl_desk_with(w, name, signup, &[])
+}
+
+/// Like [`wl_desk`], with `sync` lines (`key = value`) in the `[sync]`
+/// section of config.toml.
+fn wl_desk_with(w: &World, name: &str, signup: bool, sync: &[&str]) -> WlDesk {
     let pw = "alice pass phrase";
     let device = w.device(name).unwrap();
     if signup {
         device.signup(&w.relay.url(), "alice", pw, LOG).unwrap();
     } else {
         device.login(&w.relay.url(), "alice", pw, LOG).unwrap();
+    }
+    if !sync.is_empty() {
+        let path = device.config_dir.join("config.toml");
+        let mut cfg = std::fs::read_to_string(&path).unwrap();
+        if !cfg.contains("[sync]") {
+            cfg.push_str("\n[sync]\n");
+        }
+        for line in sync {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            let existing = cfg
+                .lines()
+                .find(|l| l.split('=').next().map(str::trim) == Some(key))
+                .map(str::to_owned);
+            cfg = match existing {
+                Some(old) => cfg.replacen(&old, line, 1),
+                None => cfg.replacen("[sync]\n", &format!("[sync]\n{line}\n"), 1),
+            };
+        }
+        std::fs::write(&path, cfg).unwrap();
     }
     let sway = Sway::start().unwrap();
     let watch = sway.watch().unwrap();
@@ -88,6 +113,92 @@ fn wayland_text_syncs_both_ways_exactly_once() {
     // Two copies, one receiver each.
     let frames = w.relay.metric(FRAMES).unwrap() - frames_before;
     assert_eq!(frames, 2, "Deliver frames relayed");
+    // Both daemons stop promptly on SIGTERM (B still serves t2: its data
+    // source and paste threads end with it).
+    a.daemon.stop().unwrap();
+    b.daemon.stop().unwrap();
+}
+
+#[test]
+fn wayland_primary_selection_syncs_when_enabled() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let a = wl_desk_with(&w, "alice-a", true, &["primary = true"]);
+    let mut b = wl_desk_with(&w, "alice-b", false, &["primary = true"]);
+    // Selecting text on A (primary only) reaches B's clipboard and primary.
+    let t = unique("selected with the mouse");
+    let _copy = a.sway.wl_copy_to(true, None, t.as_bytes()).unwrap();
+    assert_eq!(b.watch.wait_for_text(&t, STEP).unwrap(), 1);
+    assert_eq!(
+        b.sway.wl_paste_from(true, None).unwrap().as_deref(),
+        Some(t.as_bytes())
+    );
+}
+
+#[test]
+fn wayland_file_list_arrives_as_files_on_the_clipboard() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let downloads = w.root.join("downloads-b");
+    let dl = format!("download_dir = {:?}", downloads.to_str().unwrap());
+    let a = wl_desk_with(&w, "alice-a", true, &["files = true"]);
+    let b = wl_desk_with(&w, "alice-b", false, &["files = true", &dl]);
+
+    let src = w.root.join("source files");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = unique("file body").into_bytes();
+    let path = src.join("a b.txt");
+    std::fs::write(&path, &data).unwrap();
+    let list = format!("file://{}/a%20b.txt\r\n", src.display()).replace(' ', "%20");
+    let _copy = a
+        .sway
+        .wl_copy(Some("text/uri-list"), list.as_bytes())
+        .unwrap();
+
+    let got = poll_until(
+        "the file list on B",
+        STEP,
+        Duration::from_millis(100),
+        || {
+            let Some(l) = b.sway.wl_paste(Some("text/uri-list"))? else {
+                return Ok(None);
+            };
+            let l = String::from_utf8_lossy(&l).into_owned();
+            Ok(l.lines()
+                .find_map(|u| u.trim_end().strip_prefix("file://"))
+                .map(|p| std::path::PathBuf::from(p.replace("%20", " "))))
+        },
+    )
+    .unwrap();
+    assert!(got.starts_with(&downloads), "{got:?}");
+    assert_eq!(got.file_name().unwrap().to_str().unwrap(), "a b.txt");
+    assert_eq!(std::fs::read(&got).unwrap(), data);
+    let types = b.sway.list_types().unwrap();
+    assert!(
+        types.iter().any(|t| t == "x-special/gnome-copied-files"),
+        "types: {types:?}"
+    );
+}
+
+#[test]
+fn wayland_large_image_goes_through_the_blob_store_intact() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let a = wl_desk(&w, "alice-a", true);
+    let b = wl_desk(&w, "alice-b", false);
+    // Noise does not compress: a few MiB of PNG, far above the 64 KiB
+    // inline threshold and the 64 KiB pipe buffer on both sides.
+    let img = RgbaImage::from_fn(1024, 768, |x, y| {
+        let v =
+            (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
+        Rgba([(v >> 24) as u8, (v >> 16) as u8, (v >> 8) as u8, v as u8])
+    });
+    let png = encode(&img, ImageFormat::Png);
+    assert!(png.len() > 2 * 1024 * 1024, "{} bytes", png.len());
+    let _copy = a.sway.wl_copy(Some("image/png"), &png).unwrap();
+    let got = wait_for_png(&b.sway, &img);
+    assert_eq!(got.len(), png.len());
+    assert!(got == png, "PNG bytes changed on the way");
 }
 
 #[test]
