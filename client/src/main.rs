@@ -146,7 +146,11 @@ fn main() -> ExitCode {
 
 fn init_tracing(cmd: &Command) {
     let default = match cmd {
-        Command::Run { .. } | Command::Watch { .. } => "clipmesh=info,warn",
+        // rtc warns once per direct link that a STUN check arrived before
+        // the peer's ICE credentials (harmless, retried): not for users.
+        Command::Run { .. } | Command::Watch { .. } => {
+            "clipmesh=info,warn,rtc::peer_connection::handler=error"
+        }
         _ => "warn",
     };
     use tracing_subscriber::prelude::*;

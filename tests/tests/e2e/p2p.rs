@@ -99,7 +99,7 @@ fn p2p_mode_syncs_text_both_ways_and_the_relay_relays_no_clip() {
         0
     );
 
-    // B leaves: A drops the peer and closes the link.
+    // B leaves: A closes the link and drops the peer.
     b.daemon.stop().unwrap();
     poll_until(
         "A to drop the peer",
@@ -116,7 +116,12 @@ fn p2p_mode_syncs_text_both_ways_and_the_relay_relays_no_clip() {
     .unwrap();
     let log = std::fs::read_to_string(&a.daemon.log).unwrap();
     assert!(log.contains("direct link open"), "A's log:\n{log}");
-    assert!(log.contains("peer went offline"), "A's log:\n{log}");
+    // Whichever A notices first, the closed channel or the presence
+    // change, the link is torn down with one line.
+    assert!(
+        log.contains("direct link closed") || log.contains("direct link stopped"),
+        "A's log:\n{log}"
+    );
     // No SDP in the log (it holds addresses and fingerprints).
     assert!(!log.contains("a=fingerprint"), "A's log:\n{log}");
     a.daemon.check_running().unwrap();
