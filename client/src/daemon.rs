@@ -439,11 +439,22 @@ impl<C: ClipboardSink> Daemon<C> {
             return None;
         }
         if let ClipContent::Image { width, height, png } = &content {
-            if png.len() as u64 >= self.opts.inline_threshold && self.refuse_blob_in_p2p("image") {
+            let large = png.len() as u64 >= self.opts.inline_threshold;
+            if large && self.mode == Mode::P2p && png.len() > p2p::MAX_INLINE_IMAGE {
+                let msg = format!(
+                    "image of {} bytes not sent: --mode p2p sends images inline over direct \
+                     links up to {} bytes; larger ones travel through the relay's blob store \
+                     (run with --mode auto to sync them)",
+                    png.len(),
+                    p2p::MAX_INLINE_IMAGE
+                );
+                tracing::info!("{msg}");
+                self.status.last_error = Some(msg);
                 self.sync.record_local_only(&content, at_ms);
                 return None;
             }
-            if png.len() as u64 >= self.opts.inline_threshold {
+            // In p2p mode a large image goes inline over the links.
+            if large && self.mode != Mode::P2p {
                 self.sync.record_local_only(&content, at_ms);
                 self.start_image_upload(*width, *height, png.clone(), content, at_ms);
                 return None;

@@ -38,6 +38,9 @@ use tokio_util::task::TaskTracker;
 
 /// Depth of the queue from the manager to the daemon.
 pub const EVENT_QUEUE: usize = 64;
+/// Largest image `--mode p2p` sends inline over the links (larger ones
+/// would need the relay's blob store and are refused).
+pub const MAX_INLINE_IMAGE: usize = 8 << 20;
 /// Environment variable naming the local address the peer links bind to.
 pub const ENV_BIND: &str = "CLIPMESH_P2P_BIND";
 /// Longest the manager waits for its attempts to close at shutdown.

@@ -70,6 +70,15 @@ impl Peer {
         self.local.send(ev).await.unwrap();
     }
 
+    async fn copy_content(&self, content: ClipContent) {
+        let ev: LocalEvent = LocalChange {
+            content,
+            at_ms: now_ms(),
+        }
+        .into();
+        self.local.send(ev).await.unwrap();
+    }
+
     async fn next_applied(&mut self) -> String {
         match tokio::time::timeout(STEP, self.applied.recv()).await {
             Ok(Some(ClipContent::Text(t))) => t,
@@ -357,6 +366,68 @@ async fn forged_signalling_is_rejected_and_the_link_keeps_working() {
     assert_eq!(b.next_applied().await, "still direct");
     cancel.cancel();
     let _ = tokio::time::timeout(STEP, link).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_mode_sends_large_images_inline_up_to_its_limit() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = two_devices(&relay).await;
+    let a = Peer::start(a_dir.path(), Mode::P2p);
+    let mut b = Peer::start(b_dir.path(), Mode::P2p);
+    a.wait_link_open().await;
+    b.wait_link_open().await;
+
+    // 1 MiB: far above the 64 KiB inline threshold (auto and relay mode
+    // would use the blob store); it crosses the link in 16 KiB chunks.
+    let png: Vec<u8> = (0..(1u32 << 20) + 123)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    a.copy_content(ClipContent::Image {
+        width: 1024,
+        height: 768,
+        png: png.clone(),
+    })
+    .await;
+    match tokio::time::timeout(STEP, b.applied.recv()).await {
+        Ok(Some(ClipContent::Image {
+            width,
+            height,
+            png: got,
+        })) => {
+            assert_eq!((width, height), (1024, 768));
+            assert!(got == png, "image bytes differ");
+        }
+        other => panic!(
+            "no image applied: {:?}",
+            other.map(|c| c.map(|c| c.kind_name()))
+        ),
+    }
+
+    // Over the limit: refused with one line, nothing sent.
+    let huge = vec![1u8; clipmesh::p2p::MAX_INLINE_IMAGE + 1];
+    a.copy_content(ClipContent::Image {
+        width: 1,
+        height: 1,
+        png: huge,
+    })
+    .await;
+    let st = a
+        .wait_status("refusal reported", |st| {
+            st.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("--mode p2p sends images inline"))
+        })
+        .await;
+    assert!(!st.last_error.unwrap().contains('\n'));
+    assert_eq!(
+        metric(&relay, "clipmesh_relay_frames_relayed_total").await,
+        0
+    );
+    // The link still works after the refusal.
+    a.copy("after the refusal").await;
+    assert_eq!(b.next_applied().await, "after the refusal");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
