@@ -10,7 +10,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wayland_client::globals::{registry_queue_init, GlobalListContents};
 use wayland_client::protocol::{wl_registry, wl_seat};
@@ -25,12 +25,17 @@ struct OwnerState {
     items: Vec<(String, Vec<u8>)>,
     served: Arc<AtomicUsize>,
     cancelled: bool,
+    /// Hung mode: the pipes of pastes, kept open and never written (until
+    /// the [`WlOwner`] is dropped, even after the source is replaced).
+    hung: Option<Arc<Mutex<Vec<OwnedFd>>>>,
 }
 
 /// An item on a compositor's clipboard, served until dropped or replaced.
 #[derive(Debug)]
 pub struct WlOwner {
     served: Arc<AtomicUsize>,
+    /// The pipes a hung owner holds (closed on drop).
+    _hung: Arc<Mutex<Vec<OwnedFd>>>,
     /// Dropping it hangs up the thread's stop pipe.
     stop: Option<OwnedFd>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -39,6 +44,16 @@ pub struct WlOwner {
 impl WlOwner {
     /// Puts `items` on `sway`'s clipboard (returns once it is set).
     pub fn set(sway: &Sway, items: &[(&str, &[u8])]) -> Result<Self> {
+        Self::start(sway, items, false)
+    }
+
+    /// Like [`WlOwner::set`], but a hung application: it takes every paste
+    /// and never writes (nor closes the pipe) until dropped.
+    pub fn hang(sway: &Sway, items: &[(&str, &[u8])]) -> Result<Self> {
+        Self::start(sway, items, true)
+    }
+
+    fn start(sway: &Sway, items: &[(&str, &[u8])], hang: bool) -> Result<Self> {
         let stream =
             std::os::unix::net::UnixStream::connect(sway.runtime_dir().join(&sway.socket))?;
         let conn = Connection::from_socket(stream)?;
@@ -55,6 +70,7 @@ impl WlOwner {
         }
         dev.set_selection(Some(&src));
         let served = Arc::new(AtomicUsize::new(0));
+        let hung = Arc::new(Mutex::new(Vec::new()));
         let mut state = OwnerState {
             items: items
                 .iter()
@@ -62,6 +78,7 @@ impl WlOwner {
                 .collect(),
             served: Arc::clone(&served),
             cancelled: false,
+            hung: hang.then(|| Arc::clone(&hung)),
         };
         queue.roundtrip(&mut state)?;
         let (stop_r, stop_w) = rustix::pipe::pipe()?;
@@ -101,6 +118,7 @@ impl WlOwner {
         });
         Ok(Self {
             served,
+            _hung: hung,
             stop: Some(stop_w),
             thread: Some(thread),
         })
@@ -213,7 +231,9 @@ impl Dispatch<source::ZwlrDataControlSourceV1, ()> for OwnerState {
     ) {
         match event {
             source::Event::Send { mime_type, fd } => {
-                if let Some((_, bytes)) = state.items.iter().find(|(m, _)| *m == mime_type) {
+                if let Some(hung) = &state.hung {
+                    hung.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+                } else if let Some((_, bytes)) = state.items.iter().find(|(m, _)| *m == mime_type) {
                     // Small test items: a blocking write is fine.
                     let _ = std::fs::File::from(fd).write_all(bytes);
                 }

@@ -264,6 +264,28 @@ fn wayland_sensitive_items_stay_local_and_html_keeps_its_alt_text() {
     }
 }
 
+#[test]
+fn wayland_a_hung_source_does_not_hold_up_a_newer_copy() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let a = wl_desk(&w, "alice-a", true);
+    let mut b = wl_desk(&w, "alice-b", false);
+    let hung = WlOwner::hang(&a.sway, &[("text/plain;charset=utf-8", b"never sent")]).unwrap();
+    // A's daemon and A's watcher both wait on it now.
+    hung.wait_served(2, STEP).unwrap();
+    let t = unique("after the hung source");
+    let _copy = a.sway.wl_copy(None, t.as_bytes()).unwrap();
+    assert_eq!(b.watch.wait_for_text(&t, STEP).unwrap(), 1);
+    // The newer copy ended the read at once: it did not run into the
+    // daemon's read timeout (which logs the skipped item).
+    let log = std::fs::read_to_string(&a.daemon.log).unwrap();
+    assert!(
+        !log.contains("skipped a clipboard item that could not be read"),
+        "A's daemon log:\n{log}"
+    );
+    drop(hung);
+}
+
 /// A noisy test image, different for each `seed`.
 fn sample(seed: u32) -> RgbaImage {
     RgbaImage::from_fn(80, 48, |x, y| {
