@@ -113,10 +113,50 @@ fn wayland_text_syncs_both_ways_exactly_once() {
     // Two copies, one receiver each.
     let frames = w.relay.metric(FRAMES).unwrap() - frames_before;
     assert_eq!(frames, 2, "Deliver frames relayed");
+    // Idle, the clipboard threads sleep in the kernel: no context switch
+    // of the Wayland loop or the command bridge while nothing happens (the
+    // window is a wait for a change that does not come).
+    let before = clipboard_thread_switches(a.daemon.pid());
+    assert_eq!(a.watch.next(QUIET).unwrap(), None);
+    let after = clipboard_thread_switches(a.daemon.pid());
+    assert_eq!(before.len(), 2, "threads: {before:?}");
+    assert_eq!(before, after, "idle clipboard threads woke up");
     // Both daemons stop promptly on SIGTERM (B still serves t2: its data
     // source and paste threads end with it).
     a.daemon.stop().unwrap();
     b.daemon.stop().unwrap();
+}
+
+/// Context switches (voluntary, involuntary) of the daemon's Wayland loop
+/// and command bridge threads, by thread id.
+fn clipboard_thread_switches(pid: u32) -> Vec<(String, u64, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        // `clipmesh-clip-watch` and `clipmesh-clip-writer`, cut to the
+        // kernel's 15 bytes (paste writers, `clipmesh-clip-send`, come and
+        // go with pastes).
+        if name.trim() != "clipmesh-clip-w" {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let field = |k: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let tid = dir.file_name().unwrap().to_string_lossy().into_owned();
+        out.push((
+            tid,
+            field("voluntary_ctxt_switches:"),
+            field("nonvoluntary_ctxt_switches:"),
+        ));
+    }
+    out.sort();
+    out
 }
 
 #[test]
