@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! target/release/clipmesh-latency [--copies 200] [--min-gap-ms 20] [--max-gap-ms 150] [--idle-secs 60]
+//! target/release/clipmesh-latency [--copies 200] [--min-gap-ms 20] [--max-gap-ms 150] [--idle-secs 60] [--mode relay|auto|p2p]
 //! ```
+//!
+//! `--mode` is passed to both daemons (`clipmesh run --mode`, default
+//! `relay`); with `auto` or `p2p` the copies start once both report an open
+//! direct link (bound to 127.0.0.1).
 //!
 //! Setup: a relay on 127.0.0.1:0, two devices of one user, each daemon on
 //! its own Xvfb display (all release builds when run from target/release).
@@ -50,6 +54,8 @@ struct Args {
     /// Copy with `xclip -i` (a new process per copy) instead of this tool's
     /// own selection owner.
     xclip: bool,
+    /// `clipmesh run --mode` for both daemons.
+    mode: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -61,6 +67,7 @@ fn parse_args() -> Result<Args> {
         rust_log: "warn".into(),
         keep: false,
         xclip: false,
+        mode: "relay".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,10 +80,12 @@ fn parse_args() -> Result<Args> {
             "--rust-log" => a.rust_log = val()?,
             "--keep" => a.keep = true,
             "--xclip" => a.xclip = true,
+            "--mode" => a.mode = val()?,
             "-h" | "--help" => {
                 println!(
                     "clipmesh-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
-                     [--idle-secs S] [--rust-log FILTER] [--keep (the logs)] [--xclip (copy with xclip)]"
+                     [--idle-secs S] [--rust-log FILTER] [--keep (the logs)] [--xclip (copy with xclip)] \
+                     [--mode relay|auto|p2p]"
                 );
                 std::process::exit(0);
             }
@@ -297,10 +306,26 @@ fn main() -> Result<()> {
     let a_events = spawn_watcher(xa.display())?;
     let b_events = spawn_watcher(xb.display())?;
     let mut b_reader = SelectionWatcher::connect(&xb.display())?;
-    let _daemon_a = dev_a.run(&xa.display(), &args.rust_log)?;
-    let daemon_b = dev_b.run(&xb.display(), &args.rust_log)?;
+    let _daemon_a = dev_a.run_mode(&xa.display(), &args.mode, &args.rust_log)?;
+    let daemon_b = dev_b.run_mode(&xb.display(), &args.mode, &args.rust_log)?;
     dev_a.wait_connected(STEP)?;
     dev_b.wait_connected(STEP)?;
+    if args.mode != "relay" {
+        for d in [&dev_a, &dev_b] {
+            clipmesh_tests::wait::poll_until(
+                "direct link open",
+                STEP * 2,
+                Duration::from_millis(100),
+                || {
+                    let s = d.status()?;
+                    let open = s["peers"]
+                        .as_array()
+                        .is_some_and(|p| p.len() == 1 && p[0]["path"] == "p2p");
+                    Ok(open.then_some(()))
+                },
+            )?;
+        }
+    }
     let owner = SelectionOwner::connect(&xa.display())?;
     let baseline = Baseline::start()?;
 
@@ -358,7 +383,11 @@ fn main() -> Result<()> {
         cpu_pressure()
     );
     println!("## copy-to-paste latency (A owner change -> B owner change)");
-    summary("clipmesh (A -> relay -> B)", &mut lat);
+    let path = match args.mode.as_str() {
+        "relay" => "clipmesh (A -> relay -> B)".to_owned(),
+        m => format!("clipmesh --mode {m} (A -> direct link -> B)"),
+    };
+    summary(&path, &mut lat);
     summary("noise floor (C -> D, no clipmesh)", &mut floor);
     let over =
         |v: &[Duration], ms: u64| v.iter().filter(|d| **d > Duration::from_millis(ms)).count();
