@@ -240,6 +240,7 @@ pub async fn run_daemon<C: ClipboardSink>(
     let transport = Transport {
         mode: Mode::Relay,
         bind: String::new(),
+        idle_close: None,
     };
     run_daemon_mode(dir, device, clipboard, local, cancel, transport).await
 }
@@ -251,6 +252,8 @@ pub struct Transport {
     pub mode: Mode,
     /// Local UDP address for direct links (see [`p2p::bind_from_env`]).
     pub bind: String,
+    /// Auto mode: close a direct link after this long without a clip.
+    pub idle_close: Option<std::time::Duration>,
 }
 
 impl Transport {
@@ -259,6 +262,7 @@ impl Transport {
         Self {
             mode,
             bind: p2p::bind_from_env(),
+            idle_close: (mode == Mode::Auto).then_some(p2p::IDLE_CLOSE),
         }
     }
 }
@@ -304,6 +308,7 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
             mode,
             signal_key: p2p::signal::signal_key(&device.secrets.data_key),
             bind: transport.bind,
+            idle: transport.idle_close,
         };
         tracker.spawn(p2p::run(
             cfg,

@@ -38,6 +38,9 @@ use tokio_util::task::TaskTracker;
 
 /// Depth of the queue from the manager to the daemon.
 pub const EVENT_QUEUE: usize = 64;
+/// Auto mode closes a direct link after this long without a clip on it
+/// (an open WebRTC connection wakes the process several times a second).
+pub const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// Largest image `--mode p2p` sends inline over the links (larger ones
 /// would need the relay's blob store and are refused).
 pub const MAX_INLINE_IMAGE: usize = 8 << 20;
@@ -94,7 +97,8 @@ pub struct PeerStatus {
     /// does not get them).
     pub path: String,
     /// The direct link: `open`, `connecting`, `retrying`, `failed`, `idle`
-    /// (waiting for the peer's offer) or `off` (relay mode).
+    /// (waiting for the peer's offer) or `dormant` (closed for lack of
+    /// clips in auto mode; the next clip reopens it).
     pub link: String,
 }
 
@@ -175,6 +179,9 @@ pub struct P2pConfig {
     /// Local UDP address for the peer connections (`0.0.0.0:0` by default;
     /// `CLIPMESH_P2P_BIND=127.0.0.1` for tests on one machine).
     pub bind: String,
+    /// Close links without a clip for this long ([`IDLE_CLOSE`] in auto
+    /// mode; None in p2p mode, where links are the only path).
+    pub idle: Option<Duration>,
 }
 
 impl std::fmt::Debug for P2pConfig {
@@ -183,6 +190,7 @@ impl std::fmt::Debug for P2pConfig {
             .field("me", &self.me)
             .field("mode", &self.mode)
             .field("bind", &self.bind)
+            .field("idle", &self.idle)
             .finish_non_exhaustive()
     }
 }
@@ -251,7 +259,7 @@ pub async fn run(
     let seed = rand::random::<u64>();
     let first_seq = crate::daemon::now_ms().saturating_mul(1000);
     let mut m = Manager {
-        plan: Plan::new(cfg.me, seed),
+        plan: Plan::new(cfg.me, seed, cfg.idle),
         codec: SignalCodec::new(cfg.signal_key.clone(), cfg.me, first_seq),
         cfg,
         link,
@@ -339,6 +347,14 @@ impl Manager {
                     );
                 }
                 to.sort();
+                for peer in &to {
+                    self.plan.on_activity(*peer, now);
+                }
+                if self.cfg.mode == Mode::Auto {
+                    // This clip goes through the relay; links come back for
+                    // the next ones.
+                    self.plan.wake(now);
+                }
                 let _ = done.send(to);
             }
         }
@@ -378,6 +394,11 @@ impl Manager {
                 };
                 let _ = r.remote.try_send(remote);
             }
+            SignalKind::Bye if msg.body == plan::IDLE_BYE => {
+                if self.plan.on_idle_bye(from, msg.session) {
+                    tracing::info!(peer = %from, "direct link closed by the peer (idle)");
+                }
+            }
             SignalKind::Bye => {
                 if self.plan.on_ended(from, msg.session, now, false) {
                     tracing::info!(peer = %from, "direct link closed by the peer");
@@ -411,11 +432,12 @@ impl Manager {
                 }
             }
             Internal::Opened { peer, session } => {
-                if self.plan.on_opened(peer, session) {
+                if self.plan.on_opened(peer, session, Instant::now()) {
                     tracing::info!(%peer, "direct link open");
                 }
             }
             Internal::Envelope { peer, envelope } => {
+                self.plan.on_activity(peer, Instant::now());
                 let _ = self
                     .events
                     .send(P2pEvent::Deliver {
@@ -468,11 +490,16 @@ impl Manager {
                         tracing::info!(%peer, reason, "direct link stopped");
                     }
                     if bye {
+                        let body = if reason == plan::IDLE_REASON {
+                            plan::IDLE_BYE.to_owned()
+                        } else {
+                            String::new()
+                        };
                         let sealed = self.codec.seal(&SignalMsg {
                             kind: SignalKind::Bye,
                             target: peer,
                             session,
-                            body: String::new(),
+                            body,
                         });
                         self.link.signal(peer, SignalKind::Bye, sealed);
                     }

@@ -17,6 +17,13 @@
 //!   and comes back. A link that opened resets the count.
 //! - **Teardown.** A peer that leaves the online set has its attempt or
 //!   link stopped at once and its state forgotten.
+//! - **Idle links** (auto mode only, [`Plan::new`]'s `idle`): a link that
+//!   carried no clip for that long is closed with an idle `Bye` and both
+//!   sides go [`Phase::Dormant`]: an open WebRTC connection wakes its
+//!   process several times a second, and in auto mode the relay carries
+//!   every clip anyway. The next local clip wakes every dormant or idle peer
+//!   ([`Plan::wake`]): this device offers, whichever its id (an offer from
+//!   the higher id is accepted by a lower id that is not offering itself).
 
 use clipmesh_proto::DeviceId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -81,6 +88,9 @@ pub enum Phase {
     },
     /// Offerer gave up after [`MAX_FAILURES`] failures.
     Failed,
+    /// Closed for lack of traffic (auto mode); reopened by [`Plan::wake`]
+    /// or the peer's offer.
+    Dormant,
 }
 
 impl Phase {
@@ -92,6 +102,7 @@ impl Phase {
             Phase::Open { .. } => "open",
             Phase::Retrying { .. } => "retrying",
             Phase::Failed => "failed",
+            Phase::Dormant => "dormant",
         }
     }
 }
@@ -130,7 +141,16 @@ pub enum Action {
 struct Peer {
     phase: Phase,
     failures: u32,
+    /// When a clip last crossed the open link (or it opened).
+    last_activity: Option<Instant>,
 }
+
+/// `Action::Stop` reason for a link closed for lack of traffic; its `Bye`
+/// carries [`IDLE_BYE`].
+pub const IDLE_REASON: &str = "no clip for the idle time";
+/// Body of a `Bye` that closes an idle link (the peer goes dormant instead
+/// of retrying).
+pub const IDLE_BYE: &str = "idle";
 
 /// Direct-link plan for one device.
 #[derive(Debug)]
@@ -140,16 +160,20 @@ pub struct Plan {
     actions: VecDeque<Action>,
     /// Session ids come from here (the driver seeds it randomly).
     next_session: u64,
+    /// Close links idle this long (auto mode).
+    idle: Option<Duration>,
 }
 
 impl Plan {
-    /// A plan for device `me`; `seed` starts the session-id sequence.
-    pub fn new(me: DeviceId, seed: u64) -> Self {
+    /// A plan for device `me`; `seed` starts the session-id sequence;
+    /// links idle for `idle` are closed (None: kept open).
+    pub fn new(me: DeviceId, seed: u64, idle: Option<Duration>) -> Self {
         Self {
             me,
             peers: BTreeMap::new(),
             actions: VecDeque::new(),
             next_session: seed | 1,
+            idle,
         }
     }
 
@@ -175,6 +199,7 @@ impl Plan {
             .filter_map(|p| match p.phase {
                 Phase::Connecting { deadline, .. } => Some(deadline),
                 Phase::Retrying { at } => Some(at),
+                Phase::Open { .. } => Some(p.last_activity? + self.idle?),
                 _ => None,
             })
             .min()
@@ -249,6 +274,7 @@ impl Plan {
                 Peer {
                     phase: Phase::Idle,
                     failures: 0,
+                    last_activity: None,
                 },
             );
             if role(self.me, d) == Role::Offerer {
@@ -299,7 +325,7 @@ impl Plan {
     }
 
     /// The attempt `session` to `peer` opened its data channel.
-    pub fn on_opened(&mut self, peer: DeviceId, session: u64) -> bool {
+    pub fn on_opened(&mut self, peer: DeviceId, session: u64, now: Instant) -> bool {
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
@@ -307,15 +333,59 @@ impl Plan {
             Phase::Connecting { session: s, .. } if s == session => {
                 p.phase = Phase::Open { session };
                 p.failures = 0;
+                p.last_activity = Some(now);
                 true
             }
             _ => false,
         }
     }
 
+    /// A clip crossed the link to `peer` (either way): it is not idle.
+    pub fn on_activity(&mut self, peer: DeviceId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_activity = Some(now);
+        }
+    }
+
+    /// The peer closed `session` because it was idle: go dormant, no retry.
+    pub fn on_idle_bye(&mut self, peer: DeviceId, session: u64) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        match p.phase {
+            Phase::Connecting { session: s, .. } | Phase::Open { session: s } if s == session => {
+                p.phase = Phase::Dormant;
+                self.actions.push_back(Action::Stop {
+                    peer,
+                    session,
+                    bye: false,
+                    reason: IDLE_REASON,
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A local clip is being sent (auto mode): offer to every peer without
+    /// a link or an attempt (dormant, or idle waiting for an offer).
+    pub fn wake(&mut self, now: Instant) {
+        let sleeping: Vec<DeviceId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.phase, Phase::Dormant | Phase::Idle))
+            .map(|(d, _)| *d)
+            .collect();
+        for d in sleeping {
+            self.start_offer(d, now);
+        }
+    }
+
     /// The attempt or link `session` to `peer` ended (failed, closed, or
     /// the peer said `Bye`, in which case `tell_peer` is false). Returns
-    /// true if it was the current one.
+    /// true if it was the current one. An attempt that never opened is
+    /// retried by the offerer; an open link that ends goes dormant in auto
+    /// mode (idle time set) and is retried otherwise.
     pub fn on_ended(
         &mut self,
         peer: DeviceId,
@@ -337,7 +407,12 @@ impl Plan {
             bye: tell_peer,
             reason: "link ended",
         });
-        if role(me, peer) == Role::Offerer {
+        if self.idle.is_some() && matches!(p.phase, Phase::Open { .. }) {
+            // Auto mode: the relay carries every clip; an open link that
+            // broke (or that the peer closed as idle before its `Bye`
+            // arrived) comes back with the next clip, not by retrying.
+            p.phase = Phase::Dormant;
+        } else if role(me, peer) == Role::Offerer {
             p.failures += 1;
             p.phase = if p.failures >= MAX_FAILURES {
                 Phase::Failed
@@ -354,18 +429,34 @@ impl Plan {
 
     /// Advances timers: attempts past their deadline fail, retries start.
     pub fn on_timeout(&mut self, now: Instant) {
+        let idle = self.idle;
         let due: Vec<(DeviceId, Phase)> = self
             .peers
             .iter()
             .filter(|(_, p)| match p.phase {
                 Phase::Connecting { deadline, .. } => now >= deadline,
                 Phase::Retrying { at } => now >= at,
+                Phase::Open { .. } => match (p.last_activity, idle) {
+                    (Some(t), Some(i)) => now >= t + i,
+                    _ => false,
+                },
                 _ => false,
             })
             .map(|(d, p)| (*d, p.phase))
             .collect();
         for (d, phase) in due {
             match phase {
+                Phase::Open { session } => {
+                    if let Some(p) = self.peers.get_mut(&d) {
+                        p.phase = Phase::Dormant;
+                    }
+                    self.actions.push_back(Action::Stop {
+                        peer: d,
+                        session,
+                        bye: true,
+                        reason: IDLE_REASON,
+                    });
+                }
                 Phase::Connecting { session, .. } => {
                     self.on_ended(d, session, now, true);
                     // Replace the generic reason of the Stop just queued.
@@ -397,8 +488,8 @@ mod tests {
         assert_eq!(role(DeviceId(1), DeviceId(2)), Role::Offerer);
         assert_eq!(role(DeviceId(2), DeviceId(1)), Role::Answerer);
         let t0 = Instant::now();
-        let mut a = Plan::new(DeviceId(1), 5);
-        let mut b = Plan::new(DeviceId(2), 9);
+        let mut a = Plan::new(DeviceId(1), 5, None);
+        let mut b = Plan::new(DeviceId(2), 9, None);
         a.on_online(&ids(&[1, 2]), t0);
         b.on_online(&ids(&[1, 2]), t0);
         let acts = drain(&mut a);
@@ -415,8 +506,8 @@ mod tests {
                 session: *session
             }]
         );
-        assert!(a.on_opened(DeviceId(2), *session));
-        assert!(b.on_opened(DeviceId(1), *session));
+        assert!(a.on_opened(DeviceId(2), *session, t0));
+        assert!(b.on_opened(DeviceId(1), *session, t0));
         assert_eq!(a.open_session(DeviceId(2)), Some(*session));
         // A glare offer from the higher id is ignored by the offerer.
         assert!(!a.on_offer(DeviceId(2), 77, t0));
@@ -428,7 +519,7 @@ mod tests {
         assert_eq!(retry_delay(2), RETRY_BASE * 2);
         assert_eq!(retry_delay(40), RETRY_CAP);
         let mut t = Instant::now();
-        let mut a = Plan::new(DeviceId(1), 1);
+        let mut a = Plan::new(DeviceId(1), 1, None);
         a.on_online(&ids(&[1, 2]), t);
         let mut attempts = 0;
         for round in 1..=MAX_FAILURES {
@@ -469,7 +560,7 @@ mod tests {
     #[test]
     fn an_open_link_resets_failures_and_a_close_retries() {
         let t = Instant::now();
-        let mut a = Plan::new(DeviceId(1), 1);
+        let mut a = Plan::new(DeviceId(1), 1, None);
         a.on_online(&ids(&[1, 2]), t);
         let Some(Action::Offer { session, .. }) = a.poll_action() else {
             panic!()
@@ -480,7 +571,7 @@ mod tests {
         let Some(Action::Offer { session, .. }) = a.poll_action() else {
             panic!()
         };
-        assert!(a.on_opened(DeviceId(2), session));
+        assert!(a.on_opened(DeviceId(2), session, t));
         // Stale events for an old session change nothing.
         assert!(!a.on_ended(DeviceId(2), session ^ 1, t, true));
         assert!(a.on_ended(DeviceId(2), session, t, false));
@@ -495,14 +586,14 @@ mod tests {
     #[test]
     fn a_peer_leaving_tears_down_without_bye() {
         let t = Instant::now();
-        let mut b = Plan::new(DeviceId(2), 1);
+        let mut b = Plan::new(DeviceId(2), 1, None);
         b.on_online(&ids(&[1, 2, 3]), t);
         // 2 offers to 3, answers 1.
         let offer3 = drain(&mut b);
         assert!(matches!(offer3.as_slice(), [Action::Offer { peer, .. }] if *peer == DeviceId(3)));
         assert!(b.on_offer(DeviceId(1), 42, t));
         drain(&mut b);
-        assert!(b.on_opened(DeviceId(1), 42));
+        assert!(b.on_opened(DeviceId(1), 42, t));
         let gone = b.on_online(&ids(&[2, 3]), t);
         assert_eq!(gone, ids(&[1]));
         assert_eq!(
@@ -522,11 +613,11 @@ mod tests {
     #[test]
     fn answerer_takes_a_new_offer_over_the_old_session() {
         let t = Instant::now();
-        let mut b = Plan::new(DeviceId(2), 1);
+        let mut b = Plan::new(DeviceId(2), 1, None);
         b.on_online(&ids(&[1, 2]), t);
         assert!(b.on_offer(DeviceId(1), 10, t));
         drain(&mut b);
-        assert!(b.on_opened(DeviceId(1), 10));
+        assert!(b.on_opened(DeviceId(1), 10, t));
         // The offerer restarted: a new session replaces the old one.
         assert!(b.on_offer(DeviceId(1), 11, t));
         assert_eq!(
@@ -550,5 +641,81 @@ mod tests {
         assert!(b.on_ended(DeviceId(1), 11, t, true));
         assert_eq!(b.phase(DeviceId(1)), Some(Phase::Idle));
         assert_eq!(b.poll_timeout(), None);
+    }
+
+    #[test]
+    fn idle_links_go_dormant_and_wake_on_the_next_clip() {
+        let idle = Duration::from_secs(60);
+        let t = Instant::now();
+        let mut a = Plan::new(DeviceId(1), 1, Some(idle));
+        let mut b = Plan::new(DeviceId(2), 1, Some(idle));
+        a.on_online(&ids(&[1, 2]), t);
+        b.on_online(&ids(&[1, 2]), t);
+        let Some(Action::Offer { session, .. }) = a.poll_action() else {
+            panic!()
+        };
+        assert!(b.on_offer(DeviceId(1), session, t));
+        drain(&mut b);
+        assert!(a.on_opened(DeviceId(2), session, t));
+        assert!(b.on_opened(DeviceId(1), session, t));
+        // Traffic keeps it open.
+        a.on_activity(DeviceId(2), t + idle / 2);
+        assert_eq!(a.poll_timeout(), Some(t + idle / 2 + idle));
+        a.on_timeout(t + idle);
+        assert_eq!(a.open_session(DeviceId(2)), Some(session));
+        // Then silence: A closes with an idle Bye and goes dormant.
+        a.on_timeout(t + idle / 2 + idle);
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Stop {
+                peer: DeviceId(2),
+                session,
+                bye: true,
+                reason: IDLE_REASON
+            }]
+        );
+        assert_eq!(a.phase(DeviceId(2)), Some(Phase::Dormant));
+        assert_eq!(a.poll_timeout(), None, "a dormant link sets no timer");
+        // B hears the idle Bye: dormant too, no retry.
+        assert!(b.on_idle_bye(DeviceId(1), session));
+        assert_eq!(b.phase(DeviceId(1)), Some(Phase::Dormant));
+        drain(&mut b);
+        // B (the higher id) copies something: it offers, and A, not
+        // offering itself, answers.
+        b.wake(t + idle * 3);
+        let Some(Action::Offer { peer, session: s2 }) = b.poll_action() else {
+            panic!()
+        };
+        assert_eq!(peer, DeviceId(1));
+        assert!(a.on_offer(DeviceId(2), s2, t + idle * 3));
+        assert!(matches!(
+            drain(&mut a).as_slice(),
+            [Action::Answer { session, .. }] if *session == s2
+        ));
+        // Without an idle time (p2p mode) a link never idles out.
+        let mut p = Plan::new(DeviceId(1), 1, None);
+        p.on_online(&ids(&[1, 2]), t);
+        let Some(Action::Offer { session, .. }) = p.poll_action() else {
+            panic!()
+        };
+        assert!(p.on_opened(DeviceId(2), session, t));
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn auto_mode_does_not_retry_a_broken_open_link_until_the_next_clip() {
+        let t = Instant::now();
+        let mut a = Plan::new(DeviceId(1), 1, Some(Duration::from_secs(60)));
+        a.on_online(&ids(&[1, 2]), t);
+        let Some(Action::Offer { session, .. }) = a.poll_action() else {
+            panic!()
+        };
+        assert!(a.on_opened(DeviceId(2), session, t));
+        assert!(a.on_ended(DeviceId(2), session, t, true));
+        drain(&mut a);
+        assert_eq!(a.phase(DeviceId(2)), Some(Phase::Dormant));
+        assert_eq!(a.poll_timeout(), None);
+        a.wake(t);
+        assert!(matches!(drain(&mut a).as_slice(), [Action::Offer { .. }]));
     }
 }

@@ -39,6 +39,10 @@ struct Peer {
 
 impl Peer {
     fn start(dir: &Path, mode: Mode) -> Self {
+        Self::start_with(dir, mode, None)
+    }
+
+    fn start_with(dir: &Path, mode: Mode, idle_close: Option<Duration>) -> Self {
         let device = Device::load(dir).unwrap();
         let (ltx, lrx) = mpsc::channel(16);
         let (atx, arx) = mpsc::unbounded_channel();
@@ -48,6 +52,7 @@ impl Peer {
         let transport = Transport {
             mode,
             bind: "127.0.0.1:0".into(),
+            idle_close,
         };
         let task = tokio::spawn(async move {
             run_daemon_mode(&d, device, FakeClipboard(atx), lrx, c, transport).await
@@ -428,6 +433,40 @@ async fn p2p_mode_sends_large_images_inline_up_to_its_limit() {
     // The link still works after the refusal.
     a.copy("after the refusal").await;
     assert_eq!(b.next_applied().await, "after the refusal");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_closes_an_idle_link_and_the_next_clip_reopens_it() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = two_devices(&relay).await;
+    let idle = Some(Duration::from_secs(1));
+    let a = Peer::start_with(a_dir.path(), Mode::Auto, idle);
+    let mut b = Peer::start_with(b_dir.path(), Mode::Auto, idle);
+    a.wait_link_open().await;
+    // No clip for the idle time: both sides close the link and go dormant;
+    // clips take the relay.
+    for p in [&a, &b] {
+        let st = p
+            .wait_status("link dormant", |st| {
+                st.peers.len() == 1 && st.peers[0].link == "dormant"
+            })
+            .await;
+        assert_eq!(
+            (st.path.as_str(), st.peers[0].path.as_str()),
+            ("relay", "relay")
+        );
+    }
+    // B (the higher id, which never offers on its own) copies: the clip
+    // arrives through the relay and B's offer brings the link back.
+    b.copy("wakes the link").await;
+    let mut a = a;
+    assert_eq!(a.next_applied().await, "wakes the link");
+    a.wait_link_open().await;
+    b.wait_link_open().await;
+    a.copy("over the reopened link").await;
+    assert_eq!(b.next_applied().await, "over the reopened link");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
