@@ -25,6 +25,9 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Most writes in one transaction; more start another batch at once.
 pub const BATCH_MAX: usize = 512;
 
+/// Rows written between two yields of the blocking thread.
+const YIELD_EVERY: usize = 4;
+
 /// A room's newest clip and its new sequence floor, as one row write.
 #[derive(Clone, Debug)]
 pub struct ClipWrite {
@@ -101,7 +104,13 @@ impl Store {
             };
             let (jobs, ok) = match self
                 .call(move |db| {
+                    let started = std::time::Instant::now();
                     let ok = db.save_clips(jobs.iter().map(|j| &j.write));
+                    tracing::debug!(
+                        rows = jobs.len(),
+                        us = started.elapsed().as_micros() as u64,
+                        "wrote room clips"
+                    );
                     Ok((jobs, ok))
                 })
                 .await
@@ -131,7 +140,14 @@ impl Db {
     ) -> Vec<bool> {
         let all = (|| {
             let tx = self.conn.transaction()?;
-            for w in writes.clone() {
+            for (i, w) in writes.clone().enumerate() {
+                if i > 0 && i % YIELD_EVERY == 0 {
+                    // Let the runtime's worker run between a few rows: on a
+                    // one-core host this thread would otherwise hold the CPU
+                    // for the whole batch (under a real-time policy nothing
+                    // preempts it), delaying every socket.
+                    std::thread::yield_now();
+                }
                 save_clip(&tx, w)?;
             }
             tx.commit()?;
