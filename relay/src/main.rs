@@ -55,9 +55,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
-    b.enable_all()
-        .build()
-        .context("starting the async runtime")
+    b.enable_all().build().context("starting the async runtime")
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
