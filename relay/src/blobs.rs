@@ -16,7 +16,10 @@
 //! frame) before writing them out, a download at most [`READ_BUF`].
 //!
 //! Resumability: the stored offset (`Upload-Offset`) is the row's
-//! `stored_len`, committed after each `PATCH` (fsynced first). A `PATCH`
+//! `stored_len`, committed after each `PATCH` (the file is fsynced only by
+//! the `PATCH` that completes the blob; an incomplete blob whose file is
+//! shorter than its committed offset, after an OS crash, resumes from the
+//! file's length). A `PATCH`
 //! whose body breaks off commits the bytes it wrote, at any byte boundary;
 //! one that is cancelled (request timeout) commits nothing, and the next
 //! `PATCH` truncates the file back to the committed offset before writing.

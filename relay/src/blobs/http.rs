@@ -165,8 +165,27 @@ async fn head(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let blob = parse_id(&id)?;
-    let r = live(&s, me.user, blob).await?;
+    let mut r = live(&s, me.user, blob).await?;
+    r.stored_len = on_disk(&s, me.user, blob, &r).await?;
     Ok(offsets(&r, StatusCode::OK))
+}
+
+/// The bytes of an incomplete blob that are really in its file: its
+/// committed offset, or less if the file is shorter. Partial uploads are
+/// not fsynced (only a completed blob is), so after an OS crash the file
+/// may have lost a tail the database still counts; resuming from the
+/// file's length keeps the blob whole. (On ext4 and other ordered-data file
+/// systems a file's length never covers data that did not reach the disk.)
+async fn on_disk(s: &AppState, user: UserId, blob: BlobId, row: &BlobRow) -> Result<u64, ApiError> {
+    if row.complete || row.stored_len == 0 {
+        return Ok(row.stored_len);
+    }
+    let path = s.blobs.path(user, &blob);
+    let len = blocking(move || std::fs::metadata(&path).map(|m| m.len()))
+        .await
+        .map_err(internal)?
+        .unwrap_or(0);
+    Ok(len.min(row.stored_len))
 }
 
 async fn patch(
@@ -192,7 +211,21 @@ async fn patch(
         ));
     };
     // Read again under the lock: a PATCH may have committed in between.
-    let row = live(&s, user, blob).await?;
+    let mut row = live(&s, user, blob).await?;
+    let kept = on_disk(&s, user, blob, &row).await?;
+    if kept < row.stored_len {
+        tracing::warn!(%user, %blob, committed = row.stored_len, kept, "blob file shorter than its committed offset (crash?); resuming from the file");
+        if !s
+            .blobs
+            .store()
+            .call(move |db| db.set_blob_stored(user, &blob, kept))
+            .await?
+        {
+            return Err(live(&s, user, blob).await.err().unwrap_or_else(expired));
+        }
+        s.blobs.adjust_gauge(row.stored_len, kept);
+        row.stored_len = kept;
+    }
     // Ahead of the stored bytes: refused. Behind them: a rewind (a client
     // re-sending from a whole chunk), except into a complete blob, whose
     // bytes never change once downloadable.
@@ -255,6 +288,7 @@ async fn patch(
         &lock,
         &mark,
         s.blobs.idle(),
+        row.sealed_len,
     )
     .await
     .map_err(internal)?;

@@ -44,10 +44,16 @@ pub(crate) struct Written {
 
 /// Writes `body` at `start` into `path`, accepting at most `allowed` bytes.
 /// The file is first truncated to `start` (dropping the tail of a cancelled
-/// earlier `PATCH`), and fsynced at the end. `lock` travels into every
+/// earlier `PATCH`). It is fsynced at the end only if the body completed
+/// the blob (the file reached `sealed_len`): an fsync per piece stalled the
+/// upload for as long as the disk took, and a piece lost in an OS crash is
+/// found by its length and sent again (see `http.rs`, `on_disk`). `lock` travels into every
 /// blocking write so the blob stays locked until they have all finished,
 /// even if this future is dropped. `mark` is the blob's progress mark;
 /// a body with no frame for `idle` ends as [`End::Interrupted`].
+// The blob's path, bounds, lock and mark are separate on purpose: each
+// comes from a different owner in the handler.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_body(
     path: PathBuf,
     start: u64,
@@ -56,6 +62,7 @@ pub(crate) async fn write_body(
     lock: &Arc<UploadLock>,
     mark: &Arc<watch::Sender<Mark>>,
     idle: Duration,
+    sealed_len: u64,
 ) -> Result<Written, BlobError> {
     let (l, m) = (lock.clone(), mark.clone());
     let mut file = blocking(move || open_at(&path, start, l, &m)).await??;
@@ -114,12 +121,14 @@ pub(crate) async fn write_body(
     bytes += pending_len as u64;
     let file = write_out(file, pending, lock).await?;
     growth::wrote(mark, start + bytes);
-    let l = lock.clone();
-    blocking(move || {
-        let _l = l;
-        file.sync_data()
-    })
-    .await??;
+    if start + bytes == sealed_len {
+        let l = lock.clone();
+        blocking(move || {
+            let _l = l;
+            file.sync_data()
+        })
+        .await??;
+    }
     Ok(Written { bytes, end })
 }
 

@@ -16,7 +16,8 @@
 //!   checked out), and until B's daemon claims B's CLIPBOARD (paste-ready,
 //!   XFixes owner-change event). Throughput = size / time to the file.
 //!   Before each run the peak RSS (`VmHWM`) of the relay and both daemons
-//!   is reset; the report gives idle RSS and the peak during the run.
+//!   is reset and dirty pages are flushed (`sync`); the report gives idle
+//!   RSS and the peak during the run.
 //! - **Screenshot**: a 5 MiB PNG of random pixels is served on A (by this
 //!   tool's selection owner, with INCR in 256 KiB pieces). Timed from taking
 //!   A's CLIPBOARD until B's daemon claims B's CLIPBOARD, then B's image is
@@ -85,6 +86,22 @@ fn random_file(path: &Path, len: usize) -> Result<[u8; 32]> {
     }
     f.sync_all()?;
     Ok(sha.finalize().into())
+}
+
+/// CPU time (user + system) a process has used so far, in ms (0 if
+/// unreadable). Fields 14 and 15 of `/proc/PID/stat`, in clock ticks
+/// (100 per second on Linux).
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; fields start after its ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() * 10
 }
 
 fn file_sha256(path: &Path) -> Result<[u8; 32]> {
@@ -214,6 +231,10 @@ fn main() -> Result<()> {
             .iter()
             .map(|&(_, pid)| MemoryWindow::start(pid))
             .collect::<Result<Vec<_>>>()?;
+        // Flush the previous run's received and relay-side bytes to disk
+        // first, so their writeback does not run inside this run.
+        let _ = std::process::Command::new("sync").status();
+        let cpu0: Vec<u64> = pids.iter().map(|&(_, pid)| cpu_ms(pid)).collect();
         b_events.drain()?;
         let t0 = Instant::now();
         xclip_offer(
@@ -232,6 +253,11 @@ fn main() -> Result<()> {
             Some(c) => c.at.saturating_duration_since(t0),
             None => bail!("B never claimed its clipboard after the file arrived"),
         };
+        let cpu: Vec<String> = pids
+            .iter()
+            .zip(&cpu0)
+            .map(|(&(who, pid), c0)| format!("{who} {} ms", cpu_ms(pid).saturating_sub(*c0)))
+            .collect();
         if file_sha256(&got)? != want {
             bail!("run {run}: SHA-256 of the received file differs");
         }
@@ -243,10 +269,11 @@ fn main() -> Result<()> {
         to_file.push(secs * 1000.0);
         to_paste.push(t_paste.as_secs_f64() * 1000.0);
         println!(
-            "file run {run}: {:.0} ms to the file ({:.0} MiB/s), {:.0} ms to paste-ready; peaks {}",
+            "file run {run}: {:.0} ms to the file ({:.0} MiB/s), {:.0} ms to paste-ready; CPU {}; peaks {}",
             secs * 1000.0,
             args.size_mib as f64 / secs,
             t_paste.as_secs_f64() * 1000.0,
+            cpu.join(", "),
             windows
                 .iter()
                 .zip(&pids)
