@@ -36,6 +36,9 @@ pub enum Request {
         /// The text (never logged).
         text: String,
     },
+    /// Download the received item waiting over `auto_download_max` and put
+    /// it on the clipboard; answered when it is there (or failed).
+    Fetch,
 }
 
 /// A device in the status output.
@@ -73,6 +76,9 @@ pub struct Status {
     /// Image and file transfers running now (sizes and counts only).
     #[serde(default)]
     pub transfers: Vec<crate::transfer::TransferStatus>,
+    /// A received item waiting for `clipmesh fetch` (sizes and counts only).
+    #[serde(default)]
+    pub pending: Option<crate::transfer::PendingItem>,
 }
 
 /// The daemon's answer.

@@ -114,6 +114,12 @@ enum Finished {
     Failed { message: String },
     /// An upload whose reference was already published finished.
     Uploaded,
+    /// A download asked for by `clipmesh fetch` ended: `result` is one of
+    /// the variants above, `answer` waits for it.
+    Fetched {
+        result: Box<Finished>,
+        answer: tokio::sync::oneshot::Sender<Response>,
+    },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -221,6 +227,8 @@ struct Daemon<C> {
     generation: u64,
     /// Stops transfer tasks.
     cancel: CancellationToken,
+    /// A received item over `auto_download_max`, kept for `clipmesh fetch`.
+    pending: Option<transfer::Pending>,
     /// How clips travel (`--mode`).
     mode: Mode,
     /// The direct-link manager (auto and p2p modes).
@@ -342,6 +350,7 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         finished: finished_tx,
         generation: 0,
         cancel: cancel.clone(),
+        pending: None,
         mode,
         p2p,
     };
@@ -607,7 +616,7 @@ impl<C: ClipboardSink> Daemon<C> {
                 ) =>
             {
                 self.generation += 1;
-                self.start_download(item);
+                self.start_download(item, from);
             }
             RemoteDecision::Apply => {
                 self.generation += 1;
@@ -731,8 +740,8 @@ impl<C: ClipboardSink> Daemon<C> {
     }
 
     /// A received file list or image reference: download it unless it is
-    /// over `auto_download_max`.
-    fn start_download(&mut self, item: ClipItem) {
+    /// over `auto_download_max` (then keep it for `clipmesh fetch`).
+    fn start_download(&mut self, item: ClipItem, from: DeviceId) {
         let size = crate::config::item_size(&item.content);
         let kind = item.content.kind_name();
         if self.mode == Mode::P2p {
@@ -747,43 +756,65 @@ impl<C: ClipboardSink> Daemon<C> {
         if size > self.opts.auto_download_max {
             let msg = format!(
                 "received {kind} of {size} bytes is over auto_download_max ({}); not downloaded \
-                 (raise auto_download_max in [sync] to receive items this large)",
+                 (run `clipmesh fetch` to download it, or raise auto_download_max in [sync])",
                 self.opts.auto_download_max
             );
             tracing::info!("{msg}");
             self.status.last_error = Some(msg);
+            self.pending = Some(transfer::Pending::new(item, from, now_ms()));
             return;
         }
+        self.download(item, None);
+    }
+
+    /// Downloads a received file list or image in a transfer task. With
+    /// `answer` (`clipmesh fetch`), the result goes there as well.
+    fn download(&mut self, item: ClipItem, answer: Option<tokio::sync::oneshot::Sender<Response>>) {
         let blobs = self.blobs.clone();
         let transfers = self.transfers.clone();
         let generation = self.generation;
+        // A fetch reports back through `Fetched`, carrying its answer.
+        let wrap = move |f: Finished| match answer {
+            Some(answer) => Finished::Fetched {
+                result: Box::new(f),
+                answer,
+            },
+            None => f,
+        };
         match item.content {
             ClipContent::Files(entries) => {
                 let Some(dir) = self.opts.download_dir() else {
-                    self.status.last_error =
-                        Some("no download folder: set download_dir in [sync]".into());
+                    let msg = "no download folder: set download_dir in [sync]".to_owned();
+                    self.status.last_error = Some(msg.clone());
+                    if let Finished::Fetched { answer, .. } = wrap(Finished::Uploaded) {
+                        let _ = answer.send(Response::error(msg));
+                    }
                     return;
                 };
                 let at_ms = item.timestamp_ms;
                 self.spawn_transfer(move |cancel, _| {
-                    match transfer::receive_file_list(
-                        &blobs, &transfers, &entries, &dir, at_ms, cancel,
-                    ) {
-                        Ok(paths) => Finished::ReceivedFiles { paths, generation },
-                        Err(e) => failed("received files discarded", e),
-                    }
+                    wrap(
+                        match transfer::receive_file_list(
+                            &blobs, &transfers, &entries, &dir, at_ms, cancel,
+                        ) {
+                            Ok(paths) => Finished::ReceivedFiles { paths, generation },
+                            Err(e) => failed("received files discarded", e),
+                        },
+                    )
                 });
             }
             content => {
                 let max = self.opts.max_image_bytes;
                 self.spawn_transfer(move |cancel, _| {
-                    match transfer::receive_image(&blobs, &transfers, &content, max, cancel) {
-                        Ok(content) => Finished::ReceivedImage {
-                            content,
-                            generation,
+                    wrap(
+                        match transfer::receive_image(&blobs, &transfers, &content, max, cancel) {
+                            Ok(content) => Finished::ReceivedImage {
+                                content,
+                                generation,
+                            },
+                            Err(e) => failed("received image discarded", e),
                         },
-                        Err(e) => failed("received image discarded", e),
-                    }
+                    )
                 });
             }
         }
@@ -906,14 +937,54 @@ impl<C: ClipboardSink> Daemon<C> {
             }
             Finished::Failed { message } => self.status.last_error = Some(message),
             Finished::Uploaded => tracing::debug!("upload finished"),
+            Finished::Fetched { result, answer } => {
+                let resp = match *result {
+                    Finished::ReceivedFiles { paths, .. } => {
+                        self.clipboard.apply_files(paths).await
+                    }
+                    Finished::ReceivedImage { content, .. } => self.clipboard.apply(content).await,
+                    Finished::Failed { message } => Err(message),
+                    _ => Err("fetch failed".into()),
+                };
+                let resp = match resp {
+                    Ok(()) => {
+                        tracing::info!("fetched item is on the clipboard");
+                        self.status.last_sync_ms = Some(now_ms());
+                        Response {
+                            ok: true,
+                            ..Response::default()
+                        }
+                    }
+                    Err(e) => {
+                        self.status.last_error = Some(e.clone());
+                        Response::error(e)
+                    }
+                };
+                let _ = answer.send(resp);
+            }
         }
     }
 
     async fn on_control(&mut self, req: Request, answer: tokio::sync::oneshot::Sender<Response>) {
         match req {
+            Request::Fetch => match self.pending.take() {
+                None => {
+                    let _ = answer.send(Response::error(
+                        "nothing to fetch: no received item is waiting (only images and files \
+                         over auto_download_max wait for `clipmesh fetch`)",
+                    ));
+                }
+                Some(p) => {
+                    tracing::info!(kind = %p.summary.kind, files = p.summary.files, bytes = p.summary.bytes, "fetching the waiting item");
+                    // Asked for now: it is the newest item for the clipboard.
+                    self.generation += 1;
+                    self.download(p.item, Some(answer));
+                }
+            },
             Request::Status => {
                 let mut status = self.status.clone();
                 status.transfers = self.transfers.snapshot();
+                status.pending = self.pending.as_ref().map(|p| p.summary.clone());
                 let _ = answer.send(Response {
                     ok: true,
                     status: Some(status),

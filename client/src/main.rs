@@ -63,6 +63,10 @@ enum Command {
         /// The text; read from standard input when omitted.
         text: Option<String>,
     },
+    /// Download the received image or file list that waits because it is
+    /// over `auto_download_max` (see `status`), with progress, and put it
+    /// on the clipboard. Needs the running daemon.
+    Fetch,
     /// Print clips as they arrive.
     Watch {
         /// One JSON object per line.
@@ -189,6 +193,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { mode } => run(dir, mode).await,
         Command::Status { json } => status(&dir, json).await,
         Command::Send { text } => send(dir, text).await,
+        Command::Fetch => fetch(&dir).await,
         Command::Watch { json } => watch(dir, json).await,
         Command::Devices { revoke } => devices(dir, revoke).await,
     }
@@ -402,6 +407,12 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
             .unwrap_or_else(|| "never".into())
     );
     println!("last error:   {}", st.last_error.as_deref().unwrap_or("-"));
+    if let Some(p) = &st.pending {
+        println!(
+            "waiting:      {} ({} file(s), {} bytes) from device {}; run `clipmesh fetch`",
+            p.kind, p.files, p.bytes, p.from_device
+        );
+    }
     for t in &st.transfers {
         let pct = if t.total == 0 {
             100
@@ -420,6 +431,31 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
             t.total
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fetch(dir: &Path) -> Result<ExitCode> {
+    let mut last = None;
+    clipmesh::transfer::fetch_waiting(
+        dir,
+        |p| {
+            eprintln!(
+                "fetching {}: {} file(s), {} bytes from device {}",
+                p.kind, p.files, p.bytes, p.from_device
+            )
+        },
+        |t| {
+            let pct = (u128::from(t.done) * 100)
+                .checked_div(u128::from(t.total))
+                .unwrap_or(100);
+            if last != Some(pct) {
+                last = Some(pct);
+                eprintln!("fetching: {} of {} bytes ({pct}%)", t.done, t.total);
+            }
+        },
+    )
+    .await?;
+    println!("fetched: the item is on the clipboard");
     Ok(ExitCode::SUCCESS)
 }
 

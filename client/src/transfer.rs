@@ -23,7 +23,9 @@
 
 mod blobs;
 mod download;
+mod fetch;
 mod jobs;
+mod pending;
 mod progress;
 mod receive;
 mod upload;
@@ -31,10 +33,12 @@ mod walk;
 
 pub use blobs::BlobClient;
 pub use download::{download_blob, download_to_vec};
+pub use fetch::{fetch_waiting, FetchError, FETCH_PROGRESS_EVERY};
 pub use jobs::{
     receive_file_list, receive_image, send_files, send_image, Announce, SendLimits, Tracked,
     Transfers, MAX_INLINE_TOTAL,
 };
+pub use pending::{Pending, PendingItem};
 pub use progress::{Direction, Progress, TransferStatus};
 pub use receive::{receive_files, top_level_paths, TransferFolder};
 pub use upload::{upload_blob, upload_blob_as, upload_bytes, upload_streamed, BlobRef};

@@ -808,3 +808,164 @@ async fn daemon_refuses_over_limit_items_with_a_message() {
     relay.handle.shutdown();
     relay.handle.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_downloads_a_waiting_item_and_fails_clearly() {
+    let relay = relay_with(|_| {}).await;
+    let a = signed_up(&relay.url, "ann", "peer", false).await;
+    let b = signed_up(&relay.url, "ann", "b", true).await;
+    let sandbox = tempfile::tempdir().unwrap();
+    let dl = sandbox.path().join("downloads");
+    let mut cfg = Config::load(b.path()).unwrap();
+    cfg.sync.files = true;
+    cfg.sync.download_dir = Some(dl.clone());
+    cfg.sync.auto_download_max = 1000;
+    cfg.save(b.path()).unwrap();
+
+    // No daemon yet: one clear line.
+    let out = run(cmd_fetch(b.path()), None).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("daemon is not running"),
+        "{}",
+        out.stderr
+    );
+
+    let (ftx, mut frx) = mpsc::unbounded_channel();
+    let (_ltx, lrx) = mpsc::channel(4);
+    let cancel = CancellationToken::new();
+    let device = Device::load(b.path()).unwrap();
+    let bdir = b.path().to_path_buf();
+    let c = cancel.clone();
+    let daemon =
+        tokio::spawn(
+            async move { run_daemon(&bdir, device, Recorder { files: ftx }, lrx, c).await },
+        );
+    let status = || async {
+        clipmesh::control::request(b.path(), &clipmesh::control::Request::Status)
+            .await
+            .ok()
+            .and_then(|r| r.status)
+    };
+    let mut peer = Peer::connect(a.path()).await;
+    tokio::time::timeout(STEP, async {
+        while !status()
+            .await
+            .is_some_and(|s| s.connected && s.online.len() == 2)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // Nothing waiting yet.
+    let out = run(cmd_fetch(b.path()), None).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("nothing to fetch"), "{}", out.stderr);
+
+    // A real 3000-byte blob, over auto_download_max: it waits.
+    let data = random_bytes(3000);
+    let client = blob_client(a.path());
+    let (cl, d) = (client.clone(), data.clone());
+    let r = blocking(move || {
+        upload_bytes(&cl, &d, &Progress::detached(0), &CancellationToken::new()).unwrap()
+    })
+    .await;
+    let wait_pending = |bytes: u64| {
+        let status = &status;
+        async move {
+            tokio::time::timeout(STEP, async {
+                loop {
+                    if let Some(p) = status().await.and_then(|s| s.pending) {
+                        if p.bytes == bytes {
+                            return p;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("the item never waited in status")
+        }
+    };
+    peer.publish(ClipContent::Files(vec![FileEntry {
+        name: "secret-report.bin".into(),
+        size: 3000,
+        body: FileBody::Blob {
+            id: r.id,
+            sha256: r.sha256,
+            key: r.key.clone(),
+        },
+    }]))
+    .await;
+    let p = wait_pending(3000).await;
+    assert_eq!((p.kind.as_str(), p.files), ("files", 1));
+    let st = run(
+        {
+            let mut c = clipmesh(b.path());
+            c.arg("status");
+            c
+        },
+        None,
+    )
+    .await;
+    assert!(
+        st.stdout.contains("clipmesh fetch") && !st.stdout.contains("secret"),
+        "{}",
+        st.stdout
+    );
+    assert!(frx.try_recv().is_err(), "nothing applied before the fetch");
+
+    let out = run(cmd_fetch(b.path()), None).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("fetched"), "{}", out.stdout);
+    assert!(out.stderr.contains("3000 bytes"), "{}", out.stderr);
+    assert!(!out.stderr.contains("secret"), "{}", out.stderr);
+    let paths = tokio::time::timeout(STEP, frx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paths.len(), 1);
+    assert!(paths[0].starts_with(&dl));
+    assert!(std::fs::read(&paths[0]).unwrap() == data);
+    assert!(status().await.unwrap().pending.is_none());
+
+    // A waiting item whose blob is gone from the relay: a clear error.
+    let gone = BlobId::generate();
+    peer.publish(ClipContent::Files(vec![FileEntry {
+        name: "secret-2.bin".into(),
+        size: 5000,
+        body: FileBody::Blob {
+            id: gone,
+            sha256: [9; 32],
+            key: BlobKey::generate(),
+        },
+    }]))
+    .await;
+    wait_pending(5000).await;
+    let out = run(cmd_fetch(b.path()), None).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("not on the relay") && !out.stderr.contains("secret"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.trim().lines().count(), 2, "{}", out.stderr);
+
+    cancel.cancel();
+    peer.cancel.cancel();
+    tokio::time::timeout(STEP, daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    relay.handle.shutdown();
+    relay.handle.wait().await;
+}
+
+fn cmd_fetch(dir: &Path) -> tokio::process::Command {
+    let mut c = clipmesh(dir);
+    c.arg("fetch");
+    c
+}
