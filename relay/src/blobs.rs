@@ -334,6 +334,15 @@ fn remove_dir_if_exists(p: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Whether a request is a blob upload (`PATCH /api/v1/blobs/{id}`), whose
+/// body may take longer than the relay's whole-request timeout: a large
+/// blob on a slow uplink. It is ended by [`BlobStore::idle`] without a body
+/// frame instead (`blobs/upload.rs`). Downloads need no exemption: their
+/// handler returns before the body streams.
+pub fn exempt_from_request_timeout(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::PATCH && path.starts_with("/api/v1/blobs/")
+}
+
 /// Runs file IO on a blocking thread and awaits it.
 pub(crate) async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,

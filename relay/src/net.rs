@@ -237,6 +237,11 @@ async fn serve_connection<I>(
             .insert(axum::extract::ConnectInfo(peer));
         let app = app.clone();
         async move {
+            // A blob upload streams its body for as long as it makes
+            // progress; the blob store ends it after an idle time instead.
+            if crate::blobs::exempt_from_request_timeout(req.method(), req.uri().path()) {
+                return app.oneshot(req).await;
+            }
             match tokio::time::timeout(limits.request_timeout, app.oneshot(req)).await {
                 Ok(r) => r,
                 Err(_) => Ok(crate::http::ApiError::new(

@@ -538,3 +538,107 @@ async fn a_blob_file_shorter_than_its_offset_resumes_from_the_file() {
     }
     o.finish().unwrap();
 }
+
+/// Sends a PATCH by hand: the head, then `pieces` of the body with `gap`
+/// between them (a slow uplink), then waits for the answer without closing.
+/// Returns the status and `Upload-Offset` of the answer.
+async fn slow_patch(
+    addr: std::net::SocketAddr,
+    token: &str,
+    id: &str,
+    declared: usize,
+    pieces: &[&[u8]],
+    gap: std::time::Duration,
+) -> (u16, u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH /api/v1/blobs/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Upload-Offset: 0\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for (i, p) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        s.write_all(p).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("no answer to the PATCH");
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    let status = text[9..12].parse().unwrap();
+    let offset = text
+        .lines()
+        .find_map(|l| l.strip_prefix("upload-offset:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    (status, offset)
+}
+
+#[tokio::test]
+async fn a_slow_patch_that_progresses_outlives_the_request_timeout_and_a_stalled_one_ends() {
+    // Whole-request timeout 1 s; blob bodies end after 2 s without a frame.
+    let relay = TestRelay::start_with(|c| c.limits.http_request_timeout_s = 1).await;
+    let h = relay.handle.as_ref().unwrap();
+    h.blobs().set_idle(std::time::Duration::from_secs(2));
+    let addr = h.local_addr();
+    let ann = signup(&relay, "ann").await;
+    let t = &ann.login.token;
+    let u = &relay.url;
+    let plain: Vec<u8> = (0..200_000u64).map(pattern).collect();
+    let (bid, _key, sealed, _sha) = sealed_blob(&plain);
+    let id = bid.to_string();
+    let len = sealed.len() as u64;
+    let gap = std::time::Duration::from_millis(400);
+
+    // 8 pieces 400 ms apart: 2.8 s in all, well past the 1 s request
+    // timeout, but never 2 s without progress.
+    assert_eq!(create(u, t, &id, len).await.status, 201);
+    let pieces: Vec<&[u8]> = sealed.chunks(sealed.len().div_ceil(8)).collect();
+    assert_eq!(pieces.len(), 8);
+    let (status, offset) = slow_patch(addr, t, &id, sealed.len(), &pieces, gap).await;
+    assert_eq!((status, offset), (204, len));
+    assert!(get(u, t, &id, None).await.body == sealed);
+
+    // Other requests keep the whole-request timeout: a JSON body that never
+    // finishes gets 408.
+    let (other, _) = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!(
+                "POST /api/v1/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{\"user"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        (text[9..12].parse::<u16>().unwrap(), text)
+    };
+    assert_eq!(other, 408);
+
+    // A body that stops: ended after the idle time, what arrived is kept.
+    let (bid, _key, sealed, _sha) = sealed_blob(&plain);
+    let id = bid.to_string();
+    assert_eq!(create(u, t, &id, sealed.len() as u64).await.status, 201);
+    let (status, offset) = slow_patch(addr, t, &id, sealed.len(), &[&sealed[..70_000]], gap).await;
+    assert_eq!((status, offset), (400, 70_000));
+    assert_eq!(head(u, t, &id).await.offset(), 70_000);
+}
