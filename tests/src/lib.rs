@@ -12,7 +12,8 @@
 //! - [`sway`]: a private headless Wayland compositor per device (sway), the
 //!   `wl-copy` / `wl-paste` tools and a change watcher; [`wloffer`]: a
 //!   Wayland clipboard owner offering several types at once; [`wlfake`]: a
-//!   fake compositor without data-control.
+//!   fake compositor without data-control; [`wlwatch`]: an in-process
+//!   Wayland clipboard change watcher (for latency timing).
 //! - [`xsel`]: X11 helpers built on x11rb — an XFixes owner-change watcher
 //!   (event-driven waits and latency timing, from outside the daemons) and
 //!   a selection owner that serves chosen targets.
@@ -32,6 +33,7 @@ pub mod sway;
 pub mod wait;
 pub mod wlfake;
 pub mod wloffer;
+pub mod wlwatch;
 pub mod xsel;
 pub mod xvfb;
 

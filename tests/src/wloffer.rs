@@ -10,7 +10,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use wayland_client::globals::{registry_queue_init, GlobalListContents};
 use wayland_client::protocol::{wl_registry, wl_seat};
@@ -20,22 +20,31 @@ use wayland_protocols_wlr::data_control::v1::client::{
     zwlr_data_control_offer_v1 as offer, zwlr_data_control_source_v1 as source,
 };
 
+/// What one source serves.
+type Items = Arc<Vec<(String, Vec<u8>)>>;
+
 /// The owner thread's state.
 struct OwnerState {
-    items: Vec<(String, Vec<u8>)>,
     served: Arc<AtomicUsize>,
-    cancelled: bool,
     /// Hung mode: the pipes of pastes, kept open and never written (until
     /// the [`WlOwner`] is dropped, even after the source is replaced).
     hung: Option<Arc<Mutex<Vec<OwnedFd>>>>,
 }
 
-/// An item on a compositor's clipboard, served until dropped or replaced.
+/// How long [`WlOwner::offer`] waits for the owner thread.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A clipboard owner with its own connection and thread; each
+/// [`WlOwner::offer`] puts a new item on the clipboard. Stops when dropped.
 #[derive(Debug)]
 pub struct WlOwner {
     served: Arc<AtomicUsize>,
     /// The pipes a hung owner holds (closed on drop).
     _hung: Arc<Mutex<Vec<OwnedFd>>>,
+    offers: mpsc::Sender<Items>,
+    done: mpsc::Receiver<()>,
+    /// Written to after each offer, to wake the thread.
+    wake: OwnedFd,
     /// Dropping it hangs up the thread's stop pipe.
     stop: Option<OwnedFd>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -44,16 +53,21 @@ pub struct WlOwner {
 impl WlOwner {
     /// Puts `items` on `sway`'s clipboard (returns once it is set).
     pub fn set(sway: &Sway, items: &[(&str, &[u8])]) -> Result<Self> {
-        Self::start(sway, items, false)
+        let o = Self::connect(sway, false)?;
+        o.offer(items)?;
+        Ok(o)
     }
 
     /// Like [`WlOwner::set`], but a hung application: it takes every paste
     /// and never writes (nor closes the pipe) until dropped.
     pub fn hang(sway: &Sway, items: &[(&str, &[u8])]) -> Result<Self> {
-        Self::start(sway, items, true)
+        let o = Self::connect(sway, true)?;
+        o.offer(items)?;
+        Ok(o)
     }
 
-    fn start(sway: &Sway, items: &[(&str, &[u8])], hang: bool) -> Result<Self> {
+    /// Connects to `sway` and starts the owner thread, owning nothing yet.
+    pub fn connect(sway: &Sway, hang: bool) -> Result<Self> {
         let stream =
             std::os::unix::net::UnixStream::connect(sway.runtime_dir().join(&sway.socket))?;
         let conn = Connection::from_socket(stream)?;
@@ -64,66 +78,94 @@ impl WlOwner {
             .bind(&qh, 1..=2, ())
             .map_err(|e| anyhow!("no wlr-data-control: {e}"))?;
         let dev = mgr.get_data_device(&seat, &qh, ());
-        let src = mgr.create_data_source(&qh, ());
-        for (mime, _) in items {
-            src.offer((*mime).to_owned());
-        }
-        dev.set_selection(Some(&src));
         let served = Arc::new(AtomicUsize::new(0));
         let hung = Arc::new(Mutex::new(Vec::new()));
         let mut state = OwnerState {
-            items: items
-                .iter()
-                .map(|(m, b)| ((*m).to_owned(), b.to_vec()))
-                .collect(),
             served: Arc::clone(&served),
-            cancelled: false,
             hung: hang.then(|| Arc::clone(&hung)),
         };
         queue.roundtrip(&mut state)?;
-        let (stop_r, stop_w) = rustix::pipe::pipe()?;
-        let thread = std::thread::spawn(move || {
-            while !state.cancelled {
-                if conn.flush().is_err() {
-                    return;
+        let (stop_r, stop_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (wake_r, wake_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (offer_tx, offer_rx) = mpsc::channel::<Items>();
+        let (done_tx, done_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || loop {
+            while let Ok(items) = offer_rx.try_recv() {
+                let src = mgr.create_data_source(&qh, Arc::clone(&items));
+                for (mime, _) in items.iter() {
+                    src.offer(mime.clone());
                 }
-                let Some(guard) = queue.prepare_read() else {
-                    if queue.dispatch_pending(&mut state).is_err() {
-                        return;
-                    }
-                    continue;
-                };
-                let (wl, stop) = {
-                    let mut fds = [
-                        PollFd::from_borrowed_fd(guard.connection_fd(), PollFlags::IN),
-                        PollFd::new(&stop_r, PollFlags::IN),
-                    ];
-                    if poll(&mut fds, None).is_err() {
-                        return;
-                    }
-                    (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
-                };
-                if stop {
-                    return;
-                }
-                if wl && guard.read().is_err() {
-                    return;
-                }
-                if queue.dispatch_pending(&mut state).is_err() {
+                dev.set_selection(Some(&src));
+                if conn.flush().is_err() || done_tx.send(()).is_err() {
                     return;
                 }
             }
-            src.destroy();
-            let _ = conn.flush();
+            if conn.flush().is_err() {
+                return;
+            }
+            let Some(guard) = queue.prepare_read() else {
+                if queue.dispatch_pending(&mut state).is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (wl, stop, wake) = {
+                let mut fds = [
+                    PollFd::from_borrowed_fd(guard.connection_fd(), PollFlags::IN),
+                    PollFd::new(&stop_r, PollFlags::IN),
+                    PollFd::new(&wake_r, PollFlags::IN),
+                ];
+                if poll(&mut fds, None).is_err() {
+                    return;
+                }
+                let ready = |i: usize| !fds[i].revents().is_empty();
+                (ready(0), ready(1), ready(2))
+            };
+            if stop {
+                return;
+            }
+            if wake {
+                let mut b = [0u8; 1];
+                let _ = rustix::io::read(&wake_r, &mut b);
+            }
+            if wl && guard.read().is_err() {
+                return;
+            }
+            if queue.dispatch_pending(&mut state).is_err() {
+                return;
+            }
         });
         Ok(Self {
             served,
             _hung: hung,
+            offers: offer_tx,
+            done: done_rx,
+            wake: wake_w,
             stop: Some(stop_w),
             thread: Some(thread),
         })
     }
 
+    /// Puts `items` on the clipboard from this owner's connection (a new
+    /// source); returns once the request is sent.
+    pub fn offer(&self, items: &[(&str, &[u8])]) -> Result<()> {
+        let items: Items = Arc::new(
+            items
+                .iter()
+                .map(|(m, b)| ((*m).to_owned(), b.to_vec()))
+                .collect(),
+        );
+        self.offers
+            .send(items)
+            .map_err(|_| anyhow!("the owner thread stopped"))?;
+        rustix::io::write(&self.wake, &[1])?;
+        self.done
+            .recv_timeout(OFFER_TIMEOUT)
+            .context("the owner thread did not set the selection")
+    }
+}
+
+impl WlOwner {
     /// How many pastes (of any type) were served.
     pub fn served(&self) -> usize {
         self.served.load(Ordering::SeqCst)
@@ -220,12 +262,12 @@ impl Dispatch<offer::ZwlrDataControlOfferV1, ()> for OwnerState {
     }
 }
 
-impl Dispatch<source::ZwlrDataControlSourceV1, ()> for OwnerState {
+impl Dispatch<source::ZwlrDataControlSourceV1, Items> for OwnerState {
     fn event(
         state: &mut Self,
-        _: &source::ZwlrDataControlSourceV1,
+        src: &source::ZwlrDataControlSourceV1,
         event: source::Event,
-        _: &(),
+        items: &Items,
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
@@ -233,13 +275,13 @@ impl Dispatch<source::ZwlrDataControlSourceV1, ()> for OwnerState {
             source::Event::Send { mime_type, fd } => {
                 if let Some(hung) = &state.hung {
                     hung.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
-                } else if let Some((_, bytes)) = state.items.iter().find(|(m, _)| *m == mime_type) {
+                } else if let Some((_, bytes)) = items.iter().find(|(m, _)| *m == mime_type) {
                     // Small test items: a blocking write is fine.
                     let _ = std::fs::File::from(fd).write_all(bytes);
                 }
                 state.served.fetch_add(1, Ordering::SeqCst);
             }
-            source::Event::Cancelled => state.cancelled = true,
+            source::Event::Cancelled => src.destroy(),
             _ => {}
         }
     }
