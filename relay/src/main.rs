@@ -38,24 +38,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = cli.load_config()?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime()?.block_on(serve(config)),
+        Command::Serve => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(serve(config)),
         Command::User(cmd) => run_user_command(&config, cmd),
     }
-}
-
-/// The async runtime: one thread driving every socket and room when the
-/// process may use only one CPU (a small board, or `taskset`), where a
-/// work-stealing scheduler only adds cross-thread bookkeeping to every
-/// wake-up; one worker per CPU otherwise. Database work runs on blocking
-/// threads either way.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut b = if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    b.enable_all().build().context("starting the async runtime")
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
