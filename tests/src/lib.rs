@@ -20,6 +20,8 @@
 //! - [`procs`]: the relay, devices, daemons and `watch` processes, with
 //!   their logs captured to files.
 //! - [`wait`]: bounded waiting.
+//! - [`procstat`]: CPU time, wake-ups and memory of a process, and
+//!   latency percentiles, for the benchmark tools.
 //! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
 //!
 //! Nothing here sleeps to synchronise: every wait is on an event (a log
@@ -28,6 +30,7 @@
 
 pub mod bins;
 pub mod procs;
+pub mod procstat;
 pub mod rss;
 pub mod sway;
 pub mod wait;
