@@ -150,11 +150,10 @@ fn main() -> ExitCode {
 
 fn init_tracing(cmd: &Command) {
     let default = match cmd {
-        // rtc warns once per direct link that a STUN check arrived before
-        // the peer's ICE credentials (harmless, retried): not for users.
-        Command::Run { .. } | Command::Watch { .. } => {
-            "clipmesh=info,warn,rtc::peer_connection::handler=error"
-        }
+        // The WebRTC stack (rtc*, webrtc) warns several times per direct
+        // link about things it handles itself (a STUN check before the
+        // peer's credentials, no DTLS server name): errors only for users.
+        Command::Run { .. } | Command::Watch { .. } => "clipmesh=info,warn,rtc=error,webrtc=error",
         _ => "warn",
     };
     use tracing_subscriber::prelude::*;
