@@ -176,11 +176,15 @@ async fn errors_are_one_clear_line() {
     let out = run(c, None).await;
     assert!(one_line(&out).contains("not logged in"), "{out:?}");
 
-    // P2P is not in this build.
+    // No display to watch (`clipmesh()` clears DISPLAY and
+    // WAYLAND_DISPLAY): `run` says what to set instead of starting.
     let mut c = clipmesh(a.path());
     c.args(["run", "--mode", "p2p"]);
     let out = run(c, None).await;
-    assert!(one_line(&out).contains("direct P2P (WebRTC) is not available in this build"));
+    assert!(
+        one_line(&out).contains("clipboard: no display: set WAYLAND_DISPLAY or DISPLAY"),
+        "{out:?}"
+    );
 
     // Status without a daemon.
     let mut c = clipmesh(a.path());
