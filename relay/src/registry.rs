@@ -29,7 +29,7 @@ use crate::room::{self, ConnPort, Member, RoomCtx, RoomHandle, RoomMsg, RoomStat
 use clipmesh_proto::{CloseCode, DeviceId, UserId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 /// Number of independently locked shards of the user map.
@@ -124,13 +124,13 @@ impl Registry {
     pub(crate) fn hibernate(
         &self,
         user: UserId,
-        rx: &mut mpsc::Receiver<RoomMsg>,
+        rx: &mut room::inbox::Receiver,
         state: &mut RoomState<ConnPort>,
     ) -> Result<(), Vec<RoomMsg>> {
         let mut map = self.shard(user);
         rx.close();
         let mut leftovers = Vec::new();
-        while let Ok(m) = rx.try_recv() {
+        while let Some(m) = rx.try_recv() {
             leftovers.push(m);
         }
         if leftovers.is_empty() {
@@ -289,6 +289,6 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(matches!(rx.try_recv(), Ok(RoomMsg::Leave { .. })));
+        assert!(matches!(rx.try_recv(), Some(RoomMsg::Leave { .. })));
     }
 }

@@ -1,7 +1,7 @@
 //! One actor per user room, Durable-Objects style.
 //!
-//! The actor task owns a [`RoomState`] with no locks and reads one inbox,
-//! [`RoomMsg`], from a bounded channel ([`ROOM_INBOX_DEPTH`]) behind a
+//! The actor task owns a [`RoomState`] with no locks and reads one inbox of
+//! [`RoomMsg`], a bounded queue ([`inbox`], [`ROOM_INBOX_DEPTH`]) behind a
 //! [`RoomHandle`]. It loads the room's sequence number and newest clip from
 //! the store when it starts. It writes the newest clip back behind the
 //! fan-out, at most once per [`PERSIST_DELAY`] (later clips replace earlier
@@ -17,6 +17,7 @@
 //! the inbox, store writes (one clip write in flight, and a sequence
 //! reservation once per [`SEQ_RESERVE`] publishes), and timers.
 
+pub mod inbox;
 pub mod state;
 
 use crate::metrics::Metrics;
@@ -30,7 +31,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -41,29 +42,27 @@ pub const ROOM_INBOX_DEPTH: usize = 256;
 /// A cheap handle to a running room actor: its bounded inbox.
 #[derive(Clone, Debug)]
 pub struct RoomHandle {
-    tx: mpsc::Sender<RoomMsg>,
+    tx: inbox::Sender,
 }
 
 impl RoomHandle {
     /// A new room inbox: the handle and the actor's receiving end.
-    pub fn channel() -> (Self, mpsc::Receiver<RoomMsg>) {
-        let (tx, rx) = mpsc::channel(ROOM_INBOX_DEPTH);
+    pub fn channel() -> (Self, inbox::Receiver) {
+        let (tx, rx) = inbox::inbox(ROOM_INBOX_DEPTH);
         (Self { tx }, rx)
     }
 
     /// Queues a message, waiting while the inbox is full. Gives the message
     /// back if the actor closed its inbox (evicted or stopped).
     pub async fn send(&self, msg: RoomMsg) -> Result<(), RoomMsg> {
-        self.tx.send(msg).await.map_err(|e| e.0)
+        self.tx.send(msg).await
     }
 
     /// Queues a message if the inbox has room now. Gives it back if the
     /// inbox is full or closed (then [`RoomHandle::send`] waits or reports
     /// the close).
     pub fn try_send(&self, msg: RoomMsg) -> Result<(), RoomMsg> {
-        self.tx.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
-        })
+        self.tx.try_send(msg)
     }
 
     /// Whether the actor has stopped reading.
@@ -74,9 +73,8 @@ impl RoomHandle {
 
 /// A message to a room actor.
 ///
-/// Kept to two words: every room's inbox preallocates a block of slots
-/// (tokio's mpsc allocates 32 at a time) while the room is in memory, so
-/// the variants that carry more than a word box it.
+/// Kept to two words: queued messages are stored inline in the room's
+/// inbox, so the variants that carry more than a word box it.
 #[derive(Debug)]
 pub enum RoomMsg {
     /// A device sent `Hello`.
@@ -286,7 +284,7 @@ pub const SEQ_RESERVE: u64 = 1000;
 /// state stays in the task.
 pub(crate) fn run(
     user: UserId,
-    mut rx: mpsc::Receiver<RoomMsg>,
+    mut rx: inbox::Receiver,
     members: Vec<Member<ConnPort>>,
     ctx: RoomCtx,
     registry: Arc<Registry>,
