@@ -407,6 +407,13 @@ impl Plan {
             bye: tell_peer,
             reason: "link ended",
         });
+        let was_offering = matches!(
+            p.phase,
+            Phase::Connecting {
+                role: Role::Offerer,
+                ..
+            }
+        );
         if self.idle.is_some() && matches!(p.phase, Phase::Open { .. }) {
             // Auto mode: the relay carries every clip; an open link that
             // broke (or that the peer closed as idle before its `Bye`
@@ -420,6 +427,15 @@ impl Plan {
                 Phase::Retrying {
                     at: now + retry_delay(p.failures),
                 }
+            };
+        } else if was_offering {
+            // An offer made on demand ([`Plan::wake`]) by the side that
+            // normally answers: bounded like the offerer's retries.
+            p.failures += 1;
+            p.phase = if p.failures >= MAX_FAILURES {
+                Phase::Failed
+            } else {
+                Phase::Idle
             };
         } else {
             p.phase = Phase::Idle;
@@ -717,5 +733,26 @@ mod tests {
         assert_eq!(a.poll_timeout(), None);
         a.wake(t);
         assert!(matches!(drain(&mut a).as_slice(), [Action::Offer { .. }]));
+    }
+
+    #[test]
+    fn on_demand_offers_to_a_peer_that_never_answers_are_bounded() {
+        let t = Instant::now();
+        // Device 2 (normally the answerer) in auto mode; device 1 never
+        // offers (it runs in relay mode).
+        let mut b = Plan::new(DeviceId(2), 1, Some(Duration::from_secs(60)));
+        b.on_online(&ids(&[1, 2]), t);
+        let mut offers = 0;
+        for _ in 0..MAX_FAILURES + 3 {
+            b.wake(t);
+            for a in drain(&mut b) {
+                if let Action::Offer { session, .. } = a {
+                    offers += 1;
+                    assert!(b.on_ended(DeviceId(1), session, t, true));
+                }
+            }
+        }
+        assert_eq!(offers, MAX_FAILURES);
+        assert_eq!(b.phase(DeviceId(1)), Some(Phase::Failed));
     }
 }
