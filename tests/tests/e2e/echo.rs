@@ -11,7 +11,8 @@ const QUIET: std::time::Duration = std::time::Duration::from_millis(1500);
 
 #[test]
 fn one_copy_is_delivered_exactly_once_to_each_device() {
-    let w = World::new(LOG).unwrap();
+    // Counts relay frames: relay mode (see `World::with_mode`).
+    let w = World::with_mode(LOG, "relay").unwrap();
     let pw = "alice pass phrase";
     let mut a = w.desk("alice-a", "alice", pw, true).unwrap();
     let mut b = w.desk("alice-b", "alice", pw, false).unwrap();

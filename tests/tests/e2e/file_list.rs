@@ -49,7 +49,8 @@ fn paths_of(list: &str) -> Vec<PathBuf> {
 
 #[test]
 fn copied_file_list_is_pasteable_on_the_other_display() {
-    let w = World::new(LOG).unwrap();
+    // Counts relay frames: relay mode (see `World::with_mode`).
+    let w = World::with_mode(LOG, "relay").unwrap();
     let downloads = w.root.join("downloads-b");
     let sync = format!(
         "files = true\ndownload_dir = {:?}",

@@ -56,7 +56,8 @@ fn wait_for_pixels(display: &str, want: &RgbaImage) -> Result<Vec<u8>> {
 
 #[test]
 fn small_png_and_bmp_only_images_arrive_with_identical_pixels() {
-    let w = World::new(LOG).unwrap();
+    // Counts relay frames: relay mode (see `World::with_mode`).
+    let w = World::with_mode(LOG, "relay").unwrap();
     let a = w
         .desk("alice-a", "alice", "alice pass phrase", true)
         .unwrap();
@@ -108,7 +109,8 @@ fn small_png_and_bmp_only_images_arrive_with_identical_pixels() {
 /// selection owner serves by `INCR`, arrives byte for byte.
 #[test]
 fn image_above_inline_threshold_arrives_through_incr() {
-    let w = World::new(LOG).unwrap();
+    // Counts relay frames: relay mode (see `World::with_mode`).
+    let w = World::with_mode(LOG, "relay").unwrap();
     let a = w
         .desk("alice-a", "alice", "alice pass phrase", true)
         .unwrap();

@@ -16,6 +16,8 @@ pub struct World {
     pub root: PathBuf,
     pub logs: PathBuf,
     pub log_filter: String,
+    /// `clipmesh run --mode` for the daemons [`World::desk`] starts.
+    pub mode: &'static str,
     /// Keeps the directory alive until the world is dropped.
     pub _tmp: tempfile::TempDir,
 }
@@ -34,8 +36,41 @@ impl Desk {
     }
 }
 
+/// When a test fails, its processes' logs would vanish with the temp dir:
+/// print the end of each (the harness shows a failing test's output).
+impl Drop for World {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(dir) = std::fs::read_dir(&self.logs) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("---- {} (last {} lines) ----", f.display(), tail.len());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 impl World {
+    /// A world whose daemons run in the default mode (`auto`: direct links
+    /// when they open, and the relay).
     pub fn new(log_filter: &str) -> Result<Self> {
+        Self::with_mode(log_filter, "auto")
+    }
+
+    /// A world whose daemons run in `mode`. Tests that count the frames the
+    /// relay delivered use `relay`: in `auto` a clip can reach its device
+    /// over a direct link before the relay has counted its copy.
+    pub fn with_mode(log_filter: &str, mode: &'static str) -> Result<Self> {
         require_xclip()?;
         let tmp = tempfile::tempdir()?;
         let root = tmp.path().to_owned();
@@ -49,6 +84,7 @@ impl World {
             root,
             logs,
             log_filter: log_filter.to_owned(),
+            mode,
             _tmp: tmp,
         })
     }
@@ -100,7 +136,7 @@ impl World {
         }
         let x = Xvfb::start()?;
         let watcher = SelectionWatcher::connect(&x.display())?;
-        let daemon = device.run(&x.display(), &self.log_filter)?;
+        let daemon = device.run_mode(&x.display(), self.mode, &self.log_filter)?;
         if let Err(e) = device.wait_connected(STEP) {
             let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
