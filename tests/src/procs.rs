@@ -355,6 +355,16 @@ impl Device {
         self.run_args(env, &[], rust_log)
     }
 
+    /// Like [`Device::run_env`], as `clipmesh run --mode MODE`.
+    pub fn run_env_mode(
+        &self,
+        env: &[(&str, std::ffi::OsString)],
+        mode: &str,
+        rust_log: &str,
+    ) -> Result<Daemon> {
+        self.run_args(env, &["--mode", mode], rust_log)
+    }
+
     /// Starts `clipmesh run --mode MODE` on `display`.
     pub fn run_mode(&self, display: &str, mode: &str, rust_log: &str) -> Result<Daemon> {
         self.run_args(&[("DISPLAY", display.into())], &["--mode", mode], rust_log)

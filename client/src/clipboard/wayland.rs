@@ -202,6 +202,7 @@ pub(crate) fn spawn(
     // The loop ending (display gone) ends the bridge too.
     let bridge_cancel = cancel.child_token();
     let loop_done = bridge_cancel.clone();
+    let bridge_stopper = bridge_cancel.clone();
 
     let backend = Backend {
         conn,
@@ -235,7 +236,10 @@ pub(crate) fn spawn(
             loop_done.cancel();
             drop(loop_token);
         })
-        .map_err(|e| ClipboardError::Backend(format!("cannot start watcher thread: {e}")))?;
+        .map_err(|e| {
+            bridge_stopper.cancel();
+            ClipboardError::Backend(format!("cannot start watcher thread: {e}"))
+        })?;
     threads.close();
     Ok((
         ClipboardHandle {

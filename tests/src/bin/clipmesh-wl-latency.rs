@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! cargo build --release -p clipmesh -p clipmesh-relay -p clipmesh-tests --bins
-//! target/release/clipmesh-wl-latency [--copies 200] [--min-gap-ms 20] [--max-gap-ms 150] [--idle-secs 60]
+//! target/release/clipmesh-wl-latency [--copies 200] [--min-gap-ms 20] [--max-gap-ms 150] [--idle-secs 60] [--mode relay|auto]
 //! ```
+//!
+//! `--mode` is passed to both daemons (`clipmesh run --mode`, default
+//! `relay`, like `clipmesh-latency`).
 //!
 //! Setup: a relay on 127.0.0.1:0, two devices of one user, each daemon on
 //! its own sway (`tests/src/sway.rs`; needs sway and wl-clipboard).
@@ -48,6 +51,8 @@ struct Args {
     max_gap_ms: u64,
     idle_secs: u64,
     rust_log: String,
+    /// `clipmesh run --mode` for both daemons.
+    mode: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -57,6 +62,7 @@ fn parse_args() -> Result<Args> {
         max_gap_ms: 150,
         idle_secs: 60,
         rust_log: "warn".into(),
+        mode: "relay".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,10 +73,11 @@ fn parse_args() -> Result<Args> {
             "--max-gap-ms" => a.max_gap_ms = val()?.parse()?,
             "--idle-secs" => a.idle_secs = val()?.parse()?,
             "--rust-log" => a.rust_log = val()?,
+            "--mode" => a.mode = val()?,
             "-h" | "--help" => {
                 println!(
                     "clipmesh-wl-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
-                     [--idle-secs S] [--rust-log FILTER]\n\
+                     [--idle-secs S] [--rust-log FILTER] [--mode relay|auto]\n\
                      Copy-to-paste latency between two headless sway compositors through a \
                      local relay (native Wayland backend), and the idle cost of a daemon."
                 );
@@ -169,8 +176,8 @@ fn main() -> Result<()> {
     let sb = Sway::start()?;
     let watch_a = WlWatcher::connect(&sa)?;
     let watch_b = WlWatcher::connect(&sb)?;
-    let _daemon_a = dev_a.run_env(&sa.env(), &args.rust_log)?;
-    let daemon_b = dev_b.run_env(&sb.env(), &args.rust_log)?;
+    let _daemon_a = dev_a.run_env_mode(&sa.env(), &args.mode, &args.rust_log)?;
+    let daemon_b = dev_b.run_env_mode(&sb.env(), &args.mode, &args.rust_log)?;
     dev_a.wait_connected(STEP)?;
     dev_b.wait_connected(STEP)?;
     let owner = WlOwner::connect(&sa, false)?;
