@@ -33,6 +33,11 @@ fn wl_desk(w: &World, name: &str, signup: bool) -> WlDesk {
 /// Like [`wl_desk`], with `sync` lines (`key = value`) in the `[sync]`
 /// section of config.toml.
 fn wl_desk_with(w: &World, name: &str, signup: bool, sync: &[&str]) -> WlDesk {
+    wl_desk_log(w, name, signup, sync, LOG)
+}
+
+/// Like [`wl_desk_with`], with `log` as the daemon's `RUST_LOG`.
+fn wl_desk_log(w: &World, name: &str, signup: bool, sync: &[&str], log: &str) -> WlDesk {
     let pw = "alice pass phrase";
     let device = w.device(name).unwrap();
     if signup {
@@ -61,7 +66,7 @@ fn wl_desk_with(w: &World, name: &str, signup: bool, sync: &[&str]) -> WlDesk {
     }
     let sway = Sway::start().unwrap();
     let watch = sway.watch().unwrap();
-    let daemon = device.run_env(&sway.env(), LOG).unwrap();
+    let daemon = device.run_env(&sway.env(), log).unwrap();
     if let Err(e) = device.wait_connected(STEP) {
         let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
         panic!("{e:#}; daemon log:\n{log}");
@@ -157,6 +162,48 @@ fn clipboard_thread_switches(pid: u32) -> Vec<(String, u64, u64)> {
     }
     out.sort();
     out
+}
+
+#[test]
+fn wayland_trace_logs_hold_no_clipboard_content() {
+    require_wayland_tools().unwrap();
+    let w = World::new(LOG).unwrap();
+    let mut a = wl_desk_log(&w, "alice-a", true, &[], "trace");
+    let mut b = wl_desk_log(&w, "alice-b", false, &[], "trace");
+    let text = unique("wayland trace secret text");
+    let _copy = a.sway.wl_copy(None, text.as_bytes()).unwrap();
+    assert_eq!(b.watch.wait_for_text(&text, STEP).unwrap(), 1);
+    let html = format!("<i>{}</i>", unique("wayland trace html"));
+    let alt = unique("wayland trace alt");
+    let _owner = WlOwner::set(
+        &b.sway,
+        &[
+            ("text/html", html.as_bytes()),
+            ("text/plain;charset=utf-8", alt.as_bytes()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        a.watch.wait_for_text(&alt, STEP).unwrap(),
+        2,
+        "A: text, alt"
+    );
+    // Stopped, so every line is written.
+    a.daemon.stop().unwrap();
+    b.daemon.stop().unwrap();
+    for d in [&a, &b] {
+        let log = std::fs::read_to_string(&d.daemon.log).unwrap();
+        // The Wayland backend's own trace lines are there: one read, one set.
+        assert!(log.contains("clipboard change"), "no read traced");
+        assert!(log.contains("clipboard set"), "no apply traced");
+        for secret in [&text, &html, &alt] {
+            assert!(
+                !log.contains(secret.as_str()),
+                "clipboard content in {}",
+                d.daemon.log.display()
+            );
+        }
+    }
 }
 
 #[test]
