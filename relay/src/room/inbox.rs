@@ -185,8 +185,12 @@ impl Receiver {
 }
 
 impl Drop for Receiver {
+    /// Closes the inbox and drops what is still queued (like a channel
+    /// whose receiver is gone).
     fn drop(&mut self) {
         self.close();
+        let left = std::mem::take(&mut self.shared.lock().msgs);
+        drop(left);
     }
 }
 
