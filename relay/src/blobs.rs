@@ -69,8 +69,9 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub const TOMBSTONE_SECS: i64 = 7 * 24 * 3600;
 /// Bytes an upload collects before handing them to a blocking write.
 pub const WRITE_BUF: usize = 1 << 20;
-/// Bytes a download reads from its file at a time.
-pub const READ_BUF: usize = 256 << 10;
+/// Bytes a download reads from its file at a time (one blocking read each;
+/// 1 MiB, about a sealed chunk, keeps the hops per MiB low).
+pub const READ_BUF: usize = 1 << 20;
 /// Default of [`BlobStore::idle`]: how long an upload body or a download
 /// following an upload may go without progress before it is ended.
 pub const BLOB_IDLE: Duration = Duration::from_secs(30);
