@@ -367,7 +367,7 @@ impl X11Watcher {
                 self.stopping = true;
             }
             // Late answers to reads that timed out, INCR leftovers, etc.
-            _ => {}
+            ev => tracing::trace!(kind = ev_kind(&ev), "clipboard event ignored"),
         }
     }
 
@@ -448,7 +448,7 @@ impl X11Watcher {
             ],
         )?;
         let targets = match answers[0] {
-            true => Some(self.fetch_property(self.atoms.dest)?),
+            true => Some(self.fetch_targets()?),
             false => None,
         };
         let utf8_pending = answers[1];
@@ -592,6 +592,11 @@ impl X11Watcher {
                         .zip(answers.iter())
                         .position(|(&(t, _), a)| t == e.target && a.is_none());
                     if let Some(i) = slot {
+                        tracing::trace!(
+                            request = i,
+                            refused = e.property == NONE,
+                            "clipboard owner answered"
+                        );
                         answers[i] = Some(e.property != NONE);
                     }
                 }
@@ -623,6 +628,33 @@ impl X11Watcher {
         }
         self.conn.flush()?;
         Ok(())
+    }
+
+    /// Reads the `TARGETS` answer without deleting it. The `UTF8_STRING`
+    /// requested with it may be an `INCR` transfer waiting for us to delete
+    /// its property, and some owners (xclip) take *any* deletion on our
+    /// window as that signal: deleting `TARGETS` first made xclip put its
+    /// first chunk in place unasked, the drain below then read that chunk as
+    /// a whole value, and xclip waited forever for the rest (every later
+    /// read of that owner timed out). The property is deleted before its
+    /// next use ([`X11Watcher::convert_many`]).
+    fn fetch_targets(&mut self) -> Result<Vec<u8>, ReadError> {
+        let prop = self.atoms.dest;
+        let reply = self
+            .conn
+            .get_property(false, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
+            .reply()?;
+        if reply.type_ == self.atoms.incr {
+            // A list of targets sent by INCR: take it the ordinary way.
+            self.conn.delete_property(self.window, prop)?;
+            let mut data = Vec::new();
+            self.follow_incr(prop, |chunk| data.extend_from_slice(chunk))?;
+            return Ok(data);
+        }
+        if reply.value.len() > self.max_read {
+            return Err(ReadError::TooLarge);
+        }
+        Ok(reply.value)
     }
 
     /// Reads (and deletes) property `prop` of our window, following `INCR`.
@@ -665,6 +697,7 @@ impl X11Watcher {
                         .reply()?;
                     conn.flush()?;
                     if chunk.value.is_empty() {
+                        tracing::trace!(total, "INCR transfer complete");
                         return Ok(());
                     }
                     total = total.saturating_add(chunk.value.len());
@@ -702,5 +735,16 @@ impl X11Watcher {
                 Err(e) => return Err(ReadError::Connection(e.to_string())),
             }
         }
+    }
+}
+
+/// A short name of an X event, for trace logs.
+fn ev_kind(ev: &Event) -> &'static str {
+    match ev {
+        Event::SelectionNotify(_) => "SelectionNotify",
+        Event::PropertyNotify(_) => "PropertyNotify",
+        Event::SelectionRequest(_) => "SelectionRequest",
+        Event::SelectionClear(_) => "SelectionClear",
+        _ => "other",
     }
 }

@@ -7,7 +7,7 @@ use clipmesh_tests::{Daemon, Device, Relay, SelectionWatcher, Xvfb};
 use std::path::PathBuf;
 
 /// Log filter for the relay and clients in ordinary tests.
-pub const LOG: &str = "info,clipmesh=debug,clipmesh_relay=debug";
+pub const LOG: &str = "info,clipmesh=debug,clipmesh::clipboard=trace,clipmesh_relay=debug";
 
 /// One test's world. Field order matters for drop: daemons before their
 /// displays, everything before the temp dir.
