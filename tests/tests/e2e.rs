@@ -36,6 +36,9 @@ mod file_list;
 #[path = "e2e/large.rs"]
 mod large;
 
+#[path = "e2e/fetch.rs"]
+mod fetch;
+
 #[path = "e2e/p2p.rs"]
 mod p2p;
 
