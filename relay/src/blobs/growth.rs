@@ -109,6 +109,17 @@ impl Growth {
     }
 }
 
+/// A mark for a blob that is complete already, outside the map (nothing
+/// will move it).
+pub(crate) fn settled(len: u64) -> Arc<watch::Sender<Mark>> {
+    Arc::new(watch::Sender::new(Mark {
+        written: Some(len),
+        epoch: 0,
+        gone: false,
+        at: Instant::now(),
+    }))
+}
+
 /// Writer side: `written` bytes are in the file now.
 pub(crate) fn wrote(tx: &watch::Sender<Mark>, written: u64) {
     tx.send_modify(|m| {

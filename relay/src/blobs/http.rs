@@ -384,11 +384,18 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let blob = parse_id(&id)?;
     let user = me.user;
-    // Watch first, then read the row: a PATCH after this point moves the
-    // mark we hold.
-    let mark = s.blobs.growth().get(user, blob);
+    // A missing, expired or complete blob needs no watch (and a request
+    // for a missing one leaves no state behind).
+    let first = live(&s, user, blob).await?;
+    let (mark, row) = if first.complete {
+        (super::growth::settled(first.sealed_len), first)
+    } else {
+        // Watch first, then read the row again: a PATCH after this point
+        // moves the mark we hold.
+        let mark = s.blobs.growth().get(user, blob);
+        (mark, live(&s, user, blob).await?)
+    };
     let rx = mark.subscribe();
-    let row = live(&s, user, blob).await?;
     if !row.complete && rx.borrow().at.elapsed() >= s.blobs.idle() {
         return Ok(with_offset(
             ApiError::new(
