@@ -155,7 +155,9 @@ pub fn idle_report(pid: u32, secs: u64) -> Result<()> {
             .unwrap_or((0, 0));
         let d = (v - v0) + (n - n0);
         total += d;
-        println!("  {name}: {d} context switches");
+        if d > 0 {
+            println!("  {name}: {d} context switches");
+        }
     }
     println!("wake-ups (context switches, all threads): {total}");
     println!(

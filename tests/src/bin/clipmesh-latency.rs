@@ -34,6 +34,7 @@
 //! (VmRSS, VmHWM).
 
 use anyhow::{bail, Context, Result};
+use clipmesh_tests::procstat::{cpu_pressure, idle_report, load_average, summary};
 use clipmesh_tests::wait::STEP;
 use clipmesh_tests::xsel::{SelectionOwner, SelectionWatcher};
 use clipmesh_tests::{Device, Relay, Xvfb};
@@ -178,114 +179,6 @@ impl Baseline {
     }
 }
 
-/// `some avg10` of /proc/pressure/cpu: % of time runnable tasks waited for a CPU.
-fn cpu_pressure() -> String {
-    std::fs::read_to_string("/proc/pressure/cpu")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .unwrap_or_else(|| "n/a".into())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "n/a".into())
-}
-
-fn summary(name: &str, lat: &mut [Duration]) {
-    lat.sort();
-    let mean = lat.iter().sum::<Duration>() / u32::try_from(lat.len().max(1)).unwrap_or(1);
-    println!(
-        "{name}: n={}  p50 {}  p90 {}  p99 {}  max {}  min {}  mean {}",
-        lat.len(),
-        ms(percentile(lat, 50.0)),
-        ms(percentile(lat, 90.0)),
-        ms(percentile(lat, 99.0)),
-        ms(percentile(lat, 100.0)),
-        ms(percentile(lat, 0.0)),
-        ms(mean)
-    );
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// CPU ticks (utime + stime) of a process, all threads.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name.
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    let utime: u64 = f.get(11).context("utime")?.parse()?;
-    let stime: u64 = f.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// Nanoseconds on CPU, all threads (`/proc/PID/task/*/schedstat`, field 1).
-fn cpu_ns(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let stat = std::fs::read_to_string(entry?.path().join("schedstat"))?;
-        total += stat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
-}
-
-/// Context switches per thread: (thread name, voluntary + involuntary).
-fn ctxt_switches(pid: u32) -> Result<Vec<(String, u64, u64)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let dir = entry?.path();
-        let status = std::fs::read_to_string(dir.join("status"))?;
-        let name = std::fs::read_to_string(dir.join("comm"))?.trim().to_owned();
-        let field = |k: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        let tid = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        out.push((
-            format!("{name} ({tid})"),
-            field("voluntary_ctxt_switches:"),
-            field("nonvoluntary_ctxt_switches:"),
-        ));
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("{key} in /proc/{pid}/status"))
-}
-
 fn main() -> Result<()> {
     let args = parse_args()?;
     clipmesh_tests::xvfb::require_xclip()?;
@@ -403,46 +296,7 @@ fn main() -> Result<()> {
         let pid = daemon_b.pid();
         // Let the last copy's echo read settle before sampling.
         while b_events.recv_timeout(Duration::from_millis(500)).is_ok() {}
-        let cpu0 = cpu_ticks(pid)?;
-        let ns0 = cpu_ns(pid)?;
-        let sw0 = ctxt_switches(pid)?;
-        let started = Instant::now();
-        std::thread::sleep(Duration::from_secs(args.idle_secs));
-        let elapsed = started.elapsed();
-        let cpu1 = cpu_ticks(pid)?;
-        let ns1 = cpu_ns(pid)?;
-        let sw1 = ctxt_switches(pid)?;
-        let rss = status_kib(pid, "VmRSS:")?;
-        let hwm = status_kib(pid, "VmHWM:")?;
-        let tick_ms = 10; // CLK_TCK = 100 on Linux
-        println!(
-            "## idle daemon over {:.1} s (pid {pid})",
-            elapsed.as_secs_f64()
-        );
-        println!(
-            "cpu: {} ms by utime+stime ticks, {:.3} ms by schedstat",
-            (cpu1 - cpu0) * tick_ms,
-            (ns1.saturating_sub(ns0)) as f64 / 1e6
-        );
-        let mut total = 0;
-        for (name, v, n) in &sw1 {
-            let (v0, n0) = sw0
-                .iter()
-                .find(|(m, _, _)| m == name)
-                .map(|(_, v, n)| (*v, *n))
-                .unwrap_or((0, 0));
-            let d = (v - v0) + (n - n0);
-            total += d;
-            if d > 0 {
-                println!("  {name}: {d} context switches");
-            }
-        }
-        println!("wake-ups (context switches, all threads): {total}");
-        println!(
-            "memory: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        );
+        idle_report(pid, args.idle_secs)?;
     }
     drop(relay);
     if args.keep {
