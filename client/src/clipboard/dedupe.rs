@@ -69,6 +69,41 @@ pub(crate) fn content_hash(content: &ClipContent) -> ContentHash {
     h.finish()
 }
 
+/// What one read of a selection found (either backend's watcher).
+#[derive(Debug)]
+pub(crate) enum ReadItem {
+    /// Text, HTML or an image.
+    Content(ClipContent),
+    /// A file list (local paths).
+    Files(Vec<std::path::PathBuf>),
+}
+
+impl ReadItem {
+    /// Its dedupe hash, and the event for the daemon stamped `at_ms`.
+    pub(crate) fn into_event(self, at_ms: u64) -> (ContentHash, super::LocalEvent) {
+        match self {
+            Self::Content(content) => {
+                tracing::trace!(
+                    kind = content.kind_name(),
+                    len = content.payload_len(),
+                    "clipboard change"
+                );
+                (
+                    content_hash(&content),
+                    super::LocalEvent::Clip(super::LocalChange { content, at_ms }),
+                )
+            }
+            Self::Files(paths) => {
+                tracing::trace!(count = paths.len(), "clipboard change: file list");
+                (
+                    files_hash(&paths),
+                    super::LocalEvent::Files(super::LocalFiles { paths, at_ms }),
+                )
+            }
+        }
+    }
+}
+
 /// Hashes a local file list (what [`crate::clipboard::LocalFiles`] carries).
 pub(crate) fn files_hash(paths: &[std::path::PathBuf]) -> ContentHash {
     let mut h = DefaultHasher::new();

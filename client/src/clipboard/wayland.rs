@@ -29,7 +29,7 @@
 //! [`super::ClipboardHandle`]; a small bridge thread waits on it (and on
 //! cancellation), forwards them and writes a byte into the wake pipe.
 
-use super::dedupe::{content_hash, files_hash, Deduper, Verdict};
+use super::dedupe::{content_hash, files_hash, Deduper, ReadItem as Item, Verdict};
 use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET};
 use super::owner::Payload;
 use super::picture::{check_png, png_to_bmp, to_png_content, BMP_TARGET, PNG_TARGET};
@@ -41,8 +41,8 @@ use super::uri_list::{
 use super::wayland_proto::{Control, Offer, Protocol, Sel, SendRequest, SourceData, State};
 use super::worker::Command;
 use super::{
-    now_ms, ClipboardConfig, ClipboardError, ClipboardHandle, LocalChange, LocalEvent, LocalFiles,
-    APPLY_QUEUE, LOCAL_CHANGE_QUEUE,
+    now_ms, ClipboardConfig, ClipboardError, ClipboardHandle, LocalEvent, APPLY_QUEUE,
+    LOCAL_CHANGE_QUEUE,
 };
 use clipmesh_proto::ClipContent;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -104,14 +104,6 @@ enum ReadError {
     /// The Wayland connection failed: the loop stops.
     #[error("{0}")]
     Connection(String),
-}
-
-/// What one read found.
-enum Item {
-    /// Text, HTML or an image.
-    Content(ClipContent),
-    /// A file list (local paths).
-    Files(Vec<PathBuf>),
 }
 
 /// The event loop's state.
@@ -454,26 +446,7 @@ impl Backend {
                 return Ok(());
             }
         };
-        let (hash, event) = match item {
-            Item::Content(content) => {
-                tracing::trace!(
-                    kind = content.kind_name(),
-                    len = content.payload_len(),
-                    "clipboard change"
-                );
-                (
-                    content_hash(&content),
-                    LocalEvent::Clip(LocalChange { content, at_ms }),
-                )
-            }
-            Item::Files(paths) => {
-                tracing::trace!(count = paths.len(), "clipboard change: file list");
-                (
-                    files_hash(&paths),
-                    LocalEvent::Files(LocalFiles { paths, at_ms }),
-                )
-            }
-        };
+        let (hash, event) = item.into_event(at_ms);
         let verdict = self
             .deduper
             .lock()

@@ -19,17 +19,15 @@
 //! job, in [`super::worker`]. The worker stops this thread by sending a
 //! `ClientMessage` to the watcher's window through [`X11Waker`].
 
-use super::dedupe::{content_hash, files_hash, Deduper, Verdict};
+use super::dedupe::{Deduper, ReadItem as Item, Verdict};
 use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET, TEXT_TARGETS};
 use super::picture::{to_png_content, IMAGE_TARGETS};
 use super::sensitive::{
     classify, hint_is_secret, Sensitivity, CONCEALED_MARKERS, KDE_PASSWORD_HINT,
 };
 use super::uri_list::{parse_files, FILE_TARGETS};
-use super::{now_ms, ClipboardConfig, ClipboardError, LocalChange, LocalEvent, LocalFiles};
-use clipmesh_proto::ClipContent;
+use super::{now_ms, ClipboardConfig, ClipboardError, LocalEvent};
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -152,15 +150,6 @@ pub(crate) struct X11Watcher {
     stopping: bool,
     /// Largest item read ([`ClipboardConfig::max_read_bytes`]).
     max_read: usize,
-}
-
-/// What one read of the selection found.
-#[derive(Debug)]
-enum Item {
-    /// Text, HTML or an image.
-    Content(ClipContent),
-    /// A file list (local paths).
-    Files(Vec<PathBuf>),
 }
 
 impl std::fmt::Debug for X11Watcher {
@@ -396,26 +385,7 @@ impl X11Watcher {
                 }
             }
         };
-        let (hash, event) = match content {
-            Item::Content(content) => {
-                tracing::trace!(
-                    kind = content.kind_name(),
-                    len = content.payload_len(),
-                    "clipboard change"
-                );
-                (
-                    content_hash(&content),
-                    LocalEvent::Clip(LocalChange { content, at_ms }),
-                )
-            }
-            Item::Files(paths) => {
-                tracing::trace!(count = paths.len(), "clipboard change: file list");
-                (
-                    files_hash(&paths),
-                    LocalEvent::Files(LocalFiles { paths, at_ms }),
-                )
-            }
-        };
+        let (hash, event) = content.into_event(at_ms);
         let verdict = self
             .deduper
             .lock()
