@@ -34,6 +34,7 @@ pub mod procstat;
 pub mod rss;
 pub mod sway;
 pub mod wait;
+mod wlcommon;
 pub mod wlfake;
 pub mod wloffer;
 pub mod wlwatch;

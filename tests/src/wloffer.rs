@@ -5,19 +5,17 @@
 
 use crate::sway::Sway;
 use crate::wait::poll_until;
+use crate::wlcommon::{self, ignore_data_control_events, ClientThread, DataControl};
 use anyhow::{anyhow, Context, Result};
-use rustix::event::{poll, PollFd, PollFlags};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
-use wayland_client::globals::{registry_queue_init, GlobalListContents};
-use wayland_client::protocol::{wl_registry, wl_seat};
 use wayland_client::{event_created_child, Connection, Dispatch, QueueHandle};
 use wayland_protocols_wlr::data_control::v1::client::{
-    zwlr_data_control_device_v1 as device, zwlr_data_control_manager_v1 as manager,
-    zwlr_data_control_offer_v1 as offer, zwlr_data_control_source_v1 as source,
+    zwlr_data_control_device_v1 as device, zwlr_data_control_offer_v1 as offer,
+    zwlr_data_control_source_v1 as source,
 };
 
 /// What one source serves.
@@ -38,6 +36,8 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(20);
 /// [`WlOwner::offer`] puts a new item on the clipboard. Stops when dropped.
 #[derive(Debug)]
 pub struct WlOwner {
+    /// First, so that it is stopped and joined before the rest is dropped.
+    _thread: ClientThread,
     served: Arc<AtomicUsize>,
     /// The pipes a hung owner holds (closed on drop).
     _hung: Arc<Mutex<Vec<OwnedFd>>>,
@@ -45,9 +45,6 @@ pub struct WlOwner {
     done: mpsc::Receiver<()>,
     /// Written to after each offer, to wake the thread.
     wake: OwnedFd,
-    /// Dropping it hangs up the thread's stop pipe.
-    stop: Option<OwnedFd>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WlOwner {
@@ -68,16 +65,13 @@ impl WlOwner {
 
     /// Connects to `sway` and starts the owner thread, owning nothing yet.
     pub fn connect(sway: &Sway, hang: bool) -> Result<Self> {
-        let stream =
-            std::os::unix::net::UnixStream::connect(sway.runtime_dir().join(&sway.socket))?;
-        let conn = Connection::from_socket(stream)?;
-        let (globals, mut queue) = registry_queue_init::<OwnerState>(&conn)?;
+        let DataControl {
+            conn,
+            mut queue,
+            mgr,
+            dev,
+        } = wlcommon::connect::<OwnerState>(sway)?;
         let qh = queue.handle();
-        let seat: wl_seat::WlSeat = globals.bind(&qh, 1..=1, ())?;
-        let mgr: manager::ZwlrDataControlManagerV1 = globals
-            .bind(&qh, 1..=2, ())
-            .map_err(|e| anyhow!("no wlr-data-control: {e}"))?;
-        let dev = mgr.get_data_device(&seat, &qh, ());
         let served = Arc::new(AtomicUsize::new(0));
         let hung = Arc::new(Mutex::new(Vec::new()));
         let mut state = OwnerState {
@@ -85,11 +79,10 @@ impl WlOwner {
             hung: hang.then(|| Arc::clone(&hung)),
         };
         queue.roundtrip(&mut state)?;
-        let (stop_r, stop_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let (wake_r, wake_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let (offer_tx, offer_rx) = mpsc::channel::<Items>();
         let (done_tx, done_rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || loop {
+        let thread = ClientThread::spawn(move |stop| loop {
             while let Ok(items) = offer_rx.try_recv() {
                 let src = mgr.create_data_source(&qh, Arc::clone(&items));
                 for (mime, _) in items.iter() {
@@ -100,49 +93,17 @@ impl WlOwner {
                     return;
                 }
             }
-            if conn.flush().is_err() {
+            if !wlcommon::turn(&conn, &mut queue, &mut state, &stop, Some(&wake_r)) {
                 return;
             }
-            let Some(guard) = queue.prepare_read() else {
-                if queue.dispatch_pending(&mut state).is_err() {
-                    return;
-                }
-                continue;
-            };
-            let (wl, stop, wake) = {
-                let mut fds = [
-                    PollFd::from_borrowed_fd(guard.connection_fd(), PollFlags::IN),
-                    PollFd::new(&stop_r, PollFlags::IN),
-                    PollFd::new(&wake_r, PollFlags::IN),
-                ];
-                if poll(&mut fds, None).is_err() {
-                    return;
-                }
-                let ready = |i: usize| !fds[i].revents().is_empty();
-                (ready(0), ready(1), ready(2))
-            };
-            if stop {
-                return;
-            }
-            if wake {
-                let mut b = [0u8; 1];
-                let _ = rustix::io::read(&wake_r, &mut b);
-            }
-            if wl && guard.read().is_err() {
-                return;
-            }
-            if queue.dispatch_pending(&mut state).is_err() {
-                return;
-            }
-        });
+        })?;
         Ok(Self {
+            _thread: thread,
             served,
             _hung: hung,
             offers: offer_tx,
             done: done_rx,
             wake: wake_w,
-            stop: Some(stop_w),
-            thread: Some(thread),
         })
     }
 
@@ -183,50 +144,7 @@ impl WlOwner {
     }
 }
 
-impl Drop for WlOwner {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for OwnerState {
-    fn event(
-        _: &mut Self,
-        _: &wl_registry::WlRegistry,
-        _: wl_registry::Event,
-        _: &GlobalListContents,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-    }
-}
-
-impl Dispatch<wl_seat::WlSeat, ()> for OwnerState {
-    fn event(
-        _: &mut Self,
-        _: &wl_seat::WlSeat,
-        _: wl_seat::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-    }
-}
-
-impl Dispatch<manager::ZwlrDataControlManagerV1, ()> for OwnerState {
-    fn event(
-        _: &mut Self,
-        _: &manager::ZwlrDataControlManagerV1,
-        _: manager::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-    }
-}
+ignore_data_control_events!(OwnerState);
 
 impl Dispatch<device::ZwlrDataControlDeviceV1, ()> for OwnerState {
     fn event(
@@ -248,18 +166,6 @@ impl Dispatch<device::ZwlrDataControlDeviceV1, ()> for OwnerState {
     event_created_child!(OwnerState, device::ZwlrDataControlDeviceV1, [
         device::EVT_DATA_OFFER_OPCODE => (offer::ZwlrDataControlOfferV1, ()),
     ]);
-}
-
-impl Dispatch<offer::ZwlrDataControlOfferV1, ()> for OwnerState {
-    fn event(
-        _: &mut Self,
-        _: &offer::ZwlrDataControlOfferV1,
-        _: offer::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-    }
 }
 
 impl Dispatch<source::ZwlrDataControlSourceV1, Items> for OwnerState {
