@@ -21,13 +21,15 @@
 //!   their logs captured to files.
 //! - [`wait`]: bounded waiting.
 //! - [`procstat`]: CPU time, wake-ups and memory of a process, and
-//!   latency percentiles, for the benchmark tools.
+//!   latency percentiles, for the benchmark tools; [`bench`]: the flags,
+//!   relay setup and report both latency tools share.
 //! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
 //!
 //! Nothing here sleeps to synchronise: every wait is on an event (a log
 //! line, an X event, a process's output) or a bounded poll of observable
 //! state with a deadline.
 
+pub mod bench;
 pub mod bins;
 pub mod procs;
 pub mod procstat;

@@ -2,8 +2,7 @@
 //! latencies, CPU time, context switches (wake-ups) and memory of a process
 //! from `/proc`, and the machine's load.
 //!
-//! (`clipmesh-wl-latency` uses these; `clipmesh-latency` still has its own
-//! copies.)
+//! (`clipmesh-latency` and `clipmesh-wl-latency` use these.)
 
 use anyhow::{Context, Result};
 use std::time::Duration;

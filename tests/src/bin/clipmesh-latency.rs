@@ -34,10 +34,11 @@
 //! (VmRSS, VmHWM).
 
 use anyhow::{bail, Context, Result};
-use clipmesh_tests::procstat::{cpu_pressure, idle_report, load_average, summary};
+use clipmesh_tests::bench::{report, LatencyArgs, RelayPair};
+use clipmesh_tests::procstat::{cpu_pressure, idle_report, load_average};
 use clipmesh_tests::wait::STEP;
 use clipmesh_tests::xsel::{SelectionOwner, SelectionWatcher};
-use clipmesh_tests::{Device, Relay, Xvfb};
+use clipmesh_tests::Xvfb;
 use rand::Rng;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -45,59 +46,10 @@ use std::time::{Duration, Instant};
 /// How long one copy may take before the run fails.
 const COPY_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Args {
-    copies: usize,
-    min_gap_ms: u64,
-    max_gap_ms: u64,
-    idle_secs: u64,
-    rust_log: String,
-    keep: bool,
-    /// Copy with `xclip -i` (a new process per copy) instead of this tool's
-    /// own selection owner.
-    xclip: bool,
-    /// `clipmesh run --mode` for both daemons.
-    mode: String,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        copies: 200,
-        min_gap_ms: 20,
-        max_gap_ms: 150,
-        idle_secs: 60,
-        rust_log: "warn".into(),
-        keep: false,
-        xclip: false,
-        mode: "relay".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().context("missing value");
-        match flag.as_str() {
-            "--copies" => a.copies = val()?.parse()?,
-            "--min-gap-ms" => a.min_gap_ms = val()?.parse()?,
-            "--max-gap-ms" => a.max_gap_ms = val()?.parse()?,
-            "--idle-secs" => a.idle_secs = val()?.parse()?,
-            "--rust-log" => a.rust_log = val()?,
-            "--keep" => a.keep = true,
-            "--xclip" => a.xclip = true,
-            "--mode" => a.mode = val()?,
-            "-h" | "--help" => {
-                println!(
-                    "clipmesh-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
-                     [--idle-secs S] [--rust-log FILTER] [--keep (the logs)] [--xclip (copy with xclip)] \
-                     [--mode relay|auto|p2p]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    if a.max_gap_ms < a.min_gap_ms {
-        bail!("--max-gap-ms must be at least --min-gap-ms");
-    }
-    Ok(a)
-}
+/// `--help` text.
+const USAGE: &str = "clipmesh-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
+     [--idle-secs S] [--rust-log FILTER] [--keep (the logs)] [--xclip (copy with xclip)] \
+     [--mode relay|auto|p2p]";
 
 /// Owner changes of one display, timestamped by a dedicated thread.
 fn spawn_watcher(display: String) -> Result<mpsc::Receiver<Instant>> {
@@ -180,20 +132,30 @@ impl Baseline {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let mut keep = false;
+    // Copy with `xclip -i` (a new process per copy) instead of this tool's
+    // own selection owner.
+    let mut xclip = false;
+    let args = LatencyArgs::parse(USAGE, |flag| match flag {
+        "--keep" => {
+            keep = true;
+            true
+        }
+        "--xclip" => {
+            xclip = true;
+            true
+        }
+        _ => false,
+    })?;
     clipmesh_tests::xvfb::require_xclip()?;
-    let tmp = tempfile::tempdir()?;
-    let logs = tmp.path().join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let data = tmp.path().join("relay-data");
-    std::fs::create_dir_all(&data)?;
-    let relay = Relay::start(&data, &logs.join("relay.log"), 0, &args.rust_log)?;
-    let url = relay.url();
-    let pw = "latency bench password";
-    let dev_a = Device::new(tmp.path(), &logs, "a")?;
-    dev_a.signup(&url, "bench", pw, &args.rust_log)?;
-    let dev_b = Device::new(tmp.path(), &logs, "b")?;
-    dev_b.login(&url, "bench", pw, &args.rust_log)?;
+    let RelayPair {
+        relay,
+        url,
+        dev_a,
+        dev_b,
+        tmp,
+        ..
+    } = RelayPair::start(&args.rust_log)?;
     let xa = Xvfb::start()?;
     let xb = Xvfb::start()?;
     let a_events = spawn_watcher(xa.display())?;
@@ -245,7 +207,7 @@ fn main() -> Result<()> {
         while a_events.try_recv().is_ok() {}
         while b_events.try_recv().is_ok() {}
         let text = format!("latency probe {i} {:016x}", rng.gen::<u64>());
-        if args.xclip {
+        if xclip {
             clipmesh_tests::xvfb::xclip_set(&xa.display(), &text)?;
         } else {
             owner.set_text(&text)?;
@@ -280,17 +242,7 @@ fn main() -> Result<()> {
         "relay" => "clipmesh (A -> relay -> B)".to_owned(),
         m => format!("clipmesh --mode {m} (A -> direct link -> B)"),
     };
-    summary(&path, &mut lat);
-    summary("noise floor (C -> D, no clipmesh)", &mut floor);
-    let over =
-        |v: &[Duration], ms: u64| v.iter().filter(|d| **d > Duration::from_millis(ms)).count();
-    println!(
-        "copies over 4 ms: clipmesh {}, floor {}; over 10 ms: clipmesh {}, floor {}",
-        over(&lat, 4),
-        over(&floor, 4),
-        over(&lat, 10),
-        over(&floor, 10)
-    );
+    report(&path, &mut lat, &mut floor);
 
     if args.idle_secs > 0 {
         let pid = daemon_b.pid();
@@ -299,7 +251,7 @@ fn main() -> Result<()> {
         idle_report(pid, args.idle_secs)?;
     }
     drop(relay);
-    if args.keep {
+    if keep {
         eprintln!("logs kept in {}", tmp.keep().join("logs").display());
     }
     Ok(())

@@ -33,64 +33,23 @@
 //! memory (`clipmesh_tests::procstat::idle_report`).
 
 use anyhow::{bail, Context, Result};
-use clipmesh_tests::procstat::{cpu_pressure, idle_report, load_average, summary};
+use clipmesh_tests::bench::{report, LatencyArgs, RelayPair};
+use clipmesh_tests::procstat::{cpu_pressure, idle_report, load_average};
 use clipmesh_tests::sway::{require_wayland_tools, Sway};
 use clipmesh_tests::wait::STEP;
 use clipmesh_tests::wloffer::WlOwner;
 use clipmesh_tests::wlwatch::WlWatcher;
-use clipmesh_tests::{Device, Relay};
 use rand::Rng;
 use std::time::Duration;
 
 /// How long one copy may take before the run fails.
 const COPY_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Args {
-    copies: usize,
-    min_gap_ms: u64,
-    max_gap_ms: u64,
-    idle_secs: u64,
-    rust_log: String,
-    /// `clipmesh run --mode` for both daemons.
-    mode: String,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        copies: 200,
-        min_gap_ms: 20,
-        max_gap_ms: 150,
-        idle_secs: 60,
-        rust_log: "warn".into(),
-        mode: "relay".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().context("missing value");
-        match flag.as_str() {
-            "--copies" => a.copies = val()?.parse()?,
-            "--min-gap-ms" => a.min_gap_ms = val()?.parse()?,
-            "--max-gap-ms" => a.max_gap_ms = val()?.parse()?,
-            "--idle-secs" => a.idle_secs = val()?.parse()?,
-            "--rust-log" => a.rust_log = val()?,
-            "--mode" => a.mode = val()?,
-            "-h" | "--help" => {
-                println!(
-                    "clipmesh-wl-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
-                     [--idle-secs S] [--rust-log FILTER] [--mode relay|auto]\n\
-                     Copy-to-paste latency between two headless sway compositors through a \
-                     local relay (native Wayland backend), and the idle cost of a daemon."
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    if a.max_gap_ms < a.min_gap_ms {
-        bail!("--max-gap-ms must be at least --min-gap-ms");
-    }
-    Ok(a)
-}
+/// `--help` text.
+const USAGE: &str = "clipmesh-wl-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
+     [--idle-secs S] [--rust-log FILTER] [--mode relay|auto]\n\
+     Copy-to-paste latency between two headless sway compositors through a \
+     local relay (native Wayland backend), and the idle cost of a daemon.";
 
 /// Text items as Wayland applications offer them.
 fn text_item(text: &str) -> [(&'static str, &[u8]); 2] {
@@ -158,20 +117,16 @@ impl Baseline {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = LatencyArgs::parse(USAGE, |_| false)?;
     require_wayland_tools()?;
-    let tmp = tempfile::tempdir()?;
-    let logs = tmp.path().join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let data = tmp.path().join("relay-data");
-    std::fs::create_dir_all(&data)?;
-    let relay = Relay::start(&data, &logs.join("relay.log"), 0, &args.rust_log)?;
-    let url = relay.url();
-    let pw = "latency bench password";
-    let dev_a = Device::new(tmp.path(), &logs, "a")?;
-    dev_a.signup(&url, "bench", pw, &args.rust_log)?;
-    let dev_b = Device::new(tmp.path(), &logs, "b")?;
-    dev_b.login(&url, "bench", pw, &args.rust_log)?;
+    let RelayPair {
+        relay,
+        url,
+        dev_a,
+        dev_b,
+        tmp: _tmp,
+        ..
+    } = RelayPair::start(&args.rust_log)?;
     let sa = Sway::start()?;
     let sb = Sway::start()?;
     let watch_a = WlWatcher::connect(&sa)?;
@@ -230,16 +185,10 @@ fn main() -> Result<()> {
         cpu_pressure()
     );
     println!("## copy-to-paste latency (A selection event -> B selection event)");
-    summary("clipmesh on Wayland (A -> relay -> B)", &mut lat);
-    summary("noise floor (C -> D, no clipmesh)", &mut floor);
-    let over =
-        |v: &[Duration], ms: u64| v.iter().filter(|d| **d > Duration::from_millis(ms)).count();
-    println!(
-        "copies over 4 ms: clipmesh {}, floor {}; over 10 ms: clipmesh {}, floor {}",
-        over(&lat, 4),
-        over(&floor, 4),
-        over(&lat, 10),
-        over(&floor, 10)
+    report(
+        "clipmesh on Wayland (A -> relay -> B)",
+        &mut lat,
+        &mut floor,
     );
     drop(owner);
 
