@@ -3,83 +3,16 @@
 //! revocation.
 
 use crate::support::*;
-use clipmesh::clipboard::{LocalChange, LocalEvent};
 use clipmesh::control::{self, Request, Status};
-use clipmesh::daemon::{now_ms, run_daemon, ClipboardSink, DaemonError};
+use clipmesh::daemon::{run_daemon, DaemonError};
 use clipmesh::Device;
-use clipmesh_proto::{ClipContent, DeviceId};
+use clipmesh_proto::DeviceId;
 use clipmesh_relay::SignupPolicy;
-use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Records what the daemon puts on "the clipboard".
-struct FakeClipboard(mpsc::UnboundedSender<ClipContent>);
-
-impl ClipboardSink for FakeClipboard {
-    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>> {
-        let r = self.0.send(content).map_err(|_| "gone".to_string());
-        async move { r }
-    }
-}
-
-struct TestDaemon {
-    dir: PathBuf,
-    local: mpsc::Sender<LocalEvent>,
-    applied: mpsc::UnboundedReceiver<ClipContent>,
-    cancel: CancellationToken,
-    task: JoinHandle<Result<(), DaemonError>>,
-}
-
 impl TestDaemon {
-    fn start(dir: &Path) -> Self {
-        let device = Device::load(dir).unwrap();
-        let (ltx, lrx) = mpsc::channel(16);
-        let (atx, arx) = mpsc::unbounded_channel();
-        let cancel = CancellationToken::new();
-        let d = dir.to_path_buf();
-        let c = cancel.clone();
-        let task =
-            tokio::spawn(async move { run_daemon(&d, device, FakeClipboard(atx), lrx, c).await });
-        Self {
-            dir: dir.to_path_buf(),
-            local: ltx,
-            applied: arx,
-            cancel,
-            task,
-        }
-    }
-
-    async fn copy(&self, text: &str) {
-        self.local
-            .send(
-                LocalChange {
-                    content: ClipContent::Text(text.into()),
-                    at_ms: now_ms(),
-                }
-                .into(),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn next_applied(&mut self) -> String {
-        match tokio::time::timeout(STEP, self.applied.recv()).await {
-            Ok(Some(ClipContent::Text(t))) => t,
-            other => panic!("nothing applied in time: {other:?}"),
-        }
-    }
-
-    async fn status(&self) -> Option<Status> {
-        control::request(&self.dir, &Request::Status)
-            .await
-            .ok()
-            .and_then(|r| r.status)
-    }
-
     /// Waits (bounded) until the daemon reports a live link with `n`
     /// devices online.
     async fn wait_connected(&self, n: usize) -> Status {
@@ -95,14 +28,6 @@ impl TestDaemon {
         })
         .await;
         r.expect("daemon did not connect in time")
-    }
-
-    async fn stop(self) -> Result<(), DaemonError> {
-        self.cancel.cancel();
-        tokio::time::timeout(STEP, self.task)
-            .await
-            .unwrap()
-            .unwrap()
     }
 }
 

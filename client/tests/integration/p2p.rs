@@ -5,99 +5,33 @@
 //! it forwarded.
 
 use crate::support::*;
-use clipmesh::clipboard::{LocalChange, LocalEvent};
 use clipmesh::control::{self, Request, Status};
-use clipmesh::daemon::{now_ms, run_daemon_mode, ClipboardSink, DaemonError, Transport};
+use clipmesh::daemon::Transport;
 use clipmesh::p2p::Mode;
 use clipmesh::Device;
 use clipmesh_proto::ClipContent;
 use clipmesh_relay::SignupPolicy;
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-struct FakeClipboard(mpsc::UnboundedSender<ClipContent>);
-
-impl ClipboardSink for FakeClipboard {
-    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>> {
-        let r = self.0.send(content).map_err(|_| "gone".to_string());
-        async move { r }
-    }
+/// A daemon on `dir` with transport `mode`.
+fn peer(dir: &Path, mode: Mode) -> TestDaemon {
+    peer_with(dir, mode, None)
 }
 
-struct Peer {
-    dir: PathBuf,
-    local: mpsc::Sender<LocalEvent>,
-    applied: mpsc::UnboundedReceiver<ClipContent>,
-    cancel: CancellationToken,
-    task: JoinHandle<Result<(), DaemonError>>,
+fn peer_with(dir: &Path, mode: Mode, idle_close: Option<Duration>) -> TestDaemon {
+    let transport = Transport {
+        mode,
+        bind: "127.0.0.1:0".into(),
+        idle_close,
+    };
+    TestDaemon::start_with(dir, transport)
 }
 
-impl Peer {
-    fn start(dir: &Path, mode: Mode) -> Self {
-        Self::start_with(dir, mode, None)
-    }
-
-    fn start_with(dir: &Path, mode: Mode, idle_close: Option<Duration>) -> Self {
-        let device = Device::load(dir).unwrap();
-        let (ltx, lrx) = mpsc::channel(16);
-        let (atx, arx) = mpsc::unbounded_channel();
-        let cancel = CancellationToken::new();
-        let d = dir.to_path_buf();
-        let c = cancel.clone();
-        let transport = Transport {
-            mode,
-            bind: "127.0.0.1:0".into(),
-            idle_close,
-        };
-        let task = tokio::spawn(async move {
-            run_daemon_mode(&d, device, FakeClipboard(atx), lrx, c, transport).await
-        });
-        Self {
-            dir: dir.to_path_buf(),
-            local: ltx,
-            applied: arx,
-            cancel,
-            task,
-        }
-    }
-
-    async fn copy(&self, text: &str) {
-        let ev: LocalEvent = LocalChange {
-            content: ClipContent::Text(text.into()),
-            at_ms: now_ms(),
-        }
-        .into();
-        self.local.send(ev).await.unwrap();
-    }
-
-    async fn copy_content(&self, content: ClipContent) {
-        let ev: LocalEvent = LocalChange {
-            content,
-            at_ms: now_ms(),
-        }
-        .into();
-        self.local.send(ev).await.unwrap();
-    }
-
-    async fn next_applied(&mut self) -> String {
-        match tokio::time::timeout(STEP, self.applied.recv()).await {
-            Ok(Some(ClipContent::Text(t))) => t,
-            other => panic!("nothing applied in time: {other:?}"),
-        }
-    }
-
-    async fn status(&self) -> Option<Status> {
-        control::request(&self.dir, &Request::Status)
-            .await
-            .ok()
-            .and_then(|r| r.status)
-    }
-
+impl TestDaemon {
     /// Waits (bounded, polling the control socket) until `ok` holds.
     async fn wait_status(&self, what: &str, ok: impl Fn(&Status) -> bool) -> Status {
         let mut last = None;
@@ -124,14 +58,6 @@ impl Peer {
             st.peers.len() == 1 && st.peers[0].path == "p2p" && st.peers[0].link == "open"
         })
         .await
-    }
-
-    async fn stop(self) -> Result<(), DaemonError> {
-        self.cancel.cancel();
-        tokio::time::timeout(STEP, self.task)
-            .await
-            .unwrap()
-            .unwrap()
     }
 }
 
@@ -167,8 +93,8 @@ async fn two_devices(relay: &TestRelay) -> (tempfile::TempDir, tempfile::TempDir
 async fn p2p_mode_syncs_both_ways_and_the_relay_carries_no_clip() {
     let relay = TestRelay::start(SignupPolicy::Open).await;
     let (a_dir, b_dir) = two_devices(&relay).await;
-    let mut a = Peer::start(a_dir.path(), Mode::P2p);
-    let mut b = Peer::start(b_dir.path(), Mode::P2p);
+    let mut a = peer(a_dir.path(), Mode::P2p);
+    let mut b = peer(b_dir.path(), Mode::P2p);
     let st = a.wait_link_open().await;
     assert_eq!((st.mode.as_str(), st.path.as_str()), ("p2p", "p2p"));
     b.wait_link_open().await;
@@ -203,8 +129,8 @@ async fn p2p_mode_syncs_both_ways_and_the_relay_carries_no_clip() {
 async fn auto_mode_delivers_once_over_both_paths() {
     let relay = TestRelay::start(SignupPolicy::Open).await;
     let (a_dir, b_dir) = two_devices(&relay).await;
-    let a = Peer::start(a_dir.path(), Mode::Auto);
-    let mut b = Peer::start(b_dir.path(), Mode::Auto);
+    let a = peer(a_dir.path(), Mode::Auto);
+    let mut b = peer(b_dir.path(), Mode::Auto);
     let st = a.wait_link_open().await;
     assert_eq!((st.mode.as_str(), st.path.as_str()), ("auto", "relay+p2p"));
     b.wait_link_open().await;
@@ -237,9 +163,9 @@ async fn auto_mode_delivers_once_over_both_paths() {
 async fn p2p_mode_without_a_peer_refuses_the_clip_and_relay_mode_opens_no_link() {
     let relay = TestRelay::start(SignupPolicy::Open).await;
     let (a_dir, b_dir) = two_devices(&relay).await;
-    let a = Peer::start(a_dir.path(), Mode::P2p);
+    let a = peer(a_dir.path(), Mode::P2p);
     // B runs in relay mode: it never answers A's offer.
-    let b = Peer::start(b_dir.path(), Mode::Relay);
+    let b = peer(b_dir.path(), Mode::Relay);
     let st = a
         .wait_status("peer listed", |st| {
             st.online.len() == 2 && st.peers.len() == 1
@@ -314,8 +240,8 @@ async fn forged_signalling_is_rejected_and_the_link_keeps_working() {
     let out = auth("login", c_dir.path(), &relay.url, "ann", PASSWORD, "c").await;
     assert!(out.status.success(), "{out:?}");
     let a_id = device_id(a_dir.path());
-    let a = Peer::start(a_dir.path(), Mode::P2p);
-    let mut b = Peer::start(b_dir.path(), Mode::P2p);
+    let a = peer(a_dir.path(), Mode::P2p);
+    let mut b = peer(b_dir.path(), Mode::P2p);
     a.wait_link_open().await;
 
     // C is a device of the same user that speaks the protocol by hand: it
@@ -379,8 +305,8 @@ async fn forged_signalling_is_rejected_and_the_link_keeps_working() {
 async fn p2p_mode_sends_large_images_inline_up_to_its_limit() {
     let relay = TestRelay::start(SignupPolicy::Open).await;
     let (a_dir, b_dir) = two_devices(&relay).await;
-    let a = Peer::start(a_dir.path(), Mode::P2p);
-    let mut b = Peer::start(b_dir.path(), Mode::P2p);
+    let a = peer(a_dir.path(), Mode::P2p);
+    let mut b = peer(b_dir.path(), Mode::P2p);
     a.wait_link_open().await;
     b.wait_link_open().await;
 
@@ -442,8 +368,8 @@ async fn auto_mode_closes_an_idle_link_and_the_next_clip_reopens_it() {
     let relay = TestRelay::start(SignupPolicy::Open).await;
     let (a_dir, b_dir) = two_devices(&relay).await;
     let idle = Some(Duration::from_secs(1));
-    let a = Peer::start_with(a_dir.path(), Mode::Auto, idle);
-    let mut b = Peer::start_with(b_dir.path(), Mode::Auto, idle);
+    let a = peer_with(a_dir.path(), Mode::Auto, idle);
+    let mut b = peer_with(b_dir.path(), Mode::Auto, idle);
     a.wait_link_open().await;
     // No clip for the idle time: both sides close the link and go dormant;
     // clips take the relay.

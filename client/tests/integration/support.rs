@@ -1,13 +1,24 @@
-//! Shared helpers: an in-process relay and a `clipmesh` process runner.
+//! Shared helpers: an in-process relay, a `clipmesh` process runner and
+//! the daemon library with a fake clipboard.
 
+use clipmesh::clipboard::{LocalChange, LocalEvent};
+use clipmesh::control::{self, Request, Status};
+use clipmesh::daemon::{now_ms, run_daemon_mode, ClipboardSink, DaemonError, Transport};
+use clipmesh::p2p::Mode;
+use clipmesh::Device;
+use clipmesh_proto::ClipContent;
 use clipmesh_relay::{Config, Relay, RelayHandle, SignupPolicy};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Longest a single step of a test may take.
 pub const STEP: Duration = Duration::from_secs(30);
@@ -234,5 +245,90 @@ impl Running {
             s.push('\n');
         }
         s
+    }
+}
+
+/// Records what the daemon puts on "the clipboard".
+pub struct FakeClipboard(pub mpsc::UnboundedSender<ClipContent>);
+
+impl ClipboardSink for FakeClipboard {
+    fn apply(&self, content: ClipContent) -> impl Future<Output = Result<(), String>> {
+        let r = self.0.send(content).map_err(|_| "gone".to_string());
+        async move { r }
+    }
+}
+
+/// The daemon library on a device directory, with a fake clipboard.
+pub struct TestDaemon {
+    pub dir: PathBuf,
+    pub local: mpsc::Sender<LocalEvent>,
+    pub applied: mpsc::UnboundedReceiver<ClipContent>,
+    pub cancel: CancellationToken,
+    pub task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl TestDaemon {
+    /// Relay only (what `run_daemon` does).
+    pub fn start(dir: &Path) -> Self {
+        let transport = Transport {
+            mode: Mode::Relay,
+            bind: String::new(),
+            idle_close: None,
+        };
+        Self::start_with(dir, transport)
+    }
+
+    pub fn start_with(dir: &Path, transport: Transport) -> Self {
+        let device = Device::load(dir).unwrap();
+        let (ltx, lrx) = mpsc::channel(16);
+        let (atx, arx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let d = dir.to_path_buf();
+        let c = cancel.clone();
+        let task = tokio::spawn(async move {
+            run_daemon_mode(&d, device, FakeClipboard(atx), lrx, c, transport).await
+        });
+        Self {
+            dir: dir.to_path_buf(),
+            local: ltx,
+            applied: arx,
+            cancel,
+            task,
+        }
+    }
+
+    pub async fn copy(&self, text: &str) {
+        self.copy_content(ClipContent::Text(text.into())).await;
+    }
+
+    pub async fn copy_content(&self, content: ClipContent) {
+        let ev: LocalEvent = LocalChange {
+            content,
+            at_ms: now_ms(),
+        }
+        .into();
+        self.local.send(ev).await.unwrap();
+    }
+
+    pub async fn next_applied(&mut self) -> String {
+        match tokio::time::timeout(STEP, self.applied.recv()).await {
+            Ok(Some(ClipContent::Text(t))) => t,
+            other => panic!("nothing applied in time: {other:?}"),
+        }
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        control::request(&self.dir, &Request::Status)
+            .await
+            .ok()
+            .and_then(|r| r.status)
+    }
+
+    pub async fn stop(self) -> Result<(), DaemonError> {
+        self.cancel.cancel();
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .unwrap()
+            .unwrap()
     }
 }
