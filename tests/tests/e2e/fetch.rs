@@ -11,23 +11,7 @@ use std::time::Duration;
 #[test]
 fn a_file_over_auto_download_max_waits_and_fetch_puts_it_on_the_clipboard() {
     let w = World::with_mode(LOG, "relay").unwrap();
-    let downloads = w.root.join("downloads-b");
-    let sync = format!(
-        "files = true\nauto_download_max = 1000\ndownload_dir = {:?}",
-        downloads.to_str().unwrap()
-    );
-    let a = w
-        .desk_with(
-            "alice-a",
-            "alice",
-            "alice pass phrase",
-            true,
-            "files = true",
-        )
-        .unwrap();
-    let b = w
-        .desk_with("alice-b", "alice", "alice pass phrase", false, &sync)
-        .unwrap();
+    let (a, b, downloads) = w.file_desks("auto_download_max = 1000\n").unwrap();
 
     // 300 KiB: above the inline threshold (a blob) and auto_download_max.
     let src = w.root.join("fetch-src");

@@ -51,23 +51,7 @@ fn paths_of(list: &str) -> Vec<PathBuf> {
 fn copied_file_list_is_pasteable_on_the_other_display() {
     // Counts relay frames: relay mode (see `World::with_mode`).
     let w = World::with_mode(LOG, "relay").unwrap();
-    let downloads = w.root.join("downloads-b");
-    let sync = format!(
-        "files = true\ndownload_dir = {:?}",
-        downloads.to_str().unwrap()
-    );
-    let a = w
-        .desk_with(
-            "alice-a",
-            "alice",
-            "alice pass phrase",
-            true,
-            "files = true",
-        )
-        .unwrap();
-    let b = w
-        .desk_with("alice-b", "alice", "alice pass phrase", false, &sync)
-        .unwrap();
+    let (a, b, downloads) = w.file_desks("").unwrap();
 
     let src = w.root.join("source files");
     std::fs::create_dir_all(&src).unwrap();

@@ -3,36 +3,14 @@
 //! pixels. Both are small (under the 64 KiB inline threshold); large images
 //! go through the relay's blob store and are tested with it.
 
-use crate::world::{unique, World, LOG};
+use crate::world::{encode, sample, unique, World, LOG};
 use anyhow::Result;
 use clipmesh_tests::wait::{poll_until, STEP};
 use clipmesh_tests::xvfb::{xclip_offer, xclip_read, xclip_set};
-use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
-use std::io::Cursor;
+use image::{ImageFormat, Rgba, RgbaImage};
 use std::time::Duration;
 
 const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
-
-/// A noisy test image, different for each `seed`.
-fn sample(seed: u32) -> RgbaImage {
-    RgbaImage::from_fn(96, 64, |x, y| {
-        let v = (x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761);
-        Rgba([
-            (v >> 24) as u8,
-            (v >> 16) as u8,
-            (v >> 8) as u8,
-            255 - (x as u8),
-        ])
-    })
-}
-
-fn encode(img: &RgbaImage, f: ImageFormat) -> Vec<u8> {
-    let mut out = Vec::new();
-    DynamicImage::ImageRgba8(img.clone())
-        .write_to(&mut Cursor::new(&mut out), f)
-        .unwrap();
-    out
-}
 
 /// Waits until `display` serves an `image/png` with exactly `want`'s pixels.
 fn wait_for_pixels(display: &str, want: &RgbaImage) -> Result<Vec<u8>> {

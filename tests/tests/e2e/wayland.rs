@@ -3,14 +3,13 @@
 //! `wl-paste` (wl-clipboard) drive and read the clipboards from outside,
 //! and `wl-paste --watch` counts every clipboard change.
 
-use crate::world::{unique, World, LOG};
+use crate::world::{encode, sample, unique, World, LOG};
 use clipmesh_tests::sway::{require_wayland_tools, ClipWatch, Sway};
 use clipmesh_tests::wait::{poll_until, STEP};
 use clipmesh_tests::wlfake::FakeCompositor;
 use clipmesh_tests::wloffer::WlOwner;
 use clipmesh_tests::{Daemon, Device};
-use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
-use std::io::Cursor;
+use image::{ImageFormat, Rgba, RgbaImage};
 use std::time::{Duration, Instant};
 
 const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
@@ -371,27 +370,6 @@ fn wayland_a_hung_source_does_not_hold_up_a_newer_copy() {
         "A's daemon log:\n{log}"
     );
     drop(hung);
-}
-
-/// A noisy test image, different for each `seed`.
-fn sample(seed: u32) -> RgbaImage {
-    RgbaImage::from_fn(80, 48, |x, y| {
-        let v = (x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761);
-        Rgba([
-            (v >> 24) as u8,
-            (v >> 16) as u8,
-            (v >> 8) as u8,
-            255 - (y as u8),
-        ])
-    })
-}
-
-fn encode(img: &RgbaImage, f: ImageFormat) -> Vec<u8> {
-    let mut out = Vec::new();
-    DynamicImage::ImageRgba8(img.clone())
-        .write_to(&mut Cursor::new(&mut out), f)
-        .unwrap();
-    out
 }
 
 /// Waits until `sway`'s clipboard serves an `image/png` with `want`'s pixels.

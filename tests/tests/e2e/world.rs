@@ -1,9 +1,11 @@
 //! Shared setup: a temp dir, a relay, devices with daemons on Xvfb.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clipmesh_tests::wait::STEP;
 use clipmesh_tests::xvfb::require_xclip;
 use clipmesh_tests::{Daemon, Device, Relay, SelectionWatcher, Xvfb};
+use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
+use std::io::Cursor;
 use std::path::PathBuf;
 
 /// Log filter for the relay and clients in ordinary tests.
@@ -153,6 +155,27 @@ impl World {
         })
     }
 
+    /// Alice's two desks for file tests: A (signs up) with `files = true`;
+    /// B (logs in) with `files = true`, `b_sync` (more `[sync]` lines, each
+    /// ending in a newline) and its downloads in `<root>/downloads-b`,
+    /// which is returned too.
+    pub fn file_desks(&self, b_sync: &str) -> Result<(Desk, Desk, PathBuf)> {
+        let downloads = self.root.join("downloads-b");
+        let dir = downloads
+            .to_str()
+            .context("a temp path that is not UTF-8")?;
+        let sync = format!("files = true\n{b_sync}download_dir = {dir:?}");
+        let a = self.desk_with(
+            "alice-a",
+            "alice",
+            "alice pass phrase",
+            true,
+            "files = true",
+        )?;
+        let b = self.desk_with("alice-b", "alice", "alice pass phrase", false, &sync)?;
+        Ok((a, b, downloads))
+    }
+
     /// Restarts the relay on the same port and data directory.
     pub fn restart_relay(&mut self) -> Result<()> {
         let port = self.relay.port;
@@ -168,4 +191,26 @@ impl World {
 pub fn unique(tag: &str) -> String {
     use rand::Rng;
     format!("{tag}-{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+/// A noisy 96×64 test image, different for each `seed`.
+pub fn sample(seed: u32) -> RgbaImage {
+    RgbaImage::from_fn(96, 64, |x, y| {
+        let v = (x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761);
+        Rgba([
+            (v >> 24) as u8,
+            (v >> 16) as u8,
+            (v >> 8) as u8,
+            255 - (x as u8),
+        ])
+    })
+}
+
+/// `img` encoded as `f`.
+pub fn encode(img: &RgbaImage, f: ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    DynamicImage::ImageRgba8(img.clone())
+        .write_to(&mut Cursor::new(&mut out), f)
+        .unwrap();
+    out
 }
