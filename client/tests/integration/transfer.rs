@@ -6,7 +6,8 @@
 //! peer's file list with hostile names into its download folder only.
 
 use crate::support::*;
-use clipmesh::daemon::{now_ms, run_daemon, seal_clip, ClipboardSink};
+use clipmesh::clipboard::LocalEvent;
+use clipmesh::daemon::{now_ms, run_daemon, seal_clip, ClipboardSink, DaemonError};
 use clipmesh::link::{self, LinkConfig, LinkEvent};
 use clipmesh::transfer::{
     download_blob, download_to_vec, upload_bytes, upload_streamed, BlobClient, Progress,
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 struct BlobRelay {
@@ -437,6 +439,80 @@ impl ClipboardSink for Recorder {
     }
 }
 
+/// Two devices of one user on a relay with a blob store: A (for a
+/// crafted [`Peer`]) and B, with files on and downloads into `dl` in
+/// `sandbox` (tuned further by `tune` before any daemon starts).
+struct FileSetup {
+    relay: BlobRelay,
+    a: TempDir,
+    b: TempDir,
+    sandbox: TempDir,
+    dl: PathBuf,
+}
+
+impl FileSetup {
+    async fn start(tune: impl FnOnce(&mut Config)) -> Self {
+        let relay = relay_with(|_| {}).await;
+        let a = signed_up(&relay.url, "ann", "peer", false).await;
+        let b = signed_up(&relay.url, "ann", "b", true).await;
+        let sandbox = tempfile::tempdir().unwrap();
+        let dl = sandbox.path().join("downloads");
+        let mut cfg = Config::load(b.path()).unwrap();
+        cfg.sync.files = true;
+        cfg.sync.download_dir = Some(dl.clone());
+        tune(&mut cfg);
+        cfg.save(b.path()).unwrap();
+        Self {
+            relay,
+            a,
+            b,
+            sandbox,
+            dl,
+        }
+    }
+}
+
+/// A daemon on `dir` with a [`Recorder`] clipboard.
+struct RecordedDaemon {
+    /// The file lists it applied.
+    files: mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    /// Its local clipboard events.
+    local: mpsc::Sender<LocalEvent>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl RecordedDaemon {
+    fn start(dir: &Path) -> Self {
+        let (ftx, frx) = mpsc::unbounded_channel();
+        let (ltx, lrx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let device = Device::load(dir).unwrap();
+        let d = dir.to_path_buf();
+        let c = cancel.clone();
+        let task =
+            tokio::spawn(
+                async move { run_daemon(&d, device, Recorder { files: ftx }, lrx, c).await },
+            );
+        Self {
+            files: frx,
+            local: ltx,
+            cancel,
+            task,
+        }
+    }
+
+    /// Cancels it and waits until it ended without an error.
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// A crafted peer: a raw link that publishes whatever envelope it is given.
 struct Peer {
     device: Device,
@@ -535,26 +611,15 @@ fn files_below(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_keeps_hostile_names_inside_its_download_folder() {
-    let relay = relay_with(|_| {}).await;
-    let a = signed_up(&relay.url, "ann", "peer", false).await;
-    let b = signed_up(&relay.url, "ann", "b", true).await;
-    let sandbox = tempfile::tempdir().unwrap();
-    let dl = sandbox.path().join("downloads");
-    let mut cfg = Config::load(b.path()).unwrap();
-    cfg.sync.files = true;
-    cfg.sync.download_dir = Some(dl.clone());
-    cfg.save(b.path()).unwrap();
+    let FileSetup {
+        relay,
+        a,
+        b,
+        sandbox,
+        dl,
+    } = FileSetup::start(|_| {}).await;
 
-    let (ftx, mut frx) = mpsc::unbounded_channel();
-    let (_ltx, lrx) = mpsc::channel(4);
-    let cancel = CancellationToken::new();
-    let device = Device::load(b.path()).unwrap();
-    let bdir = b.path().to_path_buf();
-    let c = cancel.clone();
-    let daemon =
-        tokio::spawn(
-            async move { run_daemon(&bdir, device, Recorder { files: ftx }, lrx, c).await },
-        );
+    let mut daemon = RecordedDaemon::start(b.path());
 
     let mut peer = Peer::connect(a.path()).await;
     // Wait until B is online: the relay only delivers to connected devices.
@@ -604,7 +669,7 @@ async fn daemon_keeps_hostile_names_inside_its_download_folder() {
     });
     peer.publish(ClipContent::Files(entries)).await;
 
-    let paths = tokio::time::timeout(STEP, frx.recv())
+    let paths = tokio::time::timeout(STEP, daemon.files.recv())
         .await
         .expect("no file list applied in time")
         .unwrap();
@@ -687,43 +752,32 @@ async fn daemon_keeps_hostile_names_inside_its_download_folder() {
         1,
         "the failed transfer's folder was removed"
     );
-    assert!(frx.try_recv().is_err(), "a failed transfer was applied");
+    assert!(
+        daemon.files.try_recv().is_err(),
+        "a failed transfer was applied"
+    );
 
-    cancel.cancel();
     peer.cancel.cancel();
-    tokio::time::timeout(STEP, daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    daemon.stop().await;
     relay.handle.shutdown();
     relay.handle.wait().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_refuses_over_limit_items_with_a_message() {
-    let relay = relay_with(|_| {}).await;
-    let a = signed_up(&relay.url, "ann", "peer", false).await;
-    let b = signed_up(&relay.url, "ann", "b", true).await;
-    let sandbox = tempfile::tempdir().unwrap();
-    let dl = sandbox.path().join("downloads");
-    let mut cfg = Config::load(b.path()).unwrap();
-    cfg.sync.files = true;
-    cfg.sync.download_dir = Some(dl.clone());
-    cfg.sync.max_files = 2;
-    cfg.sync.auto_download_max = 1000;
-    cfg.save(b.path()).unwrap();
+    let FileSetup {
+        relay,
+        a,
+        b,
+        sandbox,
+        dl,
+    } = FileSetup::start(|c| {
+        c.sync.max_files = 2;
+        c.sync.auto_download_max = 1000;
+    })
+    .await;
 
-    let (ftx, mut frx) = mpsc::unbounded_channel();
-    let (ltx, lrx) = mpsc::channel(4);
-    let cancel = CancellationToken::new();
-    let device = Device::load(b.path()).unwrap();
-    let bdir = b.path().to_path_buf();
-    let c = cancel.clone();
-    let daemon =
-        tokio::spawn(
-            async move { run_daemon(&bdir, device, Recorder { files: ftx }, lrx, c).await },
-        );
+    let mut daemon = RecordedDaemon::start(b.path());
     let status_error = |needle: &'static str| {
         let dir = b.path().to_path_buf();
         async move {
@@ -750,14 +804,16 @@ async fn daemon_refuses_over_limit_items_with_a_message() {
     for i in 0..3 {
         std::fs::write(copied.join(format!("secret-{i}.txt")), b"x").unwrap();
     }
-    ltx.send(clipmesh::clipboard::LocalEvent::Files(
-        clipmesh::clipboard::LocalFiles {
-            paths: vec![copied],
-            at_ms: now_ms(),
-        },
-    ))
-    .await
-    .unwrap();
+    daemon
+        .local
+        .send(clipmesh::clipboard::LocalEvent::Files(
+            clipmesh::clipboard::LocalFiles {
+                paths: vec![copied],
+                at_ms: now_ms(),
+            },
+        ))
+        .await
+        .unwrap();
     let msg = status_error("too many files").await;
     assert!(
         msg.contains("max_files") && !msg.contains("secret"),
@@ -796,31 +852,26 @@ async fn daemon_refuses_over_limit_items_with_a_message() {
         "{msg}"
     );
     assert!(!dl.exists(), "nothing was downloaded");
-    assert!(frx.try_recv().is_err());
+    assert!(daemon.files.try_recv().is_err());
 
-    cancel.cancel();
     peer.cancel.cancel();
-    tokio::time::timeout(STEP, daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    daemon.stop().await;
     relay.handle.shutdown();
     relay.handle.wait().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_downloads_a_waiting_item_and_fails_clearly() {
-    let relay = relay_with(|_| {}).await;
-    let a = signed_up(&relay.url, "ann", "peer", false).await;
-    let b = signed_up(&relay.url, "ann", "b", true).await;
-    let sandbox = tempfile::tempdir().unwrap();
-    let dl = sandbox.path().join("downloads");
-    let mut cfg = Config::load(b.path()).unwrap();
-    cfg.sync.files = true;
-    cfg.sync.download_dir = Some(dl.clone());
-    cfg.sync.auto_download_max = 1000;
-    cfg.save(b.path()).unwrap();
+    let FileSetup {
+        relay,
+        a,
+        b,
+        sandbox: _sandbox,
+        dl,
+    } = FileSetup::start(|c| {
+        c.sync.auto_download_max = 1000;
+    })
+    .await;
 
     // No daemon yet: one clear line.
     let out = run(cmd_fetch(b.path()), None).await;
@@ -831,16 +882,7 @@ async fn fetch_downloads_a_waiting_item_and_fails_clearly() {
         out.stderr
     );
 
-    let (ftx, mut frx) = mpsc::unbounded_channel();
-    let (_ltx, lrx) = mpsc::channel(4);
-    let cancel = CancellationToken::new();
-    let device = Device::load(b.path()).unwrap();
-    let bdir = b.path().to_path_buf();
-    let c = cancel.clone();
-    let daemon =
-        tokio::spawn(
-            async move { run_daemon(&bdir, device, Recorder { files: ftx }, lrx, c).await },
-        );
+    let mut daemon = RecordedDaemon::start(b.path());
     let status = || async {
         clipmesh::control::request(b.path(), &clipmesh::control::Request::Status)
             .await
@@ -915,14 +957,17 @@ async fn fetch_downloads_a_waiting_item_and_fails_clearly() {
         "{}",
         st.stdout
     );
-    assert!(frx.try_recv().is_err(), "nothing applied before the fetch");
+    assert!(
+        daemon.files.try_recv().is_err(),
+        "nothing applied before the fetch"
+    );
 
     let out = run(cmd_fetch(b.path()), None).await;
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("fetched"), "{}", out.stdout);
     assert!(out.stderr.contains("3000 bytes"), "{}", out.stderr);
     assert!(!out.stderr.contains("secret"), "{}", out.stderr);
-    let paths = tokio::time::timeout(STEP, frx.recv())
+    let paths = tokio::time::timeout(STEP, daemon.files.recv())
         .await
         .unwrap()
         .unwrap();
@@ -953,13 +998,8 @@ async fn fetch_downloads_a_waiting_item_and_fails_clearly() {
     );
     assert_eq!(out.stderr.trim().lines().count(), 2, "{}", out.stderr);
 
-    cancel.cancel();
     peer.cancel.cancel();
-    tokio::time::timeout(STEP, daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    daemon.stop().await;
     relay.handle.shutdown();
     relay.handle.wait().await;
 }
