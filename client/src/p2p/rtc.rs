@@ -200,6 +200,18 @@ async fn emit(a: &Attempt, ev: Internal) -> bool {
     a.events.send(ev).await.is_ok()
 }
 
+/// Sends this side's SDP (`kind`: offer or answer) to the peer; `false`
+/// when the daemon side is gone.
+async fn send_sdp(a: &Attempt, kind: SignalKind, sdp: String) -> bool {
+    let signal = Internal::Signal {
+        peer: a.peer,
+        session: a.session,
+        kind,
+        body: sdp,
+    };
+    emit(a, signal).await
+}
+
 async fn converse(
     pc: &impl PeerConnection,
     a: &mut Attempt,
@@ -214,17 +226,7 @@ async fn converse(
             pc.set_local_description(offer).await?;
             let sdp = local_sdp(pc, pc_events, &mut early).await?;
             tracing::debug!(peer = %a.peer, len = sdp.len(), "sending offer");
-            let sent = emit(
-                a,
-                Internal::Signal {
-                    peer: a.peer,
-                    session: a.session,
-                    kind: SignalKind::Offer,
-                    body: sdp,
-                },
-            )
-            .await;
-            if !sent {
+            if !send_sdp(a, SignalKind::Offer, sdp).await {
                 return Ok("stopped".into());
             }
             // Wait for the answer; candidates before it are kept.
@@ -254,17 +256,7 @@ async fn converse(
             pc.set_local_description(answer).await?;
             let sdp = local_sdp(pc, pc_events, &mut early).await?;
             tracing::debug!(peer = %a.peer, len = sdp.len(), "sending answer");
-            let sent = emit(
-                a,
-                Internal::Signal {
-                    peer: a.peer,
-                    session: a.session,
-                    kind: SignalKind::Answer,
-                    body: sdp,
-                },
-            )
-            .await;
-            if !sent {
+            if !send_sdp(a, SignalKind::Answer, sdp).await {
                 return Ok("stopped".into());
             }
         }
