@@ -432,6 +432,23 @@ impl Device {
             },
         )
     }
+
+    /// Waits until the running daemon's status lists exactly one peer,
+    /// reached over an open direct link (`--mode auto` or `p2p`).
+    pub fn wait_link_open(&self, timeout: Duration) -> Result<serde_json::Value> {
+        poll_until(
+            &format!("{}: direct link open", self.name),
+            timeout,
+            Duration::from_millis(100),
+            || {
+                let s = self.status()?;
+                let open = s["peers"].as_array().is_some_and(|p| {
+                    p.len() == 1 && p[0]["path"] == "p2p" && p[0]["link"] == "open"
+                });
+                Ok(open.then_some(s))
+            },
+        )
+    }
 }
 
 /// Whether a `status --json` document says the daemon is connected.

@@ -166,20 +166,8 @@ fn main() -> Result<()> {
     dev_a.wait_connected(STEP)?;
     dev_b.wait_connected(STEP)?;
     if args.mode != "relay" {
-        for d in [&dev_a, &dev_b] {
-            clipmesh_tests::wait::poll_until(
-                "direct link open",
-                STEP * 2,
-                Duration::from_millis(100),
-                || {
-                    let s = d.status()?;
-                    let open = s["peers"]
-                        .as_array()
-                        .is_some_and(|p| p.len() == 1 && p[0]["path"] == "p2p");
-                    Ok(open.then_some(()))
-                },
-            )?;
-        }
+        dev_a.wait_link_open(STEP * 2)?;
+        dev_b.wait_link_open(STEP * 2)?;
     }
     let owner = SelectionOwner::connect(&xa.display())?;
     let baseline = Baseline::start()?;

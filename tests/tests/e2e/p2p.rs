@@ -40,32 +40,15 @@ fn p2p_desk(w: &World, name: &str, signup: bool) -> Result<P2pDesk> {
     })
 }
 
-/// Waits until `d`'s status lists exactly one peer, reached over an open
-/// direct link.
-fn wait_link_open(d: &Device) -> Result<serde_json::Value> {
-    poll_until(
-        &format!("{}: direct link open", d.name),
-        STEP * 2,
-        Duration::from_millis(100),
-        || {
-            let s = d.status()?;
-            let open = s["peers"]
-                .as_array()
-                .is_some_and(|p| p.len() == 1 && p[0]["path"] == "p2p" && p[0]["link"] == "open");
-            Ok(open.then_some(s))
-        },
-    )
-}
-
 #[test]
 fn p2p_mode_syncs_text_both_ways_and_the_relay_relays_no_clip() {
     let w = World::new(LOG).unwrap();
     let mut a = p2p_desk(&w, "alice-a", true).unwrap();
     let mut b = p2p_desk(&w, "alice-b", false).unwrap();
-    let st = wait_link_open(&a.device).unwrap();
+    let st = a.device.wait_link_open(STEP * 2).unwrap();
     assert_eq!(st["mode"], "p2p", "{st}");
     assert_eq!(st["path"], "p2p", "{st}");
-    wait_link_open(&b.device).unwrap();
+    b.device.wait_link_open(STEP * 2).unwrap();
 
     // A → B and B → A, checked with xclip -o on the other display.
     let t1 = unique("p2p from A");
