@@ -82,13 +82,19 @@ pub fn cpu_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
-/// Context switches per thread: (thread name, voluntary + involuntary).
+/// Context switches per thread: (`name (tid)`, voluntary, involuntary).
+/// A thread that ends while it is read is left out.
 pub fn ctxt_switches(pid: u32) -> Result<Vec<(String, u64, u64)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let dir = entry?.path();
-        let status = std::fs::read_to_string(dir.join("status"))?;
-        let name = std::fs::read_to_string(dir.join("comm"))?.trim().to_owned();
+        let (Ok(status), Ok(name)) = (
+            std::fs::read_to_string(dir.join("status")),
+            std::fs::read_to_string(dir.join("comm")),
+        ) else {
+            continue;
+        };
+        let name = name.trim();
         let field = |k: &str| -> u64 {
             status
                 .lines()

@@ -4,6 +4,7 @@
 //! and `wl-paste --watch` counts every clipboard change.
 
 use crate::world::{encode, sample, unique, World, LOG};
+use clipmesh_tests::procstat::ctxt_switches;
 use clipmesh_tests::sway::{require_wayland_tools, ClipWatch, Sway};
 use clipmesh_tests::wait::{poll_until, STEP};
 use clipmesh_tests::wlfake::FakeCompositor;
@@ -132,35 +133,14 @@ fn wayland_text_syncs_both_ways_exactly_once() {
 }
 
 /// Context switches (voluntary, involuntary) of the daemon's Wayland loop
-/// and command bridge threads, by thread id.
+/// and command bridge threads, by thread name and id.
 fn clipboard_thread_switches(pid: u32) -> Vec<(String, u64, u64)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = entry.unwrap().path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        // `clipmesh-clip-watch` and `clipmesh-clip-writer`, cut to the
-        // kernel's 15 bytes (paste writers, `clipmesh-clip-send`, come and
-        // go with pastes).
-        if name.trim() != "clipmesh-clip-w" {
-            continue;
-        }
-        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let field = |k: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        let tid = dir.file_name().unwrap().to_string_lossy().into_owned();
-        out.push((
-            tid,
-            field("voluntary_ctxt_switches:"),
-            field("nonvoluntary_ctxt_switches:"),
-        ));
-    }
-    out.sort();
-    out
+    let mut threads = ctxt_switches(pid).unwrap();
+    // `clipmesh-clip-watch` and `clipmesh-clip-writer`, cut to the kernel's
+    // 15 bytes (paste writers, `clipmesh-clip-send`, come and go with
+    // pastes).
+    threads.retain(|(name, ..)| name.starts_with("clipmesh-clip-w ("));
+    threads
 }
 
 #[test]
