@@ -21,8 +21,8 @@
 //!   their logs captured to files.
 //! - [`wait`]: bounded waiting.
 //! - [`procstat`]: CPU time, wake-ups and memory of a process, and
-//!   latency percentiles, for the benchmark tools; [`bench`]: the flags,
-//!   relay setup and report both latency tools share.
+//!   latency percentiles, for the benchmark tools; [`bench`](mod@bench):
+//!   the flags, relay setup and report both latency tools share.
 //! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
 //!
 //! Nothing here sleeps to synchronise: every wait is on an event (a log
