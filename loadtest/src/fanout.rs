@@ -29,8 +29,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-/// Longest a `max` publisher waits for its window before it counts a stall
-/// and assumes one frame lost.
+/// A `max` publisher whose window stays full this long counts one stall
+/// (one per wait, however long it lasts). Nothing is assumed lost: the
+/// window is never widened, so the loop stays the same for every server.
 const STALL: Duration = Duration::from_secs(1);
 /// Longest the receivers get after the last publish to drain.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -98,7 +99,6 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 }
 
 /// Counters shared by the tasks of one run.
-#[derive(Default)]
 struct Counters {
     /// Publishes sent inside the window.
     published: AtomicU64,
@@ -112,8 +112,67 @@ struct Counters {
     acks: AtomicU64,
     /// Error frames received.
     errors: AtomicU64,
-    /// `max` windows that stalled.
+    /// `max` waits for a full window that lasted [`STALL`] or longer.
     stalls: AtomicU64,
+    /// Longest `max` wait for a full window, µs.
+    longest_wait_us: AtomicU64,
+    /// Window deliveries per user, for the spread of service between users.
+    per_user: Vec<AtomicU64>,
+}
+
+impl Counters {
+    fn new(users: usize) -> Self {
+        Self {
+            published: AtomicU64::new(0),
+            published_total: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            delivered_total: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            longest_wait_us: AtomicU64::new(0),
+            per_user: (0..users).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// How evenly the users were served: per-user window deliveries.
+#[derive(Clone, Copy)]
+struct Spread {
+    /// Jain's fairness index, 1 = every user got the same.
+    jain: f64,
+    /// Fewest deliveries of one user, and the 1st percentile, as fractions
+    /// of the median user's.
+    min_rel: f64,
+    p1_rel: f64,
+    /// Most deliveries of one user, as a fraction of the median user's.
+    max_rel: f64,
+}
+
+fn spread(per_user: &[AtomicU64]) -> Spread {
+    let mut v: Vec<f64> = per_user
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed) as f64)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let sum: f64 = v.iter().sum();
+    let sq: f64 = v.iter().map(|x| x * x).sum();
+    let med = median(&v);
+    let rel = |x: Option<&f64>| match (x, med > 0.0) {
+        (Some(x), true) => x / med,
+        _ => f64::NAN,
+    };
+    let p1 = v.len().saturating_sub(1) / 100;
+    Spread {
+        jain: if sq > 0.0 {
+            sum * sum / (v.len() as f64 * sq)
+        } else {
+            f64::NAN
+        },
+        min_rel: rel(v.first()),
+        p1_rel: rel(v.get(p1)),
+        max_rel: rel(v.last()),
+    }
 }
 
 /// One run's timing.
@@ -146,6 +205,9 @@ struct RunResult {
     lost: u64,
     errors: u64,
     stalls: u64,
+    /// Longest wait of one `max` publisher for its window, ms.
+    longest_wait_ms: f64,
+    spread: Spread,
     /// Server CPU use over the window, in cores (NaN without a pid).
     server_cpu: f64,
     /// Load tool CPU use over the window, in cores.
@@ -231,7 +293,7 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
         .await?;
         groups = back;
         println!(
-            "  run {}: published {:.0}/s delivered {:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  lost {} errors {} stalls {}  cpu server {:.2} tool {:.2}",
+            "  run {}: published {:.0}/s delivered {:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  lost {} errors {} stalls {} (longest wait {:.0} ms)  per-user spread: jain {:.3} min {:.2} p1 {:.2} max {:.2} of median  cpu server {:.2} tool {:.2}",
             r + 1,
             res.published_per_s,
             res.delivered_per_s,
@@ -242,6 +304,11 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
             res.lost,
             res.errors,
             res.stalls,
+            res.longest_wait_ms,
+            res.spread.jain,
+            res.spread.min_rel,
+            res.spread.p1_rel,
+            res.spread.max_rel,
             res.server_cpu,
             res.tool_cpu
         );
@@ -258,7 +325,7 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
         m(|r| r.p999_us)
     );
     println!(
-        "RESULT {{\"mode\":\"{}\",\"server\":\"{:?}\",\"users\":{},\"devices\":{},\"size\":{},\"rate\":{},\"runs\":{},\"published_per_s\":{:.0},\"delivered_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"lost\":{},\"errors\":{},\"server_cpu\":{:.2},\"tool_cpu\":{:.2}}}",
+        "RESULT {{\"mode\":\"{}\",\"server\":\"{:?}\",\"users\":{},\"devices\":{},\"size\":{},\"rate\":{},\"runs\":{},\"published_per_s\":{:.0},\"delivered_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"lost\":{},\"errors\":{},\"server_cpu\":{:.2},\"tool_cpu\":{:.2},\"stalls\":{},\"jain\":{:.3}}}",
         if mode == Mode::Rate { "fanout" } else { "max" },
         target.kind,
         args.users,
@@ -274,7 +341,9 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
         results.iter().map(|r| r.lost).sum::<u64>(),
         results.iter().map(|r| r.errors).sum::<u64>(),
         m(|r| r.server_cpu),
-        m(|r| r.tool_cpu)
+        m(|r| r.tool_cpu),
+        results.iter().map(|r| r.stalls).sum::<u64>(),
+        m(|r| r.spread.jain)
     );
     for group in groups {
         for (mut ws, _) in group {
@@ -344,7 +413,7 @@ async fn run_once(
     server_pid: Option<u32>,
 ) -> anyhow::Result<(Vec<Group>, RunResult)> {
     let users = groups.len();
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters::new(users));
     let hist = Arc::new(Mutex::new(latency_histogram()?));
     let stop = CancellationToken::new();
     let mut publishers = JoinSet::new();
@@ -447,6 +516,8 @@ async fn run_once(
         lost: expected_window.saturating_sub(delivered),
         errors: counters.errors.load(Ordering::Relaxed),
         stalls: counters.stalls.load(Ordering::Relaxed),
+        longest_wait_ms: counters.longest_wait_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        spread: spread(&counters.per_user),
         server_cpu,
         tool_cpu,
     };
@@ -493,17 +564,31 @@ impl DeviceCtx {
         let start = tokio::time::sleep_until(plan.start);
         tokio::pin!(start);
         let mut started = false;
+        // `max`: when the window was found full, and whether this wait was
+        // already counted as a stall. Acks and pings do not restart it.
+        let mut full_since: Option<Instant> = None;
+        let mut stall_counted = false;
         loop {
+            let waiting = plan.mode == Mode::Max && started;
+            if waiting && full_since.is_none() && self.window.available_permits() < fan as usize {
+                full_since = Some(Instant::now());
+            }
+            let stall_at = full_since.map_or(plan.end, |t| t + STALL);
             let go = tokio::select! {
                 _ = tick.tick(), if plan.mode == Mode::Rate => true,
-                permit = self.window.acquire_many(fan), if plan.mode == Mode::Max && started => {
+                permit = self.window.acquire_many(fan), if waiting => {
                     permit.context("window closed")?.forget();
+                    if let Some(t) = full_since.take() {
+                        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        self.counters.longest_wait_us.fetch_max(us, Ordering::Relaxed);
+                    }
+                    stall_counted = false;
                     true
                 }
                 _ = &mut start, if !started => { started = true; false }
-                _ = tokio::time::sleep(STALL), if plan.mode == Mode::Max && started => {
+                _ = tokio::time::sleep_until(stall_at), if waiting && full_since.is_some() && !stall_counted => {
                     self.counters.stalls.fetch_add(1, Ordering::Relaxed);
-                    self.window.add_permits(fan as usize);
+                    stall_counted = true;
                     false
                 }
                 msg = ws.next() => { self.count_inbound(msg)?; false }
@@ -594,6 +679,9 @@ impl DeviceCtx {
                     }
                     if (plan.window_start_ns..plan.window_end_ns).contains(&sent) {
                         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                        if let Some(c) = self.counters.per_user.get(self.u) {
+                            c.fetch_add(1, Ordering::Relaxed);
+                        }
                         let lat = now.saturating_sub(sent).max(1_000);
                         if let Ok(mut h) = self.hist.lock() {
                             let _ = h.record(lat);
@@ -608,5 +696,28 @@ impl DeviceCtx {
             }
         }
         Ok(ws)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(v: &[u64]) -> Vec<AtomicU64> {
+        v.iter().map(|&n| AtomicU64::new(n)).collect()
+    }
+
+    #[test]
+    fn spread_of_even_and_uneven_service() {
+        let even = spread(&counts(&[10, 10, 10, 10]));
+        assert!((even.jain - 1.0).abs() < 1e-9);
+        assert!((even.min_rel - 1.0).abs() < 1e-9 && (even.max_rel - 1.0).abs() < 1e-9);
+        // One user of four served, the others starved: Jain = 1/4.
+        let one = spread(&counts(&[0, 0, 0, 40]));
+        assert!((one.jain - 0.25).abs() < 1e-9);
+        // Median of 0,10,10,20 is 10: min 0, max 2 of the median.
+        let s = spread(&counts(&[20, 0, 10, 10]));
+        assert_eq!((s.min_rel, s.p1_rel, s.max_rel), (0.0, 0.0, 2.0));
+        assert!(spread(&counts(&[0, 0])).jain.is_nan());
     }
 }
