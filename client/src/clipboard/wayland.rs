@@ -29,17 +29,17 @@
 //! [`super::ClipboardHandle`]; a small bridge thread waits on it (and on
 //! cancellation), forwards them and writes a byte into the wake pipe.
 
-use super::dedupe::{content_hash, files_hash, Deduper, ReadItem as Item, Verdict};
+use super::dedupe::{content_hash, Deduper, ReadItem as Item, Verdict};
 use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET};
 use super::owner::Payload;
 use super::picture::{check_png, png_to_bmp, to_png_content, BMP_TARGET, PNG_TARGET};
 use super::sensitive::{classify, hint_is_secret, Sensitivity, KDE_PASSWORD_HINT};
 use super::uri_list::{
-    encode_gnome_copied_files, encode_plain_paths, encode_uri_list, parse_files, parse_uri_list,
-    FILE_TARGETS, GNOME_FILES_TARGET, URI_LIST_TARGET,
+    encode_gnome_copied_files, encode_plain_paths, parse_files, FILE_TARGETS, GNOME_FILES_TARGET,
+    URI_LIST_TARGET,
 };
 use super::wayland_proto::{Control, Offer, Protocol, Sel, SendRequest, SourceData, State};
-use super::worker::Command;
+use super::worker::{file_list_to_apply, Command};
 use super::{
     now_ms, ClipboardConfig, ClipboardError, ClipboardHandle, LocalEvent, APPLY_QUEUE,
     LOCAL_CHANGE_QUEUE,
@@ -648,18 +648,7 @@ impl Backend {
     /// Serves `paths` as a file list: `text/uri-list`, GNOME's
     /// `x-special/gnome-copied-files`, and the paths as text.
     fn apply_files(&mut self, paths: &[PathBuf]) -> Result<(), ClipboardError> {
-        let paths: Vec<PathBuf> = paths
-            .iter()
-            .filter_map(|p| std::path::absolute(p).ok())
-            .collect();
-        if paths.is_empty() {
-            return Err(ClipboardError::Backend("empty file list".into()));
-        }
-        let uri_list = encode_uri_list(&paths);
-        self.deduper
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .applied(files_hash(&parse_uri_list(&uri_list)));
+        let (paths, uri_list) = file_list_to_apply(paths, &self.deduper)?;
         let mut payloads = vec![
             (URI_LIST_TARGET.to_owned(), Payload::bytes(uri_list)),
             (

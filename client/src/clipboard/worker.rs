@@ -104,19 +104,7 @@ impl Worker {
     /// Serves `paths` as a file list: `text/uri-list`, GNOME's
     /// `x-special/gnome-copied-files`, and the paths as text.
     fn apply_files(&mut self, paths: &[PathBuf]) -> Result<(), ClipboardError> {
-        let paths: Vec<PathBuf> = paths
-            .iter()
-            .filter_map(|p| std::path::absolute(p).ok())
-            .collect();
-        if paths.is_empty() {
-            return Err(ClipboardError::Backend("empty file list".into()));
-        }
-        let uri_list = encode_uri_list(&paths);
-        // Record what the watcher will read back, before claiming.
-        self.deduper
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .applied(files_hash(&parse_uri_list(&uri_list)));
+        let (paths, uri_list) = file_list_to_apply(paths, &self.deduper)?;
         let text = encode_plain_paths(&paths);
         self.owner.offer(
             self.primary,
@@ -199,4 +187,27 @@ impl Worker {
         );
         Ok(())
     }
+}
+
+/// The absolute paths of a file list about to be put on the clipboard, and
+/// its `text/uri-list` body. What the watcher will read back is recorded in
+/// `deduper` first, so the claim is not reported as a local copy (both the
+/// X11 writer and the Wayland backend).
+pub(crate) fn file_list_to_apply(
+    paths: &[PathBuf],
+    deduper: &Mutex<Deduper>,
+) -> Result<(Vec<PathBuf>, Vec<u8>), ClipboardError> {
+    let paths: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| std::path::absolute(p).ok())
+        .collect();
+    if paths.is_empty() {
+        return Err(ClipboardError::Backend("empty file list".into()));
+    }
+    let uri_list = encode_uri_list(&paths);
+    deduper
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .applied(files_hash(&parse_uri_list(&uri_list)));
+    Ok((paths, uri_list))
 }
