@@ -714,6 +714,21 @@ mod tests {
         }
     }
 
+    /// Creates user "ann" with device "a" (token `[1; 32]`).
+    fn ann_with_device(db: &mut Db) -> (UserId, DeviceId) {
+        let CreateUser::Created {
+            user,
+            device: Some(device),
+            ..
+        } = db
+            .create_user("ann", &creds(), |_| true, Some(("a", &[1; 32])), 1)
+            .unwrap()
+        else {
+            panic!("ann was not created with a device")
+        };
+        (user, device)
+    }
+
     #[test]
     fn first_user_is_admin_and_names_are_unique() {
         let mut db = Db::open_in_memory().unwrap();
@@ -753,16 +768,7 @@ mod tests {
     #[test]
     fn credential_change_logs_out_others_and_delete_cascades() {
         let mut db = Db::open_in_memory().unwrap();
-        let CreateUser::Created {
-            user,
-            device: Some(d1),
-            ..
-        } = db
-            .create_user("ann", &creds(), |_| true, Some(("a", &[1; 32])), 1)
-            .unwrap()
-        else {
-            panic!()
-        };
+        let (user, d1) = ann_with_device(&mut db);
         let d2 = db.create_session(user, "b", &[2; 32], 1).unwrap();
         let revoked = db
             .update_credentials(user, &creds(), Logout::AllBut(d1), false)
@@ -812,16 +818,7 @@ mod tests {
         // Devices dedupe by (origin device, seq): a reused device id would
         // make other devices drop a new device's clips as duplicates.
         let mut db = Db::open_in_memory().unwrap();
-        let CreateUser::Created {
-            user,
-            device: Some(d1),
-            ..
-        } = db
-            .create_user("ann", &creds(), |_| true, Some(("a", &[1; 32])), 1)
-            .unwrap()
-        else {
-            panic!()
-        };
+        let (user, d1) = ann_with_device(&mut db);
         let d2 = db.create_session(user, "b", &[2; 32], 1).unwrap();
         assert!(db.delete_device(user, d2).unwrap());
         let d3 = db.create_session(user, "c", &[3; 32], 1).unwrap();
