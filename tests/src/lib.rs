@@ -24,6 +24,8 @@
 //!   latency percentiles, for the benchmark tools; [`bench`](mod@bench):
 //!   the flags, relay setup and report both latency tools share.
 //! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
+//! - [`payload`]: random images and files for large-item runs, and checks
+//!   on what arrived.
 //!
 //! Nothing here sleeps to synchronise: every wait is on an event (a log
 //! line, an X event, a process's output) or a bounded poll of observable
@@ -31,6 +33,7 @@
 
 pub mod bench;
 pub mod bins;
+pub mod payload;
 pub mod procs;
 pub mod procstat;
 pub mod rss;

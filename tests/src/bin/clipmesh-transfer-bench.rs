@@ -26,15 +26,15 @@
 //! Medians over `--runs` runs (at least 3).
 
 use anyhow::{bail, Context, Result};
+use clipmesh_tests::payload::{file_sha256, find_received, random_file, random_image};
+use clipmesh_tests::procstat::{cpu_ticks, load_average};
 use clipmesh_tests::rss::MemoryWindow;
 use clipmesh_tests::wait::{poll_until, STEP};
 use clipmesh_tests::xsel::{SelectionOwner, SelectionWatcher};
 use clipmesh_tests::xvfb::{xclip_offer, xclip_read};
 use clipmesh_tests::{Device, Relay, Xvfb};
-use image::{DynamicImage, ImageFormat, RgbaImage};
-use sha2::{Digest, Sha256};
-use std::io::{Cursor, Read, Write};
-use std::path::{Path, PathBuf};
+use image::ImageFormat;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Longest one large item may take.
@@ -72,74 +72,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-fn random_file(path: &Path, len: usize) -> Result<[u8; 32]> {
-    let mut f = std::fs::File::create(path)?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len());
-        rand::Rng::fill(&mut rand::thread_rng(), &mut buf[..n]);
-        sha.update(&buf[..n]);
-        f.write_all(&buf[..n])?;
-        left -= n;
-    }
-    f.sync_all()?;
-    Ok(sha.finalize().into())
-}
-
-/// CPU time (user + system) a process has used so far, in ms (0 if
-/// unreadable). Fields 14 and 15 of `/proc/PID/stat`, in clock ticks
-/// (100 per second on Linux).
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces; fields start after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    f.iter().sum::<u64>() * 10
-}
-
-fn file_sha256(path: &Path) -> Result<[u8; 32]> {
-    let mut f = std::fs::File::open(path)?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(sha.finalize().into());
-        }
-        sha.update(&buf[..n]);
-    }
-}
-
-fn find_received(dl: &Path, name: &str) -> Result<Option<PathBuf>> {
-    let Ok(rd) = std::fs::read_dir(dl) else {
-        return Ok(None);
-    };
-    for folder in rd {
-        let p = folder?.path().join(name);
-        if p.is_file() {
-            return Ok(Some(p));
-        }
-    }
-    Ok(None)
-}
-
-fn random_image() -> Result<(RgbaImage, Vec<u8>)> {
-    let (w, h) = (1280u32, 1040u32);
-    let mut raw = vec![0u8; (w * h * 4) as usize];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut raw[..]);
-    let img = RgbaImage::from_raw(w, h, raw).context("image buffer")?;
-    let mut png = Vec::new();
-    DynamicImage::ImageRgba8(img.clone()).write_to(&mut Cursor::new(&mut png), ImageFormat::Png)?;
-    Ok((img, png))
-}
-
 fn enable_files(dev: &Device, dl: &Path) -> Result<()> {
     let path = dev.config_dir.join("config.toml");
     let mut cfg = std::fs::read_to_string(&path)?;
@@ -160,6 +92,12 @@ fn enable_files(dev: &Device, dl: &Path) -> Result<()> {
     Ok(())
 }
 
+/// CPU time (user + system) a process has used so far, in ms (0 if
+/// unreadable; 100 clock ticks a second on Linux).
+fn cpu_ms(pid: u32) -> u64 {
+    cpu_ticks(pid).map_or(0, |t| t * 10)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -172,12 +110,6 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn main() -> Result<()> {

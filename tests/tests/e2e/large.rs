@@ -6,14 +6,12 @@
 //! peak RSS grow by less than [`RSS_BOUND`] over their idle resident set.
 
 use crate::world::{World, LOG};
-use anyhow::Result;
+use clipmesh_tests::payload::{file_sha256, find_received, random_file, random_image};
 use clipmesh_tests::rss::MemoryWindow;
 use clipmesh_tests::wait::poll_until;
 use clipmesh_tests::xvfb::{xclip_offer, xclip_read};
-use image::{DynamicImage, ImageFormat, RgbaImage};
-use sha2::{Digest, Sha256};
-use std::io::{Cursor, Read, Write};
-use std::path::{Path, PathBuf};
+use image::ImageFormat;
+use std::path::Path;
 use std::time::Duration;
 
 /// The bound this test states: peak RSS of the relay and of each daemon
@@ -25,70 +23,9 @@ const FILE_LEN: usize = 100 << 20;
 /// Deadline for one large item (debug builds on a shared 2-core machine).
 const LARGE_STEP: Duration = Duration::from_secs(180);
 
-/// An image of random pixels whose PNG is at least 5 MiB.
-pub fn random_image() -> (RgbaImage, Vec<u8>) {
-    let (w, h) = (1280u32, 1040u32);
-    let mut raw = vec![0u8; (w * h * 4) as usize];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut raw[..]);
-    let img = RgbaImage::from_raw(w, h, raw).expect("buffer is w*h*4 bytes");
-    let mut png = Vec::new();
-    DynamicImage::ImageRgba8(img.clone())
-        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
-        .expect("PNG encoding of an in-memory image");
-    assert!(png.len() >= 5 << 20, "{} bytes", png.len());
-    (img, png)
-}
-
-/// Writes `len` random bytes to `path` 1 MiB at a time; returns the SHA-256.
-pub fn random_file(path: &Path, len: usize) -> Result<[u8; 32]> {
-    let mut f = std::fs::File::create(path)?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len());
-        rand::Rng::fill(&mut rand::thread_rng(), &mut buf[..n]);
-        sha.update(&buf[..n]);
-        f.write_all(&buf[..n])?;
-        left -= n;
-    }
-    f.sync_all()?;
-    Ok(sha.finalize().into())
-}
-
-/// SHA-256 of a file, read 1 MiB at a time.
-pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
-    let mut f = std::fs::File::open(path)?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(sha.finalize().into());
-        }
-        sha.update(&buf[..n]);
-    }
-}
-
 /// A `file://` URI for a path of plain characters.
 pub fn file_uri(path: &Path) -> String {
     format!("file://{}", path.display())
-}
-
-/// The received file called `name` anywhere in `dl`'s per-transfer
-/// folders, once complete (received files appear under their final name
-/// only after verification).
-pub fn find_received(dl: &Path, name: &str) -> Result<Option<PathBuf>> {
-    let Ok(rd) = std::fs::read_dir(dl) else {
-        return Ok(None);
-    };
-    for folder in rd {
-        let p = folder?.path().join(name);
-        if p.is_file() {
-            return Ok(Some(p));
-        }
-    }
-    Ok(None)
 }
 
 /// The last `n` lines of a log file, for failure messages.
@@ -109,7 +46,8 @@ fn five_mib_image_and_100_mib_file_arrive_intact_in_bounded_memory() {
     let b = w
         .desk_with("large-b", "lara", "lara pass phrase", false, &sync)
         .unwrap();
-    let (img, png) = random_image();
+    let (img, png) = random_image().unwrap();
+    assert!(png.len() >= 5 << 20, "{} bytes", png.len());
     let src_dir = w.root.join("a-files");
     std::fs::create_dir_all(&src_dir).unwrap();
     let src = src_dir.join("big.bin");
