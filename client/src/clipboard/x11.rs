@@ -609,29 +609,21 @@ impl X11Watcher {
     /// read of that owner timed out). The property is deleted before its
     /// next use ([`X11Watcher::convert_many`]).
     fn fetch_targets(&mut self) -> Result<Vec<u8>, ReadError> {
-        let prop = self.atoms.dest;
-        let reply = self
-            .conn
-            .get_property(false, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
-            .reply()?;
-        if reply.type_ == self.atoms.incr {
-            // A list of targets sent by INCR: take it the ordinary way.
-            self.conn.delete_property(self.window, prop)?;
-            let mut data = Vec::new();
-            self.follow_incr(prop, |chunk| data.extend_from_slice(chunk))?;
-            return Ok(data);
-        }
-        if reply.value.len() > self.max_read {
-            return Err(ReadError::TooLarge);
-        }
-        Ok(reply.value)
+        self.fetch(self.atoms.dest, false)
     }
 
     /// Reads (and deletes) property `prop` of our window, following `INCR`.
     fn fetch_property(&mut self, prop: Atom) -> Result<Vec<u8>, ReadError> {
+        self.fetch(prop, true)
+    }
+
+    /// Reads property `prop` of our window, deleting it when `delete` (an
+    /// `INCR` transfer is always deleted: that asks for its first chunk)
+    /// and following `INCR`.
+    fn fetch(&mut self, prop: Atom, delete: bool) -> Result<Vec<u8>, ReadError> {
         let reply = self
             .conn
-            .get_property(true, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
+            .get_property(delete, self.window, prop, AtomEnum::ANY, 0, u32::MAX / 4)?
             .reply()?;
         if reply.type_ != self.atoms.incr {
             if reply.value.len() > self.max_read {
@@ -639,7 +631,9 @@ impl X11Watcher {
             }
             return Ok(reply.value);
         }
-        // Deleting the INCR property (done above) asked for the first chunk.
+        if !delete {
+            self.conn.delete_property(self.window, prop)?;
+        }
         let mut data = Vec::new();
         self.follow_incr(prop, |chunk| data.extend_from_slice(chunk))?;
         Ok(data)
