@@ -524,7 +524,11 @@ async fn a_blob_file_shorter_than_its_offset_resumes_from_the_file() {
         .unwrap();
     let r = head(u, t, &id).await;
     assert_eq!((r.status, r.offset()), (200, 700_000));
-    let r = patch(u, t, &id, 1_200_000, &sealed[1_200_000..]).await;
+    // A few bytes, like the other 409 cases: the relay answers before
+    // reading the body and closes, so a client still writing a large body
+    // gets a broken pipe instead of the answer (the real client retries
+    // and asks HEAD for the offset).
+    let r = patch(u, t, &id, 1_200_000, &sealed[1_200_000..1_200_010]).await;
     assert_eq!((r.status, r.offset()), (409, 700_000));
     let r = patch(u, t, &id, 700_000, &sealed[700_000..]).await;
     assert_eq!((r.status, r.offset()), (204, len));
