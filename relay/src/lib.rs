@@ -12,7 +12,8 @@
 //!   limits; forwards frames to the user's room.
 //! - [`registry`]: user id → room actor; starts rooms on first use and parks
 //!   the members of rooms evicted while idle.
-//! - [`room`]: the actor; its sans-IO core is [`room::state::RoomState`].
+//! - [`room`]: the actor; its sans-IO core is [`RoomState`] from the
+//!   `clipmesh-room` crate, shared with the Cloudflare Worker host.
 //! - [`store`]: SQLite (WAL) with migrations.
 //! - [`blobs`]: the blob store for large sealed items (files under
 //!   `<data-dir>/blobs`, streaming resumable uploads, TTL sweeper).

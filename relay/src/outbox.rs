@@ -131,7 +131,7 @@ impl Outbox {
     }
 }
 
-impl Port for Arc<Outbox> {
+impl Port for Outbox {
     fn try_send(&self, frame: Bytes) -> Result<(), PortFull> {
         {
             let mut g = self.lock();

@@ -1,5 +1,7 @@
 //! One actor per user room, Durable-Objects style.
 //!
+//! The room's logic is [`RoomState`] from the sans-IO `clipmesh-room` crate
+//! (shared with the Cloudflare Worker host); this module is its tokio host.
 //! The actor task owns a [`RoomState`] with no locks and reads one inbox of
 //! [`RoomMsg`], a bounded queue ([`inbox`], [`ROOM_INBOX_DEPTH`]) behind a
 //! [`RoomHandle`]. It loads the room's sequence number and newest clip from
@@ -18,14 +20,14 @@
 //! reservation once per [`SEQ_RESERVE`] publishes), and timers.
 
 pub mod inbox;
-pub mod state;
 
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{ClipWrite, Store};
-use axum::body::Bytes;
+use bytes::Bytes;
 use clipmesh_proto::{DeviceId, SignalKind, UserId};
-pub use state::{Clip, ConnId, Member, Port, PortFull, Published, RoomLimits, RoomState};
+pub use clipmesh_room::state;
+pub use clipmesh_room::{Clip, ConnId, Member, Port, PortFull, Published, RoomLimits, RoomState};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;

@@ -13,7 +13,7 @@
 //! **Invariant:** each `Deliver` is encoded once per publish and the same
 //! bytes are shared by every recipient.
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use clipmesh_proto::{CloseCode, DeviceId, DeviceInfo, ErrorCode, Frame, SignalKind, UserId};
 
 /// A connection's id, unique within this relay process.
@@ -32,6 +32,17 @@ pub trait Port {
     /// Asks the connection to close with `code` (it need not be queued
     /// behind pending frames).
     fn close(&self, code: CloseCode);
+}
+
+/// A shared port is a port: hosts often keep the same queue in the
+/// connection and in the room.
+impl<T: Port + ?Sized> Port for std::sync::Arc<T> {
+    fn try_send(&self, frame: Bytes) -> Result<(), PortFull> {
+        (**self).try_send(frame)
+    }
+    fn close(&self, code: CloseCode) {
+        (**self).close(code);
+    }
 }
 
 /// One online device.

@@ -1,0 +1,20 @@
+//! `clipmesh-room`: the sans-IO room core shared by both relay hosts, the
+//! native relay (tokio + SQLite, `clipmesh-relay`) and the Cloudflare Worker
+//! (`UserRoom` Durable Object, wasm32).
+//!
+//! - [`state`]: [`RoomState`], one user's room: membership, fan-out,
+//!   `Ack`/`Deliver`, the newest clip, signalling, the device limit and
+//!   presence. Outputs go to each member's [`Port`].
+//! - [`ratelimit`]: the per-device publish limiter, time passed in.
+//!
+//! **Architecture Invariant:** this crate does no IO and has no runtime:
+//! it depends on `clipmesh-proto` and `bytes` only (no tokio, axum, hyper
+//! or rusqlite), so it builds for `wasm32-unknown-unknown` and Cargo keeps
+//! both hosts honest. A host owns sockets, storage and clocks; the room
+//! logic is written once, here.
+
+pub mod ratelimit;
+pub mod state;
+
+pub use ratelimit::{PublishLimiter, TokenBucket, Verdict};
+pub use state::{Clip, ConnId, Member, Port, PortFull, Published, RoomLimits, RoomState};
