@@ -16,6 +16,15 @@ libraries, so a bug shared by the Rust code and its vectors cannot hide:
     layouts in docs/protocol.md and docs/crypto.md.
   - Blob chunks (blob.json): the same libsodium AEAD per chunk, the chunk AAD
     packed with `struct` from docs/crypto.md ("Large items").
+  - Protocol v2 (device.json, epoch.json, epoch_wrap.json, export_wrap.json,
+    signed_envelope.json): libsodium's X25519 (`crypto_scalarmult`) and
+    Ed25519 (`crypto_sign_seed_keypair`, `crypto_sign`), HMAC-SHA256 from
+    Python's hmac, the layouts from docs/crypto.md ("Protocol v2").
+
+opaque.json is not made here: no second OPAQUE implementation over
+ristretto255 is reachable from Python (PyNaCl does not expose libsodium's
+ristretto255 functions). It is pinned by the Rust test from a deterministic
+RNG, and opaque-ke itself is checked against the RFC 9807 vectors upstream.
 
 Usage (from anywhere; paths are relative to the repository):
 
@@ -38,6 +47,10 @@ from argon2.low_level import Type, hash_secret_raw
 from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
+    crypto_scalarmult,
+    crypto_scalarmult_base,
+    crypto_sign,
+    crypto_sign_seed_keypair,
 )
 
 VECTORS_DIR = Path(__file__).resolve().parent.parent / "proto" / "tests" / "vectors"
@@ -256,6 +269,157 @@ def blob_vectors():
     return out
 
 
+# Protocol v2 constants, spelled out independently of proto/src/{device,epoch,signed,opaque}.rs.
+FINGERPRINT_DOMAIN = b"clipmesh/v2/fingerprint"
+EPOCH_SALT_PREFIX = b"clipmesh/v2/epoch"
+INFO_CLIP_V2 = b"clipmesh/v2/clip"
+INFO_ROSTER = b"clipmesh/v2/roster"
+INFO_EPOCH_WRAP = b"clipmesh/v2/epoch-wrap"
+EXPORT_WRAP_AAD = b"clipmesh/v2/epoch-export-wrap"
+CERT_DOMAIN = b"clipmesh/v2/device-cert"
+INFO_EXPORT_KEK = b"clipmesh/v2/export-kek"
+SIGNATURE_DOMAIN = b"clipmesh/v2/envelope"
+SIGNED_ENVELOPE_VERSION = 2
+
+
+def device_public(secrets: bytes) -> bytes:
+    """x25519 public (32) | ed25519 public (32) from x25519 secret | ed25519 seed."""
+    x_pub = crypto_scalarmult_base(secrets[:32])
+    ed_pub, _ = crypto_sign_seed_keypair(secrets[32:])
+    return x_pub + ed_pub
+
+
+def ed25519_sign(secrets: bytes, msg: bytes) -> bytes:
+    _, sk = crypto_sign_seed_keypair(secrets[32:])
+    return crypto_sign(msg, sk)[:64]
+
+
+def fingerprint(public: bytes) -> str:
+    d = hashlib.sha256(FINGERPRINT_DOMAIN + public).digest()
+    return " ".join(f"{int.from_bytes(d[i * 5:i * 5 + 5], 'big') % 100000:05d}" for i in range(6))
+
+
+def epoch_salt(epoch: int) -> bytes:
+    return EPOCH_SALT_PREFIX + struct.pack(">I", epoch)
+
+
+def device_vectors():
+    out = []
+    for seed in [b"\x01" * 64, pattern(64, 7, 13), pattern(64, 200, 3)]:
+        pub = device_public(seed)
+        out.append(
+            {
+                "secrets_hex": seed.hex(),
+                "public_hex": pub.hex(),
+                "fingerprint": fingerprint(pub),
+                "message_hex": pattern(40, 1).hex(),
+                "signature_hex": ed25519_sign(seed, pattern(40, 1)).hex(),
+            }
+        )
+    return out
+
+
+def epoch_vectors(devices):
+    out = []
+    for i, (key, epoch, device_id) in enumerate([(b"\x03" * 32, 1, 7), (pattern(32, 9, 5), 0, 1), (pattern(32, 100, 1), 4294967295, 2**64 - 1)]):
+        public = bytes.fromhex(devices[i]["public_hex"])
+        roster = hkdf_sha256(key, INFO_ROSTER, salt=epoch_salt(epoch))
+        cert = hmac.new(roster, CERT_DOMAIN + struct.pack(">IQ", epoch, device_id) + public, hashlib.sha256).digest()
+        out.append(
+            {
+                "epoch_key_hex": key.hex(),
+                "epoch": epoch,
+                "clip_key_hex": hkdf_sha256(key, INFO_CLIP_V2, salt=epoch_salt(epoch)).hex(),
+                "device_id": device_id,
+                "device_public_hex": public.hex(),
+                "cert_hex": cert.hex(),
+            }
+        )
+    return out
+
+
+def epoch_wrap_vectors(devices):
+    out = []
+    for key, epoch, sender, recipient, eph, nonce, si, ri in [
+        (b"\x03" * 32, 1, 7, 8, pattern(32, 50, 7), pattern(24, 90, 1), 0, 1),
+        (pattern(32, 9, 5), 12, 1, 2, pattern(32, 51, 11), pattern(24, 3, 9), 2, 0),
+    ]:
+        s_sec = bytes.fromhex(devices[si]["secrets_hex"])
+        r_sec = bytes.fromhex(devices[ri]["secrets_hex"])
+        r_pub = device_public(r_sec)
+        eph_pub = crypto_scalarmult_base(eph)
+        shared = crypto_scalarmult(eph, r_pub[:32])
+        k = hkdf_sha256(shared, INFO_EPOCH_WRAP, salt=eph_pub + r_pub[:32])
+        aad = INFO_EPOCH_WRAP + struct.pack(">IQQ", epoch, sender, recipient)
+        ct = crypto_aead_xchacha20poly1305_ietf_encrypt(key, aad, nonce, k)
+        body = eph_pub + nonce + ct
+        sig = ed25519_sign(s_sec, aad + body)
+        out.append(
+            {
+                "epoch_key_hex": key.hex(),
+                "epoch": epoch,
+                "sender_id": sender,
+                "sender_secrets_hex": s_sec.hex(),
+                "recipient_id": recipient,
+                "recipient_secrets_hex": r_sec.hex(),
+                "eph_secret_hex": eph.hex(),
+                "nonce_hex": nonce.hex(),
+                "wrapped_hex": (body + sig).hex(),
+            }
+        )
+    return out
+
+
+def export_wrap_vectors():
+    out = []
+    for export_key, epoch, key, nonce in [
+        (pattern(64, 1, 1), 1, b"\x03" * 32, pattern(24, 7, 7)),
+        (pattern(64, 255, 3), 0, pattern(32, 9, 5), pattern(24, 8, 1)),
+    ]:
+        kek = hkdf_sha256(export_key, INFO_EXPORT_KEK)
+        ct = crypto_aead_xchacha20poly1305_ietf_encrypt(key, EXPORT_WRAP_AAD + struct.pack(">I", epoch), nonce, kek)
+        out.append(
+            {
+                "export_key_hex": export_key.hex(),
+                "export_kek_hex": kek.hex(),
+                "epoch": epoch,
+                "epoch_key_hex": key.hex(),
+                "nonce_hex": nonce.hex(),
+                "wrapped_hex": (nonce + ct).hex(),
+            }
+        )
+    return out
+
+
+def signed_envelope_vectors(epochs, devices):
+    out = []
+    for ei, di, sender, seq, nonce, plaintext in [
+        (0, 0, 7, 1, pattern(24, 11, 3), clip_item_text(1_700_000_000_000, "hello v2")),
+        (1, 2, 1, 2**64 - 1, pattern(24, 12, 5), b""),
+    ]:
+        e = epochs[ei]
+        key = bytes.fromhex(e["clip_key_hex"])
+        secrets = bytes.fromhex(devices[di]["secrets_hex"])
+        header = struct.pack(">BBQQI", SIGNED_ENVELOPE_VERSION, ENVELOPE_KIND_CLIP, sender, seq, e["epoch"])
+        ct = crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, header, nonce, key)
+        sealed = header + nonce + ct
+        sig = ed25519_sign(secrets, SIGNATURE_DOMAIN + sealed)
+        out.append(
+            {
+                "clip_key_hex": key.hex(),
+                "epoch": e["epoch"],
+                "sender_secrets_hex": secrets.hex(),
+                "sender_public_hex": device_public(secrets).hex(),
+                "sender": sender,
+                "seq": seq,
+                "nonce_hex": nonce.hex(),
+                "plaintext_hex": plaintext.hex(),
+                "envelope_hex": (sealed + sig).hex(),
+            }
+        )
+    return out
+
+
 def all_vectors():
     kdf = kdf_vectors()
     wrap = wrap_vectors(kdf)
@@ -267,6 +431,19 @@ def all_vectors():
         "clip_key.json": clip_keys,
         "envelope.json": env,
         "blob.json": blob_vectors(),
+        **v2_vectors(),
+    }
+
+
+def v2_vectors():
+    devices = device_vectors()
+    epochs = epoch_vectors(devices)
+    return {
+        "device.json": devices,
+        "epoch.json": epochs,
+        "epoch_wrap.json": epoch_wrap_vectors(devices),
+        "export_wrap.json": export_wrap_vectors(),
+        "signed_envelope.json": signed_envelope_vectors(epochs, devices),
     }
 
 

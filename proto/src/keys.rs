@@ -55,6 +55,10 @@ pub enum KdfError {
     /// The algorithm or version is not one this build knows.
     #[error("unknown kdf algorithm")]
     UnknownAlgorithm,
+    /// The parameters are weaker than the ones this device pinned for the
+    /// account at its first login (a relay trying a downgrade).
+    #[error("kdf parameters weaker than the ones pinned for this account")]
+    BelowPinned,
 }
 
 /// Argon2id parameters. Stored with the account and versioned so they can be
@@ -101,11 +105,12 @@ impl KdfParams {
     pub const MAX_T: u32 = 32;
     /// Highest parallelism a client will use.
     pub const MAX_P: u32 = 16;
-    /// Security floor for parameters offered by a relay at login: OWASP's
-    /// minimum for Argon2id (19 MiB, t = 2).
-    pub const FLOOR_M_KIB: u32 = 19 * 1024;
-    /// Security floor for the time cost.
-    pub const FLOOR_T: u32 = 2;
+    /// Security floor for parameters offered by a relay at login: the
+    /// documented default memory cost (64 MiB). Parallelism has no floor: a
+    /// lower `p` at the same `m` and `t` costs an attacker as much.
+    pub const FLOOR_M_KIB: u32 = 64 * 1024;
+    /// Security floor for the time cost: the documented default.
+    pub const FLOOR_T: u32 = 3;
 
     /// Checks that the parameters are computable and bounded.
     pub fn check(&self) -> Result<(), KdfError> {
@@ -120,6 +125,23 @@ impl KdfParams {
             || self.m_kib > Self::MAX_M_KIB
         {
             return Err(KdfError::BadParams);
+        }
+        Ok(())
+    }
+
+    /// [`KdfParams::check_floor`] plus the parameters this device pinned for
+    /// the account after its first login: memory and time may only go up.
+    /// Clients call this on every set of parameters a relay hands them.
+    pub fn check_pinned(&self, pinned: Option<&KdfParams>) -> Result<(), KdfError> {
+        self.check_floor()?;
+        if let Some(pin) = pinned {
+            if self.alg != pin.alg
+                || self.version != pin.version
+                || self.m_kib < pin.m_kib
+                || self.t < pin.t
+            {
+                return Err(KdfError::BelowPinned);
+            }
         }
         Ok(())
     }
@@ -395,5 +417,33 @@ mod tests {
             ..KdfParams::default()
         };
         assert_eq!(bad_version.check(), Err(KdfError::UnknownAlgorithm));
+        // The old floor (OWASP's 19 MiB, t = 2) is now refused.
+        let owasp = KdfParams {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+            ..KdfParams::default()
+        };
+        assert_eq!(owasp.check_floor(), Err(KdfError::TooWeak));
+    }
+
+    #[test]
+    fn pinned_parameters_only_go_up() {
+        let d = KdfParams::default();
+        assert_eq!(d.check_pinned(None), Ok(()));
+        assert_eq!(d.check_pinned(Some(&d)), Ok(()));
+        let up = KdfParams {
+            m_kib: 128 * 1024,
+            ..d
+        };
+        assert_eq!(up.check_pinned(Some(&d)), Ok(()));
+        assert_eq!(d.check_pinned(Some(&up)), Err(KdfError::BelowPinned));
+        let fewer_passes = KdfParams { t: 4, ..up };
+        let pin = KdfParams { t: 5, ..up };
+        assert_eq!(
+            fewer_passes.check_pinned(Some(&pin)),
+            Err(KdfError::BelowPinned)
+        );
+        assert_eq!(small().check_pinned(None), Err(KdfError::TooWeak));
     }
 }

@@ -13,6 +13,11 @@
 //! - [`keys`]: the key hierarchy (Argon2id → HKDF → auth key / KEK, wrapped
 //!   data key).
 //! - [`envelope`]: the sealed clip envelope (XChaCha20-Poly1305, header as AAD).
+//! - [`opaque`]: protocol v2 login (OPAQUE, ristretto255, Argon2id as KSF).
+//! - [`device`]: per-device X25519 + Ed25519 key pairs and safety numbers.
+//! - [`epoch`]: key epochs: per-epoch data keys, their wraps to devices and
+//!   under the OPAQUE export key, device certificates.
+//! - [`signed`]: the v2 envelope (epoch in the header, signed by the sender).
 //! - [`content`]: the clip content model that lives *inside* the ciphertext.
 //! - [`chunk`]: splitting oversized frames and reassembling them with bounds.
 //! - [`blob`]: large items sealed as a stream of authenticated chunks
@@ -25,11 +30,15 @@ pub mod blob;
 pub mod chunk;
 pub mod codec;
 pub mod content;
+pub mod device;
 pub mod envelope;
+pub mod epoch;
 pub mod filename;
 pub mod frame;
 pub mod ids;
 pub mod keys;
+pub mod opaque;
+pub mod signed;
 
 pub use blob::{
     BlobError, BlobId, BlobKey, BlobLayout, BlobOpener, BlobSealer, BlobStreamSealer, BlobSummary,
@@ -38,8 +47,11 @@ pub use blob::{
 pub use chunk::{Chunker, ReassembleError, Reassembler};
 pub use codec::DecodeError;
 pub use content::{ClipContent, ClipItem, FileEntry};
+pub use device::{DevicePublic, DeviceSecrets, Fingerprint};
 pub use envelope::{Envelope, EnvelopeHeader, EnvelopeKind, OpenError};
+pub use epoch::{DeviceWrappedKey, Epoch, EpochKey, ExportKek, ExportWrappedKey};
 pub use filename::{numbered_name, unique_name, SafePath};
 pub use frame::{CloseCode, DeviceInfo, ErrorCode, Frame, SignalKind, PROTOCOL_VERSION};
 pub use ids::{DeviceId, UserId};
 pub use keys::{AuthKey, ClipKey, DataKey, KdfParams, Kek, MasterKey, WrappedDataKey};
+pub use signed::{SignedEnvelope, SignedHeader};
