@@ -24,6 +24,7 @@
 //!   (bounded memory; the relay's blob store holds only ciphertext).
 //! - [`filename`]: peer-supplied file names made safe to create on disk.
 //! - [`api`]: JSON bodies of the relay's HTTP API.
+//! - [`stomp`]: STOMP 1.1 frames, for ClipCascade compatibility.
 
 pub mod api;
 pub mod blob;
@@ -39,6 +40,7 @@ pub mod ids;
 pub mod keys;
 pub mod opaque;
 pub mod signed;
+pub mod stomp;
 
 pub use blob::{
     BlobError, BlobId, BlobKey, BlobLayout, BlobOpener, BlobSealer, BlobStreamSealer, BlobSummary,
