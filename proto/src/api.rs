@@ -100,6 +100,20 @@ pub struct ChangePasswordRequest {
     pub end_other_sessions: bool,
 }
 
+/// `PUT /api/v1/clipcascade`: turns ClipCascade compatibility on or off
+/// for the caller's account (see `docs/crypto.md` on the weaker verifier).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipCascadeRequest {
+    /// Lowercase hex SHA3-512 of the password (what ClipCascade clients
+    /// send to log in); `None` turns compatibility off and ends every
+    /// ClipCascade session of the account.
+    pub login_hash: Option<String>,
+    /// `"P2S"` or `"P2P"`, what `/server-mode` answers; unchanged if absent.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
 /// One device in `GET /api/v1/devices`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {

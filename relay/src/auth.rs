@@ -101,6 +101,28 @@ impl Hasher {
             .map_err(|_| HashError::Join)?
     }
 
+    /// The PHC string of `Argon2id(secret, random salt)` for a secret of
+    /// any length (the ClipCascade verifier hashes a 128-character hex).
+    pub async fn hash_bytes(&self, secret: Vec<u8>) -> Result<String, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
+        let params = self.params.clone();
+        tokio::task::spawn_blocking(move || hash_sync(&params, &secret))
+            .await
+            .map_err(|_| HashError::Join)?
+    }
+
+    /// [`Hasher::verify`] for a secret of any length.
+    pub async fn verify_bytes(&self, phc: Option<String>, secret: Vec<u8>) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let known = phc.is_some();
+        let phc = phc.unwrap_or_else(|| self.dummy.to_string());
+        tokio::task::spawn_blocking(move || known && verify_sync(&phc, &secret))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Checks `auth_key` against a stored PHC string. With `None` (unknown
     /// user) it verifies against a dummy hash and returns false, so timing
     /// does not reveal whether the account exists.
@@ -117,12 +139,12 @@ impl Hasher {
 }
 
 /// Hashes one key synchronously with the given cost (admin CLI).
-pub fn hash_blocking(m_kib: u32, t: u32, p: u32, key: &[u8; 32]) -> Result<String, HashError> {
+pub fn hash_blocking(m_kib: u32, t: u32, p: u32, key: &[u8]) -> Result<String, HashError> {
     let params = argon2::Params::new(m_kib, t, p, None).map_err(|_| HashError::Params)?;
     hash_sync(&params, key)
 }
 
-fn hash_sync(params: &argon2::Params, key: &[u8; 32]) -> Result<String, HashError> {
+fn hash_sync(params: &argon2::Params, key: &[u8]) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|_| HashError::Hash)?;
@@ -137,7 +159,7 @@ fn hash_sync(params: &argon2::Params, key: &[u8; 32]) -> Result<String, HashErro
         .to_string())
 }
 
-fn verify_sync(phc: &str, key: &[u8; 32]) -> bool {
+fn verify_sync(phc: &str, key: &[u8]) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };

@@ -87,9 +87,30 @@ pub enum UserCommand {
         /// Make it an admin (the first account always is).
         #[arg(long)]
         admin: bool,
+        /// Let ClipCascade clients log in to it too (stores the weaker
+        /// ClipCascade verifier; see docs/crypto.md).
+        #[arg(long)]
+        clipcascade: bool,
         /// Password input and KDF parameters.
         #[command(flatten)]
         pw: PasswordArgs,
+    },
+    /// Change an account's settings.
+    Set {
+        /// Account name.
+        name: String,
+        /// ClipCascade compatibility: `on` asks for the account's password
+        /// (the ClipCascade verifier is derived from it); `off` removes the
+        /// verifier and ends every ClipCascade session.
+        #[arg(long, value_name = "on|off")]
+        clipcascade: Option<OnOff>,
+        /// What `/server-mode` tells the account's ClipCascade clients.
+        #[arg(long, value_enum)]
+        clipcascade_mode: Option<ModeArg>,
+        /// Read the password from the first line of stdin instead of
+        /// prompting (with `--clipcascade on`).
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Disable an account (its devices can no longer connect).
     Disable {
@@ -115,6 +136,24 @@ pub enum UserCommand {
         #[command(flatten)]
         pw: PasswordArgs,
     },
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// A ClipCascade server mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Relay through the server (STOMP on `/clipsocket`).
+    P2s,
+    /// Direct links, signalled through `/p2psignaling`.
+    P2p,
 }
 
 /// How the password is read, and the KDF parameters to derive with.
@@ -186,7 +225,23 @@ fn read_password(args: &PasswordArgs) -> anyhow::Result<String> {
     Ok(pw)
 }
 
+/// The ClipCascade verifier of a password: Argon2id of its SHA3-512 hex.
+fn cc_verifier(config: &Config, pw: &str) -> anyhow::Result<String> {
+    let a = &config.auth;
+    let hex = crate::clipcascade::login_hash(pw);
+    auth::hash_blocking(a.hash_m_kib, a.hash_t, a.hash_p, hex.as_bytes())
+        .context("hashing the ClipCascade verifier")
+}
+
 fn credentials(config: &Config, args: &PasswordArgs) -> anyhow::Result<NewCredentials> {
+    credentials_from(config, args, &read_password(args)?)
+}
+
+fn credentials_from(
+    config: &Config,
+    args: &PasswordArgs,
+    pw: &str,
+) -> anyhow::Result<NewCredentials> {
     let d = KdfParams::default();
     let kdf = KdfParams {
         m_kib: args.kdf_m_kib.unwrap_or(d.m_kib),
@@ -194,7 +249,6 @@ fn credentials(config: &Config, args: &PasswordArgs) -> anyhow::Result<NewCreden
         p: args.kdf_p.unwrap_or(d.p),
         ..d
     };
-    let pw = read_password(args)?;
     let salt = random_salt();
     let (auth_key, kek) = derive_keys(pw.as_bytes(), &salt, &kdf).context("deriving keys")?;
     let wrapped = kek.wrap(&DataKey::generate());
@@ -233,9 +287,18 @@ pub fn run_user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()>
                 );
             }
         }
-        UserCommand::Add { name, admin, pw } => {
+        UserCommand::Add {
+            name,
+            admin,
+            clipcascade,
+            pw,
+        } => {
             crate::validate::username(&name).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-            let creds = credentials(config, &pw)?;
+            let password = read_password(&pw)?;
+            let creds = credentials_from(config, &pw, &password)?;
+            let verifier = clipcascade
+                .then(|| cc_verifier(config, &password))
+                .transpose()?;
             let res =
                 store.blocking(|db| db.create_user(&name, &creds, |_| true, None, unix_now()))?;
             match res {
@@ -243,14 +306,85 @@ pub fn run_user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()>
                     if admin && !is_admin {
                         store.blocking(|db| db.set_admin(user, true))?;
                     }
+                    if let Some(v) = verifier {
+                        store.blocking(move |db| db.set_cc_verifier(user, Some(&v)))?;
+                    }
                     println!(
-                        "created user {name:?} (id {}){}",
+                        "created user {name:?} (id {}){}{}",
                         user.0,
-                        if admin || is_admin { ", admin" } else { "" }
+                        if admin || is_admin { ", admin" } else { "" },
+                        if clipcascade {
+                            ", ClipCascade clients allowed"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 CreateUser::Taken => bail!("username {name:?} is taken"),
                 CreateUser::Closed => bail!("account creation refused"),
+            }
+        }
+        UserCommand::Set {
+            name,
+            clipcascade,
+            clipcascade_mode,
+            password_stdin,
+        } => {
+            let u = find(&store, &name)?;
+            let user = u.id;
+            if clipcascade.is_none() && clipcascade_mode.is_none() {
+                bail!("nothing to set: pass --clipcascade on|off or --clipcascade-mode");
+            }
+            if let Some(m) = clipcascade_mode {
+                let mode = match m {
+                    ModeArg::P2s => crate::store::CcMode::P2S,
+                    ModeArg::P2p => crate::store::CcMode::P2P,
+                };
+                store.blocking(move |db| db.set_cc_mode(user, mode))?;
+                println!("ClipCascade mode of {name:?} is {}", mode.as_str());
+            }
+            match clipcascade {
+                Some(OnOff::On) => {
+                    let args = PasswordArgs {
+                        password_stdin,
+                        kdf_m_kib: None,
+                        kdf_t: None,
+                        kdf_p: None,
+                    };
+                    let pw = read_password(&args)?;
+                    // The verifier must be of the account's real password,
+                    // or ClipCascade logins and clipmesh logins would use
+                    // different passwords and keys.
+                    let (auth_key, _) = derive_keys(
+                        pw.as_bytes(),
+                        &u.salt
+                            .clone()
+                            .try_into()
+                            .map_err(|_| anyhow::anyhow!("corrupt salt"))?,
+                        &u.kdf,
+                    )
+                    .context("deriving keys")?;
+                    let phc = argon2::password_hash::PasswordHash::new(&u.auth_hash)
+                        .map_err(|_| anyhow::anyhow!("corrupt auth hash"))?;
+                    use argon2::PasswordVerifier;
+                    if argon2::Argon2::default()
+                        .verify_password(auth_key.expose(), &phc)
+                        .is_err()
+                    {
+                        bail!("that is not the password of {name:?}");
+                    }
+                    let v = cc_verifier(config, &pw)?;
+                    store.blocking(move |db| db.set_cc_verifier(user, Some(&v)))?;
+                    println!("ClipCascade clients may now log in as {name:?}");
+                }
+                Some(OnOff::Off) => {
+                    let ended = store.blocking(move |db| db.set_cc_verifier(user, None))?;
+                    println!(
+                        "ClipCascade logins refused for {name:?}; {} session(s) ended",
+                        ended.len()
+                    );
+                }
+                None => {}
             }
         }
         UserCommand::Disable { name } => set_disabled(&store, &name, true)?,

@@ -63,6 +63,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Room behaviour.
     pub room: RoomConfig,
+    /// The ClipCascade compatibility surface (`docs/relay.md`, "Moving from
+    /// ClipCascade").
+    pub clipcascade: ClipCascadeConfig,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             room: RoomConfig::default(),
+            clipcascade: ClipCascadeConfig::default(),
         }
     }
 }
@@ -239,6 +243,42 @@ impl Default for RoomConfig {
         Self {
             evict_idle_s: 60,
             clip_ttl_s: 24 * 3600,
+        }
+    }
+}
+
+/// The ClipCascade compatibility surface: its login pages, JSON endpoints,
+/// STOMP on `/clipsocket` and signalling on `/p2psignaling`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClipCascadeConfig {
+    /// Serve ClipCascade clients at all. Default true. Each account must
+    /// still opt in (`clipmesh-relay user set NAME --clipcascade on`).
+    pub enabled: bool,
+    /// L, the largest raw item a ClipCascade client may send, bytes
+    /// (`/max-size`). Default 1048576 (1 MiB). STOMP messages up to 2·L
+    /// are accepted, to leave room for base64 and encryption; larger ones
+    /// close the socket.
+    pub max_size: u64,
+    /// What `/stun-url` answers to clients in P2P mode. Default
+    /// `stun:stun.l.google.com:19302`, ClipCascade's own default.
+    pub stun_url: String,
+    /// Most ClipCascade sessions (logins) kept per account; a new login
+    /// beyond it ends the oldest. Default 16.
+    pub max_sessions_per_user: u32,
+    /// Seconds between heart-beats (a lone newline) the relay sends on
+    /// `/clipsocket`. Default 20.
+    pub heartbeat_s: u16,
+}
+
+impl Default for ClipCascadeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_size: 1024 * 1024,
+            stun_url: "stun:stun.l.google.com:19302".into(),
+            max_sessions_per_user: 16,
+            heartbeat_s: 20,
         }
     }
 }

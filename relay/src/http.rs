@@ -9,6 +9,11 @@
 mod account;
 mod admin;
 
+pub(crate) use account::{
+    check_throttle as check_login_throttle, record_failure as record_login_failure,
+    record_success as record_login_success,
+};
+
 use crate::auth::{self, Hasher};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -60,6 +65,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
+    /// ClipCascade P2P signalling sessions, per user.
+    pub signals: crate::clipcascade::SignalHub,
 }
 
 /// The router for the whole relay.
@@ -81,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/admin/users/{id}", delete(admin::delete_user))
         .route("/api/v1/ws", get(crate::ws::upgrade))
         .merge(crate::blobs::routes())
+        .merge(crate::clipcascade::routes(&state.config.clipcascade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -167,6 +175,11 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// Seconds the client should wait, for 429 and 503 answers.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The human message.

@@ -18,6 +18,8 @@
 //! - [`blobs`]: the blob store for large sealed items (files under
 //!   `<data-dir>/blobs`, streaming resumable uploads, TTL sweeper).
 //! - [`outbox`]: a connection's bounded outbound queue.
+//! - [`clipcascade`]: the drop-in surface for existing ClipCascade clients
+//!   (cookie login, STOMP on `/clipsocket`, signalling on `/p2psignaling`).
 //! - [`auth`], [`throttle`], [`ratelimit`], [`validate`], [`net`],
 //!   [`metrics`], [`config`], [`cli`]: the pieces around them.
 //!
@@ -32,6 +34,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod cli;
+pub mod clipcascade;
 pub mod config;
 pub mod http;
 pub mod metrics;

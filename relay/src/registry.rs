@@ -241,6 +241,7 @@ mod tests {
             name: "x".into(),
             conn: crate::room::ConnId(d),
             port: Outbox::new(8, 1 << 20, Arc::new(Metrics::default())),
+            kind: crate::room::MemberKind::Native,
         }
     }
 

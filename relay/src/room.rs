@@ -27,7 +27,9 @@ use crate::store::{ClipWrite, Store};
 use bytes::Bytes;
 use clipmesh_proto::{DeviceId, SignalKind, UserId};
 pub use clipmesh_room::state;
-pub use clipmesh_room::{Clip, ConnId, Member, Port, PortFull, Published, RoomLimits, RoomState};
+pub use clipmesh_room::{
+    Clip, ConnId, Member, MemberKind, Port, PortFull, Published, RoomLimits, RoomState,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -90,6 +92,8 @@ pub enum RoomMsg {
     Publish(Box<Publish>),
     /// A device sent a signalling frame.
     Signal(Box<Signal>),
+    /// A ClipCascade session sent a message.
+    CcPublish(Box<CcPublish>),
     /// Close one device's sockets with 4001.
     Revoke {
         /// Which device.
@@ -128,6 +132,15 @@ pub struct Publish {
     pub id: u32,
     /// The sealed envelope.
     pub envelope: Vec<u8>,
+}
+
+/// [`RoomMsg::CcPublish`].
+#[derive(Debug)]
+pub struct CcPublish {
+    /// From which connection.
+    pub conn: ConnId,
+    /// The compact JSON body every ClipCascade session receives.
+    pub body: Bytes,
 }
 
 /// [`RoomMsg::Signal`].
@@ -451,6 +464,13 @@ fn handle(
             if state.signal(conn, peer, kind, payload) {
                 Metrics::add(&ctx.metrics.signals, 1);
             }
+        }
+        RoomMsg::CcPublish(p) => {
+            let CcPublish { conn, body } = *p;
+            let out = state.cc_publish(conn, body);
+            Metrics::add(&ctx.metrics.frames_relayed, out.delivered);
+            Metrics::add(&ctx.metrics.bytes_relayed, out.bytes);
+            tracing::trace!(delivered = out.delivered, "clipcascade message");
         }
         RoomMsg::Revoke { device } => state.revoke(Some(device)),
         RoomMsg::RevokeAll => state.revoke(None),

@@ -162,6 +162,7 @@ impl Relay {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             next_conn: AtomicU64::new(1),
+            signals: crate::clipcascade::SignalHub::default(),
         });
         let app = http::router(state);
         let http_limits = net::HttpLimits {

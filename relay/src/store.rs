@@ -13,6 +13,7 @@
 
 mod batch;
 mod blobs;
+mod clipcascade;
 mod migrations;
 
 use clipmesh_proto::api::UserRecord;
@@ -24,6 +25,7 @@ use thiserror::Error;
 
 pub use batch::{ClipWrite, BATCH_MAX, BATCH_WINDOW};
 pub use blobs::{BlobRow, CreateBlob};
+pub use clipcascade::{CcAccount, CcMode, CcSession};
 pub use migrations::MIGRATIONS;
 
 /// Errors from the database layer.
@@ -447,7 +449,10 @@ impl Db {
     ) -> Result<Vec<DeviceId>, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "UPDATE users SET salt = ?2, kdf = ?3, auth_hash = ?4, wrapped_data_key = ?5 WHERE id = ?1",
+            // The ClipCascade verifier is of the old password: drop it (the
+            // device changing the password may set a new one).
+            "UPDATE users SET salt = ?2, kdf = ?3, auth_hash = ?4, wrapped_data_key = ?5, \
+             cc_verifier = NULL WHERE id = ?1",
             params![
                 sql_id(user.0),
                 creds.salt,

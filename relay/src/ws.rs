@@ -277,6 +277,7 @@ async fn handshake(
         name: session.device_name.clone(),
         conn,
         port: outbox.clone(),
+        kind: crate::room::MemberKind::Native,
     };
     let join = RoomMsg::Join(Box::new(Join { member, last_seen }));
     if s.registry.send(session.user, join).await.is_err() {

@@ -15,6 +15,8 @@ mod blob_client;
 mod blobs;
 #[path = "relay/cli.rs"]
 mod cli;
+#[path = "relay/clipcascade.rs"]
+mod clipcascade;
 #[path = "relay/lifecycle.rs"]
 mod lifecycle;
 #[path = "relay/limits.rs"]

@@ -17,4 +17,6 @@ pub mod ratelimit;
 pub mod state;
 
 pub use ratelimit::{PublishLimiter, TokenBucket, Verdict};
-pub use state::{Clip, ConnId, Member, Port, PortFull, Published, RoomLimits, RoomState};
+pub use state::{
+    Clip, ConnId, Member, MemberKind, Port, PortFull, Published, RoomLimits, RoomState,
+};

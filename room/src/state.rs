@@ -45,6 +45,18 @@ impl<T: Port + ?Sized> Port for std::sync::Arc<T> {
     }
 }
 
+/// Which protocol a member speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MemberKind {
+    /// A clipmesh device: gets `Welcome`, `Presence`, `Deliver`, `Signal`.
+    #[default]
+    Native,
+    /// A ClipCascade session (`/clipsocket`): gets only ClipCascade message
+    /// bodies, from [`RoomState::cc_publish`]. Its port is handed raw JSON
+    /// bodies, which its connection wraps in STOMP `MESSAGE` frames.
+    ClipCascade,
+}
+
 /// One online device.
 #[derive(Debug)]
 pub struct Member<P> {
@@ -56,6 +68,8 @@ pub struct Member<P> {
     pub conn: ConnId,
     /// Its outbound queue.
     pub port: P,
+    /// The protocol it speaks; frames of one kind never reach the other.
+    pub kind: MemberKind,
 }
 
 /// The room's newest clip.
@@ -146,10 +160,24 @@ impl<P: Port> RoomState<P> {
         self.members.is_empty()
     }
 
-    /// The online devices.
+    /// The online devices, ClipCascade sessions included.
     pub fn online(&self) -> Vec<DeviceInfo> {
         self.members
             .iter()
+            .map(|m| DeviceInfo {
+                id: m.device,
+                name: m.name.clone(),
+            })
+            .collect()
+    }
+
+    /// The online clipmesh devices, as `Welcome` and `Presence` list them
+    /// (a ClipCascade session cannot take part in clipmesh signalling or
+    /// open envelopes, so native devices are not told about it).
+    fn native_online(&self) -> Vec<DeviceInfo> {
+        self.members
+            .iter()
+            .filter(|m| m.kind == MemberKind::Native)
             .map(|m| DeviceInfo {
                 id: m.device,
                 name: m.name.clone(),
@@ -181,6 +209,10 @@ impl<P: Port> RoomState<P> {
             return false;
         }
         let device = member.device;
+        if member.kind == MemberKind::ClipCascade {
+            self.members.push(member);
+            return true;
+        }
         self.members.push(member);
         let welcome = Frame::Welcome {
             user: self.user,
@@ -188,7 +220,7 @@ impl<P: Port> RoomState<P> {
             max_frame: self.limits.max_frame,
             ping_interval_s: self.limits.ping_interval_s,
             idle_timeout_s: self.limits.idle_timeout_s,
-            online: self.online(),
+            online: self.native_online(),
         };
         let mut drop = Vec::new();
         let idx = self.members.len() - 1;
@@ -218,8 +250,8 @@ impl<P: Port> RoomState<P> {
         let Some(i) = self.members.iter().position(|m| m.conn == conn) else {
             return false;
         };
-        self.members.swap_remove(i);
-        self.settle(Vec::new(), true, None);
+        let gone = self.members.swap_remove(i);
+        self.settle(Vec::new(), gone.kind == MemberKind::Native, None);
         true
     }
 
@@ -243,7 +275,11 @@ impl<P: Port> RoomState<P> {
     /// delivered to every other member, acknowledged to the publisher and
     /// kept as the newest clip.
     pub fn publish(&mut self, conn: ConnId, id: u32, envelope: Vec<u8>, now: i64) -> Published {
-        let Some(pi) = self.members.iter().position(|m| m.conn == conn) else {
+        let Some(pi) = self
+            .members
+            .iter()
+            .position(|m| m.conn == conn && m.kind == MemberKind::Native)
+        else {
             return Published::default();
         };
         let from = self.members[pi].device;
@@ -261,7 +297,7 @@ impl<P: Port> RoomState<P> {
         let mut out = Published::default();
         let mut drop = Vec::new();
         for (i, m) in self.members.iter().enumerate() {
-            if i == pi {
+            if i == pi || m.kind != MemberKind::Native {
                 continue;
             }
             if m.port.try_send(bytes.clone()).is_ok() {
@@ -296,7 +332,11 @@ impl<P: Port> RoomState<P> {
         kind: SignalKind,
         payload: Vec<u8>,
     ) -> bool {
-        let Some(sender) = self.members.iter().find(|m| m.conn == conn) else {
+        let Some(sender) = self
+            .members
+            .iter()
+            .find(|m| m.conn == conn && m.kind == MemberKind::Native)
+        else {
             return false;
         };
         let from = sender.device;
@@ -304,7 +344,7 @@ impl<P: Port> RoomState<P> {
         let target = self
             .members
             .iter()
-            .find(|m| m.device == peer && m.device != from);
+            .find(|m| m.device == peer && m.device != from && m.kind == MemberKind::Native);
         let sent = match target {
             Some(t) => {
                 let f = Frame::Signal {
@@ -333,6 +373,35 @@ impl<P: Port> RoomState<P> {
         sent
     }
 
+    /// A ClipCascade member sends a message: its body goes to every
+    /// ClipCascade member of the user, the sender included (ClipCascade
+    /// clients drop their own echo). Nothing is numbered or kept: the
+    /// original server replays nothing either.
+    pub fn cc_publish(&mut self, conn: ConnId, body: Bytes) -> Published {
+        let mut out = Published::default();
+        if !self
+            .members
+            .iter()
+            .any(|m| m.conn == conn && m.kind == MemberKind::ClipCascade)
+        {
+            return out;
+        }
+        let mut drop = Vec::new();
+        for m in &self.members {
+            if m.kind != MemberKind::ClipCascade {
+                continue;
+            }
+            if m.port.try_send(body.clone()).is_ok() {
+                out.delivered += 1;
+                out.bytes += body.len() as u64;
+            } else {
+                drop.push(m.conn);
+            }
+        }
+        self.settle(drop, false, None);
+        out
+    }
+
     /// Removes members whose queue was full (closing them with 4005), and
     /// when the online set changed (or `announce`), tells every member but
     /// `skip` the new online set. Repeats while sending presence itself
@@ -354,12 +423,12 @@ impl<P: Port> RoomState<P> {
                 return;
             }
             let presence: Bytes = Frame::Presence {
-                online: self.online(),
+                online: self.native_online(),
             }
             .encode()
             .into();
             for m in &self.members {
-                if Some(m.device) == skip {
+                if Some(m.device) == skip || m.kind != MemberKind::Native {
                     continue;
                 }
                 if m.port.try_send(presence.clone()).is_err() {
@@ -384,6 +453,8 @@ mod tests {
     #[derive(Default)]
     struct Sink {
         frames: Vec<Frame>,
+        /// ClipCascade bodies (not clipmesh frames).
+        raw: Vec<Bytes>,
         closed: Option<CloseCode>,
         cap: usize,
     }
@@ -397,7 +468,10 @@ mod tests {
             if s.frames.len() >= s.cap {
                 return Err(PortFull);
             }
-            s.frames.push(Frame::decode(&frame).unwrap());
+            match Frame::decode(&frame) {
+                Ok(f) => s.frames.push(f),
+                Err(_) => s.raw.push(frame),
+            }
             Ok(())
         }
         fn close(&self, code: CloseCode) {
@@ -434,6 +508,7 @@ mod tests {
             name: format!("dev{d}"),
             conn: ConnId(d * 10),
             port: port.clone(),
+            kind: MemberKind::Native,
         }
     }
 
@@ -581,5 +656,41 @@ mod tests {
         ));
         // Signalling to itself is refused too.
         assert!(!r.signal(ConnId(10), DeviceId(1), SignalKind::Bye, vec![]));
+    }
+
+    #[test]
+    fn clipcascade_members_get_only_clipcascade_bodies_sender_included() {
+        let mut r = room();
+        let (n, c1, c2) = (TestPort::new(10), TestPort::new(10), TestPort::new(10));
+        r.join(member(1, &n), 0, 0);
+        let cc = |d: u64, p: &TestPort| Member {
+            kind: MemberKind::ClipCascade,
+            ..member(d, p)
+        };
+        assert!(r.join(cc(2, &c1), 0, 0));
+        assert!(r.join(cc(3, &c2), 0, 0));
+        // The device limit counts them; native presence does not list them.
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.online().len(), 3);
+        assert!(n.take().len() == 1, "only the native Welcome");
+        // A ClipCascade body reaches both sessions, not the native device.
+        let out = r.cc_publish(ConnId(20), Bytes::from_static(b"{}"));
+        assert_eq!(out.delivered, 2);
+        assert!(n.take().is_empty());
+        for p in [&c1, &c2] {
+            assert_eq!(p.0.borrow().raw, vec![Bytes::from_static(b"{}")]);
+            assert!(p.take().is_empty(), "no clipmesh frame for ClipCascade");
+        }
+        // Native publishes and signals never reach ClipCascade members.
+        r.publish(ConnId(10), 1, b"env".to_vec(), 0);
+        assert!(!r.signal(ConnId(10), DeviceId(2), SignalKind::Offer, vec![]));
+        assert!(c1.take().is_empty() && c2.take().is_empty());
+        // A session leaving does not announce presence to native devices.
+        n.take();
+        r.leave(ConnId(30));
+        assert!(n.take().is_empty());
+        // A native member cannot cc_publish, nor a ClipCascade one publish.
+        assert_eq!(r.cc_publish(ConnId(10), Bytes::new()).delivered, 0);
+        assert!(r.publish(ConnId(20), 1, vec![], 0).persist.is_none());
     }
 }

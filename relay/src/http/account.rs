@@ -128,7 +128,11 @@ fn signup_closed() -> ApiError {
     )
 }
 
-fn check_throttle(s: &AppState, name: &str, ip: std::net::IpAddr) -> Result<(), ApiError> {
+pub(crate) fn check_throttle(
+    s: &AppState,
+    name: &str,
+    ip: std::net::IpAddr,
+) -> Result<(), ApiError> {
     let now = Instant::now();
     let by_ip = s
         .throttle_ips
@@ -147,7 +151,7 @@ fn check_throttle(s: &AppState, name: &str, ip: std::net::IpAddr) -> Result<(), 
     }
 }
 
-fn record_failure(s: &AppState, name: &str, ip: std::net::IpAddr) {
+pub(crate) fn record_failure(s: &AppState, name: &str, ip: std::net::IpAddr) {
     let now = Instant::now();
     Metrics::add(&s.metrics.auth_failures, 1);
     if let Ok(mut t) = s.throttle_ips.lock() {
@@ -155,6 +159,13 @@ fn record_failure(s: &AppState, name: &str, ip: std::net::IpAddr) {
     }
     if let Ok(mut t) = s.throttle_users.lock() {
         t.failure(name.to_owned(), now);
+    }
+}
+
+/// A login succeeded: the account name starts over.
+pub(crate) fn record_success(s: &AppState, name: &str, _ip: std::net::IpAddr) {
+    if let Ok(mut t) = s.throttle_users.lock() {
+        t.success(&name.to_owned());
     }
 }
 

@@ -64,4 +64,18 @@ CREATE INDEX blobs_expires ON blobs(expires_at);
     r#"
 ALTER TABLE room_state ADD COLUMN seq_floor INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 4: ClipCascade compatibility: the per-account verifier (Argon2id PHC
+    // of the SHA3-512 hex the ClipCascade clients send; NULL = not enabled),
+    // the per-account server mode, and cookie sessions (SHA-256 of the
+    // JSESSIONID), each tied to a device row so the devices list and revoke
+    // cover them.
+    r#"
+ALTER TABLE users ADD COLUMN cc_verifier TEXT;
+ALTER TABLE users ADD COLUMN cc_mode TEXT NOT NULL DEFAULT 'P2S';
+CREATE TABLE cc_sessions (
+    sid_sha256 BLOB    PRIMARY KEY,
+    device_id  INTEGER NOT NULL UNIQUE REFERENCES devices(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];

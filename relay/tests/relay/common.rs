@@ -117,8 +117,13 @@ pub async fn http(method: &str, url: &str, token: Option<&str>, body: Option<Str
                 }
                 r.call()
             }
-            (_, body) => {
-                let mut r = agent.post(&url).content_type("application/json");
+            (m, body) => {
+                let r = if m == "PUT" {
+                    agent.put(&url)
+                } else {
+                    agent.post(&url)
+                };
+                let mut r = r.content_type("application/json");
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }

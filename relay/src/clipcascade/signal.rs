@@ -1,0 +1,357 @@
+//! ClipCascade's P2P signalling on `/p2psignaling`: raw JSON over a
+//! WebSocket, routed within one user only.
+//!
+//! On connect a session gets a random UUID peer id
+//! (`{"type":"ASSIGNED_ID","peerId":…}`), and every session of the user
+//! gets the new `{"type":"PEER_LIST","peers":[…]}`; again on each leave.
+//! `OFFER`, `ANSWER` and `ICE_CANDIDATE` messages go, as the original text,
+//! to the session whose peer id is `toPeerId` among the same user's
+//! sessions; other types are ignored. The relay pings every
+//! [`PING_INTERVAL`] and closes a session silent for [`PONG_TIMEOUT`].
+//!
+//! [`SignalHub`] is the routing table: user → peers, each with a bounded
+//! [`Outbox`]. Its lock is held for map operations only, never across an
+//! `.await`. Signalling does not go through the room actor: it is a
+//! separate, stateless switch (like the second Durable Object of the
+//! design this relay follows), and it carries no clipboard data.
+
+use super::{require, uuid_v4};
+use crate::http::{ApiError, AppState};
+use crate::outbox::{Next, Outbox};
+use crate::ratelimit::{PublishLimiter, Verdict};
+use crate::room::Port;
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use clipmesh_proto::{CloseCode, UserId};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Largest signalling message, bytes (SDP offers are a few KiB).
+pub const MAX_SIGNAL_MESSAGE: usize = 64 * 1024;
+/// Messages queued towards one session before it counts as a slow consumer.
+pub const SIGNAL_QUEUE: usize = 64;
+/// How often the relay pings a signalling session.
+pub const PING_INTERVAL: Duration = Duration::from_secs(40);
+/// How long a session may go without a pong (or any message).
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most signalling sessions of one user at once.
+pub const MAX_PEERS_PER_USER: usize = 32;
+
+/// One signalling session.
+struct Peer {
+    id: String,
+    port: Arc<Outbox>,
+}
+
+/// Routes signalling messages between the sessions of each user.
+#[derive(Default)]
+pub struct SignalHub {
+    users: Mutex<HashMap<UserId, Vec<Peer>>>,
+}
+
+/// The user already has [`MAX_PEERS_PER_USER`] sessions.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HubFull;
+
+impl SignalHub {
+    fn lock(&self) -> MutexGuard<'_, HashMap<UserId, Vec<Peer>>> {
+        // Map operations cannot leave it inconsistent.
+        self.users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn peer_list(peers: &[Peer]) -> Bytes {
+        let ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+        Bytes::from(json!({"type": "PEER_LIST", "peers": ids}).to_string())
+    }
+
+    fn broadcast(peers: &[Peer]) {
+        let list = Self::peer_list(peers);
+        for p in peers {
+            if p.port.try_send(list.clone()).is_err() {
+                p.port.close(CloseCode::SlowConsumer);
+            }
+        }
+    }
+
+    /// Adds a session: queues its `ASSIGNED_ID`, then the new peer list to
+    /// everyone of the user. Gives the peer id.
+    pub fn join(&self, user: UserId, port: Arc<Outbox>) -> Result<String, HubFull> {
+        let mut map = self.lock();
+        let peers = map.entry(user).or_default();
+        if peers.len() >= MAX_PEERS_PER_USER {
+            return Err(HubFull);
+        }
+        let id = uuid_v4();
+        let assigned = json!({"type": "ASSIGNED_ID", "peerId": id}).to_string();
+        // An empty queue always takes one message.
+        let _ = port.try_send(Bytes::from(assigned));
+        peers.push(Peer {
+            id: id.clone(),
+            port,
+        });
+        Self::broadcast(peers);
+        Ok(id)
+    }
+
+    /// Removes a session and tells the others.
+    pub fn leave(&self, user: UserId, id: &str) {
+        let mut map = self.lock();
+        let Some(peers) = map.get_mut(&user) else {
+            return;
+        };
+        peers.retain(|p| p.id != id);
+        if peers.is_empty() {
+            map.remove(&user);
+        } else {
+            Self::broadcast(peers);
+        }
+    }
+
+    /// Forwards `text` to the user's session `to`. False if there is none.
+    pub fn forward(&self, user: UserId, to: &str, text: Bytes) -> bool {
+        let map = self.lock();
+        let Some(p) = map.get(&user).and_then(|v| v.iter().find(|p| p.id == to)) else {
+            return false;
+        };
+        if p.port.try_send(text).is_err() {
+            p.port.close(CloseCode::SlowConsumer);
+        }
+        true
+    }
+
+    /// Sessions of `user` now.
+    pub fn peers(&self, user: UserId) -> usize {
+        self.lock().get(&user).map_or(0, Vec::len)
+    }
+}
+
+/// The fields the relay reads from a client message.
+#[derive(Deserialize)]
+struct Routed {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(rename = "toPeerId")]
+    to: Option<String>,
+}
+
+/// What to do with one client message: forward it to a peer id, or not.
+pub fn route(text: &[u8]) -> Option<String> {
+    let m: Routed = serde_json::from_slice(text).ok()?;
+    match m.kind?.as_str() {
+        "OFFER" | "ANSWER" | "ICE_CANDIDATE" => m.to,
+        _ => None,
+    }
+}
+
+/// `GET /p2psignaling`: needs the session cookie (401 without).
+pub(super) async fn upgrade(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let session = match require(&s, &headers).await {
+        Ok(sess) => sess,
+        Err(r) => return r,
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
+    if s.shutdown.is_cancelled() {
+        return ApiError::unavailable("relay is restarting", 1).into_response();
+    }
+    let max = s.config.limits.max_connections;
+    if s.metrics.connections.fetch_add(1, Ordering::Relaxed) >= max as i64 {
+        s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        return ApiError::unavailable("relay is full", 30).into_response();
+    }
+    let slot = super::socket::Slot(s.metrics.clone());
+    let ws = ws
+        .max_message_size(MAX_SIGNAL_MESSAGE)
+        .max_frame_size(MAX_SIGNAL_MESSAGE);
+    let tracker = s.tracker.clone();
+    let user = session.user;
+    ws.on_upgrade(move |socket| tracker.track_future(Box::pin(run(s, user, socket, slot))))
+}
+
+async fn run(s: Arc<AppState>, user: UserId, mut socket: WebSocket, slot: super::socket::Slot) {
+    let _slot = slot;
+    let outbox = Outbox::new(
+        SIGNAL_QUEUE,
+        SIGNAL_QUEUE * MAX_SIGNAL_MESSAGE,
+        s.metrics.clone(),
+    );
+    let Ok(id) = s.signals.join(user, outbox.clone()) else {
+        let frame = CloseFrame {
+            code: CloseCode::TooManyDevices.as_u16(),
+            reason: CloseCode::TooManyDevices.reason().into(),
+        };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+        return;
+    };
+    tracing::debug!(%user, "clipcascade signalling session open");
+    let code = serve(&s, user, &mut socket, &outbox).await;
+    s.signals.leave(user, &id);
+    outbox.detach();
+    if let Some(code) = code {
+        let frame = CloseFrame {
+            code: code.as_u16(),
+            reason: code.reason().into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    tracing::debug!(%user, "clipcascade signalling session closed");
+}
+
+/// The session loop; gives the close code to send (none if the socket is
+/// gone).
+async fn serve(
+    s: &Arc<AppState>,
+    user: UserId,
+    socket: &mut WebSocket,
+    outbox: &Arc<Outbox>,
+) -> Option<CloseCode> {
+    let l = &s.config.limits;
+    let write_timeout = Duration::from_secs(l.write_timeout_s.max(1));
+    let mut limiter = PublishLimiter::new(
+        l.publish_per_s,
+        l.publish_burst,
+        l.rate_limit_strikes,
+        Instant::now(),
+    );
+    let mut last_rx = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval_at(last_rx + PING_INTERVAL, PING_INTERVAL);
+    loop {
+        loop {
+            match outbox.pop() {
+                Next::Close(code) => return Some(code),
+                Next::Empty => break,
+                Next::Frame(b) => {
+                    let text = String::from_utf8_lossy(&b).into_owned();
+                    match tokio::time::timeout(
+                        write_timeout,
+                        socket.send(Message::Text(text.into())),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return None,
+                        Err(_) => return Some(CloseCode::SlowConsumer),
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            () = s.shutdown.cancelled() => return Some(CloseCode::ServiceRestart),
+            msg = socket.recv() => {
+                last_rx = tokio::time::Instant::now();
+                let bytes = match msg {
+                    Some(Ok(Message::Text(t))) => Bytes::copy_from_slice(t.as_bytes()),
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(e)) if super::socket::is_too_large(&e) => return Some(CloseCode::TooLarge),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                };
+                let Some(to) = route(&bytes) else { continue };
+                match limiter.check(Instant::now()) {
+                    Verdict::Allow => {
+                        if s.signals.forward(user, &to, bytes) {
+                            crate::metrics::Metrics::add(&s.metrics.signals, 1);
+                        }
+                    }
+                    Verdict::Reject => {}
+                    Verdict::Close => return Some(CloseCode::RateLimited),
+                }
+            }
+            () = outbox.changed() => {}
+            _ = ping.tick() => {
+                if last_rx.elapsed() >= PONG_TIMEOUT {
+                    return Some(CloseCode::IdleTimeout);
+                }
+                let sent = tokio::time::timeout(write_timeout, socket.send(Message::Ping(Bytes::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn port() -> Arc<Outbox> {
+        Outbox::new(8, 1 << 20, Arc::new(Metrics::default()))
+    }
+
+    fn texts(o: &Outbox) -> Vec<serde_json::Value> {
+        let mut v = Vec::new();
+        while let Next::Frame(b) = o.pop() {
+            v.push(serde_json::from_slice(&b).unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn ids_lists_and_routing_stay_within_a_user() {
+        let hub = SignalHub::default();
+        let (a, b, c) = (port(), port(), port());
+        let ida = hub.join(UserId(1), a.clone()).unwrap();
+        let got = texts(&a);
+        assert_eq!(got[0]["type"], "ASSIGNED_ID");
+        assert_eq!(got[0]["peerId"], ida.as_str());
+        assert_eq!(got[1]["peers"], json!([ida]));
+        let idb = hub.join(UserId(1), b.clone()).unwrap();
+        assert_eq!(texts(&a)[0]["peers"], json!([ida, idb]));
+        assert_eq!(texts(&b).len(), 2);
+        let idc = hub.join(UserId(2), c.clone()).unwrap();
+        texts(&c);
+        assert!(texts(&a).is_empty(), "another user's join is not announced");
+        let offer = Bytes::from(format!(
+            r#"{{"type":"OFFER","fromPeerId":"{ida}","toPeerId":"{idb}","offer":{{"type":"offer","sdp":"x"}}}}"#
+        ));
+        assert_eq!(route(&offer), Some(idb.clone()));
+        assert!(hub.forward(UserId(1), &idb, offer.clone()));
+        assert!(matches!(b.pop(), Next::Frame(f) if f == offer));
+        // Another user's peer id is unknown here.
+        assert!(!hub.forward(UserId(1), &idc, offer.clone()));
+        assert!(!hub.forward(UserId(2), &idb, offer));
+        assert!(texts(&c).is_empty());
+        hub.leave(UserId(1), &idb);
+        assert_eq!(texts(&a)[0]["peers"], json!([ida]));
+        hub.leave(UserId(1), &ida);
+        assert_eq!(hub.peers(UserId(1)), 0);
+    }
+
+    #[test]
+    fn only_signalling_types_are_routed() {
+        assert_eq!(
+            route(br#"{"type":"ANSWER","toPeerId":"p"}"#),
+            Some("p".into())
+        );
+        assert_eq!(
+            route(br#"{"type":"ICE_CANDIDATE","toPeerId":"p"}"#),
+            Some("p".into())
+        );
+        assert_eq!(route(br#"{"type":"PEER_LIST","toPeerId":"p"}"#), None);
+        assert_eq!(route(br#"{"type":"OFFER"}"#), None);
+        assert_eq!(route(b"not json"), None);
+        assert_eq!(route(br#"{"type":1}"#), None);
+    }
+}
