@@ -100,7 +100,7 @@ pub struct Account {
 }
 
 /// What the daemon syncs. Every field has a default; an empty `[sync]`
-/// section (or none) means "sync text and HTML both ways".
+/// section (or none) means "sync text, HTML, images and files both ways".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncOptions {
@@ -135,7 +135,9 @@ pub struct SyncOptions {
     pub html: bool,
     /// Sync images (when the clipboard module supports them). Default true.
     pub image: bool,
-    /// Sync file lists (when supported). Default false.
+    /// Sync file lists (when supported). Default true: received items over
+    /// [`SyncOptions::auto_download_max`] wait to be fetched, so the disk is
+    /// protected without turning files off.
     pub files: bool,
     /// Also watch and write the X11 PRIMARY selection. Default false.
     pub primary: bool,
@@ -155,7 +157,7 @@ impl Default for SyncOptions {
             text: true,
             html: true,
             image: true,
-            files: false,
+            files: true,
             primary: false,
         }
     }
@@ -318,7 +320,7 @@ mod tests {
     fn empty_file_gives_defaults() {
         let c: Config = toml::from_str("").unwrap();
         assert_eq!(c, Config::default());
-        assert!(c.sync.text && c.sync.html && !c.sync.files);
+        assert!(c.sync.text && c.sync.html && c.sync.image && c.sync.files);
         assert_eq!(c.sync.max_item_bytes, DEFAULT_MAX_ITEM_BYTES);
     }
 
