@@ -1,23 +1,20 @@
 //! Secrets the relay handles: device tokens, the Argon2id PHC hash of each
-//! account's `auth_key`, and deterministic fake pre-login salts.
+//! account's `auth_key`, and deterministic fake pre-login salts. The token
+//! and fake-salt rules are `clipmesh_room::auth`, shared with the Worker.
 //!
 //! **Invariant:** the relay never stores a token or an `auth_key`, only
 //! SHA-256 of the token and an Argon2id hash of the key, and never logs
 //! either.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
-/// Length of a device token before encoding, bytes.
-pub const TOKEN_BYTES: usize = 32;
-/// Length of an encoded token (base64url, no padding).
-pub const TOKEN_CHARS: usize = 43;
+pub use clipmesh_room::auth::{
+    bearer, fake_salt, new_token, token_hash, token_shape_ok, TOKEN_BYTES, TOKEN_CHARS,
+};
 
 /// Errors from hashing.
 #[derive(Debug, Error)]
@@ -31,40 +28,6 @@ pub enum HashError {
     /// The worker task failed.
     #[error("hash task failed")]
     Join,
-}
-
-/// A fresh device token and the hash the relay stores.
-pub fn new_token() -> (String, [u8; 32]) {
-    let mut raw = [0u8; TOKEN_BYTES];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    let hash = token_hash(&token);
-    (token, hash)
-}
-
-/// SHA-256 of a token's text, the form sessions are stored under.
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Whether `s` has the shape of a token (cheap check before a DB lookup).
-pub fn token_shape_ok(s: &str) -> bool {
-    s.len() == TOKEN_CHARS
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The deterministic fake salt for an unknown user:
-/// `HMAC-SHA256(server secret, username)[..16]`.
-pub fn fake_salt(secret: &[u8], username: &str) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) {
-        mac.update(b"clipmesh/v1/fake-salt\0");
-        mac.update(username.as_bytes());
-        out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
-    }
-    out
 }
 
 /// Hashes and verifies `auth_key`s with Argon2id, off the async runtime and
@@ -171,24 +134,6 @@ fn verify_sync(phc: &str, key: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_have_shape_and_distinct_hashes() {
-        let (a, ha) = new_token();
-        let (b, hb) = new_token();
-        assert!(token_shape_ok(&a) && token_shape_ok(&b));
-        assert_ne!(ha, hb);
-        assert_eq!(token_hash(&a), ha);
-        assert!(!token_shape_ok("short"));
-        assert!(!token_shape_ok(&format!("{}=", &a[..42])));
-    }
-
-    #[test]
-    fn fake_salt_is_deterministic_per_secret_and_name() {
-        assert_eq!(fake_salt(b"s", "ann"), fake_salt(b"s", "ann"));
-        assert_ne!(fake_salt(b"s", "ann"), fake_salt(b"s", "bob"));
-        assert_ne!(fake_salt(b"s", "ann"), fake_salt(b"t", "ann"));
-    }
 
     #[tokio::test]
     async fn hash_then_verify() {

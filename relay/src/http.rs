@@ -264,9 +264,7 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Sessi
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    auth::bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 impl FromRequestParts<Arc<AppState>> for Authed {

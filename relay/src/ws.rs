@@ -17,7 +17,6 @@
 use crate::http::{authenticate, bearer, ApiError, AppState};
 use crate::metrics::Metrics;
 use crate::outbox::{Next, Outbox};
-use crate::ratelimit::{PublishLimiter, Verdict};
 use crate::room::{ConnId, Join, Member, Publish, RoomMsg, Signal};
 use crate::store::{unix_now, SessionInfo};
 use axum::body::Bytes;
@@ -25,21 +24,17 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use clipmesh_proto::{CloseCode, ErrorCode, Frame};
+use clipmesh_proto::{CloseCode, Frame};
+use clipmesh_room::conn::{ConnLimits, ConnState, Inbound as Decided};
 use futures_util::SinkExt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The subprotocol browsers offer (with `clipmesh.token.<token>`).
-pub const SUBPROTOCOL: &str = "clipmesh.v1";
-/// Prefix of the subprotocol entry carrying the token.
-pub const TOKEN_PROTOCOL_PREFIX: &str = "clipmesh.token.";
+pub use clipmesh_room::auth::{SUBPROTOCOL, TOKEN_PROTOCOL_PREFIX};
 /// Frames written to the socket per flush when the queue has a backlog.
 const WRITE_BATCH: usize = 32;
-/// Bytes a `Deliver` adds to the envelope (version, tag, seq, from).
-const DELIVER_OVERHEAD: usize = 18;
 /// How long a close handshake write may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -53,19 +48,12 @@ impl Drop for ConnSlot {
 }
 
 fn protocol_token(headers: &HeaderMap) -> (Option<&str>, bool) {
-    let mut token = None;
-    let mut v1 = false;
-    for v in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
-        let Ok(v) = v.to_str() else { continue };
-        for p in v.split(',').map(str::trim) {
-            if p == SUBPROTOCOL {
-                v1 = true;
-            } else if let Some(t) = p.strip_prefix(TOKEN_PROTOCOL_PREFIX) {
-                token = Some(t);
-            }
-        }
-    }
-    (token, v1)
+    clipmesh_room::auth::protocol_token(
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 /// `GET /api/v1/ws`: authenticates, checks the connection limit, upgrades.
@@ -340,12 +328,14 @@ async fn relay_loop(
     let write_timeout = Duration::from_secs(l.write_timeout_s.max(1));
     let idle = s.config.idle_timeout();
 
-    // 3. Relay. The limiter exists once the device publishes: idle devices
-    // never do.
-    let mut limiter: Option<Box<PublishLimiter>> = None;
-    let mut bad_frames = 0u32;
+    // 3. Relay. What each inbound message asks for is decided by the
+    // shared sans-IO connection core; its limiter exists once the device
+    // publishes: idle devices never do.
+    let mut state = ConnState::new();
+    let conn_limits = conn_limits(s);
     // The idle timer is moved forward only when it fires, not per frame.
     let mut last_rx = tokio::time::Instant::now();
+    let origin = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     // One registration with the shutdown token for the socket's life, not
@@ -379,19 +369,9 @@ async fn relay_loop(
             msg = socket.recv() => {
                 last_rx = tokio::time::Instant::now();
                 match msg {
-                    Some(Ok(Message::Binary(b))) => inbound(s, conn, b, &mut limiter, &mut bad_frames),
+                    Some(Ok(Message::Binary(b))) => inbound(conn, state.handle_binary(&b, &conn_limits, origin.elapsed())),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Nothing,
-                    Some(Ok(Message::Text(_))) => {
-                        bad_frames += 1;
-                        if bad_frames >= l.bad_frame_strikes.max(1) {
-                            return End::Close(CloseCode::ProtocolError);
-                        }
-                        Inbound::Reply(Frame::Error {
-                            code: ErrorCode::BadFrame,
-                            id: 0,
-                            message: "text messages are not accepted; send binary frames".into(),
-                        })
-                    }
+                    Some(Ok(Message::Text(_))) => inbound(conn, state.handle_text(&conn_limits)),
                     Some(Err(e)) if is_too_large(&e) => return End::Close(CloseCode::TooLarge),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
                 }
@@ -428,90 +408,38 @@ async fn relay_loop(
     }
 }
 
-/// Decides what one binary message asks for. Pings are answered here,
-/// without decoding anything else or waking the room.
-fn inbound(
-    s: &Arc<AppState>,
-    conn: ConnId,
-    bytes: Bytes,
-    limiter: &mut Option<Box<PublishLimiter>>,
-    bad_frames: &mut u32,
-) -> Inbound {
+/// The shared connection core's limits from the relay's config.
+fn conn_limits(s: &AppState) -> ConnLimits {
     let l = &s.config.limits;
-    let reply = |code: ErrorCode, id: u32, message: &str| {
-        Inbound::Reply(Frame::Error {
-            code,
-            id,
-            message: message.to_owned(),
-        })
-    };
-    if Frame::peek_tag(&bytes).ok() == Some(Frame::PING_TAG) {
-        if let Ok(Frame::Ping { nonce }) = Frame::decode(&bytes) {
-            return Inbound::Reply(Frame::Pong { nonce });
-        }
+    ConnLimits {
+        max_frame: l.max_frame,
+        publish_per_s: l.publish_per_s,
+        publish_burst: l.publish_burst,
+        rate_limit_strikes: l.rate_limit_strikes,
+        bad_frame_strikes: l.bad_frame_strikes,
     }
-    let frame = match Frame::decode(&bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            *bad_frames += 1;
-            tracing::debug!(error = %e, "undecodable frame");
-            if *bad_frames >= l.bad_frame_strikes.max(1) {
-                return Inbound::End(End::Close(CloseCode::ProtocolError));
-            }
-            return reply(ErrorCode::BadFrame, 0, &format!("bad frame: {e}"));
+}
+
+/// Turns the connection core's decision into a room message, a reply or
+/// an end. Pings were answered by the core without waking the room.
+fn inbound(conn: ConnId, decided: Decided) -> Inbound {
+    match decided {
+        Decided::Nothing => Inbound::Nothing,
+        Decided::Publish { id, envelope } => {
+            tracing::trace!(id, len = envelope.len(), "publish");
+            Inbound::Room(RoomMsg::Publish(Box::new(Publish { conn, id, envelope })))
         }
-    };
-    tracing::trace!(?frame, "frame");
-    let mut check = || {
-        limiter
-            .get_or_insert_with(|| {
-                Box::new(PublishLimiter::new(
-                    l.publish_per_s,
-                    l.publish_burst,
-                    l.rate_limit_strikes,
-                    Instant::now(),
-                ))
-            })
-            .check(Instant::now())
-    };
-    let max_envelope = (l.max_frame as usize).saturating_sub(DELIVER_OVERHEAD);
-    match frame {
-        Frame::Publish { id, envelope } => {
-            if envelope.len() > max_envelope {
-                return reply(ErrorCode::TooLarge, id, "envelope too large");
-            }
-            match check() {
-                Verdict::Allow => {
-                    Inbound::Room(RoomMsg::Publish(Box::new(Publish { conn, id, envelope })))
-                }
-                Verdict::Reject => reply(ErrorCode::RateLimited, id, "publishing too fast"),
-                Verdict::Close => Inbound::End(End::Close(CloseCode::RateLimited)),
-            }
-        }
-        Frame::Signal {
+        Decided::Signal {
             peer,
             kind,
             payload,
-        } => match check() {
-            Verdict::Allow => Inbound::Room(RoomMsg::Signal(Box::new(Signal {
-                conn,
-                peer,
-                kind,
-                payload,
-            }))),
-            Verdict::Reject => reply(ErrorCode::RateLimited, 0, "signalling too fast"),
-            Verdict::Close => Inbound::End(End::Close(CloseCode::RateLimited)),
-        },
-        Frame::Pong { .. } | Frame::Error { .. } => Inbound::Nothing,
-        Frame::Chunk { .. } => reply(
-            ErrorCode::Unexpected,
-            0,
-            "the relay does not reassemble chunks; publish frames up to max_frame",
-        ),
-        other => reply(
-            ErrorCode::Unexpected,
-            0,
-            &format!("unexpected frame tag {:#04x}", other.tag()),
-        ),
+        } => Inbound::Room(RoomMsg::Signal(Box::new(Signal {
+            conn,
+            peer,
+            kind,
+            payload,
+        }))),
+        Decided::Reply(f) => Inbound::Reply(f),
+        Decided::Close(code) => Inbound::End(End::Close(code)),
     }
 }

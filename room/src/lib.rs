@@ -5,16 +5,23 @@
 //! - [`state`]: [`RoomState`], one user's room: membership, fan-out,
 //!   `Ack`/`Deliver`, the newest clip, signalling, the device limit and
 //!   presence. Outputs go to each member's [`Port`].
+//! - [`conn`]: one device's socket after `Hello`: what each inbound
+//!   message asks for (forward, reply, close); `Ping` never reaches the room.
 //! - [`ratelimit`]: the per-device publish limiter, time passed in.
+//! - [`validate`] and [`auth`]: the API input rules and the token and
+//!   fake-salt rules, so both hosts answer the same input the same way.
 //!
 //! **Architecture Invariant:** this crate does no IO and has no runtime:
-//! it depends on `clipmesh-proto` and `bytes` only (no tokio, axum, hyper
-//! or rusqlite), so it builds for `wasm32-unknown-unknown` and Cargo keeps
-//! both hosts honest. A host owns sockets, storage and clocks; the room
+//! it depends on `clipmesh-proto`, `bytes` and pure-Rust hashing crates
+//! only (no tokio, axum, hyper or rusqlite), so it builds for
+//! `wasm32-unknown-unknown` and Cargo keeps both hosts honest. A host owns sockets, storage and clocks; the room
 //! logic is written once, here.
 
+pub mod auth;
+pub mod conn;
 pub mod ratelimit;
 pub mod state;
+pub mod validate;
 
 pub use ratelimit::{PublishLimiter, TokenBucket, Verdict};
 pub use state::{
