@@ -32,9 +32,11 @@
 //!   compositor offers data-control, else X11 through `DISPLAY`; `wayland`
 //!   or `x11` forces one. Neither backend polls: an idle clipboard costs no
 //!   wake-ups.
-//! - **macOS, Windows**: not implemented yet (a changeCount poll and a
-//!   clipboard format listener respectively; neither can be built or tested
-//!   on the Linux CI machine); [`spawn_watcher`] fails with
+//! - **Windows**: event-driven through the clipboard format listener
+//!   (`AddClipboardFormatListener`, through clipboard-win's `Monitor`); a
+//!   watcher and a writer thread (`clipboard/windows.rs`, with the CF_HTML
+//!   header, DIB conversion and sensitive-format table in its submodules).
+//! - **macOS**: not implemented yet; [`spawn_watcher`] fails with
 //!   [`ClipboardError::Unsupported`].
 //!
 //! Sensitive items are never emitted: those offered with
@@ -63,6 +65,8 @@ mod formats;
 ))]
 mod owner;
 mod picture;
+// The X11/Wayland markers; Windows has its own table (windows/markers.rs).
+#[cfg(not(windows))]
 mod sensitive;
 #[cfg(unix)]
 mod uri_list;
@@ -76,6 +80,8 @@ mod wayland;
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
 ))]
 mod wayland_proto;
+#[cfg(any(windows, test))]
+mod windows;
 #[cfg(all(
     unix,
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
@@ -109,6 +115,10 @@ pub struct ClipboardConfig {
     /// watcher reads items up to this size, and always up to
     /// [`DEFAULT_MAX_READ_BYTES`], never more than [`MAX_READ_BYTES`].
     pub max_item_bytes: u64,
+    /// Windows: let Windows' own cloud clipboard upload the items clipmesh
+    /// writes (config `windows_cloud_clipboard`). Off by default: written
+    /// items carry `CanUploadToCloudClipboard` = 0.
+    pub windows_cloud_clipboard: bool,
 }
 
 /// Items up to this size are always read (whatever `max_item_bytes` says),
@@ -219,7 +229,7 @@ pub enum ClipboardError {
     UnsupportedContent(&'static str),
     /// The platform has no backend in this build.
     #[error(
-        "clipboard sync is not supported on this platform yet (this build supports X11 and Wayland)"
+        "clipboard sync is not supported on this platform yet (this build supports X11, Wayland and Windows)"
     )]
     Unsupported,
     /// The watcher or writer thread has stopped (cancelled or display gone).
@@ -231,9 +241,12 @@ pub enum ClipboardError {
 #[derive(Clone, Debug)]
 pub struct ClipboardHandle {
     #[cfg_attr(
-        not(all(
-            unix,
-            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        not(any(
+            windows,
+            all(
+                unix,
+                not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+            )
         )),
         allow(dead_code)
     )]
@@ -250,10 +263,16 @@ pub struct ClipboardHandle {
 ))]
 use worker::Command;
 
+#[cfg(windows)]
+use windows::Command;
+
 /// Placeholder command type where there is no writer.
-#[cfg(not(all(
-    unix,
-    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+#[cfg(not(any(
+    windows,
+    all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    )
 )))]
 #[derive(Debug)]
 enum Command {}
@@ -262,9 +281,12 @@ impl ClipboardHandle {
     /// Puts `content` on the OS clipboard (CLIPBOARD, and PRIMARY when
     /// configured). The watcher does not report it back as a [`LocalChange`].
     pub async fn apply(&self, content: ClipContent) -> Result<(), ClipboardError> {
-        #[cfg(all(
-            unix,
-            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        #[cfg(any(
+            windows,
+            all(
+                unix,
+                not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+            )
         ))]
         {
             let (done, rx) = tokio::sync::oneshot::channel();
@@ -274,9 +296,12 @@ impl ClipboardHandle {
                 .map_err(|_| ClipboardError::Stopped)?;
             rx.await.map_err(|_| ClipboardError::Stopped)?
         }
-        #[cfg(not(all(
-            unix,
-            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        #[cfg(not(any(
+            windows,
+            all(
+                unix,
+                not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+            )
         )))]
         {
             let _ = content;
@@ -288,9 +313,12 @@ impl ClipboardHandle {
     /// `x-special/gnome-copied-files` and the paths as text), so a paste in a
     /// file manager copies them. The watcher does not report it back.
     pub async fn apply_files(&self, paths: Vec<PathBuf>) -> Result<(), ClipboardError> {
-        #[cfg(all(
-            unix,
-            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        #[cfg(any(
+            windows,
+            all(
+                unix,
+                not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+            )
         ))]
         {
             let (done, rx) = tokio::sync::oneshot::channel();
@@ -300,9 +328,12 @@ impl ClipboardHandle {
                 .map_err(|_| ClipboardError::Stopped)?;
             rx.await.map_err(|_| ClipboardError::Stopped)?
         }
-        #[cfg(not(all(
-            unix,
-            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        #[cfg(not(any(
+            windows,
+            all(
+                unix,
+                not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+            )
         )))]
         {
             let _ = paths;
@@ -339,9 +370,16 @@ pub fn spawn_watcher(
     {
         spawn_linux(cfg, cancel)
     }
-    #[cfg(not(all(
-        unix,
-        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    #[cfg(windows)]
+    {
+        windows::spawn(cfg, cancel)
+    }
+    #[cfg(not(any(
+        windows,
+        all(
+            unix,
+            not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+        )
     )))]
     {
         let _ = (cfg, cancel);

@@ -141,6 +141,10 @@ pub struct SyncOptions {
     pub files: bool,
     /// Also watch and write the X11 PRIMARY selection. Default false.
     pub primary: bool,
+    /// Windows: let Windows' own cloud clipboard upload the items clipmesh
+    /// puts on the clipboard. Default false: they are marked
+    /// `CanUploadToCloudClipboard` = 0.
+    pub windows_cloud_clipboard: bool,
 }
 
 impl Default for SyncOptions {
@@ -159,6 +163,7 @@ impl Default for SyncOptions {
             image: true,
             files: true,
             primary: false,
+            windows_cloud_clipboard: false,
         }
     }
 }

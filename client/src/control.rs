@@ -3,10 +3,22 @@
 //!
 //! One JSON request line, one JSON response line, then the connection
 //! closes. On Unix it is `control.sock` in the config directory, mode 0600
-//! inside the 0700 directory, so only the user can connect. Elsewhere
-//! (Windows) it is a TCP socket on 127.0.0.1 whose port and a random token
-//! are written to `control.json` (readable only by the user's profile); the
-//! first line a client sends must be that token.
+//! inside the 0700 directory, so only the user can connect.
+//!
+//! On Windows it is a named pipe, `\\.\pipe\clipmesh-<random>`, local
+//! clients only. Its name and a random token are written to `control.json`
+//! in the config directory (under `%APPDATA%`, which only the user, SYSTEM
+//! and administrators can read); the first line a client sends must be
+//! that token. So only the same user can talk to the daemon:
+//!
+//! - the pipe keeps Windows' default security for pipes: full access for
+//!   its creator, SYSTEM and administrators, read-only for everyone else —
+//!   and a request has to be written;
+//! - the name is new and random per daemon and the daemon creates the first
+//!   instance (`first_pipe_instance`), so nobody can create the pipe before
+//!   it and catch a client's request; adding instances to an existing pipe
+//!   needs rights only its creator has;
+//! - the token proves the client could read the user's config directory.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -18,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 /// Socket file name (Unix).
 pub const SOCKET_FILE: &str = "control.sock";
-/// Port-and-token file name (non-Unix).
+/// Pipe-name-and-token file name (Windows).
 pub const PORT_FILE: &str = "control.json";
 /// Longest request line accepted.
 pub const MAX_REQUEST: u64 = 16 << 20;
@@ -133,9 +145,13 @@ pub type Incoming = (Request, oneshot::Sender<Response>);
 pub struct ControlServer {
     #[cfg(unix)]
     listener: tokio::net::UnixListener,
-    #[cfg(not(unix))]
-    listener: tokio::net::TcpListener,
-    #[cfg(not(unix))]
+    /// The pipe instance waiting for the next client.
+    #[cfg(windows)]
+    listener: tokio::net::windows::named_pipe::NamedPipeServer,
+    /// The pipe's name, for the next instances.
+    #[cfg(windows)]
+    pipe: String,
+    #[cfg(windows)]
     token: String,
     /// File to remove on shutdown.
     path: PathBuf,
@@ -159,30 +175,34 @@ impl ControlServer {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
             Ok(Self { listener, path })
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
         {
             use rand::RngCore;
             let path = dir.join(PORT_FILE);
             if let Ok(ep) = read_endpoint(&path) {
-                if tokio::net::TcpStream::connect(("127.0.0.1", ep.port))
-                    .await
-                    .is_ok()
-                {
+                if open_pipe(&ep.pipe).await.is_ok() {
                     return Err(ControlError::AlreadyRunning);
                 }
             }
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
             let mut raw = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut raw);
             let token = hex::encode(raw);
+            let mut name = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut name);
+            let pipe = format!(r"\\.\pipe\clipmesh-{}", hex::encode(name));
+            let listener = tokio::net::windows::named_pipe::ServerOptions::new()
+                .first_pipe_instance(true)
+                .reject_remote_clients(true)
+                .create(&pipe)?;
             let ep = Endpoint {
-                port: listener.local_addr()?.port(),
+                pipe: pipe.clone(),
                 token: token.clone(),
             };
             let json = serde_json::to_vec(&ep).map_err(|_| ControlError::Malformed)?;
             crate::state::write_atomic(&path, &json, true)?;
             Ok(Self {
                 listener,
+                pipe,
                 token,
                 path,
             })
@@ -191,23 +211,27 @@ impl ControlServer {
 
     /// Serves requests until `cancel`, forwarding each to `to_daemon`.
     /// Connection tasks are tracked and awaited before returning.
-    pub async fn serve(self, to_daemon: mpsc::Sender<Incoming>, cancel: CancellationToken) {
+    pub async fn serve(mut self, to_daemon: mpsc::Sender<Incoming>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => break,
-                a = self.listener.accept() => a,
+                a = self.accept() => a,
             };
             let stream = match accepted {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "control accept failed");
+                    #[cfg(windows)]
+                    if self.listener_broken() {
+                        break;
+                    }
                     continue;
                 }
             };
             let tx = to_daemon.clone();
             let c = cancel.clone();
-            #[cfg(not(unix))]
+            #[cfg(windows)]
             let token = Some(self.token.clone());
             #[cfg(unix)]
             let token: Option<String> = None;
@@ -225,6 +249,37 @@ impl ControlServer {
         tracker.close();
         tracker.wait().await;
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ControlServer {
+    /// The next connected client.
+    #[cfg(unix)]
+    async fn accept(&mut self) -> std::io::Result<tokio::net::UnixStream> {
+        self.listener.accept().await.map(|(s, _)| s)
+    }
+
+    /// The next connected client: the waiting instance, replaced by a new
+    /// one for the client after it.
+    #[cfg(windows)]
+    async fn accept(
+        &mut self,
+    ) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeServer> {
+        self.listener.connect().await?;
+        let next = tokio::net::windows::named_pipe::ServerOptions::new()
+            .reject_remote_clients(true)
+            .create(&self.pipe)?;
+        Ok(std::mem::replace(&mut self.listener, next))
+    }
+
+    /// Whether no new instance can be made (accepting again would fail
+    /// the same way at once).
+    #[cfg(windows)]
+    fn listener_broken(&self) -> bool {
+        tokio::net::windows::named_pipe::ServerOptions::new()
+            .reject_remote_clients(true)
+            .create(&self.pipe)
+            .is_err()
     }
 }
 
@@ -277,14 +332,34 @@ mod subtle_eq {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
 #[derive(Serialize, Deserialize)]
 struct Endpoint {
-    port: u16,
+    pipe: String,
     token: String,
 }
 
-#[cfg(not(unix))]
+/// Opens the client end of `pipe`, waiting a little while every instance
+/// is busy (another client is being served).
+#[cfg(windows)]
+async fn open_pipe(
+    pipe: &str,
+) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    /// `ERROR_PIPE_BUSY`.
+    const PIPE_BUSY: i32 = 231;
+    let mut tries = 0;
+    loop {
+        match tokio::net::windows::named_pipe::ClientOptions::new().open(pipe) {
+            Err(e) if e.raw_os_error() == Some(PIPE_BUSY) && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+#[cfg(windows)]
 fn read_endpoint(path: &Path) -> Result<Endpoint, ControlError> {
     let b = std::fs::read(path)?;
     serde_json::from_slice(&b).map_err(|_| ControlError::Malformed)
@@ -302,10 +377,10 @@ pub async fn request(dir: &Path, req: &Request) -> Result<Response, ControlError
             Err(_) => return Err(ControlError::NotRunning),
         }
     };
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     let stream = {
         let ep = read_endpoint(&dir.join(PORT_FILE)).map_err(|_| ControlError::NotRunning)?;
-        let mut s = match tokio::net::TcpStream::connect(("127.0.0.1", ep.port)).await {
+        let mut s = match open_pipe(&ep.pipe).await {
             Ok(s) => s,
             Err(_) => return Err(ControlError::NotRunning),
         };

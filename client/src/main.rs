@@ -303,6 +303,7 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
                 .sync
                 .max_item_bytes
                 .min(device.config.sync.max_image_bytes),
+            windows_cloud_clipboard: device.config.sync.windows_cloud_clipboard,
         },
         cancel.child_token(),
     )
@@ -318,7 +319,8 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Cancels `cancel` on Ctrl-C or SIGTERM (or when cancelled elsewhere).
+/// Cancels `cancel` on Ctrl-C or SIGTERM, on Windows also on Ctrl+Break,
+/// console close and shutdown (or when cancelled elsewhere).
 async fn wait_for_shutdown(cancel: CancellationToken) {
     #[cfg(unix)]
     {
@@ -341,7 +343,28 @@ async fn wait_for_shutdown(cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
+        // Ctrl+C, Ctrl+Break, the console window closing, system shutdown.
+        // (Windows allows a few seconds after a close before it ends the
+        // process: enough for the daemon to drain.)
+        let (Ok(mut c), Ok(mut b), Ok(mut close), Ok(mut down)) =
+            (ctrl_c(), ctrl_break(), ctrl_close(), ctrl_shutdown())
+        else {
+            tracing::warn!("cannot listen for console events");
+            cancel.cancelled().await;
+            return;
+        };
+        tokio::select! {
+            _ = c.recv() => {}
+            _ = b.recv() => {}
+            _ = close.recv() => {}
+            _ = down.recv() => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = cancel.cancelled() => return,

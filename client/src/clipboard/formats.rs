@@ -13,8 +13,14 @@
 //! 3. an image (`clipboard/picture.rs`), also when only HTML is offered
 //!    besides it (a browser's "copy image" offers `<img src=...>`);
 //! 4. HTML alone.
+//!
+//! The Windows backend has no targets to plan from (it asks for each
+//! format); it uses [`ReadPlan::assemble`] only.
+#![cfg_attr(windows, allow(dead_code))]
 
+#[cfg(unix)]
 use super::picture::choose_image_target;
+#[cfg(unix)]
 use super::uri_list::FILE_TARGETS;
 use clipmesh_proto::ClipContent;
 
@@ -48,6 +54,7 @@ pub(crate) struct ReadPlan {
 
 impl ReadPlan {
     /// Picks targets from what the owner offers.
+    #[cfg(unix)]
     pub(crate) fn from_targets<S: AsRef<str>>(targets: &[S]) -> Self {
         let has = |name: &str| targets.iter().any(|t| t.as_ref() == name);
         let text = TEXT_TARGETS.iter().copied().find(|t| has(t));
@@ -151,6 +158,7 @@ pub(crate) fn html_to_text(html: &str) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn plan_prefers_utf8_and_sees_html() {
         let p = ReadPlan::from_targets(&["TARGETS", "STRING", "UTF8_STRING", "text/html"]);
@@ -163,6 +171,7 @@ mod tests {
         assert!(p.is_empty());
     }
 
+    #[cfg(unix)]
     #[test]
     fn plan_picks_one_kind() {
         // A file manager: files, not the paths as text.

@@ -44,6 +44,7 @@ pub(crate) enum PictureError {
 }
 
 /// The best offered image target.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) fn choose_image_target<S: AsRef<str>>(targets: &[S]) -> Option<&'static str> {
     IMAGE_TARGETS
         .iter()
@@ -110,7 +111,9 @@ pub(crate) fn check_png(width: u32, height: u32, png: &[u8]) -> Result<(), Pictu
 }
 
 /// Converts a PNG to BMP with the same pixels; `None` if it does not
-/// decode (within [`DECODE_LIMIT`]).
+/// decode (within [`DECODE_LIMIT`]). (X11 serves `image/bmp` with it; the
+/// Windows backend writes a DIB through `windows/dib.rs` instead.)
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) fn png_to_bmp(png: &[u8]) -> Option<Vec<u8>> {
     let mut r = ImageReader::with_format(Cursor::new(png), ImageFormat::Png);
     r.limits(limits());
