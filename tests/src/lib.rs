@@ -20,6 +20,8 @@
 //! - [`procs`]: the relay, devices, daemons and `watch` processes, with
 //!   their logs captured to files.
 //! - [`wait`]: bounded waiting.
+//! - [`wine`]: the Windows `clipmesh.exe` under Wine, in a fresh prefix per
+//!   test (the Windows end-to-end test and latency benchmark).
 //! - [`procstat`]: CPU time, wake-ups and memory of a process, and
 //!   latency percentiles, for the benchmark tools; [`bench`](mod@bench):
 //!   the flags, relay setup and report both latency tools share.
@@ -39,6 +41,7 @@ pub mod procstat;
 pub mod rss;
 pub mod sway;
 pub mod wait;
+pub mod wine;
 mod wlcommon;
 pub mod wlfake;
 pub mod wloffer;

@@ -6,6 +6,7 @@
 
 use crate::bins::{self, CLIENT, RELAY};
 use crate::wait::{poll_until, STEP};
+use crate::wine::{win_path, WineExe};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -240,6 +241,8 @@ pub struct Device {
     pub config_dir: PathBuf,
     /// Where this device's process logs go.
     pub log_dir: PathBuf,
+    /// Set for a Windows device: runs `clipmesh.exe` under Wine.
+    pub wine: Option<WineExe>,
 }
 
 impl Device {
@@ -252,17 +255,35 @@ impl Device {
             name: name.to_owned(),
             config_dir,
             log_dir: log_dir.to_owned(),
+            wine: None,
         })
+    }
+
+    /// A Windows device: like [`Device::new`], running `clipmesh.exe` under
+    /// Wine (`exe`), with its config dir given as a `Z:` path.
+    pub fn new_wine(root: &Path, log_dir: &Path, name: &str, exe: WineExe) -> Result<Self> {
+        let mut d = Self::new(root, log_dir, name)?;
+        d.wine = Some(exe);
+        Ok(d)
     }
 
     /// `clipmesh --config-dir DIR` with the test environment. Direct
     /// links (`--mode auto`, the default, and `p2p`) bind to 127.0.0.1
     /// only, so tests never send a packet to another address.
     pub fn command(&self) -> Result<Command> {
-        let mut c = Command::new(bins::bin(CLIENT)?);
-        c.arg("--config-dir")
-            .arg(&self.config_dir)
-            .env(ENV_SECRET_STORE, "file")
+        let mut c = match &self.wine {
+            None => {
+                let mut c = Command::new(bins::bin(CLIENT)?);
+                c.arg("--config-dir").arg(&self.config_dir);
+                c
+            }
+            Some(w) => {
+                let mut c = w.command();
+                c.arg("--config-dir").arg(win_path(&self.config_dir));
+                c
+            }
+        };
+        c.env(ENV_SECRET_STORE, "file")
             .env("CLIPMESH_P2P_BIND", "127.0.0.1")
             .env_remove("DISPLAY")
             .env_remove("WAYLAND_DISPLAY");

@@ -44,3 +44,6 @@ mod p2p;
 
 #[path = "e2e/wayland.rs"]
 mod wayland;
+
+#[path = "e2e/windows.rs"]
+mod windows;

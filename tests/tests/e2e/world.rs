@@ -117,25 +117,7 @@ impl World {
         } else {
             device.login(&self.relay.url(), user, password, &self.log_filter)?;
         }
-        if !sync_toml.is_empty() {
-            let path = device.config_dir.join("config.toml");
-            let mut cfg = std::fs::read_to_string(&path)?;
-            if !cfg.contains("[sync]") {
-                cfg.push_str("\n[sync]\n");
-            }
-            for setting in sync_toml.lines() {
-                let key = setting.split('=').next().unwrap_or_default().trim();
-                let existing = cfg
-                    .lines()
-                    .find(|l| l.split('=').next().map(str::trim) == Some(key))
-                    .map(str::to_owned);
-                cfg = match existing {
-                    Some(line) => cfg.replacen(&line, setting, 1),
-                    None => cfg.replacen("[sync]\n", &format!("[sync]\n{setting}\n"), 1),
-                };
-            }
-            std::fs::write(&path, cfg)?;
-        }
+        add_sync(&device, sync_toml)?;
         let x = Xvfb::start()?;
         let watcher = SelectionWatcher::connect(&x.display())?;
         let daemon = device.run_mode(&x.display(), self.mode, &self.log_filter)?;
@@ -185,6 +167,32 @@ impl World {
         self.relay = Relay::start(&data, &log, port, &self.log_filter)?;
         Ok(())
     }
+}
+
+/// Adds `sync_toml` (lines for the `[sync]` section) to a device's
+/// config.toml, replacing settings already there.
+pub fn add_sync(device: &Device, sync_toml: &str) -> Result<()> {
+    if sync_toml.is_empty() {
+        return Ok(());
+    }
+    let path = device.config_dir.join("config.toml");
+    let mut cfg = std::fs::read_to_string(&path)?;
+    if !cfg.contains("[sync]") {
+        cfg.push_str("\n[sync]\n");
+    }
+    for setting in sync_toml.lines() {
+        let key = setting.split('=').next().unwrap_or_default().trim();
+        let existing = cfg
+            .lines()
+            .find(|l| l.split('=').next().map(str::trim) == Some(key))
+            .map(str::to_owned);
+        cfg = match existing {
+            Some(line) => cfg.replacen(&line, setting, 1),
+            None => cfg.replacen("[sync]\n", &format!("[sync]\n{setting}\n"), 1),
+        };
+    }
+    std::fs::write(&path, cfg)?;
+    Ok(())
 }
 
 /// A text unlikely to be anywhere by chance.
