@@ -491,4 +491,36 @@ mod tests {
         assert!(!s.contains("secret"), "{s}");
         assert!(s.contains("body_len: 11"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let l = Limits::default();
+            if let Ok(frames) = decode(&data, &l) {
+                for f in frames {
+                    let again = decode(&f.encode(), &l).unwrap();
+                    proptest::prop_assert_eq!(again, vec![f]);
+                }
+            }
+        }
+
+        #[test]
+        fn built_frames_round_trip(
+            headers in proptest::collection::vec(("[a-z:\\\n\r-]{1,8}", "[ -~\n\r]{0,16}"), 0..6),
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let mut f = StompFrame::new(Command::Send).body(body);
+            for (k, v) in headers {
+                if k != "content-length" && f.get(&k).is_none() {
+                    f = f.header(&k, &v);
+                }
+            }
+            let back = decode(&f.encode(), &Limits::default()).unwrap();
+            proptest::prop_assert_eq!(back.len(), 1);
+            proptest::prop_assert_eq!(&back[0].body, &f.body);
+            for (k, v) in &f.headers {
+                proptest::prop_assert_eq!(back[0].get(k), Some(v.as_str()));
+            }
+        }
+    }
 }
