@@ -14,6 +14,7 @@
 //! - the programs: [`daemon`] (`clipmesh run`), [`oneshot`] (`send` without
 //!   a daemon), [`watch`], [`account`] (signup, login, logout), [`api`] (the
 //!   relay's HTTP API);
+//! - [`clipcascade`]: the ClipCascade profile (its crypto and item format);
 //! - local files and trust: [`config`], [`secrets`], [`state`], [`tls`].
 //!
 //! **Architecture Invariant:** the client depends on `clipmesh-proto` only,
@@ -24,6 +25,7 @@ pub mod account;
 pub mod api;
 pub mod backoff;
 pub mod clipboard;
+pub mod clipcascade;
 pub mod config;
 pub mod control;
 pub mod daemon;
