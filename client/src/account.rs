@@ -3,8 +3,10 @@
 //! - **signup:** random salt, default Argon2id parameters, derive
 //!   `auth_key` + `kek`, generate a data key, wrap it, `POST /signup`.
 //! - **login:** `POST /prelogin` for salt and parameters, refuse parameters
-//!   below the security floor (a relay must not be able to make the auth
-//!   key cheap to brute-force), derive, `POST /login`, unwrap the data key.
+//!   below the security floor or below the ones pinned for this account at
+//!   an earlier login ([`crate::pins`]; a relay must not be able to make the
+//!   auth key cheap to brute-force), derive, `POST /login`, unwrap the data
+//!   key, pin the parameters.
 //! - **logout:** `POST /logout`, then delete local secrets and the account
 //!   section of the config even if the relay cannot be reached.
 //!
@@ -40,6 +42,9 @@ pub enum AccountError {
     /// Local configuration problem.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The pinned-parameters file cannot be read or written.
+    #[error("kdf pins: {0}")]
+    Pins(std::io::Error),
     /// The secret store failed.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
@@ -142,7 +147,9 @@ pub fn signup_with_params(
     };
     let roots = TrustRoots::load(creds.ca_file)?;
     let resp = Api::with_roots(&server, &roots).signup(&req)?;
-    store(dir, &server, creds, resp, data_key)
+    let account = store(dir, &server, creds, resp, data_key)?;
+    pin(dir, &server, creds.username, kdf)?;
+    Ok(account)
 }
 
 /// Logs this device in to an existing account.
@@ -150,8 +157,13 @@ pub fn login(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountErro
     let server = normalize_server(creds.server).map_err(AccountError::Url)?;
     let roots = TrustRoots::load(creds.ca_file)?;
     let api = Api::with_roots(&server, &roots);
+    let pinned = crate::pins::Pins::load(dir)
+        .map_err(AccountError::Pins)?
+        .get(&server, creds.username);
     let pre = api.prelogin(creds.username)?;
-    pre.kdf.check_floor().map_err(AccountError::Kdf)?;
+    pre.kdf
+        .check_pinned(pinned.as_ref())
+        .map_err(AccountError::Kdf)?;
     let salt: [u8; SALT_LEN] = hex::decode(&pre.salt)
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -169,7 +181,16 @@ pub fn login(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountErro
     let data_key = kek
         .unwrap(&wrapped)
         .map_err(|_| AccountError::WrongPassword)?;
-    store(dir, &server, creds, resp, data_key)
+    let account = store(dir, &server, creds, resp, data_key)?;
+    pin(dir, &server, creds.username, pre.kdf)?;
+    Ok(account)
+}
+
+/// Pins the parameters an account logged in with (they passed the floor and
+/// any earlier pin, so a pin only goes up).
+fn pin(dir: &Path, server: &str, username: &str, kdf: KdfParams) -> Result<(), AccountError> {
+    let mut pins = crate::pins::Pins::load(dir).map_err(AccountError::Pins)?;
+    pins.pin(server, username, kdf).map_err(AccountError::Pins)
 }
 
 fn store(
@@ -199,6 +220,7 @@ fn store(
     config.save(dir)?;
     // A new device starts its room view from scratch.
     let _ = std::fs::remove_file(dir.join(crate::state::STATE_FILE));
+    crate::replay::ReplayFile::new(dir).remove();
     tracing::debug!(user = %resp.user_id, device = %resp.device_id, store = kind.as_str(), "logged in");
     Ok(account)
 }

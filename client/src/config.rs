@@ -145,6 +145,9 @@ pub struct SyncOptions {
     /// puts on the clipboard. Default false: they are marked
     /// `CanUploadToCloudClipboard` = 0.
     pub windows_cloud_clipboard: bool,
+    /// Received clips sealed longer ago than this many seconds are never
+    /// applied (a relay replaying old clips). Default 86400 (one day).
+    pub clip_ttl_s: u64,
 }
 
 impl Default for SyncOptions {
@@ -164,6 +167,7 @@ impl Default for SyncOptions {
             files: true,
             primary: false,
             windows_cloud_clipboard: false,
+            clip_ttl_s: crate::sync::DEFAULT_CLIP_TTL_MS / 1000,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::control::{
 };
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit, LinkHandle};
 use crate::p2p::{self, Mode, P2pEvent, P2pHandle};
+use crate::replay::ReplayFile;
 use crate::state::State;
 use crate::sync::{LocalDecision, RemoteDecision, SyncEngine};
 use crate::transfer::{self, BlobClient, SendLimits, TransferError, Transfers, WalkLimits};
@@ -212,6 +213,8 @@ struct Daemon<C> {
     opts: SyncOptions,
     sync: SyncEngine,
     state: State,
+    /// Where the sync engine's replay state persists (see [`crate::replay`]).
+    replay: ReplayFile,
     status: Status,
     link: LinkHandle,
     clipboard: C,
@@ -287,6 +290,16 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
     let mode = transport.mode;
     let control = ControlServer::bind(dir).await?;
     let state = State::load(dir)?;
+    let replay = ReplayFile::new(dir);
+    let mut sync = SyncEngine::new(DeviceId(device.account.device_id))
+        .with_ttl_ms(device.config.sync.clip_ttl_s.saturating_mul(1000));
+    match replay.load() {
+        Ok(r) => sync.restore(&r),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "replay state unreadable; starting without it (an old clip replayed now could be applied once)"
+        ),
+    }
     let tracker = TaskTracker::new();
     let (link_handle, commands) = link::channel();
     let (events_tx, mut events) = mpsc::channel(link::EVENT_QUEUE);
@@ -334,8 +347,9 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         device: device_id,
         key: device.secrets.data_key.clip_key(),
         opts: device.config.sync.clone(),
-        sync: SyncEngine::new(device_id),
+        sync,
         state,
+        replay,
         status: Status {
             path: if mode == Mode::P2p { "p2p" } else { "relay" }.into(),
             mode: mode.as_str().into(),
@@ -608,7 +622,15 @@ impl<C: ClipboardSink> Daemon<C> {
             self.status.last_error = Some(msg);
             return;
         }
-        match self.sync.on_remote(meta, &item.content, now_ms()) {
+        let decision = self.sync.on_remote(meta, &item.content, now_ms());
+        if !matches!(decision, RemoteDecision::Echo | RemoteDecision::Duplicate) {
+            // Persisted before the clip is applied, so a crash right after
+            // cannot let the same envelope be applied again.
+            if let Err(e) = self.replay.save(&self.sync.replay_state()) {
+                tracing::warn!(error = %e, "cannot write replay state");
+            }
+        }
+        match decision {
             RemoteDecision::Apply
                 if matches!(
                     item.content,
@@ -628,6 +650,16 @@ impl<C: ClipboardSink> Daemon<C> {
                         self.status.last_error = Some(format!("clipboard: {e}"));
                     }
                 }
+            }
+            RemoteDecision::Expired => {
+                let msg = format!(
+                    "received a clip from {} sealed {} s ago, older than clip_ttl_s ({}); not applied",
+                    meta.origin,
+                    now_ms().saturating_sub(meta.timestamp_ms) / 1000,
+                    self.opts.clip_ttl_s
+                );
+                tracing::info!("{msg}");
+                self.status.last_error = Some(msg);
             }
             other => {
                 tracing::debug!(%from, seq = meta.seq, decision = ?other, "received clip not applied")

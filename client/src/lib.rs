@@ -15,7 +15,9 @@
 //!   a daemon), [`watch`], [`account`] (signup, login, logout), [`api`] (the
 //!   relay's HTTP API);
 //! - [`clipcascade`]: the ClipCascade profile (its crypto and item format);
-//! - local files and trust: [`config`], [`secrets`], [`state`], [`tls`].
+//! - local files and trust: [`config`], [`secrets`], [`state`], [`replay`]
+//!   (per-origin replay state that survives restarts), [`pins`] (KDF
+//!   parameters pinned per account), [`tls`].
 //!
 //! **Architecture Invariant:** the client depends on `clipmesh-proto` only,
 //! never on the relay. It is the only component that opens envelopes, and
@@ -32,6 +34,8 @@ pub mod daemon;
 pub mod link;
 pub mod oneshot;
 pub mod p2p;
+pub mod pins;
+pub mod replay;
 pub mod secrets;
 pub mod session;
 pub mod state;

@@ -19,6 +19,10 @@
 //! - A local change read before the last remote item was applied (by this
 //!   device's own clock) is stale: the clipboard now holds the remote item,
 //!   so publishing the older read would make devices disagree.
+//! - Replay protection across restarts: the per-origin sequences and the
+//!   newest applied [`ClipMeta`] are restored from [`crate::replay`], and a
+//!   remote item is never applied unless it is newer than that floor, nor
+//!   when its sealed timestamp is older than the clip TTL.
 
 use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
@@ -59,8 +63,11 @@ pub enum RemoteDecision {
     Echo,
     /// The clipboard already holds exactly this content.
     SameContent,
-    /// The clipboard holds something newer.
+    /// The clipboard holds something newer, or something newer was applied
+    /// before the last restart.
     Older,
+    /// Sealed longer ago than the clip TTL: never applied.
+    Expired,
 }
 
 /// The clipboard's current item as this engine knows it.
@@ -82,7 +89,15 @@ pub struct SyncEngine {
     /// When (this device's clock, ms) a remote item was last accepted for
     /// the clipboard.
     applied_at_ms: u64,
+    /// Newest item applied from elsewhere, kept across restarts: nothing
+    /// that is not newer is applied again.
+    newest_applied: Option<ClipMeta>,
+    /// Received items sealed longer ago than this are never applied.
+    ttl_ms: u64,
 }
+
+/// Default clip TTL: one day.
+pub const DEFAULT_CLIP_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 impl SyncEngine {
     /// A fresh engine for `device`.
@@ -92,6 +107,35 @@ impl SyncEngine {
             highest: HashMap::new(),
             current: None,
             applied_at_ms: 0,
+            newest_applied: None,
+            ttl_ms: DEFAULT_CLIP_TTL_MS,
+        }
+    }
+
+    /// Sets the clip TTL.
+    pub fn with_ttl_ms(mut self, ttl_ms: u64) -> Self {
+        self.ttl_ms = ttl_ms;
+        self
+    }
+
+    /// Restores what an earlier run persisted (see [`crate::replay`]).
+    pub fn restore(&mut self, replay: &crate::replay::Replay) {
+        for (d, s) in &replay.highest {
+            let e = self.highest.entry(*d).or_insert(0);
+            *e = (*e).max(*s);
+        }
+        if let Some(m) = replay.newest_applied {
+            if self.newest_applied.is_none_or(|cur| m.is_newer_than(&cur)) {
+                self.newest_applied = Some(m);
+            }
+        }
+    }
+
+    /// What must survive a restart.
+    pub fn replay_state(&self) -> crate::replay::Replay {
+        crate::replay::Replay {
+            highest: self.highest.iter().map(|(d, s)| (*d, *s)).collect(),
+            newest_applied: self.newest_applied,
         }
     }
 
@@ -158,6 +202,12 @@ impl SyncEngine {
         if !self.accept_seq(&meta) {
             return RemoteDecision::Duplicate;
         }
+        if meta.timestamp_ms.saturating_add(self.ttl_ms) < now_ms {
+            return RemoteDecision::Expired;
+        }
+        if self.newest_applied.is_some_and(|n| !meta.is_newer_than(&n)) {
+            return RemoteDecision::Older;
+        }
         let hash = content_hash(content);
         if let Some(cur) = &mut self.current {
             if cur.hash == hash {
@@ -172,6 +222,7 @@ impl SyncEngine {
         }
         self.current = Some(Current { hash, meta });
         self.applied_at_ms = now_ms;
+        self.newest_applied = Some(meta);
         RemoteDecision::Apply
     }
 }
@@ -333,5 +384,66 @@ mod tests {
         // Read at or after the apply: a real copy.
         assert_eq!(e.on_local(&text("new copy"), 2_000), LocalDecision::Send);
         assert_eq!(e.on_local(&text("remote"), 1_000), LocalDecision::Unchanged);
+    }
+
+    #[test]
+    fn replay_after_restart_is_refused() {
+        // Before the restart: two clips from device 2 applied.
+        let mut e = SyncEngine::new(DeviceId(1));
+        assert_eq!(
+            e.on_remote(meta(2, 5, 1_000), &text("old password"), 1_000),
+            RemoteDecision::Apply
+        );
+        assert_eq!(
+            e.on_remote(meta(2, 6, 2_000), &text("newer"), 2_000),
+            RemoteDecision::Apply
+        );
+        let saved = e.replay_state();
+        // After the restart, restored: the relay replays both.
+        let mut e = SyncEngine::new(DeviceId(1));
+        e.restore(&saved);
+        assert_eq!(
+            e.on_remote(meta(2, 5, 1_000), &text("old password"), 3_000),
+            RemoteDecision::Duplicate
+        );
+        assert_eq!(
+            e.on_remote(meta(2, 6, 2_000), &text("newer"), 3_000),
+            RemoteDecision::Duplicate
+        );
+        // An unseen sequence from another device that is not newer than
+        // what was applied is not applied either.
+        assert_eq!(
+            e.on_remote(meta(3, 1, 1_500), &text("x"), 3_000),
+            RemoteDecision::Older
+        );
+        assert_eq!(
+            e.on_remote(meta(3, 2, 2_500), &text("y"), 3_000),
+            RemoteDecision::Apply
+        );
+        // Without the restored state the replay would have been applied.
+        let mut fresh = SyncEngine::new(DeviceId(1));
+        assert_eq!(
+            fresh.on_remote(meta(2, 5, 1_000), &text("old password"), 3_000),
+            RemoteDecision::Apply
+        );
+    }
+
+    #[test]
+    fn clips_older_than_the_ttl_are_never_applied() {
+        let mut e = SyncEngine::new(DeviceId(1)).with_ttl_ms(1_000);
+        assert_eq!(
+            e.on_remote(meta(2, 1, 10_000), &text("a"), 11_001),
+            RemoteDecision::Expired
+        );
+        assert_eq!(
+            e.on_remote(meta(2, 2, 10_000), &text("a"), 11_000),
+            RemoteDecision::Apply
+        );
+        let mut d = SyncEngine::new(DeviceId(1));
+        let day = DEFAULT_CLIP_TTL_MS;
+        assert_eq!(
+            d.on_remote(meta(2, 1, 5), &text("b"), 5 + day + 1),
+            RemoteDecision::Expired
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod daemon;
+mod hostile;
 mod p2p;
 mod support;
 mod tls;

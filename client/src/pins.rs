@@ -1,0 +1,89 @@
+//! Key-derivation parameters pinned per account after the first login.
+//!
+//! A relay hands the client the account's KDF parameters at every login. A
+//! hostile relay could hand out weaker ones, so the client keeps the
+//! strongest it has seen per (relay, username) in `kdf_pins.json` and refuses
+//! anything with less memory or fewer passes
+//! ([`clipmesh_proto::KdfParams::check_pinned`]). The file holds parameters
+//! only (no secret), and it survives `logout`, so logging in again on the
+//! same device keeps the pin.
+
+use clipmesh_proto::KdfParams;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Name of the pin file in the config directory.
+pub const PINS_FILE: &str = "kdf_pins.json";
+
+/// The pin file of one config directory.
+#[derive(Debug)]
+pub struct Pins {
+    path: PathBuf,
+    map: BTreeMap<String, KdfParams>,
+}
+
+fn key(server: &str, username: &str) -> String {
+    format!("{username} @ {server}")
+}
+
+impl Pins {
+    /// Loads the pins of `dir`. A missing file means no pins; a corrupt one
+    /// is an error, so a damaged file never silently drops a pin.
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(PINS_FILE);
+        let map = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{PINS_FILE} is corrupt; delete it to pin again at the next login"),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self { path, map })
+    }
+
+    /// The pinned parameters of an account, if any.
+    pub fn get(&self, server: &str, username: &str) -> Option<KdfParams> {
+        self.map.get(&key(server, username)).copied()
+    }
+
+    /// Pins `params` for an account after a successful login or signup
+    /// (they passed [`KdfParams::check_pinned`], so they only go up).
+    pub fn pin(&mut self, server: &str, username: &str, params: KdfParams) -> std::io::Result<()> {
+        self.map.insert(key(server, username), params);
+        crate::config::ensure_dir(self.path.parent().unwrap_or(Path::new(".")))
+            .map_err(std::io::Error::other)?;
+        let json = serde_json::to_vec_pretty(&self.map).map_err(std::io::Error::other)?;
+        crate::state::write_atomic(&self.path, &json, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clipmesh_proto::keys::KdfError;
+
+    #[test]
+    fn pins_persist_per_account_and_refuse_a_downgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Pins::load(dir.path()).unwrap();
+        assert_eq!(p.get("https://r", "ann"), None);
+        let strong = KdfParams {
+            m_kib: 256 * 1024,
+            ..KdfParams::default()
+        };
+        p.pin("https://r", "ann", strong).unwrap();
+        let p = Pins::load(dir.path()).unwrap();
+        let pin = p.get("https://r", "ann");
+        assert_eq!(pin, Some(strong));
+        assert_eq!(p.get("https://r", "bob"), None);
+        assert_eq!(
+            KdfParams::default().check_pinned(pin.as_ref()),
+            Err(KdfError::BelowPinned)
+        );
+        std::fs::write(dir.path().join(PINS_FILE), b"[").unwrap();
+        assert!(Pins::load(dir.path()).is_err());
+    }
+}
