@@ -28,7 +28,7 @@ RNG, and opaque-ke itself is checked against the RFC 9807 vectors upstream.
 
 Usage (from anywhere; paths are relative to the repository):
 
-    pip install argon2-cffi pynacl
+    pip install argon2-cffi pynacl   # or apt install python3-argon2 python3-nacl (CI: scripts/test.d/05-vectors.sh)
     python3 scripts/vectors.py            # (re)write proto/tests/vectors/*.json
     python3 scripts/vectors.py --check    # verify the committed files; exit 1 on mismatch
 
