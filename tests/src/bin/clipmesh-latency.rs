@@ -6,6 +6,11 @@
 //! target/release/clipmesh-latency [--copies 200] [--min-gap-ms 20] [--max-gap-ms 150] [--idle-secs 60] [--mode relay|auto|p2p]
 //! ```
 //!
+//! `--wine` adds a third device, the Windows `clipmesh.exe` under Wine on
+//! its own display (relay mode): Linux -> Linux, Linux -> Windows and
+//! Windows -> Linux latency in the same run, their p50 ratios, and the Wine
+//! daemon's idle cost (see `run_wine`).
+//!
 //! `--mode` is passed to both daemons (`clipmesh run --mode`, default
 //! `relay`); with `auto` or `p2p` the copies start once both report an open
 //! direct link (bound to 127.0.0.1).
@@ -49,7 +54,7 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `--help` text.
 const USAGE: &str = "clipmesh-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
      [--idle-secs S] [--rust-log FILTER] [--keep (the logs)] [--xclip (copy with xclip)] \
-     [--mode relay|auto|p2p]";
+     [--mode relay|auto|p2p] [--wine (also a Windows device under Wine)]";
 
 /// Owner changes of one display, timestamped by a dedicated thread.
 fn spawn_watcher(display: String) -> Result<mpsc::Receiver<Instant>> {
@@ -131,8 +136,117 @@ impl Baseline {
     }
 }
 
+/// Copies on `src` (this tool's owner) timed to the owner changes of each
+/// of `dsts`: (t1 - t0) per destination, after one warm-up copy.
+fn timed_copies(
+    args: &LatencyArgs,
+    owner: &SelectionOwner,
+    src: &mpsc::Receiver<Instant>,
+    dsts: &[&mpsc::Receiver<Instant>],
+) -> Result<Vec<Vec<Duration>>> {
+    let mut rng = rand::thread_rng();
+    let mut out = vec![Vec::with_capacity(args.copies); dsts.len()];
+    for i in 0..=args.copies {
+        let gap = rng.gen_range(args.min_gap_ms..=args.max_gap_ms);
+        std::thread::sleep(Duration::from_millis(gap));
+        while src.try_recv().is_ok() {}
+        for d in dsts {
+            while d.try_recv().is_ok() {}
+        }
+        owner.set_text(&format!("latency probe {i} {:016x}", rng.gen::<u64>()))?;
+        let t0 = src
+            .recv_timeout(COPY_TIMEOUT)
+            .context("no owner change on the source")?;
+        for (k, d) in dsts.iter().enumerate() {
+            let t1 = d.recv_timeout(COPY_TIMEOUT).with_context(|| {
+                format!("copy {i} did not reach destination {k} within {COPY_TIMEOUT:?}")
+            })?;
+            if i > 0 {
+                out[k].push(t1.saturating_duration_since(t0));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `--wine EXE`: a third device, the Windows `clipmesh.exe` under Wine on
+/// its own display W, next to the two Linux devices A and B (one account,
+/// relay mode). Copies on A are timed to B (Linux -> Linux) and to W (Linux
+/// -> Windows) in the same copy; then copies on W are timed to A (Windows
+/// -> Linux); then the Wine daemon's idle cost.
+fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
+    use clipmesh_tests::procstat::{percentile, summary};
+    use clipmesh_tests::wine::WinePrefix;
+    let pair = RelayPair::start(&args.rust_log)?;
+    let xa = Xvfb::start()?;
+    let xb = Xvfb::start()?;
+    let xw = Xvfb::start()?;
+    let prefix = WinePrefix::create(&pair.tmp.path().join("wine"), &xw.display())?;
+    let dev_w =
+        clipmesh_tests::Device::new_wine(pair.tmp.path(), &pair.logs, "w", prefix.exe(exe))?;
+    dev_w.login(&pair.url, "bench", "latency bench password", &args.rust_log)?;
+    let a_events = spawn_watcher(xa.display())?;
+    let b_events = spawn_watcher(xb.display())?;
+    let w_events = spawn_watcher(xw.display())?;
+    let _daemon_a = pair
+        .dev_a
+        .run_mode(&xa.display(), "relay", &args.rust_log)?;
+    let _daemon_b = pair
+        .dev_b
+        .run_mode(&xb.display(), "relay", &args.rust_log)?;
+    let daemon_w = dev_w.run_mode(&xw.display(), "relay", &args.rust_log)?;
+    pair.dev_a.wait_connected(STEP)?;
+    pair.dev_b.wait_connected(STEP)?;
+    dev_w.wait_connected(STEP * 3)?;
+    println!(
+        "load average at start: {}, cpu pressure {}",
+        load_average(),
+        cpu_pressure()
+    );
+    let owner_a = SelectionOwner::connect(&xa.display())?;
+    let mut from_a = timed_copies(args, &owner_a, &a_events, &[&b_events, &w_events])?;
+    drop(owner_a);
+    let owner_w = SelectionOwner::connect(&xw.display())?;
+    let mut from_w = timed_copies(args, &owner_w, &w_events, &[&a_events])?;
+    drop(owner_w);
+    println!(
+        "load average at end: {}, cpu pressure {}",
+        load_average(),
+        cpu_pressure()
+    );
+    println!("## copy-to-paste latency, relay mode, same run");
+    let (ll, lw) = from_a.split_at_mut(1);
+    summary("Linux A -> Linux B", &mut ll[0]);
+    summary("Linux A -> Windows under Wine W", &mut lw[0]);
+    summary("Windows under Wine W -> Linux A", &mut from_w[0]);
+    let p50 = |v: &mut Vec<Duration>| {
+        v.sort();
+        percentile(v, 50.0).as_secs_f64()
+    };
+    let base = p50(&mut ll[0]);
+    if base > 0.0 {
+        println!(
+            "p50 ratio to Linux -> Linux: Linux -> Wine {:.2}x, Wine -> Linux {:.2}x",
+            p50(&mut lw[0]) / base,
+            p50(&mut from_w[0]) / base
+        );
+    }
+    if args.idle_secs > 0 {
+        while w_events.recv_timeout(Duration::from_millis(500)).is_ok() {}
+        println!(
+            "## idle: the Windows daemon under Wine (the wine64 process running clipmesh.exe)"
+        );
+        idle_report(daemon_w.pid(), args.idle_secs)?;
+    }
+    drop(daemon_w);
+    drop(prefix);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut keep = false;
+    // `--wine`: also a Windows device under Wine (see `run_wine`).
+    let mut wine = false;
     // Copy with `xclip -i` (a new process per copy) instead of this tool's
     // own selection owner.
     let mut xclip = false;
@@ -145,9 +259,19 @@ fn main() -> Result<()> {
             xclip = true;
             true
         }
+        "--wine" => {
+            wine = true;
+            true
+        }
         _ => false,
     })?;
     clipmesh_tests::xvfb::require_xclip()?;
+    if wine {
+        let exe = clipmesh_tests::wine::windows_exe().context(
+            "--wine needs the Windows clipmesh.exe: scripts/build-windows --no-msi, or CLIPMESH_WINDOWS_EXE",
+        )?;
+        return run_wine(&args, &exe);
+    }
     let RelayPair {
         relay,
         url,
