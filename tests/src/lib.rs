@@ -26,6 +26,8 @@
 //!   latency percentiles, for the benchmark tools; [`bench`](mod@bench):
 //!   the flags, relay setup and report both latency tools share.
 //! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
+//! - [`conformance`]: the relay protocol conformance suite, parameterized
+//!   by a relay URL (native relay and Cloudflare Worker).
 //! - [`payload`]: random images and files for large-item runs, and checks
 //!   on what arrived.
 //!
@@ -35,6 +37,7 @@
 
 pub mod bench;
 pub mod bins;
+pub mod conformance;
 pub mod payload;
 pub mod procs;
 pub mod procstat;

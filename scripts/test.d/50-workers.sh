@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The relay on Cloudflare Workers: build the Worker for wasm32, lint it, run
+# it on a local workerd (scripts/worker-dev, 127.0.0.1 only, fresh state)
+# and run the relay conformance suite against it. The same suite runs
+# against the native relay in `cargo test` (tests/tests/conformance.rs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+echo "--- Worker: rustfmt"
+(cd worker && cargo fmt -- --check)
+
+echo "--- Worker: clippy for wasm32 (warnings denied)"
+scripts/worker-dev --build-only
+(
+    cd worker
+    PATH=/usr/bin:$PATH RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$root/target/worker \
+        /usr/bin/cargo clippy --release --locked --quiet -- -D warnings
+)
+
+echo "--- Worker: conformance suite on a local workerd"
+cargo build --quiet -p clipmesh-tests --bin clipmesh-conformance
+state=$(mktemp -d)
+log=$state/worker.log
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+scripts/worker-dev --port "$port" --state "$state/state" --var SIGNUP=open >"$log" 2>&1 &
+pid=$!
+cleanup() {
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$state"
+}
+trap cleanup EXIT
+for _ in $(seq 1 240); do
+    grep -q "listening on" "$log" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.5
+done
+grep -q "listening on" "$log" || { echo "worker did not start:"; cat "$log"; exit 1; }
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$port"

@@ -1,0 +1,542 @@
+//! The relay protocol conformance suite, written once and parameterized by
+//! a relay's base URL, so the same checks run against the native relay
+//! (`tests/tests/conformance.rs`) and the Cloudflare Worker under a local
+//! workerd (`clipmesh-conformance --url`, run by `scripts/test.d/50-workers.sh`).
+//!
+//! It covers the account API (signup, prelogin, login, devices, revoke,
+//! logout, bad input), and on WebSockets: join, fan-out within one user
+//! only, `Ack` sequence numbers, the newest clip on join, signalling within
+//! a user, pings, text frames refused, and revoked sockets closed with 4001.
+//! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
+//!
+//! Every wait is bounded by a socket read timeout; nothing sleeps.
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use clipmesh_proto::{CloseCode, DeviceId, ErrorCode, Frame, KdfParams, SignalKind};
+use rand::RngCore;
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::time::Duration;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// How long one expected frame may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn hex_rand(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// An HTTP answer: status and JSON body (or `Null`).
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Parsed JSON body, `Null` when empty or not JSON.
+    pub body: Value,
+}
+
+/// A relay under test.
+pub struct Target {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// A logged-in device.
+#[derive(Clone, Debug)]
+pub struct Login {
+    /// Account id.
+    pub user: u64,
+    /// Device id.
+    pub device: u64,
+    /// Token.
+    pub token: String,
+}
+
+impl Target {
+    /// A relay at `base` (`http://127.0.0.1:PORT`; loopback only).
+    pub fn new(base: &str) -> Result<Self> {
+        let host = base
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("base URL must be http://127.0.0.1:PORT"))?;
+        ensure!(
+            host.starts_with("127.0.0.1:") || host.starts_with("localhost:"),
+            "conformance runs against loopback relays only, not {base}"
+        );
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+        })
+    }
+
+    fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer> {
+        let mut r = r.context("request")?;
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer { status, body })
+    }
+
+    /// `GET path` with an optional bearer token.
+    pub fn get(&self, path: &str, token: Option<&str>) -> Result<Answer> {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        Self::answer(req.call())
+    }
+
+    /// `GET path`, the body as text.
+    pub fn get_text(&self, path: &str) -> Result<(u16, String)> {
+        let mut r = self.agent.get(format!("{}{path}", self.base)).call()?;
+        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+    }
+
+    /// `POST path` with a raw body.
+    pub fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> Result<Answer> {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json");
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        Self::answer(req.send(body))
+    }
+
+    /// `POST path` with JSON.
+    pub fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Result<Answer> {
+        self.post_raw(path, &body.to_string(), token)
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str, token: &str) -> Result<Answer> {
+        Self::answer(
+            self.agent
+                .delete(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {token}"))
+                .call(),
+        )
+    }
+
+    /// Signs up `user` with a random auth key; returns the login and key.
+    pub fn signup(&self, user: &str, device: &str) -> Result<(Login, String)> {
+        let key = hex_rand(32);
+        let a = self.post(
+            "/api/v1/signup",
+            &json!({
+                "username": user, "salt": hex_rand(16), "kdf": KdfParams::default(),
+                "auth_key": key, "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+                "device_name": device,
+            }),
+            None,
+        )?;
+        ensure!(a.status == 200, "signup: {} {}", a.status, a.body);
+        Ok((login_of(&a.body)?, key))
+    }
+
+    /// Logs a new device in.
+    pub fn login(&self, user: &str, key: &str, device: &str) -> Result<Answer> {
+        self.post(
+            "/api/v1/login",
+            &json!({"username": user, "auth_key": key, "device_name": device}),
+            None,
+        )
+    }
+
+    /// Opens `/api/v1/ws` with a bearer token (no `Hello` sent yet).
+    pub fn ws(&self, token: &str) -> Result<Ws> {
+        let url = format!("{}/api/v1/ws", self.base.replacen("http://", "ws://", 1));
+        let mut req = url.into_client_request()?;
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse()?);
+        let (mut ws, _) = tungstenite::connect(req).context("websocket connect")?;
+        if let MaybeTlsStream::Plain(s) = ws.get_mut() {
+            s.set_read_timeout(Some(READ_TIMEOUT))?;
+        }
+        Ok(Ws(ws))
+    }
+
+    /// Opens a socket and joins with `Hello{last_seen}`; returns it and the
+    /// `Welcome`.
+    pub fn join(&self, token: &str, last_seen: u64) -> Result<(Ws, Frame)> {
+        let mut ws = self.ws(token)?;
+        ws.send(&Frame::Hello { last_seen })?;
+        let w = ws.recv()?;
+        ensure!(
+            matches!(w, Frame::Welcome { .. }),
+            "expected Welcome, got {w:?}"
+        );
+        Ok((ws, w))
+    }
+}
+
+fn login_of(v: &Value) -> Result<Login> {
+    Ok(Login {
+        user: v["user_id"].as_u64().context("user_id")?,
+        device: v["device_id"].as_u64().context("device_id")?,
+        token: v["token"].as_str().context("token")?.to_owned(),
+    })
+}
+
+/// A client socket speaking clipmesh frames.
+pub struct Ws(WebSocket<MaybeTlsStream<TcpStream>>);
+
+/// How a socket ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// A close frame with this code.
+    Code(u16),
+    /// The connection dropped without one.
+    Dropped,
+}
+
+impl Ws {
+    /// Sends one frame.
+    pub fn send(&mut self, f: &Frame) -> Result<()> {
+        self.0.send(Message::Binary(f.encode().into()))?;
+        Ok(())
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, s: &str) -> Result<()> {
+        self.0.send(Message::Text(s.into()))?;
+        Ok(())
+    }
+
+    /// The next frame, skipping `Presence` (whose timing differs by
+    /// arrival order), within the read timeout.
+    pub fn recv(&mut self) -> Result<Frame> {
+        loop {
+            match self.0.read().context("read frame")? {
+                Message::Binary(b) => {
+                    let f = Frame::decode(&b).map_err(|e| anyhow!("bad frame from relay: {e}"))?;
+                    if !matches!(f, Frame::Presence { .. }) {
+                        return Ok(f);
+                    }
+                }
+                Message::Close(c) => bail!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until the socket closes; returns how.
+    pub fn closed(&mut self) -> Result<Closed> {
+        loop {
+            match self.0.read() {
+                Ok(Message::Close(Some(c))) => return Ok(Closed::Code(u16::from(c.code))),
+                Ok(Message::Close(None)) => {
+                    return Ok(Closed::Code(u16::from(WsCloseCode::Status)))
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Ok(Closed::Dropped)
+                }
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    bail!("socket still open after {READ_TIMEOUT:?}")
+                }
+                Err(_) => return Ok(Closed::Dropped),
+            }
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &hex_rand(6))
+}
+
+/// Runs every check against `base`; the first failure is returned with the
+/// name of its check.
+pub fn run(base: &str) -> Result<()> {
+    let t = Target::new(base)?;
+    health(&t).context("health")?;
+    let a = accounts(&t).context("accounts")?;
+    rooms(&t, &a).context("rooms")?;
+    revoke_and_logout(&t, &a).context("revoke and logout")?;
+    Ok(())
+}
+
+fn health(t: &Target) -> Result<()> {
+    let (s, body) = t.get_text("/healthz")?;
+    ensure!(s == 200 && body == "ok\n", "healthz: {s} {body:?}");
+    let (s, body) = t.get_text("/readyz")?;
+    ensure!(s == 200 && body == "ready\n", "readyz: {s} {body:?}");
+    let a = t.get("/api/v1/no-such-route", None)?;
+    ensure!(
+        a.status == 404 && a.body["error"] == "not_found",
+        "404: {a:?}"
+    );
+    Ok(())
+}
+
+/// The accounts made by [`accounts`] for the room checks.
+pub struct Accounts {
+    /// User A's name and key.
+    pub a_name: String,
+    /// User A's auth key.
+    pub a_key: String,
+    /// A's first device.
+    pub a1: Login,
+    /// A's second device.
+    pub a2: Login,
+    /// User B's device.
+    pub b1: Login,
+}
+
+fn accounts(t: &Target) -> Result<Accounts> {
+    let a_name = unique("ann");
+    let (a1, a_key) = t.signup(&a_name, "a1")?;
+    // Taken.
+    let again = t.post(
+        "/api/v1/signup",
+        &json!({
+            "username": a_name, "salt": hex_rand(16), "kdf": KdfParams::default(),
+            "auth_key": hex_rand(32), "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+            "device_name": "x",
+        }),
+        None,
+    )?;
+    ensure!(
+        again.status == 409 && again.body["error"] == "username_taken",
+        "taken: {again:?}"
+    );
+    // Prelogin: the real salt for a known user, a stable fake for others.
+    let p = t.post("/api/v1/prelogin", &json!({"username": a_name}), None)?;
+    ensure!(
+        p.status == 200 && p.body["salt"].as_str().map(str::len) == Some(32),
+        "prelogin: {p:?}"
+    );
+    let ghost = unique("ghost");
+    let f1 = t.post("/api/v1/prelogin", &json!({"username": ghost}), None)?;
+    let f2 = t.post("/api/v1/prelogin", &json!({"username": ghost}), None)?;
+    ensure!(
+        f1.status == 200 && f1.body == f2.body,
+        "fake prelogin not stable: {f1:?} {f2:?}"
+    );
+    ensure!(
+        f1.body["salt"].as_str().map(str::len) == Some(32),
+        "fake salt: {f1:?}"
+    );
+    // Login, right and wrong.
+    let l = t.login(&a_name, &a_key, "a2")?;
+    ensure!(l.status == 200, "login: {l:?}");
+    let a2 = login_of(&l.body)?;
+    ensure!(
+        a2.user == a1.user && a2.device != a1.device,
+        "login ids: {a1:?} {a2:?}"
+    );
+    let bad = t.login(&a_name, &hex_rand(32), "a3")?;
+    ensure!(
+        bad.status == 401 && bad.body["error"] == "invalid_credentials",
+        "wrong key: {bad:?}"
+    );
+    let nobody = t.login(&ghost, &hex_rand(32), "a3")?;
+    ensure!(
+        nobody.status == 401 && nobody.body["error"] == "invalid_credentials",
+        "unknown user: {nobody:?}"
+    );
+    // Bad input.
+    let m = t.post_raw("/api/v1/login", "{not json", None)?;
+    ensure!(
+        m.status == 400 && m.body["error"] == "bad_request",
+        "malformed JSON: {m:?}"
+    );
+    let n = t.post("/api/v1/prelogin", &json!({"username": ""}), None)?;
+    ensure!(
+        n.status == 400 && n.body["error"] == "bad_request",
+        "empty username: {n:?}"
+    );
+    let big = t.post_raw(
+        "/api/v1/login",
+        &format!("{{\"username\":\"{}\"}}", "x".repeat(70_000)),
+        None,
+    )?;
+    ensure!(
+        big.status == 413 && big.body["error"] == "payload_too_large",
+        "oversized body: {big:?}"
+    );
+    // Tokens.
+    let d = t.get("/api/v1/devices", None)?;
+    ensure!(
+        d.status == 401 && d.body["error"] == "unauthorized",
+        "no token: {d:?}"
+    );
+    let d = t.get("/api/v1/devices", Some("not-a-token"))?;
+    ensure!(d.status == 401, "bad token: {d:?}");
+    let d = t.get("/api/v1/devices", Some(&"A".repeat(43)))?;
+    ensure!(d.status == 401, "unknown token: {d:?}");
+    let d = t.get("/api/v1/devices", Some(&a1.token))?;
+    ensure!(d.status == 200, "devices: {d:?}");
+    let list = d.body["devices"].as_array().context("devices array")?;
+    ensure!(list.len() == 2, "two devices: {d:?}");
+    ensure!(
+        list.iter()
+            .any(|x| x["id"].as_u64() == Some(a1.device) && x["current"] == true),
+        "current flag: {d:?}"
+    );
+    let (b1, _) = t.signup(&unique("bob"), "b1")?;
+    ensure!(b1.user != a1.user, "distinct users");
+    Ok(Accounts {
+        a_name,
+        a_key,
+        a1,
+        a2,
+        b1,
+    })
+}
+
+fn rooms(t: &Target, acc: &Accounts) -> Result<()> {
+    let (mut a1, w) = t.join(&acc.a1.token, 0)?;
+    let Frame::Welcome { user, device, .. } = w else {
+        unreachable!("join checked Welcome")
+    };
+    ensure!(
+        user.0 == acc.a1.user && device.0 == acc.a1.device,
+        "welcome ids: {user} {device}, expected {} {}",
+        acc.a1.user,
+        acc.a1.device
+    );
+    let (mut a2, _) = t.join(&acc.a2.token, 0)?;
+    let (mut b1, _) = t.join(&acc.b1.token, 0)?;
+    // Ping.
+    a1.send(&Frame::Ping { nonce: 42 })?;
+    let p = a1.recv()?;
+    ensure!(p == Frame::Pong { nonce: 42 }, "pong: {p:?}");
+    // Publish: Ack to the publisher, Deliver to the other device of A.
+    a1.send(&Frame::Publish {
+        id: 7,
+        envelope: b"sealed-1".to_vec(),
+    })?;
+    let ack = a1.recv()?;
+    let Frame::Ack { id: 7, seq: s1 } = ack else {
+        bail!("expected Ack for 7, got {ack:?}")
+    };
+    let d = a2.recv()?;
+    ensure!(
+        d == Frame::Deliver {
+            seq: s1,
+            from: DeviceId(acc.a1.device),
+            envelope: b"sealed-1".to_vec()
+        },
+        "deliver: {d:?}"
+    );
+    a1.send(&Frame::Publish {
+        id: 8,
+        envelope: b"sealed-2".to_vec(),
+    })?;
+    let ack = a1.recv()?;
+    ensure!(
+        ack == Frame::Ack { id: 8, seq: s1 + 1 },
+        "second ack: {ack:?}"
+    );
+    let d = a2.recv()?;
+    ensure!(
+        matches!(d, Frame::Deliver { seq, .. } if seq == s1 + 1),
+        "second deliver: {d:?}"
+    );
+    // B is another user: its next frame is its own Pong, not A's clips.
+    b1.send(&Frame::Ping { nonce: 5 })?;
+    let p = b1.recv()?;
+    ensure!(p == Frame::Pong { nonce: 5 }, "other user got {p:?}");
+    // Signalling within the user, and to an offline device.
+    a1.send(&Frame::Signal {
+        peer: DeviceId(acc.a2.device),
+        kind: SignalKind::Offer,
+        payload: b"sdp".to_vec(),
+    })?;
+    let s = a2.recv()?;
+    ensure!(
+        s == Frame::Signal {
+            peer: DeviceId(acc.a1.device),
+            kind: SignalKind::Offer,
+            payload: b"sdp".to_vec()
+        },
+        "signal: {s:?}"
+    );
+    a1.send(&Frame::Signal {
+        peer: DeviceId(acc.b1.device),
+        kind: SignalKind::Offer,
+        payload: vec![],
+    })?;
+    let e = a1.recv()?;
+    ensure!(
+        matches!(
+            e,
+            Frame::Error {
+                code: ErrorCode::PeerOffline,
+                ..
+            }
+        ),
+        "signal to another user's device: {e:?}"
+    );
+    // Text frames are refused with BadFrame.
+    a2.send_text("hello")?;
+    let e = a2.recv()?;
+    ensure!(
+        matches!(
+            e,
+            Frame::Error {
+                code: ErrorCode::BadFrame,
+                ..
+            }
+        ),
+        "text: {e:?}"
+    );
+    // The newest clip on join, for a device that has not seen it.
+    let l = t.login(&acc.a_name, &acc.a_key, "a3")?;
+    let a3 = login_of(&l.body)?;
+    let (mut s3, _) = t.join(&a3.token, 0)?;
+    let d = s3.recv()?;
+    ensure!(
+        matches!(&d, Frame::Deliver { seq, envelope, .. } if *seq == s1 + 1 && envelope == b"sealed-2"),
+        "newest clip on join: {d:?}"
+    );
+    // ... and not for one that has.
+    let (mut s3b, _) = t.join(&a3.token, s1 + 1)?;
+    let closed = s3.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::Replaced.as_u16()),
+        "second socket of a device replaces the first: {closed:?}"
+    );
+    s3b.send(&Frame::Ping { nonce: 1 })?;
+    let p = s3b.recv()?;
+    ensure!(p == Frame::Pong { nonce: 1 }, "seen clip replayed: {p:?}");
+    Ok(())
+}
+
+fn revoke_and_logout(t: &Target, acc: &Accounts) -> Result<()> {
+    let (mut a2, _) = t.join(&acc.a2.token, u64::MAX)?;
+    let r = t.delete(&format!("/api/v1/devices/{}", acc.a2.device), &acc.a1.token)?;
+    ensure!(r.status == 204, "revoke: {r:?}");
+    let closed = a2.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::Unauthorized.as_u16()),
+        "revoked socket: {closed:?}"
+    );
+    let d = t.get("/api/v1/devices", Some(&acc.a2.token))?;
+    ensure!(d.status == 401, "revoked token: {d:?}");
+    let r = t.delete(&format!("/api/v1/devices/{}", acc.a2.device), &acc.a1.token)?;
+    ensure!(r.status == 404, "revoke twice: {r:?}");
+    let r = t.delete(&format!("/api/v1/devices/{}", acc.b1.device), &acc.a1.token)?;
+    ensure!(r.status == 404, "revoke another user's device: {r:?}");
+    let r = t.post("/api/v1/logout", &json!({}), Some(&acc.b1.token))?;
+    ensure!(r.status == 204, "logout: {r:?}");
+    let d = t.get("/api/v1/devices", Some(&acc.b1.token))?;
+    ensure!(d.status == 401, "logged-out token: {d:?}");
+    Ok(())
+}

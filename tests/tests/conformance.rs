@@ -1,0 +1,22 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The relay conformance suite against the native relay. The same suite
+//! runs against the Cloudflare Worker in `scripts/test.d/50-workers.sh`.
+//!
+//! Run `cargo build --workspace --bins` first (scripts/test does).
+
+use clipmesh_tests::procs::Relay;
+
+#[test]
+fn native_relay_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(
+        &dir.path().join("data"),
+        &dir.path().join("relay.log"),
+        0,
+        "info",
+    )
+    .unwrap();
+    let res = clipmesh_tests::conformance::run(&relay.url());
+    relay.stop().unwrap();
+    res.unwrap();
+}

@@ -1,0 +1,87 @@
+// Runs the built clipmesh Worker on a local workerd (through miniflare) on
+// 127.0.0.1 with persistent D1/KV/R2/Durable Object state.
+//
+//   node dev/serve.mjs --build DIR --port PORT --state DIR [--var K=V ...]
+//
+// Nothing here reaches the internet: miniflare is used directly (no
+// wrangler telemetry or update checks) and binds loopback only.
+import { Miniflare, Log, LogLevel } from "miniflare";
+import { readFileSync, mkdirSync, existsSync, writeFileSync, readdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import path from "node:path";
+
+const args = process.argv.slice(2);
+const opt = { vars: {} };
+for (let i = 0; i < args.length; i++) {
+  const a = args[i];
+  if (a === "--build") opt.build = args[++i];
+  else if (a === "--port") opt.port = Number(args[++i]);
+  else if (a === "--state") opt.state = args[++i];
+  else if (a === "--var") {
+    const [k, ...v] = args[++i].split("=");
+    opt.vars[k] = v.join("=");
+  } else {
+    console.error(`serve.mjs: unknown argument ${a}`);
+    process.exit(2);
+  }
+}
+if (!opt.build || !opt.state || !Number.isInteger(opt.port)) {
+  console.error("usage: serve.mjs --build DIR --port PORT --state DIR [--var K=V]");
+  process.exit(2);
+}
+mkdirSync(opt.state, { recursive: true });
+// The fake pre-login salt secret is made once per state dir and kept.
+const secretFile = path.join(opt.state, "fake-salt-secret");
+if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString("hex"), { mode: 0o600 });
+const secret = readFileSync(secretFile, "utf8").trim();
+
+function jsModules(dir) {
+  const out = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...jsModules(p));
+    else if (p.endsWith(".js") && e.name !== "index.js") out.push(p);
+  }
+  return out;
+}
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const mf = new Miniflare({
+  host: "127.0.0.1",
+  // No request.cf fetch from Cloudflare: a fixed placeholder, offline.
+  cf: false,
+  port: opt.port,
+  log: new Log(LogLevel.WARN),
+  compatibilityDate: "2025-09-01",
+  modulesRoot: opt.build,
+  // The entry first, then wasm-bindgen's glue and snippets, and the wasm.
+  modules: [
+    { type: "ESModule", path: path.join(opt.build, "shim.mjs") },
+    ...jsModules(opt.build).map((p) => ({ type: "ESModule", path: p })),
+    { type: "CompiledWasm", path: path.join(opt.build, "index_bg.wasm") },
+  ],
+  d1Databases: { DB: "clipmesh" },
+  kvNamespaces: { SESSIONS: "sessions" },
+  r2Buckets: { BLOBS: "blobs" },
+  durableObjects: { ROOMS: "UserRoom" },
+  bindings: { FAKE_SALT_SECRET: secret, ...opt.vars },
+  d1Persist: path.join(opt.state, "d1"),
+  kvPersist: path.join(opt.state, "kv"),
+  r2Persist: path.join(opt.state, "r2"),
+  durableObjectsPersist: path.join(opt.state, "do"),
+});
+await mf.ready;
+// Apply the D1 schema (idempotent: CREATE ... IF NOT EXISTS).
+const db = await mf.getD1Database("DB");
+const sql = readFileSync(path.join(here, "..", "migrations", "0001_init.sql"), "utf8")
+  .split("\n").filter((l) => !l.startsWith("--")).join("\n");
+const stmts = sql.split(";").map((s) => s.trim()).filter(Boolean).map((s) => db.prepare(s));
+await db.batch(stmts);
+console.log(`clipmesh worker listening on http://127.0.0.1:${opt.port}`);
+
+const stop = async () => {
+  await mf.dispose();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);

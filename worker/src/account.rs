@@ -1,0 +1,321 @@
+//! Account endpoints on D1: prelogin, signup, login, logout, devices,
+//! device revoke, and `/readyz`. Same paths, bodies, status codes and
+//! error codes as the native relay's `http/account.rs`; the validation and
+//! token rules are `clipmesh-room`'s.
+
+use crate::api::{self, ApiError};
+use crate::config::{Settings, SignupPolicy};
+use crate::session::{self, js_u64, DB};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use clipmesh_proto::api::{
+    DeviceRecord, DevicesResponse, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse,
+    SignupRequest,
+};
+use clipmesh_proto::{DeviceId, KdfParams, UserId};
+use clipmesh_room::{auth, validate};
+use rand::RngCore;
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{Env, Request, Response};
+
+type Answer = Result<Response, ApiError>;
+
+/// The secret behind fake pre-login salts (`FAKE_SALT_SECRET`, a Worker
+/// secret). Without it the Worker refuses pre-login rather than answering
+/// with salts that would reveal which accounts exist.
+fn fake_salt_secret(env: &Env) -> Result<String, ApiError> {
+    env.secret("FAKE_SALT_SECRET")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("FAKE_SALT_SECRET").map(|s| s.to_string()))
+        .ok()
+        .filter(|s| s.len() >= 16)
+        .ok_or_else(|| ApiError::internal("FAKE_SALT_SECRET is not set"))
+}
+
+#[derive(Deserialize)]
+struct UserRow {
+    id: u64,
+    salt: String,
+    kdf: String,
+    auth_hash: String,
+    wrapped_data_key: String,
+    is_admin: u32,
+    disabled: u32,
+}
+
+async fn user_by_name(env: &Env, name: &str) -> Result<Option<UserRow>, ApiError> {
+    Ok(env
+        .d1(DB)?
+        .prepare(
+            "SELECT id, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled FROM users WHERE username = ?1",
+        )
+        .bind(&[JsValue::from_str(name)])?
+        .first(None)
+        .await?)
+}
+
+/// `GET /readyz`: D1 answers.
+pub async fn readyz(env: &Env) -> Answer {
+    let db = env.d1(DB)?;
+    match db
+        .prepare("SELECT 1 AS one")
+        .first::<serde_json::Value>(None)
+        .await
+    {
+        Ok(_) => Ok(Response::ok("ready\n")?),
+        Err(e) => {
+            worker::console_warn!("readiness check failed: {e}");
+            Err(ApiError::unavailable("database unavailable", 5))
+        }
+    }
+}
+
+/// `POST /api/v1/prelogin`.
+pub async fn prelogin(mut req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    let req: PreloginRequest = api::json(&mut req, s.max_json).await?;
+    validate::username(&req.username)?;
+    let resp = match user_by_name(env, &req.username).await? {
+        Some(u) => PreloginResponse {
+            salt: u.salt,
+            kdf: serde_json::from_str(&u.kdf).map_err(ApiError::internal)?,
+        },
+        None => PreloginResponse {
+            salt: hex::encode(auth::fake_salt(
+                fake_salt_secret(env)?.as_bytes(),
+                &req.username,
+            )),
+            kdf: KdfParams::default(),
+        },
+    };
+    api::ok_json(&resp)
+}
+
+fn argon(s: &Settings) -> Result<argon2::Argon2<'static>, ApiError> {
+    let params =
+        argon2::Params::new(s.hash_m_kib, s.hash_t, 1, None).map_err(ApiError::internal)?;
+    Ok(argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params,
+    ))
+}
+
+fn hash_key(s: &Settings, key: &[u8; 32]) -> Result<String, ApiError> {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
+    Ok(argon(s)?
+        .hash_password(key, &salt)
+        .map_err(ApiError::internal)?
+        .to_string())
+}
+
+fn verify_key(phc: &str, key: &[u8; 32]) -> bool {
+    PasswordHash::new(phc).is_ok_and(|p| argon2::Argon2::default().verify_password(key, &p).is_ok())
+}
+
+/// Inserts a device and its session (one D1 batch, a transaction) and
+/// returns the device id.
+async fn new_session(
+    env: &Env,
+    user: u64,
+    device_name: &str,
+    token_hash: &[u8; 32],
+) -> Result<DeviceId, ApiError> {
+    let db = env.d1(DB)?;
+    let now = JsValue::from_f64(api::unix_now() as f64);
+    let hash = JsValue::from_str(&hex::encode(token_hash));
+    db.batch(vec![
+        db.prepare("INSERT INTO devices (user_id, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)")
+            .bind(&[js_u64(user), JsValue::from_str(device_name), now.clone()])?,
+        db.prepare("INSERT INTO sessions (token_sha256, device_id, created_at) VALUES (?1, last_insert_rowid(), ?2)")
+            .bind(&[hash.clone(), now])?,
+    ])
+    .await?;
+    #[derive(Deserialize)]
+    struct D {
+        device_id: u64,
+    }
+    let d: Option<D> = db
+        .prepare("SELECT device_id FROM sessions WHERE token_sha256 = ?1")
+        .bind(&[hash])?
+        .first(None)
+        .await?;
+    d.map(|d| DeviceId(d.device_id))
+        .ok_or_else(|| ApiError::internal("session row missing after insert"))
+}
+
+fn signup_closed() -> ApiError {
+    ApiError::new(
+        403,
+        "signup_closed",
+        "signup is closed on this relay; ask its operator for an account",
+    )
+}
+
+/// `POST /api/v1/signup`.
+pub async fn signup(mut req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    let req: SignupRequest = api::json(&mut req, s.max_json).await?;
+    validate::username(&req.username)?;
+    validate::device_name(&req.device_name)?;
+    let creds = validate::credentials(&req.salt, &req.kdf, &req.wrapped_data_key)?;
+    let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
+    if s.signup == SignupPolicy::Closed {
+        return Err(signup_closed());
+    }
+    let auth_hash = hash_key(&s, &auth_key)?;
+    let db = env.d1(DB)?;
+    let kdf = serde_json::to_string(&creds.kdf).map_err(ApiError::internal)?;
+    // One statement decides the policy and admin flag atomically.
+    let guard = match s.signup {
+        SignupPolicy::First => "WHERE NOT EXISTS (SELECT 1 FROM users)",
+        _ => "",
+    };
+    let sql = format!(
+        "INSERT INTO users (username, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, created_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, NOT EXISTS (SELECT 1 FROM users), 0, ?6 {guard}"
+    );
+    let inserted = db
+        .prepare(sql)
+        .bind(&[
+            JsValue::from_str(&req.username),
+            JsValue::from_str(&hex::encode(creds.salt)),
+            JsValue::from_str(&kdf),
+            JsValue::from_str(&auth_hash),
+            JsValue::from_str(&hex::encode(creds.wrapped_data_key)),
+            JsValue::from_f64(api::unix_now() as f64),
+        ])?
+        .run()
+        .await;
+    match inserted {
+        Ok(r) if r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) == 0 => {
+            return Err(signup_closed())
+        }
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("UNIQUE") => {
+            return Err(ApiError::new(
+                409,
+                "username_taken",
+                "that username is taken",
+            ))
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    let user = user_by_name(env, &req.username)
+        .await?
+        .ok_or_else(|| ApiError::internal("user row missing after insert"))?;
+    let (token, token_hash) = auth::new_token();
+    let device = new_session(env, user.id, &req.device_name, &token_hash).await?;
+    login_response(&user, device, token)
+}
+
+fn login_response(u: &UserRow, device: DeviceId, token: String) -> Answer {
+    api::ok_json(&LoginResponse {
+        user_id: UserId(u.id),
+        device_id: device,
+        token,
+        wrapped_data_key: u.wrapped_data_key.clone(),
+        salt: u.salt.clone(),
+        kdf: serde_json::from_str(&u.kdf).map_err(ApiError::internal)?,
+        is_admin: u.is_admin != 0,
+    })
+}
+
+/// `POST /api/v1/login`.
+pub async fn login(mut req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    let req: LoginRequest = api::json(&mut req, s.max_json).await?;
+    validate::username(&req.username)?;
+    validate::device_name(&req.device_name)?;
+    let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
+    let user = user_by_name(env, &req.username).await?;
+    let ok = match &user {
+        Some(u) => verify_key(&u.auth_hash, &auth_key),
+        None => {
+            // As long as a real check, so timing does not reveal whether
+            // the account exists.
+            let _ = hash_key(&s, &auth_key);
+            false
+        }
+    };
+    let Some(user) = user.filter(|_| ok) else {
+        return Err(ApiError::new(
+            401,
+            "invalid_credentials",
+            "wrong username or password",
+        ));
+    };
+    if user.disabled != 0 {
+        return Err(ApiError::new(
+            403,
+            "account_disabled",
+            "this account is disabled",
+        ));
+    }
+    let (token, token_hash) = auth::new_token();
+    let device = new_session(env, user.id, &req.device_name, &token_hash).await?;
+    login_response(&user, device, token)
+}
+
+/// `POST /api/v1/logout`: ends this device's session and closes its socket.
+pub async fn logout(req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    let (token, _) = session::request_token(&req);
+    let me = session::authenticate(env, &s, token.as_deref()).await?;
+    session::delete_device(env, me.user, me.device).await?;
+    crate::room::revoke(env, me.user, me.device).await;
+    api::no_content()
+}
+
+#[derive(Deserialize)]
+struct DeviceRow {
+    id: u64,
+    name: String,
+    created_at: i64,
+    last_seen_at: i64,
+}
+
+/// `GET /api/v1/devices`.
+pub async fn devices(req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    let (token, _) = session::request_token(&req);
+    let me = session::authenticate(env, &s, token.as_deref()).await?;
+    let rows: Vec<DeviceRow> = env
+        .d1(DB)?
+        .prepare(
+            "SELECT id, name, created_at, last_seen_at FROM devices WHERE user_id = ?1 ORDER BY id",
+        )
+        .bind(&[js_u64(me.user.0)])?
+        .all()
+        .await?
+        .results()?;
+    let online = crate::room::online(env, me.user).await;
+    api::ok_json(&DevicesResponse {
+        devices: rows
+            .into_iter()
+            .map(|d| DeviceRecord {
+                id: DeviceId(d.id),
+                online: online.contains(&DeviceId(d.id)),
+                current: d.id == me.device.0,
+                name: d.name,
+                created_at: d.created_at,
+                last_seen_at: d.last_seen_at,
+            })
+            .collect(),
+    })
+}
+
+/// `DELETE /api/v1/devices/{id}`: revokes a device of the same user.
+pub async fn delete_device(req: Request, env: &Env, id: &str) -> Answer {
+    let s = Settings::from_env(env);
+    let (token, _) = session::request_token(&req);
+    let me = session::authenticate(env, &s, token.as_deref()).await?;
+    let device = DeviceId(validate::path_id(id)?);
+    if !session::delete_device(env, me.user, device).await? {
+        return Err(ApiError::not_found("device"));
+    }
+    crate::room::revoke(env, me.user, device).await;
+    api::no_content()
+}

@@ -1,0 +1,81 @@
+//! The Worker's settings, from `[vars]` in `wrangler.toml` (or the local
+//! runtime's bindings), with the native relay's defaults.
+
+use clipmesh_room::conn::ConnLimits;
+use clipmesh_room::RoomLimits;
+use worker::Env;
+
+/// Who may sign up (`SIGNUP`): `open`, `closed`, or `first` (only the
+/// first account, which becomes the admin). Default `first`, as natively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignupPolicy {
+    /// Anyone.
+    Open,
+    /// No one.
+    Closed,
+    /// Only the first account.
+    First,
+}
+
+/// Everything the Worker and the room read from the environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Signup policy.
+    pub signup: SignupPolicy,
+    /// Largest JSON body, bytes.
+    pub max_json: usize,
+    /// Argon2id memory cost of the stored `auth_key` hash, KiB.
+    pub hash_m_kib: u32,
+    /// Argon2id time cost.
+    pub hash_t: u32,
+    /// KV session cache TTL, seconds (KV's minimum is 60).
+    pub session_cache_ttl_s: u64,
+    /// Room limits (the native relay's defaults).
+    pub room: RoomLimits,
+    /// Per-connection limits.
+    pub conn: ConnLimits,
+    /// Messages per user per day before new connections are refused with
+    /// a "quota exceeded" close (0: no quota).
+    pub daily_message_quota: u64,
+}
+
+fn var<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
+    env.var(name)
+        .ok()
+        .and_then(|v| v.to_string().trim().parse().ok())
+        .unwrap_or(default)
+}
+
+impl Settings {
+    /// Reads the settings; unset or unparsable values take the defaults.
+    pub fn from_env(env: &Env) -> Self {
+        let signup = match env.var("SIGNUP").map(|v| v.to_string()).as_deref() {
+            Ok("open") => SignupPolicy::Open,
+            Ok("closed") => SignupPolicy::Closed,
+            _ => SignupPolicy::First,
+        };
+        let max_frame = var(env, "MAX_FRAME", 1024 * 1024u32).min(1024 * 1024);
+        Self {
+            signup,
+            max_json: var(env, "MAX_JSON", 64 * 1024usize),
+            hash_m_kib: var(env, "HASH_M_KIB", 19 * 1024u32),
+            hash_t: var(env, "HASH_T", 2u32),
+            session_cache_ttl_s: var(env, "SESSION_CACHE_TTL_S", 300u64).max(60),
+            room: RoomLimits {
+                max_devices: var(env, "MAX_DEVICES_PER_USER", 32usize).max(1),
+                max_frame,
+                ping_interval_s: var(env, "PING_INTERVAL_S", 30u16),
+                idle_timeout_s: var(env, "IDLE_TIMEOUT_S", 45u16),
+                clip_ttl_s: var(env, "CLIP_TTL_S", 24 * 3600u64),
+            },
+            conn: ConnLimits {
+                max_frame,
+                publish_per_s: var(env, "PUBLISH_PER_S", 20.0f64),
+                publish_burst: var(env, "PUBLISH_BURST", 60.0f64),
+                rate_limit_strikes: var(env, "RATE_LIMIT_STRIKES", 50u32),
+                bad_frame_strikes: var(env, "BAD_FRAME_STRIKES", 3u32),
+            },
+            daily_message_quota: var(env, "DAILY_MESSAGE_QUOTA", 0u64),
+        }
+    }
+}

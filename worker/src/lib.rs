@@ -1,0 +1,80 @@
+//! `clipmesh-worker`: the clipmesh relay on Cloudflare Workers and Durable
+//! Objects, a thin host around the same sans-IO core as the native relay
+//! (`clipmesh-room`: room state, connection decisions, input validation and
+//! token rules).
+//!
+//! - The Worker ([`fetch`]) serves `/healthz`, `/readyz` and the JSON API
+//!   under `/api/v1` with the native relay's paths and bodies: accounts,
+//!   devices and sessions live in **D1** ([`account`]); session tokens are
+//!   looked up through **KV** with a TTL in front of D1 ([`session`]).
+//! - `/api/v1/ws` is authenticated here and handed to the user's
+//!   [`room::UserRoom`] Durable Object (`idFromName(user_id)`), which holds
+//!   the user's sockets with the Hibernation API and drives
+//!   `clipmesh_room::RoomState`.
+//!
+//! **Architecture Invariant:** this crate decides nothing about the
+//! protocol that the native relay also decides: room behaviour, inbound
+//! frame handling, validation and token rules come from `clipmesh-room`.
+//! What must differ is listed in `docs/protocol.md`.
+
+pub mod account;
+pub mod api;
+pub mod config;
+pub mod room;
+pub mod session;
+
+use api::ApiError;
+use worker::{event, Context, Env, Method, Request, Response, Result};
+
+/// The Worker's entry point: routes one request.
+#[event(fetch)]
+pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let path = req.path();
+    let method = req.method();
+    let out = route(req, &env, &method, &path).await;
+    match out {
+        Ok(r) => Ok(r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(
+    req: Request,
+    env: &Env,
+    method: &Method,
+    path: &str,
+) -> std::result::Result<Response, ApiError> {
+    use Method::{Delete, Get, Post};
+    match (method, path) {
+        (Get, "/healthz") => Ok(Response::ok("ok\n")?),
+        (Get, "/readyz") => account::readyz(env).await,
+        (Post, "/api/v1/prelogin") => account::prelogin(req, env).await,
+        (Post, "/api/v1/signup") => account::signup(req, env).await,
+        (Post, "/api/v1/login") => account::login(req, env).await,
+        (Post, "/api/v1/logout") => account::logout(req, env).await,
+        (Get, "/api/v1/devices") => account::devices(req, env).await,
+        (Delete, p) if p.starts_with("/api/v1/devices/") => {
+            let id = &p["/api/v1/devices/".len()..];
+            account::delete_device(req, env, id).await
+        }
+        (Get, "/api/v1/ws") => room::upgrade(req, env).await,
+        (Get, "/api/v1/status") => room::status(req, env).await,
+        (_, p) if known_path(p) => Err(ApiError::new(405, "bad_request", "method not allowed")),
+        _ => Err(ApiError::not_found("route")),
+    }
+}
+
+fn known_path(p: &str) -> bool {
+    matches!(
+        p,
+        "/healthz"
+            | "/readyz"
+            | "/api/v1/prelogin"
+            | "/api/v1/signup"
+            | "/api/v1/login"
+            | "/api/v1/logout"
+            | "/api/v1/devices"
+            | "/api/v1/ws"
+            | "/api/v1/status"
+    ) || p.starts_with("/api/v1/devices/")
+}

@@ -1,0 +1,496 @@
+//! The `UserRoom` Durable Object: one per user (`idFromName(user_id)`),
+//! holding that user's sockets with the Hibernation API and driving
+//! `clipmesh_room::RoomState`, plus the Worker-side helpers that reach it.
+//!
+//! - Sockets are accepted with `acceptWebSocket`, tagged `d<device>`, and
+//!   carry a serialized attachment ([`Attachment`]: user, device, name,
+//!   connection id, whether `Hello` was seen). After a wake the room's
+//!   membership is rebuilt from `getWebSockets()` and those attachments.
+//! - The newest clip and the sequence number live in DO storage (`clip`,
+//!   `seq`), written on every publish before the room handles the next
+//!   event, so a restart or eviction resumes exactly where it stopped.
+//! - `wakes` in storage counts how often the object was constructed to
+//!   handle an event (a cold start or a wake from hibernation); `/status`
+//!   reports it, which is how the hibernation test sees eviction and
+//!   wakes.
+//! - Per-connection state (bad-frame strikes, the publish limiter) lives
+//!   in memory only and starts afresh after a wake.
+
+use crate::api::{self, ApiError};
+use crate::config::Settings;
+use crate::session::{self, Session};
+use clipmesh_proto::{CloseCode, DeviceId, Frame, UserId};
+use clipmesh_room::conn::{ConnState, Inbound};
+use clipmesh_room::{Clip, ConnId, Member, MemberKind, Port, PortFull, RoomState};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+use worker::{
+    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, State,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair,
+};
+
+/// The Durable Object binding.
+pub const ROOMS: &str = "ROOMS";
+/// Header carrying the authenticated session from the Worker to the room.
+const SESSION_HEADER: &str = "X-Clipmesh-Session";
+/// Header saying the device offered the `clipmesh.v1` subprotocol.
+const V1_HEADER: &str = "X-Clipmesh-V1";
+
+/// What a hibernated socket remembers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The device.
+    pub device: u64,
+    /// Its name.
+    pub name: String,
+    /// The connection id (unique within the room).
+    pub conn: u64,
+    /// Whether its `Hello` was handled (it is a room member).
+    pub joined: bool,
+    /// When it connected, Unix seconds.
+    pub since: i64,
+}
+
+/// The room's persisted newest clip.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredClip {
+    seq: u64,
+    from: u64,
+    /// Hex of the sealed envelope (`None` when the clip TTL is 0).
+    envelope: Option<String>,
+    stored_at: i64,
+}
+
+/// A socket as a room [`Port`]: sends never block (the runtime buffers).
+#[derive(Debug)]
+pub struct WsPort(WebSocket);
+
+impl Port for WsPort {
+    fn try_send(&self, frame: bytes::Bytes) -> Result<(), PortFull> {
+        self.0.send_with_bytes(&frame).map_err(|_| PortFull)
+    }
+    fn close(&self, code: CloseCode) {
+        let _ = self.0.close(Some(code.as_u16()), Some(code.reason()));
+    }
+}
+
+struct Inner {
+    room: RoomState<WsPort>,
+    conns: HashMap<u64, ConnState>,
+    settings: Settings,
+    wakes: u64,
+}
+
+/// One user's room.
+#[durable_object]
+pub struct UserRoom {
+    state: State,
+    env: Env,
+    inner: RefCell<Option<Inner>>,
+}
+
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+fn attachment(ws: &WebSocket) -> Option<Attachment> {
+    ws.deserialize_attachment::<Attachment>().ok().flatten()
+}
+
+impl UserRoom {
+    /// Loads the room after a construction (cold start or wake): sequence
+    /// number, newest clip, and the joined sockets as members.
+    async fn ensure_loaded(&self, user: Option<UserId>) -> worker::Result<()> {
+        if self.inner.borrow().is_some() {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let seq: u64 = storage.get("seq").await?.unwrap_or(0);
+        let clip: Option<StoredClip> = storage.get("clip").await?;
+        let user = match user {
+            Some(u) => u,
+            None => UserId(storage.get::<u64>("user").await?.unwrap_or(0)),
+        };
+        let wakes: u64 = storage.get::<u64>("wakes").await?.unwrap_or(0) + 1;
+        storage.put("wakes", wakes).await?;
+        if self.inner.borrow().is_some() {
+            return Ok(());
+        }
+        let newest = clip.map(|c| Clip {
+            seq: c.seq,
+            from: DeviceId(c.from),
+            envelope: c
+                .envelope
+                .and_then(|h| hex::decode(h).ok())
+                .map(bytes::Bytes::from),
+            stored_at: c.stored_at,
+        });
+        let members = self
+            .state
+            .get_websockets()
+            .into_iter()
+            .filter_map(|ws| {
+                let a = attachment(&ws)?;
+                a.joined.then(|| Member {
+                    device: DeviceId(a.device),
+                    name: a.name,
+                    conn: ConnId(a.conn),
+                    port: WsPort(ws),
+                    kind: MemberKind::Native,
+                })
+            })
+            .collect();
+        let settings = Settings::from_env(&self.env);
+        *self.inner.borrow_mut() = Some(Inner {
+            room: RoomState::new(user, settings.room, seq, newest, members),
+            conns: HashMap::new(),
+            settings,
+            wakes,
+        });
+        Ok(())
+    }
+
+    async fn persist(&self, seq: u64, clip: Option<Clip>) -> worker::Result<()> {
+        let storage = self.state.storage();
+        if let Some(c) = clip {
+            let stored = StoredClip {
+                seq: c.seq,
+                from: c.from.0,
+                envelope: c.envelope.map(hex::encode),
+                stored_at: c.stored_at,
+            };
+            storage.put("clip", stored).await?;
+        }
+        storage.put("seq", seq).await
+    }
+
+    async fn accept(&self, req: Request) -> worker::Result<Response> {
+        let Some(raw) = req.headers().get(SESSION_HEADER)? else {
+            return Response::error("missing session", 400);
+        };
+        let session: Session =
+            serde_json::from_str(&raw).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.ensure_loaded(Some(session.user)).await?;
+        let pair = WebSocketPair::new()?;
+        let conn = u64::from(rand_u32()) << 20 | (now_ms() & 0xfffff);
+        let tag = format!("d{}", session.device.0);
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[tag.as_str()]);
+        pair.server.serialize_attachment(Attachment {
+            device: session.device.0,
+            name: session.device_name,
+            conn,
+            joined: false,
+            since: api::unix_now(),
+        })?;
+        let mut resp = Response::from_websocket(pair.client)?;
+        if req.headers().get(V1_HEADER)?.is_some() {
+            resp.headers_mut()
+                .set("Sec-WebSocket-Protocol", clipmesh_room::auth::SUBPROTOCOL)?;
+        }
+        Ok(resp)
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let now = api::unix_now();
+        let inner = self.inner.borrow();
+        let Some(inner) = inner.as_ref() else {
+            return serde_json::json!({});
+        };
+        let devices: Vec<_> = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter_map(attachment)
+            .map(|a| {
+                serde_json::json!({
+                    "device": a.device, "name": a.name, "joined": a.joined,
+                    "connected_s": now.saturating_sub(a.since),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "user": inner.room.user().0,
+            "seq": inner.room.seq(),
+            "online": inner.room.len(),
+            "sockets": devices,
+            "wakes": inner.wakes,
+        })
+    }
+
+    /// Handles one inbound message of a joined or joining socket.
+    async fn message(&self, ws: WebSocket, msg: WebSocketIncomingMessage) -> worker::Result<()> {
+        self.ensure_loaded(None).await?;
+        let Some(mut att) = attachment(&ws) else {
+            let _ = ws.close(Some(CloseCode::ProtocolError.as_u16()), Some("no session"));
+            return Ok(());
+        };
+        let now_s = api::unix_now();
+        let mut persist = None;
+        {
+            let mut guard = self.inner.borrow_mut();
+            let Some(inner) = guard.as_mut() else {
+                return Ok(());
+            };
+            if !att.joined {
+                // Before Hello: only Hello or Ping.
+                let frame = match &msg {
+                    WebSocketIncomingMessage::Binary(b) => Frame::decode(b).ok(),
+                    WebSocketIncomingMessage::String(_) => None,
+                };
+                match frame {
+                    Some(Frame::Hello { last_seen }) => {
+                        att.joined = true;
+                        ws.serialize_attachment(&att)?;
+                        inner.room.join(
+                            Member {
+                                device: DeviceId(att.device),
+                                name: att.name.clone(),
+                                conn: ConnId(att.conn),
+                                port: WsPort(ws.clone()),
+                                kind: MemberKind::Native,
+                            },
+                            last_seen,
+                            now_s,
+                        );
+                    }
+                    Some(Frame::Ping { nonce }) => {
+                        let _ = ws.send_with_bytes(Frame::Pong { nonce }.encode());
+                    }
+                    _ => {
+                        let c = CloseCode::ProtocolError;
+                        let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
+                    }
+                }
+                return Ok(());
+            }
+            let limits = inner.settings.conn;
+            let cs = inner.conns.entry(att.conn).or_default();
+            let decided = match &msg {
+                WebSocketIncomingMessage::Binary(b) => {
+                    cs.handle_binary(b, &limits, Duration::from_millis(now_ms()))
+                }
+                WebSocketIncomingMessage::String(_) => cs.handle_text(&limits),
+            };
+            let conn = ConnId(att.conn);
+            match decided {
+                Inbound::Nothing => {}
+                Inbound::Publish { id, envelope } => {
+                    let out = inner.room.publish(conn, id, envelope, now_s);
+                    if out.persist.is_some() {
+                        persist = Some((inner.room.seq(), out.persist));
+                    }
+                }
+                Inbound::Signal {
+                    peer,
+                    kind,
+                    payload,
+                } => {
+                    inner.room.signal(conn, peer, kind, payload);
+                }
+                Inbound::Reply(f) => {
+                    let _ = ws.send_with_bytes(f.encode());
+                }
+                Inbound::Close(code) => {
+                    let _ = ws.close(Some(code.as_u16()), Some(code.reason()));
+                    inner.room.leave(conn);
+                    inner.conns.remove(&att.conn);
+                }
+            }
+        }
+        if let Some((seq, clip)) = persist {
+            self.persist(seq, clip).await?;
+        }
+        Ok(())
+    }
+
+    fn left(&self, ws: &WebSocket) {
+        if let Some(a) = attachment(ws) {
+            if let Some(inner) = self.inner.borrow_mut().as_mut() {
+                inner.room.leave(ConnId(a.conn));
+                inner.conns.remove(&a.conn);
+            }
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use rand::RngCore;
+    rand::rngs::OsRng.next_u32()
+}
+
+impl DurableObject for UserRoom {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            inner: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+        let url = req.url()?;
+        // Every request from the Worker names the room's user, so a room
+        // first reached through `/online` or `/revoke` knows it too.
+        let user = url
+            .query_pairs()
+            .find(|(k, _)| k == "user")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .map(UserId);
+        if let Some(u) = user {
+            if self.inner.borrow().is_none() {
+                self.state.storage().put("user", u.0).await?;
+            }
+            self.ensure_loaded(Some(u)).await?;
+        }
+        match url.path() {
+            "/ws" => self.accept(req).await,
+            "/revoke" => {
+                self.ensure_loaded(None).await?;
+                let device = url
+                    .query_pairs()
+                    .find(|(k, _)| k == "device")
+                    .and_then(|(_, v)| v.parse::<u64>().ok());
+                if let Some(d) = device {
+                    if let Some(inner) = self.inner.borrow_mut().as_mut() {
+                        inner.room.revoke(Some(DeviceId(d)));
+                    }
+                    // Sockets still waiting for their Hello.
+                    for ws in self.state.get_websockets_with_tag(&format!("d{d}")) {
+                        let c = CloseCode::Unauthorized;
+                        let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
+                    }
+                }
+                Response::empty()
+            }
+            "/online" => {
+                self.ensure_loaded(None).await?;
+                let ids: Vec<u64> = self
+                    .inner
+                    .borrow()
+                    .as_ref()
+                    .map(|i| i.room.online().into_iter().map(|d| d.id.0).collect())
+                    .unwrap_or_default();
+                Response::from_json(&ids)
+            }
+            "/status" => {
+                self.ensure_loaded(None).await?;
+                Response::from_json(&self.status_json())
+            }
+            _ => Response::error("not found", 404),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        self.message(ws, message).await
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> worker::Result<()> {
+        self.ensure_loaded(None).await?;
+        self.left(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> worker::Result<()> {
+        self.ensure_loaded(None).await?;
+        self.left(&ws);
+        Ok(())
+    }
+}
+
+fn stub(env: &Env, user: UserId) -> worker::Result<worker::Stub> {
+    env.durable_object(ROOMS)?
+        .id_from_name(&user.0.to_string())?
+        .get_stub()
+}
+
+/// `GET /api/v1/ws`: authenticates, records `last_seen`, and hands the
+/// upgrade to the user's room.
+pub async fn upgrade(req: Request, env: &Env) -> Result<Response, ApiError> {
+    let s = Settings::from_env(env);
+    let (token, v1) = session::request_token(&req);
+    let me = session::authenticate(env, &s, token.as_deref()).await?;
+    let is_ws = req
+        .headers()
+        .get("Upgrade")?
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_ws {
+        return Err(ApiError::bad_request("expected a WebSocket upgrade"));
+    }
+    let _ = env
+        .d1(session::DB)?
+        .prepare("UPDATE devices SET last_seen_at = ?1 WHERE id = ?2")
+        .bind(&[
+            wasm_bindgen::JsValue::from_f64(api::unix_now() as f64),
+            session::js_u64(me.device.0),
+        ])?
+        .run()
+        .await;
+    let headers = Headers::new();
+    headers.set("Upgrade", "websocket")?;
+    headers.set(
+        SESSION_HEADER,
+        &serde_json::to_string(&me).map_err(ApiError::internal)?,
+    )?;
+    if v1 {
+        headers.set(V1_HEADER, "1")?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let inner = Request::new_with_init(&format!("https://room/ws?user={}", me.user.0), &init)?;
+    Ok(stub(env, me.user)?.fetch_with_request(inner).await?)
+}
+
+/// Closes a revoked device's sockets (best effort: the session is already
+/// gone from D1 and KV, so it cannot reconnect).
+pub async fn revoke(env: &Env, user: UserId, device: DeviceId) {
+    if let Ok(st) = stub(env, user) {
+        let url = format!("https://room/revoke?user={}&device={}", user.0, device.0);
+        if let Err(e) = st.fetch_with_str(&url).await {
+            worker::console_warn!("revoke in room failed: {e}");
+        }
+    }
+}
+
+/// The devices online in the user's room.
+pub async fn online(env: &Env, user: UserId) -> Vec<DeviceId> {
+    let Ok(st) = stub(env, user) else {
+        return Vec::new();
+    };
+    match st
+        .fetch_with_str(&format!("https://room/online?user={}", user.0))
+        .await
+    {
+        Ok(mut r) => r
+            .json::<Vec<u64>>()
+            .await
+            .map(|v| v.into_iter().map(DeviceId).collect())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `GET /api/v1/status`: the caller's room (sockets, how long each has been
+/// connected, sequence number, wakes).
+pub async fn status(req: Request, env: &Env) -> Result<Response, ApiError> {
+    let s = Settings::from_env(env);
+    let (token, _) = session::request_token(&req);
+    let me = session::authenticate(env, &s, token.as_deref()).await?;
+    let mut r = stub(env, me.user)?
+        .fetch_with_str(&format!("https://room/status?user={}", me.user.0))
+        .await?;
+    let v: serde_json::Value = r.json().await?;
+    api::ok_json(&v)
+}
