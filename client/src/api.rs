@@ -143,6 +143,26 @@ impl Api {
         empty_or_error(resp)
     }
 
+    /// `PUT /clipcascade`: turns ClipCascade compatibility on (with the
+    /// password's SHA3-512 hex) or off for this account.
+    pub fn set_clipcascade(
+        &self,
+        token: &str,
+        login_hash: Option<&str>,
+        mode: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .put(&self.url("clipcascade"))
+            .header("Authorization", &bearer(token))
+            .send_json(clipmesh_proto::api::ClipCascadeRequest {
+                login_hash: login_hash.map(str::to_owned),
+                mode: mode.map(str::to_owned),
+            })
+            .map_err(|e| self.unreachable(e))?;
+        empty_or_error(resp)
+    }
+
     /// `GET /devices`.
     pub fn devices(&self, token: &str) -> Result<DevicesResponse, ApiError> {
         let resp = self

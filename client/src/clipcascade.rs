@@ -12,7 +12,9 @@
 //! ClipCascade code.
 
 pub mod crypto;
+pub mod daemon;
 pub mod payload;
+pub mod web;
 
 pub use crypto::{login_hash, CcKey, OpenError, SealError, DEFAULT_ITERATIONS};
 pub use payload::{from_wire, to_wire, Limits, PayloadError};

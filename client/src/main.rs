@@ -99,6 +99,32 @@ struct AuthArgs {
     /// CA or self-signed relay); remembered for later commands.
     #[arg(long, value_name = "FILE", env = "CLIPMESH_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Also let ClipCascade clients log in to this account with the same
+    /// password (stores a weaker verifier on the relay: see
+    /// docs/crypto.md, "ClipCascade compatibility").
+    #[arg(long)]
+    clipcascade_compat: bool,
+    /// Which protocol this device speaks: `clipmesh` (the default) or
+    /// `clipcascade` (ClipCascade's login, STOMP and encryption, to sync
+    /// with ClipCascade clients through clipmesh-relay or an original
+    /// ClipCascade server; `login` only).
+    #[arg(long, value_enum, default_value_t = Profile::Clipmesh)]
+    profile: Profile,
+    /// ClipCascade profile: PBKDF2 iterations (ClipCascade's setting).
+    #[arg(long, default_value_t = clipmesh::clipcascade::DEFAULT_ITERATIONS)]
+    cc_iterations: u32,
+    /// ClipCascade profile: the custom salt (ClipCascade's setting; default
+    /// empty).
+    #[arg(long, default_value = "")]
+    cc_custom_salt: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Profile {
+    /// clipmesh's own protocol and encryption.
+    Clipmesh,
+    /// ClipCascade's protocol and encryption.
+    Clipcascade,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -248,8 +274,16 @@ fn host_name() -> String {
 }
 
 async fn auth(dir: PathBuf, a: AuthArgs, signup: bool) -> Result<ExitCode> {
+    if a.profile == Profile::Clipcascade {
+        if signup {
+            bail!("the ClipCascade profile has no signup: create the account on the server (with clipmesh-relay: `clipmesh signup --clipcascade-compat` from a clipmesh device)");
+        }
+        return clipcascade_login(dir, a).await;
+    }
     let password = read_password(a.password_stdin, signup && !a.password_stdin)?;
     let device_name = a.device_name.clone().unwrap_or_else(host_name);
+    let compat = a.clipcascade_compat;
+    let (d2, pw2) = (dir.clone(), password.clone());
     let acct = blocking(move || {
         let creds = Credentials {
             server: &a.server,
@@ -265,6 +299,21 @@ async fn auth(dir: PathBuf, a: AuthArgs, signup: bool) -> Result<ExitCode> {
         }
     })
     .await??;
+    if compat {
+        blocking(move || {
+            let device = Device::load(&d2)?;
+            let hash = clipmesh::clipcascade::login_hash(pw2.as_bytes());
+            device
+                .api()?
+                .set_clipcascade(&device.secrets.token, Some(&hash), None)
+                .context("turning on ClipCascade compatibility")
+        })
+        .await??;
+        println!(
+            "ClipCascade clients may now log in as {} with the same password",
+            acct.username
+        );
+    }
     println!(
         "{} as {} on {} (device {}, \"{}\"); secrets in the {}",
         if signup {
@@ -285,12 +334,67 @@ async fn auth(dir: PathBuf, a: AuthArgs, signup: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn clipcascade_login(dir: PathBuf, a: AuthArgs) -> Result<ExitCode> {
+    use clipmesh::clipcascade::{daemon::Profile as CcProfile, login_hash, web::Web, CcKey};
+    if a.cc_iterations < clipmesh::clipcascade::crypto::MIN_ITERATIONS {
+        bail!(
+            "--cc-iterations must be at least {}",
+            clipmesh::clipcascade::crypto::MIN_ITERATIONS
+        );
+    }
+    let password = read_password(a.password_stdin, false)?;
+    let server = clipmesh::config::normalize_server(&a.server)
+        .map_err(|e| anyhow!("bad server URL: {e}"))?;
+    let ca_file = a
+        .ca_file
+        .as_deref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+    let (user, d2, srv) = (a.username.clone(), dir.clone(), server.clone());
+    blocking(move || {
+        let hash = login_hash(password.as_bytes());
+        let roots = clipmesh::tls::TrustRoots::load(ca_file.as_deref())?;
+        let cookie = Web::new(&srv, &roots).login(&user, &hash)?;
+        let key = CcKey::derive(
+            &user,
+            password.as_bytes(),
+            &a.cc_custom_salt,
+            a.cc_iterations,
+        );
+        clipmesh::config::ensure_dir(&d2)?;
+        CcProfile {
+            server: srv,
+            username: user,
+            login_hash: hash.to_string(),
+            key: hex::encode(key.expose()),
+            cookie,
+            ca_file,
+        }
+        .save(&d2)
+        .context("saving the ClipCascade profile")?;
+        anyhow::Ok(())
+    })
+    .await??;
+    println!(
+        "logged in as {} on {server} with the ClipCascade profile; `clipmesh run` now speaks ClipCascade (profile in {})",
+        a.username,
+        clipmesh::clipcascade::daemon::PROFILE_FILE
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn load_device(dir: &Path) -> Result<Device> {
     let d = dir.to_path_buf();
     Ok(blocking(move || Device::load(&d)).await??)
 }
 
 async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
+    let d2 = dir.clone();
+    if let Some(profile) = blocking(move || clipmesh::clipcascade::daemon::Profile::load(&d2))
+        .await?
+        .context("reading the ClipCascade profile")?
+    {
+        return run_clipcascade(dir, profile).await;
+    }
     let device = load_device(&dir).await?;
     let cancel = CancellationToken::new();
     let (clip, local) = clipmesh::clipboard::spawn_watcher(
@@ -313,6 +417,36 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
     let transport = daemon::Transport::from_env(mode.into());
     let r = daemon::run_daemon_mode(&dir, device, clip, local, cancel.clone(), transport).await;
     cancel.cancel();
+    signals.close();
+    signals.wait().await;
+    r?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_clipcascade(
+    dir: PathBuf,
+    profile: clipmesh::clipcascade::daemon::Profile,
+) -> Result<ExitCode> {
+    let d2 = dir.clone();
+    let config = blocking(move || clipmesh::Config::load(&d2)).await??;
+    let sync = config.sync;
+    let cancel = CancellationToken::new();
+    let (clip, local) = clipmesh::clipboard::spawn_watcher(
+        clipmesh::clipboard::ClipboardConfig {
+            primary: sync.primary,
+            max_item_bytes: sync.max_item_bytes.min(sync.max_image_bytes),
+            windows_cloud_clipboard: sync.windows_cloud_clipboard,
+        },
+        cancel.child_token(),
+    )
+    .context("clipboard")?;
+    let signals = TaskTracker::new();
+    signals.spawn(wait_for_shutdown(cancel.clone()));
+    let r =
+        clipmesh::clipcascade::daemon::run(dir, profile, sync, clip.clone(), local, cancel.clone())
+            .await;
+    cancel.cancel();
+    clip.stopped().await;
     signals.close();
     signals.wait().await;
     r?;

@@ -357,3 +357,138 @@ async fn trace_logs_and_relay_disk_hold_no_secrets() {
     }
     assert!(files > 0);
 }
+
+/// Whether the relay stores a ClipCascade verifier for `user`.
+fn has_clipcascade_verifier(relay: &TestRelay, user: &str) -> bool {
+    let db =
+        clipmesh_relay::Db::open(&relay.data.path().join(clipmesh_relay::config::DB_FILE)).unwrap();
+    db.cc_account(user).unwrap().unwrap().verifier.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clipcascade_compat_flag_stores_the_verifier() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a, b) = (device_dir(), device_dir());
+    let out = auth("signup", a.path(), &relay.url, "ann", PASSWORD, "laptop").await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !has_clipcascade_verifier(&relay, "ann"),
+        "off unless asked for"
+    );
+    let mut c = clipmesh(b.path());
+    c.args([
+        "login",
+        "--server",
+        &relay.url,
+        "--username",
+        "ann",
+        "--password-stdin",
+        "--device-name",
+        "desk",
+        "--clipcascade-compat",
+    ]);
+    let out = run(c, Some(&format!("{PASSWORD}\n"))).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("ClipCascade clients may now log in"),
+        "{out:?}"
+    );
+    assert!(has_clipcascade_verifier(&relay, "ann"));
+    // The verifier is a hash: neither the password nor its SHA3 hex is on
+    // the relay's disk.
+    let hex = clipmesh::clipcascade::login_hash(PASSWORD.as_bytes());
+    for f in std::fs::read_dir(relay.data.path()).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(PASSWORD) && !text.contains(hex.as_str()),
+                "{p:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_the_clipcascade_profile() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a, b) = (device_dir(), device_dir());
+    let mut c = clipmesh(a.path());
+    c.args([
+        "signup",
+        "--server",
+        &relay.url,
+        "--username",
+        "ann",
+        "--password-stdin",
+        "--device-name",
+        "laptop",
+        "--clipcascade-compat",
+    ]);
+    let out = run(c, Some(&format!("{PASSWORD}\n"))).await;
+    assert!(out.status.success(), "{out:?}");
+    let login = |pw: &str, dir: &std::path::Path| {
+        let input = format!("{pw}\n");
+        let mut c = clipmesh(dir);
+        c.args([
+            "login",
+            "--profile",
+            "clipcascade",
+            "--server",
+            &relay.url,
+            "--username",
+            "ann",
+            "--password-stdin",
+        ]);
+        async move { run(c, Some(&input)).await }
+    };
+    let out = login("wrong password", b.path()).await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("wrong username or password"), "{out:?}");
+    let out = login(PASSWORD, b.path()).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("ClipCascade profile"), "{out:?}");
+    let file = b.path().join(clipmesh::clipcascade::daemon::PROFILE_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(PASSWORD));
+    let p = clipmesh::clipcascade::daemon::Profile::load(b.path())
+        .unwrap()
+        .unwrap();
+    let want = clipmesh::clipcascade::CcKey::derive(
+        "ann",
+        PASSWORD.as_bytes(),
+        "",
+        clipmesh::clipcascade::DEFAULT_ITERATIONS,
+    );
+    assert_eq!(p.cc_key().unwrap().expose(), want.expose());
+    // The stored session is live on the relay.
+    let r = ureq::get(&format!("{}/validate-session", relay.url))
+        .header("Cookie", &format!("JSESSIONID={}", p.cookie))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(r, "OK");
+    // No signup on the profile.
+    let mut c = clipmesh(b.path());
+    c.args([
+        "signup",
+        "--profile",
+        "clipcascade",
+        "--server",
+        &relay.url,
+        "--username",
+        "x",
+        "--password-stdin",
+    ]);
+    let out = run(c, Some("pw\n")).await;
+    assert!(!out.status.success());
+}
