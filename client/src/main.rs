@@ -79,6 +79,14 @@ enum Command {
         #[arg(long, value_name = "ID")]
         revoke: Option<u64>,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, ...).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for clipmesh(1).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,6 +158,11 @@ impl From<Mode> for clipmesh::p2p::Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Command::Completions { shell } => return completions(shell),
+        Command::Man => return man(),
+        _ => {}
+    }
     init_tracing(&cli.command);
     // One TLS backend for every client (WebSocket and HTTP).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -221,6 +234,39 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Fetch => fetch(&dir).await,
         Command::Watch { json } => watch(dir, json).await,
         Command::Devices { revoke } => devices(dir, revoke).await,
+        // Answered in main, before the runtime starts.
+        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `clipmesh completions SHELL`: the completion script on stdout (the
+/// packages ship the bash, zsh and fish ones).
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Into memory first: clap_complete panics on a failed write (a closed
+    // pipe), and a failed write here is one line and exit status 1.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "clipmesh", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clipmesh: cannot write the completions: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `clipmesh man`: clipmesh(1) in roff on stdout (the packages ship it).
+fn man() -> ExitCode {
+    use clap::CommandFactory;
+    let page = clap_mangen::Man::new(Cli::command());
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clipmesh: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

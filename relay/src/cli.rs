@@ -73,6 +73,10 @@ pub enum Command {
     /// Manage accounts (works on the database directly; see docs/relay.md).
     #[command(subcommand)]
     User(UserCommand),
+    /// Ask the relay running with this configuration for `/healthz` on
+    /// loopback; exit 0 when it answers `ok` (a container's HEALTHCHECK:
+    /// the image has no curl).
+    Health,
 }
 
 /// Account administration.

@@ -44,8 +44,44 @@ fn main() -> anyhow::Result<()> {
             .context("starting the async runtime")?
             .block_on(serve(config)),
         Command::User(cmd) => run_user_command(&config, cmd),
+        Command::Health => health(&config),
     }
 }
+
+/// `clipmesh-relay health`: `GET /healthz` from the relay on this machine
+/// (its listen port, on loopback), plain HTTP, bounded by [`HEALTH_TIMEOUT`].
+fn health(config: &Config) -> anyhow::Result<()> {
+    use std::io::Read;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    if config.tls_cert.is_some() {
+        anyhow::bail!("health speaks plain HTTP; this relay serves TLS (check /healthz with curl)");
+    }
+    let ip = match config.listen.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, config.listen.port());
+    let mut s = TcpStream::connect_timeout(&addr, HEALTH_TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(HEALTH_TIMEOUT))?;
+    s.set_write_timeout(Some(HEALTH_TIMEOUT))?;
+    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    s.take(4096).read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status_ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
+    if status_ok && text.trim_end().ends_with("ok") {
+        println!("ok");
+        Ok(())
+    } else {
+        let first = text.lines().next().unwrap_or("no answer");
+        anyhow::bail!("{addr}/healthz: {first}")
+    }
+}
+
+/// How long `clipmesh-relay health` waits for each step.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Install the signal handlers before anything can observe the relay, so
