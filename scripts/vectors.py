@@ -2,7 +2,7 @@
 """Generate or check clipmesh-proto's crypto test vectors with an independent
 implementation.
 
-The Rust code (proto/src/keys.rs, proto/src/envelope.rs) is checked against
+The Rust code (proto/src/keys.rs, proto/src/envelope.rs, proto/src/signal.rs) is checked against
 the committed JSON by `cargo test -p clipmesh-proto --test vectors`. This
 script recomputes every value from the same fixed inputs with unrelated
 libraries, so a bug shared by the Rust code and its vectors cannot hide:
@@ -14,6 +14,9 @@ libraries, so a bug shared by the Rust code and its vectors cannot hide:
     `crypto_aead_xchacha20poly1305_ietf_encrypt`.
   - Envelope header and clip item bytes: packed here with `struct` from the
     layouts in docs/protocol.md and docs/crypto.md.
+  - Sealed signalling (signal.json): the signal key by the same HKDF, and a
+    sealed offer (envelope kind 2) packed with `struct` from docs/protocol.md
+    ("Signalling").
   - Blob chunks (blob.json): the same libsodium AEAD per chunk, the chunk AAD
     packed with `struct` from docs/crypto.md ("Large items").
   - Protocol v2 (device.json, epoch.json, epoch_wrap.json, export_wrap.json,
@@ -60,9 +63,13 @@ ARGON2_VERSION = 0x13
 INFO_AUTH = b"clipmesh/v1/auth"
 INFO_KEK = b"clipmesh/v1/kek"
 INFO_CLIP = b"clipmesh/v1/clip"
+INFO_SIGNAL = b"clipmesh/v1/signal"
 WRAP_AAD = b"clipmesh/v1/wrapped-data-key"
 ENVELOPE_VERSION = 1
 ENVELOPE_KIND_CLIP = 1
+ENVELOPE_KIND_SIGNAL = 2
+SIGNAL_VERSION = 1
+SIGNAL_KIND_OFFER = 1
 CONTENT_VERSION = 1
 # Large items (docs/crypto.md, "Large items"; proto/src/blob.rs).
 BLOB_AAD_DOMAIN = b"clipmesh/v1/blob"
@@ -176,9 +183,9 @@ def clip_key_vectors(wrap):
 # ----------------------------------------------------------- envelope.json
 
 
-def envelope_header(sender: int, seq: int) -> bytes:
+def envelope_header(sender: int, seq: int, kind: int = ENVELOPE_KIND_CLIP) -> bytes:
     """version u8 | kind u8 | sender u64 | seq u64, big-endian (18 bytes)."""
-    return struct.pack(">BBQQ", ENVELOPE_VERSION, ENVELOPE_KIND_CLIP, sender, seq)
+    return struct.pack(">BBQQ", ENVELOPE_VERSION, kind, sender, seq)
 
 
 def clip_item_text(timestamp_ms: int, text: str) -> bytes:
@@ -210,6 +217,42 @@ def envelope_vectors(clip_keys):
                 "envelope_hex": (aad + nonce + ct).hex(),
             }
         )
+    return out
+
+
+# ------------------------------------------------------------- signal.json
+
+
+def signal_plaintext(kind: int, target: int, session: int, body: str) -> bytes:
+    """version u8 | kind u8 | target u64 | session u64 | body (rest, UTF-8)."""
+    return struct.pack(">BBQQ", SIGNAL_VERSION, kind, target, session) + body.encode("utf-8")
+
+
+def signal_vectors(wrap):
+    """The signal key of each data key, and one sealed offer under the first."""
+    out = []
+    for w in wrap:
+        data_key = bytes.fromhex(w["data_key_hex"])
+        out.append(
+            {
+                "data_key_hex": data_key.hex(),
+                "info": INFO_SIGNAL.decode("ascii"),
+                "signal_key_hex": hkdf_sha256(data_key, INFO_SIGNAL).hex(),
+            }
+        )
+    key = bytes.fromhex(out[0]["signal_key_hex"])
+    sender, seq, nonce = 1, 1_700_000_000_000_000, pattern(24, 0x70, 7)
+    plaintext = signal_plaintext(SIGNAL_KIND_OFFER, 2, 0x0123456789ABCDEF, "v=0\r\n")
+    aad = envelope_header(sender, seq, ENVELOPE_KIND_SIGNAL)
+    ct = crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+    out[0]["sealed_offer"] = {
+        "sender": sender,
+        "target": 2,
+        "session": 0x0123456789ABCDEF,
+        "body": "v=0\r\n",
+        "plaintext_hex": plaintext.hex(),
+        "envelope_hex": (aad + nonce + ct).hex(),
+    }
     return out
 
 
@@ -430,6 +473,7 @@ def all_vectors():
         "wrap.json": wrap,
         "clip_key.json": clip_keys,
         "envelope.json": env,
+        "signal.json": signal_vectors(wrap),
         "blob.json": blob_vectors(),
         **v2_vectors(),
     }

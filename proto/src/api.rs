@@ -165,10 +165,104 @@ pub struct UsersResponse {
 /// Every non-2xx answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `"invalid_credentials"`.
+    /// Stable machine-readable code, e.g. `"invalid_credentials"`: one of
+    /// [`ApiErrorCode`]'s names. Kept a string on the wire so a client can
+    /// still show a code a newer relay added.
     pub error: String,
     /// One human line.
     pub message: String,
+}
+
+impl ErrorBody {
+    /// A body with a known code.
+    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: code.as_str().to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The code, if this build knows it.
+    pub fn code(&self) -> Option<ApiErrorCode> {
+        ApiErrorCode::parse(&self.error)
+    }
+}
+
+macro_rules! api_error_codes {
+    ($($(#[$doc:meta])* $name:ident = $s:literal,)*) => {
+        /// The stable codes of [`ErrorBody::error`], shared by the relay
+        /// (which answers with them) and the client (which maps them to its
+        /// errors). `docs/protocol.md` lists them with their HTTP statuses.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ApiErrorCode {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl ApiErrorCode {
+            /// Every code.
+            pub const ALL: &'static [ApiErrorCode] = &[$(ApiErrorCode::$name,)*];
+
+            /// The code as it travels.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ApiErrorCode::$name => $s,)*
+                }
+            }
+
+            /// The code named `s`, if this build knows it.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($s => Some(ApiErrorCode::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+api_error_codes! {
+    /// 400: malformed request, bad JSON, a field out of range.
+    BadRequest = "bad_request",
+    /// 401: missing, malformed, unknown or revoked token.
+    Unauthorized = "unauthorized",
+    /// 401: wrong username or password.
+    InvalidCredentials = "invalid_credentials",
+    /// 401/403: the account is disabled.
+    AccountDisabled = "account_disabled",
+    /// 403: this relay does not take sign-ups.
+    SignupClosed = "signup_closed",
+    /// 409: the username is taken.
+    UsernameTaken = "username_taken",
+    /// 429: too many attempts (with `Retry-After`).
+    RateLimited = "rate_limited",
+    /// 404: no such route or record.
+    NotFound = "not_found",
+    /// 403: this needs an admin account.
+    Forbidden = "forbidden",
+    /// 413: the request body is over a limit.
+    PayloadTooLarge = "payload_too_large",
+    /// 503: shutting down or the database is unavailable (with `Retry-After`).
+    Unavailable = "unavailable",
+    /// 500: details are in the relay's log only.
+    Internal = "internal",
+    /// 404: no such blob.
+    BlobNotFound = "blob_not_found",
+    /// 410: the blob has expired.
+    BlobExpired = "blob_expired",
+    /// 413: the declared blob is over the relay's blob size limit.
+    TooLarge = "too_large",
+    /// 413: the account's blob quota would be exceeded.
+    QuotaExceeded = "quota_exceeded",
+    /// 409: `Upload-Offset` does not match, or another upload is running.
+    OffsetMismatch = "offset_mismatch",
+    /// 409: the upload stopped before the blob was complete.
+    Incomplete = "incomplete",
+}
+
+impl std::fmt::Display for ApiErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 // Request types carry keys; print them without.
@@ -210,6 +304,21 @@ mod tests {
         assert_eq!(
             s,
             r#"{"alg":"argon2id","version":19,"m_kib":65536,"t":3,"p":4}"#
+        );
+    }
+
+    #[test]
+    fn error_codes_roundtrip_and_unknown_codes_stay_strings() {
+        for &c in ApiErrorCode::ALL {
+            assert_eq!(ApiErrorCode::parse(c.as_str()), Some(c));
+            assert_eq!(ErrorBody::new(c, "m").code(), Some(c));
+        }
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":"from_the_future","message":"m"}"#).unwrap();
+        assert_eq!(body.code(), None);
+        assert_eq!(
+            serde_json::to_string(&ErrorBody::new(ApiErrorCode::BlobExpired, "gone")).unwrap(),
+            r#"{"error":"blob_expired","message":"gone"}"#
         );
     }
 }

@@ -17,7 +17,6 @@ use crate::keys::{random_nonce, ClipKey, NONCE_LEN, TAG_LEN};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use std::fmt;
-use thiserror::Error;
 
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -26,23 +25,23 @@ pub const HEADER_LEN: usize = 18;
 /// Bytes an envelope adds around its plaintext.
 pub const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 
-/// The one way opening an envelope (or unwrapping a key) fails.
-#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-#[error("could not open envelope")]
-pub struct OpenError;
+pub use crate::keys::OpenError;
 
 /// What the ciphertext holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum EnvelopeKind {
-    /// A [`crate::ClipItem`].
+    /// A [`crate::ClipItem`] ([`crate::seal_clip`], [`crate::open_clip`]).
     Clip = 1,
+    /// A sealed signalling message ([`crate::signal`]).
+    Signal = 2,
 }
 
 impl EnvelopeKind {
     fn from_u8(v: u8) -> Result<Self, DecodeError> {
         match v {
             1 => Ok(Self::Clip),
+            2 => Ok(Self::Signal),
             tag => Err(DecodeError::UnknownTag {
                 what: "envelope kind",
                 tag,

@@ -61,7 +61,8 @@ pub enum SignalKind {
 }
 
 impl SignalKind {
-    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+    /// The kind with wire value `v`.
+    pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
         Ok(match v {
             1 => Self::Offer,
             2 => Self::Answer,

@@ -6,12 +6,12 @@
 //! master ──HKDF-SHA256(info "clipmesh/v1/kek")───▶ kek (32 B)       → never leaves the device
 //! data_key (32 random bytes per account) ──XChaCha20-Poly1305 under kek──▶ wrapped data key (relay stores)
 //! data_key ──HKDF-SHA256(info "clipmesh/v1/clip")──▶ clip_key        → seals clip envelopes
+//! data_key ──HKDF-SHA256(info "clipmesh/v1/signal")──▶ signal_key    → seals signalling envelopes
 //! ```
 //!
 //! Every key type zeroizes on drop and prints as `Name(<redacted>)`.
 //! `docs/crypto.md` has the full design and the threat model.
 
-use crate::envelope::OpenError;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
@@ -28,6 +28,9 @@ pub const INFO_AUTH: &[u8] = b"clipmesh/v1/auth";
 pub const INFO_KEK: &[u8] = b"clipmesh/v1/kek";
 /// HKDF info for the clip subkey derived from the data key.
 pub const INFO_CLIP: &[u8] = b"clipmesh/v1/clip";
+/// HKDF info for the signal subkey derived from the data key (seals WebRTC
+/// signalling, [`crate::signal`]).
+pub const INFO_SIGNAL: &[u8] = b"clipmesh/v1/signal";
 /// Fixed associated data bound into the wrapped data key.
 pub const WRAP_AAD: &[u8] = b"clipmesh/v1/wrapped-data-key";
 
@@ -41,6 +44,12 @@ pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
 /// Length of a wrapped data key on the wire: nonce, ciphertext, tag.
 pub const WRAPPED_LEN: usize = NONCE_LEN + KEY_LEN + TAG_LEN;
+
+/// The one way opening an envelope or unwrapping a key fails (re-exported
+/// by [`crate::envelope`]).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("could not open envelope")]
+pub struct OpenError;
 
 /// Errors from key derivation.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -307,6 +316,13 @@ impl DataKey {
     /// The subkey that seals clips.
     pub fn clip_key(&self) -> ClipKey {
         ClipKey(hkdf_expand(&self.0, INFO_CLIP))
+    }
+
+    /// The subkey that seals WebRTC signalling ([`crate::signal`]). A
+    /// different key from [`DataKey::clip_key`], so a signal never opens as
+    /// a clip. (Same key type: both seal [`crate::Envelope`]s.)
+    pub fn signal_key(&self) -> ClipKey {
+        ClipKey(hkdf_expand(&self.0, INFO_SIGNAL))
     }
 }
 

@@ -225,3 +225,68 @@ fn envelope_vectors_use_the_clip_key_of_the_wrapped_data_key() {
         ClipContent::Text("hello from clipmesh".into())
     );
 }
+
+#[derive(Deserialize)]
+struct SignalVector {
+    data_key_hex: String,
+    info: String,
+    signal_key_hex: String,
+    sealed_offer: Option<SealedOffer>,
+}
+
+#[derive(Deserialize)]
+struct SealedOffer {
+    sender: u64,
+    target: u64,
+    session: u64,
+    body: String,
+    plaintext_hex: String,
+    envelope_hex: String,
+}
+
+#[test]
+fn signal_vectors() {
+    use clipmesh_proto::{
+        DeviceId, EnvelopeHeader, EnvelopeKind, SignalCodec, SignalKind, SignalMsg,
+    };
+    let vectors: Vec<SignalVector> = load(include_str!("vectors/signal.json"));
+    let mut offers = 0;
+    for (i, v) in vectors.iter().enumerate() {
+        assert_eq!(v.info.as_bytes(), clipmesh_proto::keys::INFO_SIGNAL);
+        let dk = DataKey::from_bytes(arr(&v.data_key_hex));
+        let key = dk.signal_key();
+        assert_eq!(hex::encode(key.expose()), v.signal_key_hex, "entry {i}");
+        let Some(o) = &v.sealed_offer else { continue };
+        offers += 1;
+        let msg = SignalMsg {
+            kind: SignalKind::Offer,
+            target: DeviceId(o.target),
+            session: o.session,
+            body: o.body.clone(),
+        };
+        assert_eq!(hex::encode(msg.encode()), o.plaintext_hex, "entry {i}");
+        let envelope = bytes(&o.envelope_hex);
+        let header = Envelope::peek_header(&envelope).unwrap();
+        assert_eq!(header.kind, EnvelopeKind::Signal);
+        let nonce: [u8; NONCE_LEN] = envelope[HEADER_LEN..HEADER_LEN + NONCE_LEN]
+            .try_into()
+            .unwrap();
+        let sealed = Envelope::seal_with_nonce(
+            &key,
+            &EnvelopeHeader {
+                kind: EnvelopeKind::Signal,
+                sender: DeviceId(o.sender),
+                seq: header.seq,
+            },
+            &nonce,
+            &msg.encode(),
+        );
+        assert_eq!(hex::encode(sealed), o.envelope_hex, "entry {i}: seal");
+        let mut codec = SignalCodec::new(key, DeviceId(o.target), 1);
+        let opened = codec
+            .open(DeviceId(o.sender), SignalKind::Offer, &envelope)
+            .unwrap();
+        assert_eq!(opened, msg, "entry {i}: open");
+    }
+    assert_eq!(offers, 1);
+}
