@@ -257,6 +257,8 @@ api_error_codes! {
     OffsetMismatch = "offset_mismatch",
     /// 409: the upload stopped before the blob was complete.
     Incomplete = "incomplete",
+    /// 404: ClipCascade compatibility is off on this relay.
+    ClipcascadeDisabled = "clipcascade_disabled",
 }
 
 impl std::fmt::Display for ApiErrorCode {

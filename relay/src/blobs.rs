@@ -47,9 +47,10 @@ mod upload;
 
 pub use http::routes;
 
+use crate::clock::Clock;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::store::{unix_now, Store, StoreError};
+use crate::store::{Store, StoreError};
 use clipmesh_proto::{BlobId, UserId};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,9 @@ pub struct BlobStore {
     growth: growth::Growth,
     /// [`BlobStore::idle`] in milliseconds.
     idle_ms: AtomicU64,
+    /// The wall clock expiry is judged by (the system clock unless
+    /// [`BlobStore::with_clock`]).
+    clock: Clock,
 }
 
 /// Held while a `PATCH` writes a blob; moved into its blocking writes so
@@ -177,9 +181,21 @@ impl BlobStore {
             uploading: Arc::default(),
             growth: growth::Growth::default(),
             idle_ms: AtomicU64::new(BLOB_IDLE.as_millis() as u64),
+            clock: Clock::system(),
         };
         s.refresh_gauge().await?;
         Ok(s)
+    }
+
+    /// The same store judging expiry by `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock expiry is judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The limits in force.
@@ -361,7 +377,7 @@ pub async fn sweeper(blobs: Arc<BlobStore>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => match blobs.sweep(unix_now()).await {
+            _ = tick.tick() => match blobs.sweep(blobs.clock().unix_now()).await {
                 Ok(r) if r != SweepReport::default() => {
                     tracing::debug!(expired = r.expired, orphan_dirs = r.orphan_dirs, "swept blobs");
                 }

@@ -9,8 +9,9 @@
 //! `--password-stdin`) and never stored or logged.
 
 use crate::auth;
+use crate::clock::system_unix_now;
 use crate::config::{Config, SignupPolicy, ENV_CONFIG, ENV_DATA_DIR, ENV_LISTEN, ENV_SIGNUP};
-use crate::store::{unix_now, CreateUser, Logout, NewCredentials, Store};
+use crate::store::{CreateUser, Logout, NewCredentials, Store};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use clipmesh_proto::keys::{derive_keys, random_salt};
@@ -303,8 +304,8 @@ pub fn run_user_command(config: &Config, cmd: UserCommand) -> anyhow::Result<()>
             let verifier = clipcascade
                 .then(|| cc_verifier(config, &password))
                 .transpose()?;
-            let res =
-                store.blocking(|db| db.create_user(&name, &creds, |_| true, None, unix_now()))?;
+            let res = store
+                .blocking(|db| db.create_user(&name, &creds, |_| true, None, system_unix_now()))?;
             match res {
                 CreateUser::Created { user, is_admin, .. } => {
                     if admin && !is_admin {

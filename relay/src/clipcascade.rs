@@ -39,7 +39,8 @@ pub use account::{login_hash, normalise_login_hash};
 pub use signal::SignalHub;
 pub use socket::{StompOutput, StompSession};
 
-use crate::http::{ApiError, AppState};
+use crate::app::AppState;
+use crate::error::ApiError;
 use crate::store::CcSession;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -31,11 +31,15 @@
 //! tasks run on the relay's `TaskTracker` and stop on its cancellation
 //! token; blocking database work runs on `spawn_blocking` and is awaited.
 
+pub mod app;
 pub mod auth;
 pub mod blobs;
 pub mod cli;
 pub mod clipcascade;
+pub mod clock;
 pub mod config;
+pub mod error;
+pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod net;

@@ -244,9 +244,9 @@ async fn serve_connection<I>(
             }
             match tokio::time::timeout(limits.request_timeout, app.oneshot(req)).await {
                 Ok(r) => r,
-                Err(_) => Ok(crate::http::ApiError::new(
+                Err(_) => Ok(crate::error::ApiError::new(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
-                    "bad_request",
+                    clipmesh_proto::ApiErrorCode::BadRequest,
                     "request took too long",
                 )
                 .into_response()),

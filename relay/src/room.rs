@@ -432,7 +432,7 @@ fn handle(
     ctx: &RoomCtx,
     dirty: &mut Option<Clip>,
 ) -> bool {
-    let now = crate::store::unix_now();
+    let now = crate::clock::system_unix_now();
     match msg {
         RoomMsg::Join(j) => {
             let Join { member, last_seen } = *j;

@@ -6,15 +6,17 @@
 //! restart", every room finishes its store write; then the task tracker
 //! drains and the WAL is checkpointed.
 
+use crate::app::AppState;
 use crate::auth::{HashError, Hasher};
 use crate::blobs::{BlobLimits, BlobStore};
+use crate::clock::Clock;
 use crate::config::{Config, DB_FILE};
-use crate::http::{self, AppState};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::net::{self, NetError, TrustedProxies};
 use crate::registry::Registry;
 use crate::room::{RoomCtx, RoomLimits};
-use crate::store::{unix_now, Db, Store, StoreError};
+use crate::store::{Db, Store, StoreError};
 use crate::throttle::Throttle;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -85,6 +87,12 @@ pub struct RelayHandle {
 impl Relay {
     /// Opens the database, binds `config.listen` and starts serving.
     pub async fn bind(config: Config) -> Result<RelayHandle, RelayError> {
+        Self::bind_with_clock(config, Clock::system()).await
+    }
+
+    /// [`Relay::bind`] with the wall clock handlers, the janitor and the
+    /// blob store read (tests pass a [`Clock::manual`]).
+    pub async fn bind_with_clock(config: Config, clock: Clock) -> Result<RelayHandle, RelayError> {
         let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => Some(net::tls_acceptor(c, k)?),
@@ -122,7 +130,8 @@ impl Relay {
                 metrics.clone(),
                 BlobLimits::from(l),
             )
-            .await?,
+            .await?
+            .with_clock(clock.clone()),
         );
         let registry = Registry::new(
             RoomCtx {
@@ -163,6 +172,7 @@ impl Relay {
             tracker: tracker.clone(),
             next_conn: AtomicU64::new(1),
             signals: crate::clipcascade::SignalHub::default(),
+            clock: clock.clone(),
         });
         let app = http::router(state);
         let http_limits = net::HttpLimits {
@@ -180,6 +190,7 @@ impl Relay {
         ));
         tracker.spawn(janitor(
             store.clone(),
+            clock.clone(),
             config.room.clip_ttl_s,
             shutdown.clone(),
         ));
@@ -198,14 +209,14 @@ impl Relay {
     }
 }
 
-async fn janitor(store: Store, ttl_s: u64, shutdown: CancellationToken) {
+async fn janitor(store: Store, clock: Clock, ttl_s: u64, shutdown: CancellationToken) {
     let ttl = i64::try_from(ttl_s).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(JANITOR_INTERVAL);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let before = unix_now().saturating_sub(ttl);
+                let before = clock.unix_now().saturating_sub(ttl);
                 match store.call(move |db| db.expire_clips(before)).await {
                     Ok(n) if n > 0 => tracing::debug!(n, "expired stored clips"),
                     Ok(_) => {}

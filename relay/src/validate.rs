@@ -4,7 +4,7 @@
 //! The rules live in `clipmesh_room::validate`, shared with the Worker
 //! host; this module turns them into [`ApiError`]s and store types.
 
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::store::NewCredentials;
 use clipmesh_proto::keys::KEY_LEN;
 use clipmesh_proto::KdfParams;

@@ -14,11 +14,13 @@
 //! sustained flooding, and whatever the room requested (4001, 4004, 4005,
 //! 4007).
 
-use crate::http::{authenticate, bearer, ApiError, AppState};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::{authenticate, bearer};
 use crate::metrics::Metrics;
 use crate::outbox::{Next, Outbox};
 use crate::room::{ConnId, Join, Member, Publish, RoomMsg, Signal};
-use crate::store::{unix_now, SessionInfo};
+use crate::store::SessionInfo;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -86,11 +88,8 @@ pub(crate) async fn upgrade(
     }
     let slot = ConnSlot(s.metrics.clone());
     let device = session.device;
-    if let Err(e) = s
-        .store
-        .call(move |db| db.touch_device(device, unix_now()))
-        .await
-    {
+    let now = s.clock.unix_now();
+    if let Err(e) = s.store.call(move |db| db.touch_device(device, now)).await {
         tracing::warn!(error = %e, "recording last_seen failed");
     }
     let l = &s.config.limits;

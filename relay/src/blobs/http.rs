@@ -6,15 +6,18 @@
 use super::serve::Tail;
 use super::upload::{self, End};
 use super::{blocking, BlobError};
-use crate::http::{ApiError, AppState, Authed};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::Authed;
 use crate::metrics::Metrics;
-use crate::store::{unix_now, BlobRow, CreateBlob};
+use crate::store::{BlobRow, CreateBlob};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use clipmesh_proto::api::ApiErrorCode;
 use clipmesh_proto::{BlobId, BlobLayout, UserId};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -39,15 +42,27 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "blob_not_found", "no such blob")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ApiErrorCode::BlobNotFound,
+        "no such blob",
+    )
 }
 
 fn expired() -> ApiError {
-    ApiError::new(StatusCode::GONE, "blob_expired", "this blob has expired")
+    ApiError::new(
+        StatusCode::GONE,
+        ApiErrorCode::BlobExpired,
+        "this blob has expired",
+    )
 }
 
 fn too_large(message: String) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ApiErrorCode::TooLarge,
+        message,
+    )
 }
 
 /// An error answer carrying the current `Upload-Offset`.
@@ -84,7 +99,7 @@ async fn live(s: &AppState, user: UserId, blob: BlobId) -> Result<BlobRow, ApiEr
     let row = s.blobs.store().call(move |db| db.blob(user, &blob)).await?;
     match row {
         None => Err(not_found()),
-        Some(r) if r.expired(unix_now()) => Err(expired()),
+        Some(r) if r.expired(s.clock.unix_now()) => Err(expired()),
         Some(r) => Ok(r),
     }
 }
@@ -122,7 +137,7 @@ async fn create(
             "Upload-Length {len} is not the sealed length of any blob"
         )));
     }
-    let now = unix_now();
+    let now = s.clock.unix_now();
     let user = me.user;
     let res = s
         .blobs
@@ -150,7 +165,7 @@ async fn create(
         ))),
         CreateBlob::OverQuota { used } => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "quota_exceeded",
+            ApiErrorCode::QuotaExceeded,
             format!(
                 "blob quota of {} bytes exceeded ({used} bytes in use)",
                 lim.quota_bytes
@@ -204,7 +219,7 @@ async fn patch(
         return Ok(with_offset(
             ApiError::new(
                 StatusCode::CONFLICT,
-                "offset_mismatch",
+                ApiErrorCode::OffsetMismatch,
                 "another upload to this blob is in progress",
             ),
             row.stored_len,
@@ -233,7 +248,7 @@ async fn patch(
         return Ok(with_offset(
             ApiError::new(
                 StatusCode::CONFLICT,
-                "offset_mismatch",
+                ApiErrorCode::OffsetMismatch,
                 format!("Upload-Offset is {}, not {offset}", row.stored_len),
             ),
             row.stored_len,
@@ -265,7 +280,7 @@ async fn patch(
         } else {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ApiErrorCode::PayloadTooLarge,
                 format!("one PATCH may carry at most {per_patch} bytes"),
             )
         }
@@ -311,7 +326,7 @@ async fn patch(
             Ok(r) => Ok(with_offset(
                 ApiError::new(
                     StatusCode::CONFLICT,
-                    "offset_mismatch",
+                    ApiErrorCode::OffsetMismatch,
                     "the blob was replaced during this upload",
                 ),
                 r.stored_len,
@@ -400,7 +415,7 @@ async fn download(
         return Ok(with_offset(
             ApiError::new(
                 StatusCode::CONFLICT,
-                "incomplete",
+                ApiErrorCode::Incomplete,
                 "the upload of this blob stopped before it was complete",
             ),
             row.stored_len,
@@ -417,7 +432,7 @@ async fn download(
         Err(()) => {
             let mut r = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "bad_request",
+                ApiErrorCode::BadRequest,
                 format!("range starts past the end ({len} bytes)"),
             )
             .into_response();

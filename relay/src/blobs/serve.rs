@@ -14,7 +14,6 @@
 use super::growth::Mark;
 use super::{BlobStore, READ_BUF};
 use crate::metrics::Metrics;
-use crate::store::unix_now;
 use axum::body::Bytes;
 use clipmesh_proto::{BlobId, BlobLayout, UserId};
 use futures_util::Stream;
@@ -149,7 +148,9 @@ impl Tail {
                     .await
                     .map_err(std::io::Error::other)?;
                 match row {
-                    Some(r) if !r.expired(unix_now()) && r.complete => t.complete = true,
+                    Some(r) if !r.expired(t.blobs.clock().unix_now()) && r.complete => {
+                        t.complete = true
+                    }
                     _ => return Err(broken("blob upload stalled")),
                 }
             }

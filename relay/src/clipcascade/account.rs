@@ -5,10 +5,13 @@
 //! The verifier is an Argon2id PHC hash of the lowercase SHA3-512 hex of
 //! the password: what ClipCascade clients send as their "password".
 
-use crate::http::{ApiError, ApiJson, AppState, Authed};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authed};
 use crate::store::CcMode;
 use axum::extract::State;
 use axum::http::StatusCode;
+use clipmesh_proto::api::ApiErrorCode;
 use clipmesh_proto::api::ClipCascadeRequest;
 use sha3::{Digest, Sha3_512};
 use std::sync::Arc;
@@ -37,7 +40,7 @@ pub(crate) async fn set(
     if !s.config.clipcascade.enabled {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "clipcascade_disabled",
+            ApiErrorCode::ClipcascadeDisabled,
             "ClipCascade compatibility is off on this relay",
         ));
     }

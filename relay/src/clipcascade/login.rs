@@ -12,8 +12,8 @@ use super::{
     clear_cookie, csrf_ok, csrf_token, html_escape, redirect, require, session, session_cookie,
     set_cookie, CSRF_FIELD, CSRF_HEADER,
 };
-use crate::http::{ApiError, AppState};
-use crate::store::unix_now;
+use crate::app::AppState;
+use crate::error::ApiError;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -202,9 +202,10 @@ pub(super) async fn login(
     let (sid, sid_hash) = crate::auth::new_token();
     let (user, dname) = (account.user, device_name(&headers));
     let max = s.config.clipcascade.max_sessions_per_user;
+    let now = s.clock.unix_now();
     let created = s
         .store
-        .call(move |db| db.create_cc_session(user, &dname, &sid_hash, max, unix_now()))
+        .call(move |db| db.create_cc_session(user, &dname, &sid_hash, max, now))
         .await;
     let (device, ended) = match created {
         Ok(v) => v,

@@ -16,7 +16,8 @@
 //! design this relay follows), and it carries no clipboard data.
 
 use super::{require, uuid_v4};
-use crate::http::{ApiError, AppState};
+use crate::app::AppState;
+use crate::error::ApiError;
 use crate::outbox::{Next, Outbox};
 use crate::ratelimit::{PublishLimiter, Verdict};
 use crate::room::Port;

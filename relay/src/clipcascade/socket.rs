@@ -20,12 +20,13 @@
 //! out as the client's last message came in: text or binary.
 
 use super::{require, transport_limit, SEND_DESTINATION, USER_DESTINATION};
-use crate::http::{ApiError, AppState};
+use crate::app::AppState;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::outbox::{Next, Outbox};
 use crate::ratelimit::{PublishLimiter, Verdict};
 use crate::room::{CcPublish, ConnId, Join, Member, MemberKind, RoomMsg};
-use crate::store::{unix_now, CcSession};
+use crate::store::CcSession;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -416,11 +417,8 @@ pub(super) async fn upgrade(
     }
     let slot = Slot(s.metrics.clone());
     let device = session.device;
-    if let Err(e) = s
-        .store
-        .call(move |db| db.touch_device(device, unix_now()))
-        .await
-    {
+    let now = s.clock.unix_now();
+    if let Err(e) = s.store.call(move |db| db.touch_device(device, now)).await {
         tracing::warn!(error = %e, "recording last_seen failed");
     }
     let max_message = usize::try_from(transport_limit(&s.config.clipcascade))

@@ -1,14 +1,17 @@
 //! Account endpoints: prelogin, signup, login, logout, devices, password.
 
-use super::{ApiError, ApiJson, AppState, Authed};
+use crate::app::AppState;
 use crate::auth;
 use crate::config::SignupPolicy;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authed};
 use crate::metrics::Metrics;
-use crate::store::{unix_now, CreateUser, Logout, NewCredentials, UserRow};
+use crate::store::{CreateUser, Logout, NewCredentials, UserRow};
 use crate::validate;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use clipmesh_proto::api::ApiErrorCode;
 use clipmesh_proto::api::{
     ChangePasswordRequest, DeviceRecord, DevicesResponse, LoginRequest, LoginResponse,
     PreloginRequest, PreloginResponse, SignupRequest,
@@ -72,6 +75,7 @@ pub(super) async fn signup(
     let creds = NewCredentials { auth_hash, ..creds };
     let (token, token_hash) = auth::new_token();
     let (name, device_name, c2) = (req.username.clone(), req.device_name.clone(), creds.clone());
+    let now = s.clock.unix_now();
     let res = s
         .store
         .call(move |db| {
@@ -84,7 +88,7 @@ pub(super) async fn signup(
                     SignupPolicy::First => existing == 0,
                 },
                 Some((&device_name, &token_hash)),
-                unix_now(),
+                now,
             )
         })
         .await?;
@@ -113,7 +117,7 @@ pub(super) async fn signup(
         }
         CreateUser::Taken => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "username_taken",
+            ApiErrorCode::UsernameTaken,
             "that username is taken",
         )),
         CreateUser::Closed => Err(signup_closed()),
@@ -123,7 +127,7 @@ pub(super) async fn signup(
 fn signup_closed() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "signup_closed",
+        ApiErrorCode::SignupClosed,
         "signup is closed on this relay; ask its operator for an account",
     )
 }
@@ -172,7 +176,7 @@ pub(crate) fn record_success(s: &AppState, name: &str, _ip: std::net::IpAddr) {
 fn invalid_credentials() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
+        ApiErrorCode::InvalidCredentials,
         "wrong username or password",
     )
 }
@@ -202,7 +206,7 @@ pub(super) async fn login(
     if user.disabled {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "account_disabled",
+            ApiErrorCode::AccountDisabled,
             "this account is disabled",
         ));
     }
@@ -211,9 +215,10 @@ pub(super) async fn login(
     }
     let (token, token_hash) = auth::new_token();
     let (uid, dname) = (user.id, req.device_name.clone());
+    let now = s.clock.unix_now();
     let device = s
         .store
-        .call(move |db| db.create_session(uid, &dname, &token_hash, unix_now()))
+        .call(move |db| db.create_session(uid, &dname, &token_hash, now))
         .await?;
     tracing::info!(user = %user.id, %device, "device logged in");
     let is_admin = user.is_admin;

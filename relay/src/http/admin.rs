@@ -1,11 +1,14 @@
 //! Admin endpoints: list, disable and delete users. Only for accounts with
 //! `is_admin`.
 
-use super::{ApiError, AppState, Authed};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::Authed;
 use crate::validate;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use clipmesh_proto::api::ApiErrorCode;
 use clipmesh_proto::api::UsersResponse;
 use clipmesh_proto::UserId;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ fn require_admin(me: &crate::store::SessionInfo) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ApiErrorCode::Forbidden,
             "this needs an admin account",
         ))
     }

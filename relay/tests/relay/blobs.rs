@@ -5,7 +5,7 @@
 use super::blob_client::*;
 use super::common::*;
 use clipmesh_proto::{BlobId, BlobKey, BlobLayout, BlobOpener, BlobStreamSealer};
-use clipmesh_relay::store::unix_now;
+use clipmesh_relay::clock::system_unix_now as unix_now;
 
 /// Seals `plain` as a real blob; returns id, key, sealed bytes and SHA-256.
 fn sealed_blob(plain: &[u8]) -> (BlobId, BlobKey, Vec<u8>, [u8; 32]) {
