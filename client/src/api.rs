@@ -9,7 +9,7 @@ use clipmesh_proto::api::{
     DevicesResponse, ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse,
     SignupRequest,
 };
-use clipmesh_proto::DeviceId;
+use clipmesh_proto::{ApiErrorCode, DeviceId};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use thiserror::Error;
@@ -219,13 +219,15 @@ fn error_from(mut resp: ureq::http::Response<ureq::Body>) -> ApiError {
         .and_then(|v| v.trim().parse::<u64>().ok());
     let body: Option<ErrorBody> = resp.body_mut().read_json().ok();
     let code = body.as_ref().map(|b| b.error.as_str()).unwrap_or("");
-    match (status, code) {
-        (_, "invalid_credentials") => ApiError::InvalidCredentials,
-        (_, "account_disabled") => ApiError::AccountDisabled,
-        (_, "signup_closed") => ApiError::SignupClosed,
-        (_, "username_taken") => ApiError::UsernameTaken,
-        (_, "rate_limited") | (429, _) => ApiError::RateLimited(retry_after.unwrap_or(60)),
-        (401, _) | (_, "unauthorized") => ApiError::Unauthorized,
+    match (status, ApiErrorCode::parse(code)) {
+        (_, Some(ApiErrorCode::InvalidCredentials)) => ApiError::InvalidCredentials,
+        (_, Some(ApiErrorCode::AccountDisabled)) => ApiError::AccountDisabled,
+        (_, Some(ApiErrorCode::SignupClosed)) => ApiError::SignupClosed,
+        (_, Some(ApiErrorCode::UsernameTaken)) => ApiError::UsernameTaken,
+        (_, Some(ApiErrorCode::RateLimited)) | (429, _) => {
+            ApiError::RateLimited(retry_after.unwrap_or(60))
+        }
+        (401, _) | (_, Some(ApiErrorCode::Unauthorized)) => ApiError::Unauthorized,
         _ => ApiError::Other {
             status,
             code: code.to_owned(),

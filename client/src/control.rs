@@ -67,9 +67,8 @@ pub struct OnlineDevice {
 pub struct Status {
     /// Whether the relay link is up.
     pub connected: bool,
-    /// The transport in use: `"relay"`, `"p2p"` (p2p mode), or
-    /// `"relay+p2p"` (auto mode with at least one open direct link).
-    pub path: String,
+    /// The transport in use.
+    pub path: StatusPath,
     /// The `--mode` the daemon runs in: `auto`, `relay` or `p2p`.
     #[serde(default)]
     pub mode: String,
@@ -91,6 +90,44 @@ pub struct Status {
     /// A received item waiting for `clipmesh fetch` (sizes and counts only).
     #[serde(default)]
     pub pending: Option<crate::transfer::PendingItem>,
+}
+
+/// How clips leave this device (`Status::path`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum StatusPath {
+    /// Through the relay only.
+    #[default]
+    #[serde(rename = "relay")]
+    Relay,
+    /// Over direct links only (`--mode p2p`).
+    #[serde(rename = "p2p")]
+    P2p,
+    /// Auto mode with at least one open direct link: direct where open, the relay for the rest.
+    #[serde(rename = "relay+p2p")]
+    RelayP2p,
+}
+
+impl StatusPath {
+    /// The name `clipmesh status` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Relay => "relay",
+            Self::P2p => "p2p",
+            Self::RelayP2p => "relay+p2p",
+        }
+    }
+}
+
+impl std::fmt::Display for StatusPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for StatusPath {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// The daemon's answer.
@@ -418,7 +455,7 @@ mod tests {
                     ok: true,
                     status: Some(Status {
                         connected: true,
-                        path: "relay".into(),
+                        path: StatusPath::Relay,
                         ..Status::default()
                     }),
                     ..Response::default()

@@ -21,28 +21,25 @@
 
 use crate::account::Device;
 use crate::clipboard::LocalEvent;
+use crate::clock::now_ms;
 use crate::config::SyncOptions;
 use crate::control::{
-    ControlError, ControlServer, Incoming, OnlineDevice, Request, Response, Status,
+    ControlError, ControlServer, Incoming, OnlineDevice, Request, Response, Status, StatusPath,
 };
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit, LinkHandle};
-use crate::p2p::{self, Mode, P2pEvent, P2pHandle};
+use crate::p2p::{self, Mode, P2pEvent, P2pHandle, PeerPath};
 use crate::replay::ReplayFile;
 use crate::state::State;
 use crate::sync::{LocalDecision, RemoteDecision, SyncEngine};
 use crate::transfer::{self, BlobClient, SendLimits, TransferError, Transfers, WalkLimits};
-use clipmesh_proto::content::ClipMeta;
-use clipmesh_proto::{
-    ClipContent, ClipItem, ClipKey, DeviceId, DeviceInfo, Envelope, EnvelopeHeader, EnvelopeKind,
-};
+use clipmesh_proto::{open_clip, seal_clip, ClipContent, ClipItem, ClipKey, DeviceId, DeviceInfo};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use zeroize::Zeroize;
 
 /// How long `clipmesh send` through the daemon waits for the relay's ack.
 pub const SEND_ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,66 +118,6 @@ enum Finished {
         result: Box<Finished>,
         answer: tokio::sync::oneshot::Sender<Response>,
     },
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Seals one clip as this device.
-pub fn seal_clip(key: &ClipKey, sender: DeviceId, seq: u64, item: &ClipItem) -> Vec<u8> {
-    let mut plaintext = item.encode();
-    let env = Envelope::seal(
-        key,
-        &EnvelopeHeader {
-            kind: EnvelopeKind::Clip,
-            sender,
-            seq,
-        },
-        &plaintext,
-    );
-    plaintext.zeroize();
-    env
-}
-
-/// Why a received envelope was dropped. Carries no detail on purpose.
-#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-pub enum OpenClipError {
-    /// Decryption failed, the header is not a clip, or the sender in the
-    /// header is not the device the relay says sent it.
-    #[error("could not open clip")]
-    Open,
-    /// It decrypted but is not a clip this build understands.
-    #[error("could not decode clip")]
-    Decode,
-}
-
-/// Opens a delivered envelope into its ordering metadata and item.
-pub fn open_clip(
-    key: &ClipKey,
-    from: DeviceId,
-    envelope: &[u8],
-) -> Result<(ClipMeta, ClipItem), OpenClipError> {
-    let (header, mut plaintext) = Envelope::open(key, envelope).map_err(|_| OpenClipError::Open)?;
-    if header.kind != EnvelopeKind::Clip || header.sender != from {
-        plaintext.zeroize();
-        return Err(OpenClipError::Open);
-    }
-    let item = ClipItem::decode(&plaintext);
-    plaintext.zeroize();
-    let item = item.map_err(|_| OpenClipError::Decode)?;
-    Ok((
-        ClipMeta {
-            origin: header.sender,
-            seq: header.seq,
-            timestamp_ms: item.timestamp_ms,
-        },
-        item,
-    ))
 }
 
 /// Logs a failed transfer (one line, no names) and turns it into a status
@@ -327,7 +264,7 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         let cfg = p2p::P2pConfig {
             me: device_id,
             mode,
-            signal_key: p2p::signal::signal_key(&device.secrets.data_key),
+            signal_key: device.secrets.data_key.signal_key(),
             bind: transport.bind,
             idle: transport.idle_close,
         };
@@ -351,7 +288,11 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         state,
         replay,
         status: Status {
-            path: if mode == Mode::P2p { "p2p" } else { "relay" }.into(),
+            path: if mode == Mode::P2p {
+                StatusPath::P2p
+            } else {
+                StatusPath::Relay
+            },
             mode: mode.as_str().into(),
             device_id: device_id.0,
             ..Status::default()
@@ -913,13 +854,12 @@ impl<C: ClipboardSink> Daemon<C> {
         match ev {
             P2pEvent::Deliver { from, envelope } => self.on_deliver(from, &envelope).await,
             P2pEvent::Peers(peers) => {
-                let any_open = peers.iter().any(|p| p.path == "p2p");
+                let any_open = peers.iter().any(|p| p.path == PeerPath::P2p);
                 self.status.path = match self.mode {
-                    Mode::P2p => "p2p",
-                    _ if any_open => "relay+p2p",
-                    _ => "relay",
-                }
-                .into();
+                    Mode::P2p => StatusPath::P2p,
+                    _ if any_open => StatusPath::RelayP2p,
+                    _ => StatusPath::Relay,
+                };
                 self.status.peers = peers;
             }
         }
@@ -1062,41 +1002,5 @@ impl<C: ClipboardSink> Daemon<C> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clipmesh_proto::DataKey;
-
-    #[test]
-    fn seal_open_roundtrip_and_sender_binding() {
-        let key = DataKey::generate().clip_key();
-        let item = ClipItem {
-            timestamp_ms: 42,
-            content: ClipContent::Text("hi".into()),
-        };
-        let env = seal_clip(&key, DeviceId(3), 7, &item);
-        let (meta, back) = open_clip(&key, DeviceId(3), &env).unwrap();
-        assert_eq!(back, item);
-        assert_eq!(
-            meta,
-            ClipMeta {
-                origin: DeviceId(3),
-                seq: 7,
-                timestamp_ms: 42
-            }
-        );
-        // The relay claims another sender: refused.
-        assert_eq!(
-            open_clip(&key, DeviceId(4), &env).unwrap_err(),
-            OpenClipError::Open
-        );
-        let other = DataKey::generate().clip_key();
-        assert_eq!(
-            open_clip(&other, DeviceId(3), &env).unwrap_err(),
-            OpenClipError::Open
-        );
     }
 }

@@ -9,7 +9,7 @@
 //!   [`p2p`] (direct WebRTC links to the user's other devices, signalled
 //!   through the relay),
 //!   [`control`] (the daemon's local control socket), [`clipboard`] (the OS
-//!   clipboard), [`transfer`] (images and files through the relay's blob
+//!   clipboard: the `clipmesh-clipboard` crate), [`transfer`] (images and files through the relay's blob
 //!   store);
 //! - the programs: [`daemon`] (`clipmesh run`), [`oneshot`] (`send` without
 //!   a daemon), [`watch`], [`account`] (signup, login, logout), [`api`] (the
@@ -26,8 +26,8 @@
 pub mod account;
 pub mod api;
 pub mod backoff;
-pub mod clipboard;
 pub mod clipcascade;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -43,6 +43,9 @@ pub mod sync;
 pub mod tls;
 pub mod transfer;
 pub mod watch;
+
+/// The OS clipboard backends (the `clipmesh-clipboard` crate).
+pub use clipmesh_clipboard as clipboard;
 
 pub use account::{AccountError, Credentials, Device};
 pub use api::{Api, ApiError};

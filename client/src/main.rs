@@ -6,9 +6,10 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use clipmesh::account::{self, Credentials, Device};
+use clipmesh::clock::now_ms;
 use clipmesh::config::{self, ENV_CONFIG_DIR};
 use clipmesh::control::{self, ControlError, Request};
-use clipmesh::daemon::{self, now_ms};
+use clipmesh::daemon;
 use clipmesh::{oneshot, watch};
 use clipmesh_proto::{ClipContent, DeviceId};
 use std::io::{IsTerminal, Read, Write};

@@ -6,10 +6,10 @@
 //! it at once.
 
 use crate::account::{AccountError, Device};
-use crate::daemon::{now_ms, seal_clip, DaemonError};
+use crate::clock::now_ms;
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit, PublishError};
 use crate::state::State;
-use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
+use clipmesh_proto::{seal_clip, ClipContent, ClipItem, DeviceId};
 use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
@@ -30,8 +30,8 @@ pub enum OneshotError {
     #[error(transparent)]
     Account(#[from] AccountError),
     /// The relay revoked this device.
-    #[error(transparent)]
-    Revoked(DaemonError),
+    #[error("this device's session was revoked; run `clipmesh login` again")]
+    Revoked,
     /// The relay refused the clip, or it is too large for the relay.
     #[error(transparent)]
     Publish(PublishError),
@@ -85,7 +85,7 @@ pub async fn publish_once(
         etx,
         cancel.clone(),
     ));
-    let revoked = || OneshotError::Revoked(DaemonError::Revoked);
+    let revoked = || OneshotError::Revoked;
     let result = match handle.publish(env).await {
         Err(e) => Err(OneshotError::Publish(e)),
         Ok(ack) => {

@@ -11,7 +11,7 @@
 //! The relay stays the rendezvous: presence says who is online, and
 //! `Signal` frames, addressed to one device, carry the offer and the answer.
 //! Their payloads are sealed under a key only the account's devices hold
-//! ([`signal`]), so the relay can neither read nor swap the DTLS fingerprints
+//! ([`clipmesh_proto::signal`]), so the relay can neither read nor swap the DTLS fingerprints
 //! that authenticate the link. [`plan`] decides, without IO, which links to
 //! open and when to retry; [`rtc`] runs one attempt. The same sealed clip
 //! envelopes travel on an open channel as through the relay, and the
@@ -21,14 +21,12 @@
 
 pub mod plan;
 pub mod rtc;
-pub mod signal;
 
 use crate::link::LinkHandle;
-use clipmesh_proto::{ClipKey, DeviceId, SignalKind};
+use clipmesh_proto::{ClipKey, DeviceId, SignalCodec, SignalKind, SignalMsg};
 use plan::{Action, Phase, Plan, Role};
 use rtc::{Attempt, Internal, Remote};
 use serde::{Deserialize, Serialize};
-use signal::{SignalCodec, SignalMsg};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,14 +90,50 @@ impl Mode {
 pub struct PeerStatus {
     /// The peer's device id.
     pub id: u64,
-    /// How this device's clips reach it now: `p2p` (open direct link),
-    /// `relay` (through the relay), or `none` (p2p mode without a link: it
-    /// does not get them).
-    pub path: String,
+    /// How this device's clips reach it now.
+    pub path: PeerPath,
     /// The direct link: `open`, `connecting`, `retrying`, `failed`, `idle`
     /// (waiting for the peer's offer) or `dormant` (closed for lack of
     /// clips in auto mode; the next clip reopens it).
     pub link: String,
+}
+
+/// How this device's clips reach one peer (`PeerStatus::path`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum PeerPath {
+    /// Through the relay.
+    #[default]
+    #[serde(rename = "relay")]
+    Relay,
+    /// Over an open direct link.
+    #[serde(rename = "p2p")]
+    P2p,
+    /// Not at all: p2p mode without an open link.
+    #[serde(rename = "none")]
+    None,
+}
+
+impl PeerPath {
+    /// The name `clipmesh status` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Relay => "relay",
+            Self::P2p => "p2p",
+            Self::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for PeerPath {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// What the manager tells the daemon.
@@ -174,7 +208,7 @@ pub struct P2pConfig {
     pub me: DeviceId,
     /// Auto or p2p (relay mode runs no manager).
     pub mode: Mode,
-    /// Seals signalling ([`signal::signal_key`]).
+    /// Seals signalling ([`clipmesh_proto::DataKey::signal_key`]).
     pub signal_key: ClipKey,
     /// Local UDP address for the peer connections (`0.0.0.0:0` by default;
     /// `CLIPMESH_P2P_BIND=127.0.0.1` for tests on one machine).
@@ -257,7 +291,7 @@ pub async fn run(
     let mut commands = commands.rx;
     let (internal, mut internal_rx) = mpsc::channel(64);
     let seed = rand::random::<u64>();
-    let first_seq = crate::daemon::now_ms().saturating_mul(1000);
+    let first_seq = crate::clock::now_ms().saturating_mul(1000);
     let mut m = Manager {
         plan: Plan::new(cfg.me, seed, cfg.idle),
         codec: SignalCodec::new(cfg.signal_key.clone(), cfg.me, first_seq),
@@ -548,7 +582,7 @@ impl Manager {
             .peers()
             .map(|(id, phase)| PeerStatus {
                 id: id.0,
-                path: path_for(self.cfg.mode, &phase).into(),
+                path: path_for(self.cfg.mode, &phase),
                 link: phase.name().into(),
             })
             .collect()
@@ -556,12 +590,12 @@ impl Manager {
 }
 
 /// How clips reach a peer in `mode` when its link is in `phase`.
-pub fn path_for(mode: Mode, phase: &Phase) -> &'static str {
+pub fn path_for(mode: Mode, phase: &Phase) -> PeerPath {
     match (mode, phase) {
-        (Mode::Relay, _) => "relay",
-        (_, Phase::Open { .. }) => "p2p",
-        (Mode::Auto, _) => "relay",
-        (Mode::P2p, _) => "none",
+        (Mode::Relay, _) => PeerPath::Relay,
+        (_, Phase::Open { .. }) => PeerPath::P2p,
+        (Mode::Auto, _) => PeerPath::Relay,
+        (Mode::P2p, _) => PeerPath::None,
     }
 }
 

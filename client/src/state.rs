@@ -63,7 +63,7 @@ impl State {
     /// disk, by this process or another one, and never below the current
     /// time in milliseconds (see the module docs).
     pub fn next_seq(&mut self) -> std::io::Result<u64> {
-        self.next_seq_at(crate::daemon::now_ms())
+        self.next_seq_at(crate::clock::now_ms())
     }
 
     /// [`State::next_seq`] with the clock passed in.

@@ -25,20 +25,15 @@
 //!   when its sealed timestamp is older than the clip TTL.
 
 use clipmesh_proto::content::ClipMeta;
-use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
-use sha2::{Digest, Sha256};
+use clipmesh_proto::{ClipContent, DeviceId};
 use std::collections::HashMap;
 
-/// SHA-256 over the content's encoding (type included, timestamp excluded).
-pub type ContentHash = [u8; 32];
+pub use clipmesh_proto::ContentHash;
 
-/// Hashes a clip's content for dedupe.
+/// Hashes a clip's content for dedupe (the one content hash,
+/// [`clipmesh_proto::hash`]).
 pub fn content_hash(content: &ClipContent) -> ContentHash {
-    let item = ClipItem {
-        timestamp_ms: 0,
-        content: content.clone(),
-    };
-    Sha256::digest(item.encode()).into()
+    ContentHash::of(content)
 }
 
 /// What to do with a local clipboard change.

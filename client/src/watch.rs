@@ -7,11 +7,11 @@
 //! the same stored clip again.
 
 use crate::account::{AccountError, Device};
-use crate::daemon::{now_ms, open_clip, DaemonError};
+use crate::clock::now_ms;
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit};
 use crate::state::State;
 use crate::sync::SyncEngine;
-use clipmesh_proto::{ClipContent, DeviceId};
+use clipmesh_proto::{open_clip, ClipContent, DeviceId};
 use std::path::Path;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -41,8 +41,8 @@ pub enum WatchError {
     #[error(transparent)]
     Account(#[from] AccountError),
     /// The relay revoked this device.
-    #[error(transparent)]
-    Revoked(DaemonError),
+    #[error("this device's session was revoked; run `clipmesh login` again")]
+    Revoked,
 }
 
 /// Receives clips for the device in `dir` until `cancel`, the session is
@@ -76,7 +76,7 @@ pub async fn watch(
         etx,
         link_cancel.clone(),
     ));
-    let revoked = || WatchError::Revoked(DaemonError::Revoked);
+    let revoked = || WatchError::Revoked;
     let result = loop {
         tokio::select! {
             exit = &mut link_task => break match exit {

@@ -7,7 +7,7 @@
 
 use super::TransferError;
 use crate::tls::TrustRoots;
-use clipmesh_proto::api::ErrorBody;
+use clipmesh_proto::api::{ApiErrorCode, ErrorBody};
 use clipmesh_proto::blob::BlobId;
 use std::io::Read;
 use std::time::Duration;
@@ -193,14 +193,14 @@ fn ok_or_error(mut resp: Resp) -> Result<Resp, TransferError> {
         .read_json::<ErrorBody>()
         .map(|b| b.error)
         .unwrap_or_default();
-    Err(match (status, code.as_str()) {
-        (410, _) | (_, "blob_expired") => TransferError::Expired,
-        (_, "quota_exceeded") => TransferError::QuotaExceeded,
-        (413, _) | (_, "too_large") => TransferError::RelayTooLarge,
+    Err(match (status, ApiErrorCode::parse(&code)) {
+        (410, _) | (_, Some(ApiErrorCode::BlobExpired)) => TransferError::Expired,
+        (_, Some(ApiErrorCode::QuotaExceeded)) => TransferError::QuotaExceeded,
+        (413, _) | (_, Some(ApiErrorCode::TooLarge)) => TransferError::RelayTooLarge,
         (404, _) => TransferError::NotFound,
         (401, _) => TransferError::Unauthorized,
-        (409, "offset_mismatch") => TransferError::OffsetMismatch,
-        (409, "incomplete") => TransferError::Abandoned,
+        (409, Some(ApiErrorCode::OffsetMismatch)) => TransferError::OffsetMismatch,
+        (409, Some(ApiErrorCode::Incomplete)) => TransferError::Abandoned,
         _ => TransferError::Relay { status, code },
     })
 }

@@ -2,8 +2,9 @@
 //! the daemon library with a fake clipboard.
 
 use clipmesh::clipboard::{LocalChange, LocalEvent};
+use clipmesh::clock::now_ms;
 use clipmesh::control::{self, Request, Status};
-use clipmesh::daemon::{now_ms, run_daemon_mode, ClipboardSink, DaemonError, Transport};
+use clipmesh::daemon::{run_daemon_mode, ClipboardSink, DaemonError, Transport};
 use clipmesh::p2p::Mode;
 use clipmesh::Device;
 use clipmesh_proto::ClipContent;

@@ -7,7 +7,8 @@
 
 use crate::support::*;
 use clipmesh::clipboard::LocalEvent;
-use clipmesh::daemon::{now_ms, run_daemon, seal_clip, ClipboardSink, DaemonError};
+use clipmesh::clock::now_ms;
+use clipmesh::daemon::{run_daemon, ClipboardSink, DaemonError};
 use clipmesh::link::{self, LinkConfig, LinkEvent};
 use clipmesh::transfer::{
     download_blob, download_to_vec, upload_bytes, upload_streamed, BlobClient, Progress,
@@ -16,7 +17,7 @@ use clipmesh::transfer::{
 use clipmesh::{Config, Device};
 use clipmesh_proto::blob::{BlobId, BlobKey, BlobLayout, BlobSealer, CHUNK_LEN, NO_DIGEST};
 use clipmesh_proto::content::{FileBody, FileEntry};
-use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
+use clipmesh_proto::{seal_clip, ClipContent, ClipItem, DeviceId};
 use clipmesh_relay::{Relay, RelayHandle, SignupPolicy};
 use sha2::{Digest, Sha256};
 use std::future::Future;

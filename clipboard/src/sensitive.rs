@@ -14,6 +14,8 @@
 //! | `CanIncludeInClipboardHistory`, `CanUploadToCloudClipboard` | Windows: DWORD 0 forbids history / cloud sync | only meaningful on Windows (not yet supported by this build) |
 //!
 //! Target names are compared exactly (they are case-sensitive atoms).
+//! (Windows checks its own table, `backend/windows/markers.rs`.)
+#![cfg_attr(windows, allow(dead_code))]
 
 /// KDE's password-manager hint target; its value `secret` marks the item.
 pub(crate) const KDE_PASSWORD_HINT: &str = "x-kde-passwordManagerHint";
@@ -23,6 +25,14 @@ pub(crate) const KDE_SECRET_VALUE: &[u8] = b"secret";
 
 /// Targets whose mere presence marks the item as sensitive.
 pub(crate) const CONCEALED_MARKERS: &[&str] = &[
+    "org.nspasteboard.ConcealedType",
+    "org.nspasteboard.TransientType",
+    "ExcludeClipboardContentFromMonitorProcessing",
+];
+
+/// Every marker [`classify`] honours (for [`crate::Capabilities`]).
+pub(crate) const ALL_MARKERS: &[&str] = &[
+    KDE_PASSWORD_HINT,
     "org.nspasteboard.ConcealedType",
     "org.nspasteboard.TransientType",
     "ExcludeClipboardContentFromMonitorProcessing",
@@ -68,6 +78,14 @@ pub(crate) fn hint_is_secret(value: Option<&[u8]>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_marker_is_listed() {
+        for m in CONCEALED_MARKERS {
+            assert!(ALL_MARKERS.contains(m), "{m}");
+        }
+        assert!(ALL_MARKERS.contains(&KDE_PASSWORD_HINT));
+    }
 
     #[test]
     fn plain_targets_are_public() {

@@ -20,53 +20,13 @@
 //! *before* the OS clipboard is claimed, so the owner-change event our own
 //! claim causes is always recognised as an echo.
 
-use clipmesh_proto::ClipContent;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use clipmesh_proto::{ClipContent, ContentHash, ContentHasher};
 
-/// A 64-bit hash of clipboard content (SipHash-1-3 with fixed keys).
-///
-/// Used only to compare items within one process, never sent or stored, so
-/// a non-cryptographic hash is enough: a collision can at worst skip one
-/// item that equals, by hash, the previous one.
-pub(crate) type ContentHash = u64;
-
-/// Hashes what a receiver would see of `content` (type and every field).
+/// Hashes what a receiver would see of `content` (the one content hash,
+/// [`clipmesh_proto::hash`]: type and every field; images and files by the
+/// SHA-256 of their bytes).
 pub(crate) fn content_hash(content: &ClipContent) -> ContentHash {
-    let mut h = DefaultHasher::new();
-    content.kind_name().hash(&mut h);
-    match content {
-        ClipContent::Text(t) => t.hash(&mut h),
-        ClipContent::Html { html, alt_text } => {
-            html.hash(&mut h);
-            alt_text.hash(&mut h);
-        }
-        ClipContent::Image { width, height, png } => {
-            width.hash(&mut h);
-            height.hash(&mut h);
-            png.hash(&mut h);
-        }
-        ClipContent::Files(files) => {
-            files.len().hash(&mut h);
-            for f in files {
-                f.name.hash(&mut h);
-                f.size.hash(&mut h);
-            }
-        }
-        ClipContent::ImageBlob {
-            width,
-            height,
-            size,
-            sha256,
-            ..
-        } => {
-            // Id and key are random per upload; the digest names the image.
-            width.hash(&mut h);
-            height.hash(&mut h);
-            size.hash(&mut h);
-            sha256.hash(&mut h);
-        }
-    }
-    h.finish()
+    ContentHash::of(content)
 }
 
 /// What one read of a selection found (either backend's watcher).
@@ -80,7 +40,7 @@ pub(crate) enum ReadItem {
 
 impl ReadItem {
     /// Its dedupe hash, and the event for the daemon stamped `at_ms`.
-    pub(crate) fn into_event(self, at_ms: u64) -> (ContentHash, super::LocalEvent) {
+    pub(crate) fn into_event(self, at_ms: u64) -> (ContentHash, crate::LocalEvent) {
         match self {
             Self::Content(content) => {
                 tracing::trace!(
@@ -90,25 +50,28 @@ impl ReadItem {
                 );
                 (
                     content_hash(&content),
-                    super::LocalEvent::Clip(super::LocalChange { content, at_ms }),
+                    crate::LocalEvent::Clip(crate::LocalChange { content, at_ms }),
                 )
             }
             Self::Files(paths) => {
                 tracing::trace!(count = paths.len(), "clipboard change: file list");
                 (
                     files_hash(&paths),
-                    super::LocalEvent::Files(super::LocalFiles { paths, at_ms }),
+                    crate::LocalEvent::Files(crate::LocalFiles { paths, at_ms }),
                 )
             }
         }
     }
 }
 
-/// Hashes a local file list (what [`crate::clipboard::LocalFiles`] carries).
+/// Hashes a local file list (what [`crate::LocalFiles`] carries): the paths'
+/// bytes in order, under their own domain.
 pub(crate) fn files_hash(paths: &[std::path::PathBuf]) -> ContentHash {
-    let mut h = DefaultHasher::new();
-    "local files".hash(&mut h);
-    paths.hash(&mut h);
+    let mut h = ContentHasher::new("local files");
+    h.u64(paths.len() as u64);
+    for p in paths {
+        h.bytes(p.as_os_str().as_encoded_bytes());
+    }
     h.finish()
 }
 

@@ -21,6 +21,10 @@ pub(crate) const HISTORY: &str = "CanIncludeInClipboardHistory";
 /// DWORD 0: keep out of Windows' cloud clipboard (clipmesh also writes it).
 pub(crate) const CLOUD: &str = "CanUploadToCloudClipboard";
 
+/// Every marker (for [`crate::Capabilities::sensitive_markers`]).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) const ALL: &[&str] = &[EXCLUDE_MONITOR, VIEWER_IGNORE, HISTORY, CLOUD];
+
 const PRESENCE: &[&str] = &[EXCLUDE_MONITOR, VIEWER_IGNORE];
 const DWORD_ZERO: &[&str] = &[HISTORY, CLOUD];
 

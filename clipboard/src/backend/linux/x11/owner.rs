@@ -21,8 +21,9 @@
 //! At most [`MAX_INCR`] `INCR` transfers run at once; a requestor that goes
 //! away mid-transfer leaves one behind until it is pushed out.
 
-use super::x11::{connect_with_window, intern_all, x};
-use super::ClipboardError;
+use super::super::payload::Payload;
+use super::{connect_with_window, intern_all, x};
+use crate::ClipboardError;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,54 +53,6 @@ struct Offer {
     selection: Atom,
     /// `(target, data)`; the property type is the target itself.
     targets: Vec<(Atom, Payload)>,
-}
-
-/// What one target serves.
-#[derive(Clone)]
-pub(crate) enum Payload {
-    /// These bytes.
-    Bytes(Arc<[u8]>),
-    /// Bytes made on the first request for the target (a conversion most
-    /// pastes never need), then kept; `None` from the maker refuses it.
-    Lazy(Arc<Lazy>),
-}
-
-/// A conversion run at most once, on the owner thread.
-pub(crate) struct Lazy {
-    make: Box<dyn Fn() -> Option<Vec<u8>> + Send + Sync>,
-    done: std::sync::OnceLock<Option<Arc<[u8]>>>,
-}
-
-impl Payload {
-    /// A payload of `bytes`.
-    pub(crate) fn bytes(bytes: Vec<u8>) -> Self {
-        Self::Bytes(bytes.into())
-    }
-
-    /// A payload made by `make` when first asked for.
-    pub(crate) fn lazy(make: impl Fn() -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
-        Self::Lazy(Arc::new(Lazy {
-            make: Box::new(make),
-            done: std::sync::OnceLock::new(),
-        }))
-    }
-
-    /// The bytes, converting a lazy payload on first use (`None`: refused).
-    pub(crate) fn resolve(&self) -> Option<Arc<[u8]>> {
-        match self {
-            Self::Bytes(b) => Some(Arc::clone(b)),
-            Self::Lazy(l) => l.done.get_or_init(|| (l.make)().map(Arc::from)).clone(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
-            Self::Lazy(_) => f.write_str("Lazy"),
-        }
-    }
 }
 
 /// How to answer one request.

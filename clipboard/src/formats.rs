@@ -18,11 +18,15 @@
 //! format); it uses [`ReadPlan::assemble`] only.
 #![cfg_attr(windows, allow(dead_code))]
 
-#[cfg(unix)]
-use super::picture::choose_image_target;
-#[cfg(unix)]
-use super::uri_list::FILE_TARGETS;
+use crate::picture::choose_image_target;
 use clipmesh_proto::ClipContent;
+
+/// The standard file-list target (parsed in `backend/linux/uri_list.rs`).
+pub(crate) const URI_LIST_TARGET: &str = "text/uri-list";
+/// GNOME's (Nautilus, Nemo, Caja) target: `copy` or `cut`, then one URI a line.
+pub(crate) const GNOME_FILES_TARGET: &str = "x-special/gnome-copied-files";
+/// File-list targets, best first.
+pub(crate) const FILE_TARGETS: &[&str] = &[URI_LIST_TARGET, GNOME_FILES_TARGET];
 
 /// Text targets, best first. `UTF8_STRING` is the X11 norm; `STRING` is
 /// ISO Latin-1; `TEXT` and `text/plain` have no declared charset and are
@@ -54,7 +58,6 @@ pub(crate) struct ReadPlan {
 
 impl ReadPlan {
     /// Picks targets from what the owner offers.
-    #[cfg(unix)]
     pub(crate) fn from_targets<S: AsRef<str>>(targets: &[S]) -> Self {
         let has = |name: &str| targets.iter().any(|t| t.as_ref() == name);
         let text = TEXT_TARGETS.iter().copied().find(|t| has(t));
@@ -158,7 +161,6 @@ pub(crate) fn html_to_text(html: &str) -> String {
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn plan_prefers_utf8_and_sees_html() {
         let p = ReadPlan::from_targets(&["TARGETS", "STRING", "UTF8_STRING", "text/html"]);
@@ -171,7 +173,6 @@ mod tests {
         assert!(p.is_empty());
     }
 
-    #[cfg(unix)]
     #[test]
     fn plan_picks_one_kind() {
         // A file manager: files, not the paths as text.

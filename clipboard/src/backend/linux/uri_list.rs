@@ -11,12 +11,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-/// The standard file-list target.
-pub(crate) const URI_LIST_TARGET: &str = "text/uri-list";
-/// GNOME's (Nautilus, Nemo, Caja) target: `copy` or `cut`, then one URI a line.
-pub(crate) const GNOME_FILES_TARGET: &str = "x-special/gnome-copied-files";
-/// File-list targets, best first.
-pub(crate) const FILE_TARGETS: &[&str] = &[URI_LIST_TARGET, GNOME_FILES_TARGET];
+pub(crate) use crate::formats::{FILE_TARGETS, GNOME_FILES_TARGET, URI_LIST_TARGET};
 
 /// Local paths named by a `text/uri-list` body.
 pub(crate) fn parse_uri_list(body: &[u8]) -> Vec<PathBuf> {

@@ -9,28 +9,37 @@
 //! Each owner change is only a hint. The watcher re-reads the selection on
 //! the same connection — `TARGETS` first (sensitivity markers, which formats
 //! exist), then HTML and/or text — and hands the content to the shared
-//! [`Deduper`]. Reads are bounded by [`READ_TIMEOUT`] and [`super::MAX_READ_BYTES`]
+//! [`Deduper`]. Reads are bounded by [`READ_TIMEOUT`] and [`crate::MAX_READ_BYTES`]
 //! (large items arrive by the ICCCM `INCR` protocol), so a hung or hostile
 //! owner can delay the watcher but never block or exhaust it. Owner changes
 //! that arrive during a read are remembered and handled afterwards, newest
 //! content wins.
 //!
 //! Writing (owning the selection and serving paste requests) is arboard's
-//! job, in [`super::worker`]. The worker stops this thread by sending a
+//! job, in `x11/worker.rs`. The worker stops this thread by sending a
 //! `ClientMessage` to the watcher's window through [`X11Waker`].
 
-use super::dedupe::{Deduper, ReadItem as Item, Verdict};
-use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET, TEXT_TARGETS};
-use super::picture::{to_png_content, IMAGE_TARGETS};
-use super::sensitive::{
+mod owner;
+mod worker;
+
+use super::uri_list::{parse_files, FILE_TARGETS};
+use super::{ENV_DISPLAY, ENV_WAYLAND_DISPLAY};
+use crate::dedupe::{Deduper, ReadItem as Item, Verdict};
+use crate::event::now_ms;
+use crate::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET, TEXT_TARGETS};
+use crate::picture::{to_png_content, IMAGE_TARGETS};
+use crate::sensitive::{
     classify, hint_is_secret, Sensitivity, CONCEALED_MARKERS, KDE_PASSWORD_HINT,
 };
-use super::uri_list::{parse_files, FILE_TARGETS};
-use super::{now_ms, ClipboardConfig, ClipboardError, LocalEvent};
+use crate::{
+    Capabilities, ClipboardConfig, ClipboardError, ClipboardHandle, LocalEvent, APPLY_QUEUE,
+    LOCAL_CHANGE_QUEUE,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::{ConnectionError, ReplyError};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _, SelectionEventMask};
@@ -50,11 +59,6 @@ use x11rb::{COPY_DEPTH_FROM_PARENT, COPY_FROM_PARENT, CURRENT_TIME, NONE};
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reads of one owner change before it is skipped (only timeouts retry).
 const READ_ATTEMPTS: u32 = 2;
-
-/// Environment variable naming the X display.
-pub(crate) const ENV_DISPLAY: &str = "DISPLAY";
-/// Environment variable naming the Wayland display.
-pub(crate) const ENV_WAYLAND_DISPLAY: &str = "WAYLAND_DISPLAY";
 
 /// Fixed atoms the watcher needs.
 #[derive(Clone, Copy, Debug)]
@@ -711,4 +715,82 @@ fn ev_kind(ev: &Event) -> &'static str {
         Event::SelectionClear(_) => "SelectionClear",
         _ => "other",
     }
+}
+
+pub(super) fn spawn(
+    cfg: ClipboardConfig,
+    cancel: CancellationToken,
+) -> Result<(ClipboardHandle, mpsc::Receiver<LocalEvent>), ClipboardError> {
+    let deduper = Arc::new(Mutex::new(Deduper::default()));
+    let (change_tx, change_rx) = mpsc::channel(LOCAL_CHANGE_QUEUE);
+    let (watcher, waker) = connect(cfg, Arc::clone(&deduper), change_tx)?;
+    let (owner, owner_thread) = owner::connect()?;
+    let owner_stopper = owner.stopper();
+
+    // The writer creates its arboard clipboard on its own thread and reports
+    // whether that worked before we return.
+    let (cmd_tx, cmd_rx) = mpsc::channel(APPLY_QUEUE);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let worker_waker = waker.clone();
+    let worker_cancel = cancel.clone();
+    let threads = tokio_util::task::TaskTracker::new();
+    let writer_token = threads.token();
+    let watcher_token = threads.token();
+    let owner_token = threads.token();
+    threads.close();
+    // The owner thread ends when the writer stops it (or the display goes).
+    std::thread::Builder::new()
+        .name("clipmesh-clip-owner".into())
+        .spawn(move || {
+            owner_thread.run();
+            drop(owner_token);
+        })
+        .map_err(|e| ClipboardError::Backend(format!("cannot start owner thread: {e}")))?;
+    std::thread::Builder::new()
+        .name("clipmesh-clip-writer".into())
+        .spawn(move || match arboard::Clipboard::new() {
+            Ok(clipboard) => {
+                let _ = ready_tx.send(Ok(()));
+                worker::Worker {
+                    clipboard,
+                    primary: cfg.primary,
+                    deduper,
+                    rx: cmd_rx,
+                    cancel: worker_cancel,
+                    waker: worker_waker,
+                    owner,
+                }
+                .run();
+                drop(writer_token);
+            }
+            Err(e) => {
+                owner.stop();
+                let _ = ready_tx.send(Err(ClipboardError::Backend(e.to_string())));
+            }
+        })
+        .map_err(|e| {
+            owner_stopper.stop();
+            ClipboardError::Backend(format!("cannot start writer thread: {e}"))
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(ClipboardError::Stopped),
+    }
+
+    std::thread::Builder::new()
+        .name("clipmesh-clip-watch".into())
+        .spawn(move || {
+            watcher.run();
+            drop(watcher_token);
+        })
+        .map_err(|e| {
+            waker.wake();
+            ClipboardError::Backend(format!("cannot start watcher thread: {e}"))
+        })?;
+
+    Ok((
+        ClipboardHandle::new(cmd_tx, threads, Capabilities::desktop("x11", cfg.primary)),
+        change_rx,
+    ))
 }

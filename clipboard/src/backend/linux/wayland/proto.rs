@@ -14,8 +14,8 @@
 //! own data wait to be served. [`State`] does no IO; the event loop in
 //! `clipboard/wayland.rs` acts on it.
 
-use super::owner::Payload;
-use super::ClipboardError;
+use super::super::payload::Payload;
+use crate::ClipboardError;
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};

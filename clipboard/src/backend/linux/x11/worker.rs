@@ -10,40 +10,21 @@
 //! driver, no extra threads) so it can wait for a command *or* cancellation
 //! without polling. When it ends it stops the watcher through its waker.
 
-use super::dedupe::{content_hash, files_hash, Deduper};
-use super::owner::{Owner, Payload};
-use super::picture::{check_png, png_to_bmp, BMP_TARGET, PNG_TARGET};
-use super::uri_list::{
-    encode_gnome_copied_files, encode_plain_paths, encode_uri_list, parse_uri_list,
-    GNOME_FILES_TARGET, URI_LIST_TARGET,
+use super::super::payload::{file_list_to_apply, Payload};
+use super::super::uri_list::{
+    encode_gnome_copied_files, encode_plain_paths, GNOME_FILES_TARGET, URI_LIST_TARGET,
 };
-use super::x11::X11Waker;
-use super::ClipboardError;
+use super::owner::Owner;
+use super::X11Waker;
+use crate::dedupe::{content_hash, Deduper};
+use crate::picture::{check_png, png_to_bmp, BMP_TARGET, PNG_TARGET};
+use crate::{ClipboardError, Command};
 use arboard::{LinuxClipboardKind, SetExtLinux};
 use clipmesh_proto::ClipContent;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// A request to the writer thread.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Put an item on the clipboard.
-    Apply {
-        /// The item.
-        content: ClipContent,
-        /// Where to report the outcome.
-        done: oneshot::Sender<Result<(), ClipboardError>>,
-    },
-    /// Put a list of local files on the clipboard.
-    ApplyFiles {
-        /// The files.
-        paths: Vec<PathBuf>,
-        /// Where to report the outcome.
-        done: oneshot::Sender<Result<(), ClipboardError>>,
-    },
-}
 
 /// Everything the writer thread owns.
 pub(crate) struct Worker {
@@ -187,27 +168,4 @@ impl Worker {
         );
         Ok(())
     }
-}
-
-/// The absolute paths of a file list about to be put on the clipboard, and
-/// its `text/uri-list` body. What the watcher will read back is recorded in
-/// `deduper` first, so the claim is not reported as a local copy (both the
-/// X11 writer and the Wayland backend).
-pub(crate) fn file_list_to_apply(
-    paths: &[PathBuf],
-    deduper: &Mutex<Deduper>,
-) -> Result<(Vec<PathBuf>, Vec<u8>), ClipboardError> {
-    let paths: Vec<PathBuf> = paths
-        .iter()
-        .filter_map(|p| std::path::absolute(p).ok())
-        .collect();
-    if paths.is_empty() {
-        return Err(ClipboardError::Backend("empty file list".into()));
-    }
-    let uri_list = encode_uri_list(&paths);
-    deduper
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .applied(files_hash(&parse_uri_list(&uri_list)));
-    Ok((paths, uri_list))
 }

@@ -10,7 +10,7 @@
 //!   is synced) is only a hint. The loop reads the offered MIME types, skips
 //!   sensitive items (`clipboard/sensitive.rs`), picks formats like the X11
 //!   watcher (`clipboard/formats.rs`) and reads them with `receive` into a
-//!   pipe: at most [`super::ClipboardConfig::max_read_bytes`], with at most
+//!   pipe: at most [`crate::ClipboardConfig::max_read_bytes`], with at most
 //!   [`READ_TIMEOUT`] between two pieces of data. While it reads it keeps
 //!   dispatching events and running the daemon's commands, so a newer
 //!   selection aborts the read (newest wins), a remote item is applied
@@ -26,25 +26,28 @@
 //!   set the selection) or the loop stops.
 //!
 //! The daemon's commands arrive on the bounded tokio channel of
-//! [`super::ClipboardHandle`]; a small bridge thread waits on it (and on
+//! [`crate::ClipboardHandle`]; a small bridge thread waits on it (and on
 //! cancellation), forwards them and writes a byte into the wake pipe.
 
-use super::dedupe::{content_hash, Deduper, ReadItem as Item, Verdict};
-use super::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET};
-use super::owner::Payload;
-use super::picture::{check_png, png_to_bmp, to_png_content, BMP_TARGET, PNG_TARGET};
-use super::sensitive::{classify, hint_is_secret, Sensitivity, KDE_PASSWORD_HINT};
+mod proto;
+
+use super::payload::{file_list_to_apply, Payload};
 use super::uri_list::{
     encode_gnome_copied_files, encode_plain_paths, parse_files, FILE_TARGETS, GNOME_FILES_TARGET,
     URI_LIST_TARGET,
 };
-use super::wayland_proto::{Control, Offer, Protocol, Sel, SendRequest, SourceData, State};
-use super::worker::{file_list_to_apply, Command};
-use super::{
-    now_ms, ClipboardConfig, ClipboardError, ClipboardHandle, LocalEvent, APPLY_QUEUE,
-    LOCAL_CHANGE_QUEUE,
+use super::ENV_WAYLAND_DISPLAY;
+use crate::dedupe::{content_hash, Deduper, ReadItem as Item, Verdict};
+use crate::event::now_ms;
+use crate::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET};
+use crate::picture::{check_png, png_to_bmp, to_png_content, BMP_TARGET, PNG_TARGET};
+use crate::sensitive::{classify, hint_is_secret, Sensitivity, KDE_PASSWORD_HINT};
+use crate::{
+    Capabilities, ClipboardConfig, ClipboardError, ClipboardHandle, Command, LocalEvent,
+    APPLY_QUEUE, LOCAL_CHANGE_QUEUE,
 };
 use clipmesh_proto::ClipContent;
+use proto::{Control, Offer, Protocol, Sel, SendRequest, SourceData, State};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -133,7 +136,7 @@ struct Backend {
 
 /// Whether `WAYLAND_DISPLAY` is set (and not empty).
 pub(crate) fn wayland_display_set() -> bool {
-    std::env::var_os(super::x11::ENV_WAYLAND_DISPLAY).is_some_and(|v| !v.is_empty())
+    std::env::var_os(ENV_WAYLAND_DISPLAY).is_some_and(|v| !v.is_empty())
 }
 
 /// Connects to `$WAYLAND_DISPLAY`, binds data-control and starts the loop
@@ -234,10 +237,11 @@ pub(crate) fn spawn(
         })?;
     threads.close();
     Ok((
-        ClipboardHandle {
-            tx: cmd_tx,
+        ClipboardHandle::new(
+            cmd_tx,
             threads,
-        },
+            Capabilities::desktop("wayland", cfg.primary),
+        ),
         change_rx,
     ))
 }

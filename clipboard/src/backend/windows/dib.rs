@@ -7,7 +7,7 @@
 //! header in front (with the pixel offset computed here, which also settles
 //! the "are there 12 bytes of masks after the header" question from the
 //! sizes) and lets the `image` crate's BMP decoder do the rest, within
-//! [`super::picture::DECODE_LIMIT`]. A V5 DIB that embeds a PNG (`BI_PNG`)
+//! [`crate::picture::DECODE_LIMIT`]. A V5 DIB that embeds a PNG (`BI_PNG`)
 //! passes the PNG through unchanged.
 //!
 //! Writing makes a bottom-up 32-bit `BI_RGB` DIB with a
@@ -16,7 +16,7 @@
 //! treat it as reserved), and the exact image travels in the "PNG" format
 //! next to it.
 
-use super::super::picture::{to_png_content, PictureError, BMP_TARGET, DECODE_LIMIT, PNG_TARGET};
+use crate::picture::{to_png_content, PictureError, BMP_TARGET, DECODE_LIMIT, PNG_TARGET};
 use clipmesh_proto::ClipContent;
 use image::{ImageFormat, ImageReader, Limits};
 use std::io::Cursor;

@@ -24,7 +24,7 @@
 //!
 //! Sensitive items are never read: [`markers`] lists the formats password
 //! managers set. Items this module writes carry `CanUploadToCloudClipboard`
-//! = 0 unless [`super::ClipboardConfig::windows_cloud_clipboard`] is on, so
+//! = 0 unless [`crate::ClipboardConfig::windows_cloud_clipboard`] is on, so
 //! Windows' own cloud clipboard does not upload what the user chose to
 //! sync end-to-end encrypted.
 
@@ -33,18 +33,19 @@ pub(crate) mod dib;
 pub(crate) mod markers;
 
 #[cfg(windows)]
-pub(crate) use backend::{spawn, Command};
+pub(crate) use backend::spawn;
 
 #[cfg(windows)]
 mod backend {
-    use super::super::dedupe::{content_hash, files_hash, Deduper, ReadItem, Verdict};
-    use super::super::formats::ReadPlan;
-    use super::super::picture::{check_png, to_png_content, PNG_TARGET};
-    use super::super::{
-        now_ms, ClipboardConfig, ClipboardError, ClipboardHandle, LocalEvent, APPLY_QUEUE,
-        LOCAL_CHANGE_QUEUE,
-    };
     use super::{cf_html, dib, markers};
+    use crate::dedupe::{content_hash, files_hash, Deduper, ReadItem, Verdict};
+    use crate::event::now_ms;
+    use crate::formats::ReadPlan;
+    use crate::picture::{check_png, to_png_content, PNG_TARGET};
+    use crate::{
+        Capabilities, ClipboardConfig, ClipboardError, ClipboardHandle, Command, LocalEvent,
+        APPLY_QUEUE, LOCAL_CHANGE_QUEUE,
+    };
     use clipboard_win::{formats, options::NoClear, raw};
     use clipmesh_proto::ClipContent;
     use std::path::PathBuf;
@@ -55,25 +56,6 @@ mod backend {
     /// How often opening the clipboard is tried before giving up (another
     /// program may hold it for a moment; clipboard-win waits between tries).
     const OPEN_ATTEMPTS: usize = 10;
-
-    /// A request to the writer thread.
-    #[derive(Debug)]
-    pub(crate) enum Command {
-        /// Put an item on the clipboard.
-        Apply {
-            /// The item.
-            content: ClipContent,
-            /// Where to report the outcome.
-            done: oneshot::Sender<Result<(), ClipboardError>>,
-        },
-        /// Put a list of local files on the clipboard.
-        ApplyFiles {
-            /// The files.
-            paths: Vec<PathBuf>,
-            /// Where to report the outcome.
-            done: oneshot::Sender<Result<(), ClipboardError>>,
-        },
-    }
 
     fn backend_err(what: &str, e: impl std::fmt::Display) -> ClipboardError {
         ClipboardError::Backend(format!("{what}: {e}"))
@@ -163,10 +145,18 @@ mod backend {
             })
             .map_err(|e| backend_err("cannot start writer thread", e))?;
         Ok((
-            ClipboardHandle {
-                tx: cmd_tx,
+            ClipboardHandle::new(
+                cmd_tx,
                 threads,
-            },
+                Capabilities {
+                    backend: "windows",
+                    html: true,
+                    images: true,
+                    files: true,
+                    primary: false,
+                    sensitive_markers: markers::ALL,
+                },
+            ),
             change_rx,
         ))
     }
