@@ -9,7 +9,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 /// Log filter for the relay and clients in ordinary tests.
-pub const LOG: &str = "info,clipmesh=debug,clipmesh::clipboard=trace,clipmesh_relay=debug";
+pub const LOG: &str = "info,clipmesh=debug,clipmesh_clipboard=trace,clipmesh_relay=debug";
 
 /// One test's world. Field order matters for drop: daemons before their
 /// displays, everything before the temp dir.
