@@ -50,7 +50,7 @@ mod backend {
     use clipmesh_proto::ClipContent;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
-    use tokio::sync::{mpsc, oneshot};
+    use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
     /// How often opening the clipboard is tried before giving up (another
@@ -320,7 +320,7 @@ mod backend {
         /// first so the update we cause reads as an echo.
         fn session(
             &self,
-            hash: u64,
+            hash: clipmesh_proto::ContentHash,
             set: impl FnOnce() -> Result<(), ClipboardError>,
         ) -> Result<(), ClipboardError> {
             self.deduper
