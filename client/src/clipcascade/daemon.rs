@@ -434,7 +434,7 @@ fn write_files(opts: &SyncOptions, entries: Vec<FileEntry>) -> std::io::Result<V
     let base = opts
         .download_dir()
         .ok_or_else(|| std::io::Error::other("no download folder: set download_dir in [sync]"))?;
-    let dir = base.join(format!("clipcascade-{}", crate::daemon::now_ms()));
+    let dir = base.join(format!("clipcascade-{}", crate::clock::now_ms()));
     std::fs::create_dir_all(&dir)?;
     let mut out = Vec::new();
     for e in entries {
