@@ -148,6 +148,11 @@ pub struct SyncOptions {
     /// Received clips sealed longer ago than this many seconds are never
     /// applied (a relay replaying old clips). Default 86400 (one day).
     pub clip_ttl_s: u64,
+    /// macOS only: how often, in ms, the pasteboard's change count is read
+    /// (macOS has no change event). Default 250, accepted 50–5000; the X11,
+    /// Wayland and Windows backends are event-driven and ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
 }
 
 impl Default for SyncOptions {
@@ -168,6 +173,7 @@ impl Default for SyncOptions {
             primary: false,
             windows_cloud_clipboard: false,
             clip_ttl_s: crate::sync::DEFAULT_CLIP_TTL_MS / 1000,
+            poll_interval_ms: None,
         }
     }
 }
@@ -386,6 +392,15 @@ mod tests {
         };
         c.save(dir.path()).unwrap();
         assert_eq!(Config::load(dir.path()).unwrap(), c);
+    }
+
+    #[test]
+    fn poll_interval_is_optional() {
+        let c: Config = toml::from_str("[sync]\npoll_interval_ms = 500\n").unwrap();
+        assert_eq!(c.sync.poll_interval_ms, Some(500));
+        let c: Config = toml::from_str("[sync]\n").unwrap();
+        assert_eq!(c.sync.poll_interval_ms, None);
+        assert!(!toml::to_string(&c).unwrap().contains("poll_interval_ms"));
     }
 
     #[test]

@@ -455,6 +455,11 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
                 .max_item_bytes
                 .min(device.config.sync.max_image_bytes),
             windows_cloud_clipboard: device.config.sync.windows_cloud_clipboard,
+            poll_interval: device
+                .config
+                .sync
+                .poll_interval_ms
+                .map(std::time::Duration::from_millis),
         },
         cancel.child_token(),
     )
@@ -483,6 +488,7 @@ async fn run_clipcascade(
             primary: sync.primary,
             max_item_bytes: sync.max_item_bytes.min(sync.max_image_bytes),
             windows_cloud_clipboard: sync.windows_cloud_clipboard,
+            poll_interval: sync.poll_interval_ms.map(std::time::Duration::from_millis),
         },
         cancel.child_token(),
     )

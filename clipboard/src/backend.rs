@@ -13,8 +13,8 @@
 //! - `windows`: the clipboard format listener (`backend/windows.rs`; its
 //!   pure parts, CF_HTML, DIB and the marker table, are unit-tested on
 //!   every host);
-//! - `macos`: plugs in here as `backend/macos.rs` with a `cfg` pair like
-//!   the others, and joins the fallback's `not(any(..))`;
+//! - `macos`: AppKit's general pasteboard, polled (`backend/macos.rs`; its
+//!   logic is the sans-IO `pasteboard.rs`, unit-tested on every host);
 //! - anything else: [`ClipboardError::Unsupported`].
 
 #[cfg(all(
@@ -32,6 +32,11 @@ use linux as platform;
 mod windows;
 #[cfg(windows)]
 use windows as platform;
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as platform;
 
 /// Environment variable that picks the clipboard backend where a platform
 /// has more than one: on Linux `auto` (the default: native Wayland when
@@ -57,6 +62,7 @@ pub fn spawn_watcher(
 /// Platforms without a backend in this build.
 #[cfg(not(any(
     windows,
+    target_os = "macos",
     all(
         unix,
         not(any(target_os = "macos", target_os = "ios", target_os = "android"))

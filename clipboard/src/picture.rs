@@ -45,6 +45,7 @@ pub(crate) enum PictureError {
 
 /// The best offered image target.
 #[cfg_attr(windows, allow(dead_code))]
+#[cfg_attr(target_os = "macos", allow(dead_code))] // macOS reads UTIs (`pasteboard.rs`)
 pub(crate) fn choose_image_target<S: AsRef<str>>(targets: &[S]) -> Option<&'static str> {
     IMAGE_TARGETS
         .iter()
@@ -114,6 +115,7 @@ pub(crate) fn check_png(width: u32, height: u32, png: &[u8]) -> Result<(), Pictu
 /// decode (within [`DECODE_LIMIT`]). (X11 serves `image/bmp` with it; the
 /// Windows backend writes a DIB through `windows/dib.rs` instead.)
 #[cfg_attr(windows, allow(dead_code))]
+#[cfg_attr(target_os = "macos", allow(dead_code))] // the pasteboard gets PNG only
 pub(crate) fn png_to_bmp(png: &[u8]) -> Option<Vec<u8>> {
     let mut r = ImageReader::with_format(Cursor::new(png), ImageFormat::Png);
     r.limits(limits());

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 apt_install genisoimage python3
 
 # The C-free crates CI gates on for macOS (see docs/macos.md).
-MAC_CRATES=(-p clipmesh-proto -p clipmesh-room)
+MAC_CRATES=(-p clipmesh-proto -p clipmesh-room -p clipmesh-clipboard)
 
 for target in aarch64-apple-darwin x86_64-apple-darwin; do
     echo "--- clippy (warnings denied) for $target"
