@@ -55,6 +55,7 @@ publish_burst = 1000000.0
 hash_m_kib = 8
 hash_t = 1
 hash_p = 1
+signup_free_per_ip = 1000000000
 TOML
 if [ -n "${EVICT_S:-}" ]; then
     printf '[room]\nevict_idle_s = %s\n' "$EVICT_S" >> "$work/bench.toml"
@@ -89,7 +90,12 @@ start_server() {
     pid=$!
     for _ in $(seq 100); do
         url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$out" | head -1 || true)
-        [ -n "$url" ] && return 0
+        if [ -n "$url" ]; then
+            # A fresh relay's first account needs its setup token.
+            CLIPMESH_SETUP_TOKEN=$(cat "$work/data/setup-token" 2>/dev/null || true)
+            export CLIPMESH_SETUP_TOKEN
+            return 0
+        fi
         sleep 0.1
     done
     echo "server did not start" >&2

@@ -72,6 +72,10 @@ pub struct Credentials<'a> {
     pub device_name: &'a str,
     /// PEM file of the certificates to trust instead of the built-in roots.
     pub ca_file: Option<&'a Path>,
+    /// Allow plain `http://` to a host other than this machine.
+    pub insecure_http: bool,
+    /// The relay's one-time setup token (its first account needs it).
+    pub setup_token: Option<&'a str>,
 }
 
 /// A logged-in device, loaded from its config directory.
@@ -90,6 +94,8 @@ impl Device {
     pub fn load(dir: &Path) -> Result<Self, AccountError> {
         let config = Config::load(dir)?;
         let account = config.account.clone().ok_or(AccountError::NotLoggedIn)?;
+        crate::config::check_plain_http(&account.server, account.insecure_http)
+            .map_err(AccountError::Url)?;
         let kind = StoreKind::parse(&account.secret_store).unwrap_or(StoreKind::File);
         let secrets = secrets::load(dir, kind).map_err(|e| match e {
             SecretsError::Missing => AccountError::NotLoggedIn,
@@ -119,6 +125,14 @@ fn absolute(p: &Path) -> std::path::PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// The normalised relay URL, refused before any socket opens if it is plain
+/// `http://` to another machine without `insecure_http`.
+fn checked_server(creds: &Credentials<'_>) -> Result<String, AccountError> {
+    let server = normalize_server(creds.server).map_err(AccountError::Url)?;
+    crate::config::check_plain_http(&server, creds.insecure_http).map_err(AccountError::Url)?;
+    Ok(server)
+}
+
 /// Creates an account and logs this device in.
 pub fn signup(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountError> {
     signup_with_params(dir, creds, KdfParams::default())
@@ -131,7 +145,7 @@ pub fn signup_with_params(
     creds: &Credentials<'_>,
     kdf: KdfParams,
 ) -> Result<Account, AccountError> {
-    let server = normalize_server(creds.server).map_err(AccountError::Url)?;
+    let server = checked_server(creds)?;
     let salt = random_salt();
     let (auth_key, kek) = clipmesh_proto::keys::derive_keys(creds.password, &salt, &kdf)
         .map_err(AccountError::Kdf)?;
@@ -144,6 +158,7 @@ pub fn signup_with_params(
         auth_key: hex::encode(auth_key.expose()),
         wrapped_data_key: wrapped.to_hex(),
         device_name: creds.device_name.to_owned(),
+        setup_token: creds.setup_token.map(str::to_owned),
     };
     let roots = TrustRoots::load(creds.ca_file)?;
     let resp = Api::with_roots(&server, &roots).signup(&req)?;
@@ -154,7 +169,7 @@ pub fn signup_with_params(
 
 /// Logs this device in to an existing account.
 pub fn login(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountError> {
-    let server = normalize_server(creds.server).map_err(AccountError::Url)?;
+    let server = checked_server(creds)?;
     let roots = TrustRoots::load(creds.ca_file)?;
     let api = Api::with_roots(&server, &roots);
     let pinned = crate::pins::Pins::load(dir)
@@ -215,6 +230,7 @@ fn store(
         device_name: creds.device_name.to_owned(),
         secret_store: kind.as_str().to_owned(),
         ca_file: creds.ca_file.map(absolute),
+        insecure_http: creds.insecure_http,
     };
     config.account = Some(account.clone());
     config.save(dir)?;

@@ -97,6 +97,10 @@ pub struct Account {
     /// CA or self-signed relay). Default: none, i.e. Mozilla's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Plain `http://` to a host other than this machine was allowed at
+    /// login (`--insecure-http`). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
 }
 
 /// What the daemon syncs. Every field has a default; an empty `[sync]`
@@ -327,9 +331,61 @@ pub fn normalize_server(s: &str) -> Result<String, String> {
     }
 }
 
+/// Refuses a plain `http://` relay URL whose host is not this machine
+/// (loopback), unless `allow_insecure` (`--insecure-http`). Pure: called
+/// before any socket is opened. `https://` and loopback pass.
+pub fn check_plain_http(url: &str, allow_insecure: bool) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || allow_insecure {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing plain http:// to {host}: anyone on the way could read and change the \
+         traffic (tokens included); use https:// (see docs/relay.md) or pass --insecure-http"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for ok in [
+            "https://relay.example.org",
+            "http://127.0.0.1:8787",
+            "http://127.3.4.5",
+            "http://[::1]:8787/x",
+            "http://localhost:8787",
+            "http://LOCALHOST",
+        ] {
+            assert_eq!(check_plain_http(ok, false), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://relay.example.org",
+            "http://192.0.2.1:8787",
+            "http://[2001:db8::1]:80",
+            "http://localhost.example.org",
+            "http://127.0.0.1@192.0.2.1/",
+        ] {
+            let e = check_plain_http(bad, false).unwrap_err();
+            assert!(e.contains("--insecure-http"), "{bad}: {e}");
+            assert_eq!(check_plain_http(bad, true), Ok(()));
+        }
+    }
 
     #[test]
     fn empty_file_gives_defaults() {
@@ -384,6 +440,7 @@ mod tests {
                 device_name: "box".into(),
                 secret_store: "file".into(),
                 ca_file: None,
+                insecure_http: false,
             }),
             sync: SyncOptions {
                 primary: true,

@@ -126,6 +126,14 @@ struct AuthArgs {
     /// empty).
     #[arg(long, default_value = "")]
     cc_custom_salt: String,
+    /// Allow plain http:// to a relay on another machine (its traffic,
+    /// tokens included, can then be read and changed on the way).
+    #[arg(long)]
+    insecure_http: bool,
+    /// The relay's one-time setup token, needed to create its first (admin)
+    /// account; the relay prints it at start.
+    #[arg(long, value_name = "TOKEN", env = "CLIPMESH_SETUP_TOKEN")]
+    setup_token: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -338,6 +346,8 @@ async fn auth(dir: PathBuf, a: AuthArgs, signup: bool) -> Result<ExitCode> {
             password: password.as_bytes(),
             device_name: &device_name,
             ca_file: a.ca_file.as_deref(),
+            insecure_http: a.insecure_http,
+            setup_token: a.setup_token.as_deref(),
         };
         if signup {
             account::signup(&dir, &creds)

@@ -121,6 +121,10 @@ async fn create(
     Ok(out)
 }
 
+/// Environment variable with the relay's setup token (from its data
+/// directory), sent with every signup.
+pub const ENV_SETUP_TOKEN: &str = "CLIPMESH_SETUP_TOKEN";
+
 async fn create_user(
     target: &Target,
     username: &str,
@@ -137,6 +141,11 @@ async fn create_user(
         auth_key: auth_key.clone(),
         wrapped_data_key: hex::encode(wrapped),
         device_name: "load-0".to_owned(),
+        // A fresh relay's first account needs its setup token; later ones
+        // ignore it.
+        setup_token: std::env::var(ENV_SETUP_TOKEN)
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let mut tokens = Vec::with_capacity(devices);
     let first: LoginResponse = call(target, "/api/v1/signup", &signup).await?;

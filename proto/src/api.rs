@@ -48,6 +48,10 @@ pub struct SignupRequest {
     pub wrapped_data_key: String,
     /// Name for the first device.
     pub device_name: String,
+    /// The relay's one-time setup token; required for the first account of
+    /// a relay (which becomes its admin), ignored after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_token: Option<String>,
 }
 
 /// `POST /api/v1/login`.
@@ -231,6 +235,8 @@ api_error_codes! {
     AccountDisabled = "account_disabled",
     /// 403: this relay does not take sign-ups.
     SignupClosed = "signup_closed",
+    /// 403: the relay's first account needs its one-time setup token.
+    SetupTokenRequired = "setup_token_required",
     /// 409: the username is taken.
     UsernameTaken = "username_taken",
     /// 429: too many attempts (with `Retry-After`).

@@ -8,10 +8,18 @@ use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::throttle::Throttle;
-use std::net::IpAddr;
+use crate::setup::SetupGate;
+use crate::throttle::{LoginGuard, NetGuard};
+use clipmesh_proto::KdfParams;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Each KDF parameter set in use and how many accounts use it.
+pub type KdfCensus = Vec<(KdfParams, u64)>;
+
+/// How long the KDF census behind unknown users' prelogin is reused.
+pub const KDF_CENSUS_TTL: Duration = Duration::from_secs(60);
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,10 +37,15 @@ pub struct AppState {
     pub blobs: Arc<crate::blobs::BlobStore>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Login back-off per account name.
-    pub throttle_users: Mutex<Throttle<String>>,
-    /// Login back-off per client IP.
-    pub throttle_ips: Mutex<Throttle<IpAddr>>,
+    /// Login back-off per (account, client network) and per network.
+    pub login_guard: LoginGuard,
+    /// Signups per client network.
+    pub signup_guard: NetGuard,
+    /// The one-time token the first account must show.
+    pub setup: SetupGate,
+    /// KDF parameter sets in use (for unknown users' prelogin), refreshed
+    /// at most every [`KDF_CENSUS_TTL`].
+    pub kdf_census: Mutex<Option<(Instant, KdfCensus)>>,
     /// Server secret for fake pre-login salts.
     pub secret: Vec<u8>,
     /// Peers whose `X-Forwarded-For` is believed.

@@ -8,12 +8,13 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
 pub use clipmesh_room::auth::{
-    bearer, fake_salt, new_token, token_hash, token_shape_ok, TOKEN_BYTES, TOKEN_CHARS,
+    bearer, fake_kdf, fake_salt, new_token, token_hash, token_shape_ok, TOKEN_BYTES, TOKEN_CHARS,
 };
 
 /// Errors from hashing.
@@ -28,37 +29,81 @@ pub enum HashError {
     /// The worker task failed.
     #[error("hash task failed")]
     Join,
+    /// Too many hashes are running or waiting; try again shortly (503).
+    #[error("hasher busy")]
+    Busy,
 }
 
 /// Hashes and verifies `auth_key`s with Argon2id, off the async runtime and
-/// with bounded concurrency so a login flood cannot exhaust memory.
+/// with bounded concurrency so a flood cannot exhaust memory or time.
+///
+/// Admission is bounded and never queues without limit: at most
+/// `concurrency` hashes run and `queue` more wait; beyond that a call fails
+/// at once with [`HashError::Busy`] (the HTTP layer answers 503 with
+/// `Retry-After`). New hashes (signup, password change) additionally run one
+/// at a time and never wait, so they can never take every running slot from
+/// logins.
 #[derive(Clone)]
 pub struct Hasher {
     params: argon2::Params,
+    /// Hashes running at once.
     permits: Arc<Semaphore>,
+    /// Hashes admitted at once (running or waiting for a permit).
+    admitted: Arc<Semaphore>,
+    /// New hashes (not verifications) in flight: one.
+    new_hashes: Arc<Semaphore>,
     /// A hash of a random key, verified against for unknown users so their
     /// logins take as long as real ones.
     dummy: Arc<str>,
+    /// Argon2 computations done (hash or verify), for metrics and tests.
+    computed: Arc<AtomicU64>,
 }
 
 impl Hasher {
-    /// A hasher with the given Argon2id cost and concurrency.
-    pub fn new(m_kib: u32, t: u32, p: u32, concurrency: usize) -> Result<Self, HashError> {
+    /// A hasher with the given Argon2id cost and concurrency, and room for
+    /// `queue` waiting calls.
+    pub fn new(
+        m_kib: u32,
+        t: u32,
+        p: u32,
+        concurrency: usize,
+        queue: usize,
+    ) -> Result<Self, HashError> {
         let params = argon2::Params::new(m_kib, t, p, None).map_err(|_| HashError::Params)?;
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
         let dummy = hash_sync(&params, &key)?;
+        let concurrency = concurrency.max(1);
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            admitted: Arc::new(Semaphore::new(concurrency.saturating_add(queue))),
+            new_hashes: Arc::new(Semaphore::new(1)),
             dummy: dummy.into(),
+            computed: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Argon2 computations done so far (hashes and verifications).
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
     }
 
     /// The PHC string of `Argon2id(auth_key, random salt)`.
     pub async fn hash(&self, auth_key: [u8; 32]) -> Result<String, HashError> {
+        let _one = self
+            .new_hashes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let _admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
         let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
         let params = self.params.clone();
+        self.computed.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || hash_sync(&params, &auth_key))
             .await
             .map_err(|_| HashError::Join)?
@@ -66,38 +111,67 @@ impl Hasher {
 
     /// The PHC string of `Argon2id(secret, random salt)` for a secret of
     /// any length (the ClipCascade verifier hashes a 128-character hex).
+    /// Admitted like [`Hasher::hash`].
     pub async fn hash_bytes(&self, secret: Vec<u8>) -> Result<String, HashError> {
+        let _one = self
+            .new_hashes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let _admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
         let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
         let params = self.params.clone();
+        self.computed.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || hash_sync(&params, &secret))
             .await
             .map_err(|_| HashError::Join)?
     }
 
     /// [`Hasher::verify`] for a secret of any length.
-    pub async fn verify_bytes(&self, phc: Option<String>, secret: Vec<u8>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
+    pub async fn verify_bytes(
+        &self,
+        phc: Option<String>,
+        secret: Vec<u8>,
+    ) -> Result<bool, HashError> {
+        let _admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
-        tokio::task::spawn_blocking(move || known && verify_sync(&phc, &secret))
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        // As in `verify`: the verification always runs.
+        let ok = tokio::task::spawn_blocking(move || verify_sync(&phc, &secret))
             .await
-            .unwrap_or(false)
+            .map_err(|_| HashError::Join)?;
+        Ok(known && ok)
     }
 
     /// Checks `auth_key` against a stored PHC string. With `None` (unknown
-    /// user) it verifies against a dummy hash and returns false, so timing
-    /// does not reveal whether the account exists.
-    pub async fn verify(&self, phc: Option<String>, auth_key: [u8; 32]) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
+    /// user) it verifies against a dummy hash of the same cost and returns
+    /// false, so timing does not reveal whether the account exists.
+    pub async fn verify(&self, phc: Option<String>, auth_key: [u8; 32]) -> Result<bool, HashError> {
+        let _admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
-        tokio::task::spawn_blocking(move || known && verify_sync(&phc, &auth_key))
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        // The verification runs whether or not the user exists; only its
+        // result is discarded for an unknown one.
+        let ok = tokio::task::spawn_blocking(move || verify_sync(&phc, &auth_key))
             .await
-            .unwrap_or(false)
+            .map_err(|_| HashError::Join)?;
+        Ok(known && ok)
     }
 }
 
@@ -137,11 +211,60 @@ mod tests {
 
     #[tokio::test]
     async fn hash_then_verify() {
-        let h = Hasher::new(64, 1, 1, 2).unwrap();
+        let h = Hasher::new(64, 1, 1, 2, 8).unwrap();
         let phc = h.hash([3; 32]).await.unwrap();
         assert!(phc.starts_with("$argon2id$"));
-        assert!(h.verify(Some(phc.clone()), [3; 32]).await);
-        assert!(!h.verify(Some(phc), [4; 32]).await);
-        assert!(!h.verify(None, [3; 32]).await);
+        assert!(h.verify(Some(phc.clone()), [3; 32]).await.unwrap());
+        assert!(!h.verify(Some(phc), [4; 32]).await.unwrap());
+        assert!(!h.verify(None, [3; 32]).await.unwrap());
+    }
+
+    /// Median wall time of `n` verifications.
+    async fn median_verify(h: &Hasher, phc: Option<&str>, n: usize) -> std::time::Duration {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = std::time::Instant::now();
+            let _ = h.verify(phc.map(str::to_owned), [9; 32]).await;
+            v.push(t.elapsed());
+        }
+        v.sort();
+        v[n / 2]
+    }
+
+    #[tokio::test]
+    async fn unknown_user_costs_a_full_verification() {
+        // Cost high enough (a few ms) that skipping the hash (µs) is obvious.
+        let h = Hasher::new(4096, 2, 1, 1, 8).unwrap();
+        let phc = h.hash([1; 32]).await.unwrap();
+        let before = h.computed();
+        let known = median_verify(&h, Some(&phc), 7).await;
+        let unknown = median_verify(&h, None, 7).await;
+        assert_eq!(h.computed() - before, 14);
+        // Equal work; allow a wide margin for a noisy shared machine.
+        assert!(
+            unknown * 3 >= known,
+            "unknown user answered in {unknown:?}, a real one in {known:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn admission_is_bounded_and_new_hashes_run_one_at_a_time() {
+        let h = Hasher::new(2048, 4, 1, 1, 1).unwrap();
+        let (a, b, c) = tokio::join!(
+            h.verify(None, [1; 32]),
+            h.verify(None, [1; 32]),
+            h.verify(None, [1; 32])
+        );
+        let busy = [&a, &b, &c]
+            .iter()
+            .filter(|r| matches!(r, Err(HashError::Busy)))
+            .count();
+        assert_eq!(busy, 1, "one running + one waiting, the third refused");
+        let h = Hasher::new(64, 1, 1, 4, 8).unwrap();
+        let (x, y) = tokio::join!(h.hash([1; 32]), h.hash([2; 32]));
+        assert!(
+            matches!(x, Err(HashError::Busy)) || matches!(y, Err(HashError::Busy)),
+            "two signups at once: one must be refused"
+        );
     }
 }

@@ -203,6 +203,9 @@ pub struct AuthConfig {
     /// Hashes computed at once; more wait. Bounds memory under a login
     /// flood. Default 2.
     pub max_concurrent_hashes: usize,
+    /// Hashes allowed to wait for one of those slots; more are refused at
+    /// once with 503 and `Retry-After`. Default 32.
+    pub max_queued_hashes: usize,
     /// Failed logins allowed per account or IP before back-off starts.
     /// Default 5.
     pub throttle_free_failures: u32,
@@ -210,6 +213,19 @@ pub struct AuthConfig {
     pub throttle_base_s: u64,
     /// Longest back-off, seconds. Default 900.
     pub throttle_max_s: u64,
+    /// Signups allowed per client network (IPv4 address or IPv6 /64) before
+    /// further ones are refused with 429. Default 3.
+    pub signup_free_per_ip: u32,
+    /// First signup back-off after those, seconds; doubles per further
+    /// signup, up to a day. Default 600.
+    pub signup_backoff_s: u64,
+    /// A session unused (no API call, no WebSocket join) for this many
+    /// seconds ends. Default 2592000 (30 days).
+    pub session_idle_s: u64,
+    /// A session ends this many seconds after its token was issued, however
+    /// much it is used; running daemons renew their token well before.
+    /// Default 7776000 (90 days).
+    pub session_max_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -219,9 +235,14 @@ impl Default for AuthConfig {
             hash_t: 2,
             hash_p: 1,
             max_concurrent_hashes: 2,
+            max_queued_hashes: 32,
             throttle_free_failures: 5,
             throttle_base_s: 1,
             throttle_max_s: 900,
+            signup_free_per_ip: 3,
+            signup_backoff_s: 600,
+            session_idle_s: 30 * 24 * 3600,
+            session_max_s: 90 * 24 * 3600,
         }
     }
 }

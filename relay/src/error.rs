@@ -106,6 +106,15 @@ impl ApiError {
     }
 }
 
+impl From<crate::auth::HashError> for ApiError {
+    fn from(e: crate::auth::HashError) -> Self {
+        match e {
+            crate::auth::HashError::Busy => Self::unavailable("server busy; retry shortly", 1),
+            e => Self::internal(e),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::internal(e)

@@ -76,7 +76,12 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        s.metrics.render(),
+        format!(
+            "{}# HELP clipmesh_relay_hashes_total Argon2id hashes and verifications computed.\n\
+             # TYPE clipmesh_relay_hashes_total counter\nclipmesh_relay_hashes_total {}\n",
+            s.metrics.render(),
+            s.hasher.computed()
+        ),
     )
         .into_response()
 }

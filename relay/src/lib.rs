@@ -20,7 +20,7 @@
 //! - [`outbox`]: a connection's bounded outbound queue.
 //! - [`clipcascade`]: the drop-in surface for existing ClipCascade clients
 //!   (cookie login, STOMP on `/clipsocket`, signalling on `/p2psignaling`).
-//! - [`auth`], [`throttle`], [`ratelimit`], [`validate`], [`net`],
+//! - [`auth`], [`setup`] (the first account's one-time token), [`throttle`], [`ratelimit`], [`validate`], [`net`],
 //!   [`metrics`], [`config`], [`cli`]: the pieces around them.
 //!
 //! **Architecture Invariant:** the relay never sees plaintext or keys. It
@@ -48,6 +48,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod room;
 pub mod server;
+pub mod setup;
 pub mod store;
 pub mod throttle;
 pub mod validate;

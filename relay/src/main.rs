@@ -93,6 +93,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("{line}");
     let _ = std::io::stdout().flush();
     eprintln!("{line}");
+    if let Some(token) = relay.setup_token() {
+        // For the operator only: the first account (the admin) needs it.
+        let hint = format!(
+            "no account yet: create the first (admin) account with\n  \
+             clipmesh signup --server {} --username NAME --setup-token {token}\n\
+             (the token is also in the data directory's setup-token file)",
+            local_url(&relay)
+        );
+        // A closed stdout or stderr (nobody reading) must not stop the relay.
+        let _ = writeln!(std::io::stdout(), "{hint}");
+        let _ = std::io::stdout().flush();
+        let _ = writeln!(std::io::stderr(), "{hint}");
+    }
     let token = relay.shutdown_token();
     tokio::select! {
         () = stop.recv() => {
@@ -103,6 +116,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     relay.wait().await;
     Ok(())
+}
+
+/// The relay's URL as seen from this machine: a wildcard listen address
+/// becomes the loopback one, which the client accepts over plain HTTP.
+fn local_url(relay: &clipmesh_relay::RelayHandle) -> String {
+    let mut addr = relay.local_addr();
+    if addr.ip().is_unspecified() {
+        let lo: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        addr.set_ip(lo);
+    }
+    let scheme = if relay.url().starts_with("https") {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
 }
 
 /// SIGTERM and Ctrl-C (SIGINT), registered when created.

@@ -83,7 +83,11 @@ impl IpNet {
 
 /// The configured trusted proxies.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    /// Set once the "forwarded header but no trusted proxy" warning is out.
+    warned: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl TrustedProxies {
     /// Parses every entry.
@@ -92,11 +96,33 @@ impl TrustedProxies {
             .iter()
             .map(|e| IpNet::parse(e.as_ref()))
             .collect::<Result<_, _>>()
-            .map(Self)
+            .map(|nets| Self {
+                nets,
+                warned: Arc::default(),
+            })
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(ip))
+        self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    /// Whether `X-Forwarded-For` arrived although no proxy is trusted: then
+    /// the relay is probably behind a proxy, every client counts as the
+    /// proxy's address, and per-IP limits lump them all together. Returns
+    /// true (and logs a warning) only the first time.
+    pub fn warn_untrusted_forwarding(&self, headers: &HeaderMap) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.nets.is_empty()
+            || !headers.contains_key("x-forwarded-for")
+            || self.warned.swap(true, Ordering::Relaxed)
+        {
+            return false;
+        }
+        tracing::warn!(
+            "requests carry X-Forwarded-For but no trusted proxy is set: every client \
+             counts as the proxy's address for throttling; set --trusted-proxy"
+        );
+        true
     }
 
     /// The client IP of a request from `peer`. `X-Forwarded-For` is used
@@ -104,6 +130,7 @@ impl TrustedProxies {
     /// is not itself a trusted proxy is the client (entries further left
     /// can be forged by the client).
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        self.warn_untrusted_forwarding(headers);
         let peer_ip = peer.ip();
         if !self.trusts(peer_ip) {
             return peer_ip;
@@ -300,6 +327,16 @@ mod tests {
             .contains("8.8.8.8".parse().unwrap()));
         assert!(IpNet::parse("10.0.0.0/33").is_err());
         assert!(IpNet::parse("nope").is_err());
+    }
+
+    #[test]
+    fn forwarded_header_without_trusted_proxy_warns_once() {
+        let none = TrustedProxies::parse::<&str>(&[]).unwrap();
+        assert!(!none.warn_untrusted_forwarding(&HeaderMap::new()));
+        assert!(none.warn_untrusted_forwarding(&hm(&["198.51.100.7"])));
+        assert!(!none.warn_untrusted_forwarding(&hm(&["198.51.100.7"])));
+        let some = TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+        assert!(!some.warn_untrusted_forwarding(&hm(&["198.51.100.7"])));
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::metrics::Metrics;
 use crate::net::{self, NetError, TrustedProxies};
 use crate::registry::Registry;
 use crate::room::{RoomCtx, RoomLimits};
+use crate::setup::SetupGate;
 use crate::store::{Db, Store, StoreError};
-use crate::throttle::Throttle;
+use crate::throttle::{Backoff, LoginGuard, NetGuard};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,8 @@ use tokio_util::task::TaskTracker;
 
 /// How often expired clips are dropped from the database.
 pub const JANITOR_INTERVAL: Duration = Duration::from_secs(600);
+/// Longest signup back-off per client network.
+pub const SIGNUP_BACKOFF_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Longest wait for tasks to drain at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,6 +80,7 @@ pub struct Relay;
 pub struct RelayHandle {
     addr: SocketAddr,
     tls: bool,
+    setup_token: Option<String>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     store: Store,
@@ -100,12 +104,24 @@ impl Relay {
             _ => return Err(NetError::Tls("both tls_cert and tls_key are needed".into()).into()),
         };
         let cfg = config.clone();
-        let (store, secret, hasher) = tokio::task::spawn_blocking(move || {
+        let (store, secret, hasher, setup) = tokio::task::spawn_blocking(move || {
             let store = open_store(&cfg)?;
             let secret = store.blocking(|db| db.secret())?;
+            let users = store.blocking(|db| db.user_count())?;
+            let dir = cfg.data_dir().ok_or(RelayError::NoDataDir)?;
+            let setup = SetupGate::open(&dir, users > 0).map_err(|source| RelayError::Io {
+                what: format!("setup token in {}", dir.display()),
+                source,
+            })?;
             let a = &cfg.auth;
-            let hasher = Hasher::new(a.hash_m_kib, a.hash_t, a.hash_p, a.max_concurrent_hashes)?;
-            Ok::<_, RelayError>((store, secret, hasher))
+            let hasher = Hasher::new(
+                a.hash_m_kib,
+                a.hash_t,
+                a.hash_p,
+                a.max_concurrent_hashes,
+                a.max_queued_hashes,
+            )?;
+            Ok::<_, RelayError>((store, secret, hasher, setup))
         })
         .await
         .map_err(|_| RelayError::Store(StoreError::Join))??;
@@ -150,16 +166,20 @@ impl Relay {
             tracker.clone(),
         );
         let a = &config.auth;
-        fn throttle<K: std::hash::Hash + Eq + Clone>(a: &crate::config::AuthConfig) -> Throttle<K> {
-            Throttle::new(
-                a.throttle_free_failures,
-                Duration::from_secs(a.throttle_base_s.max(1)),
-                Duration::from_secs(a.throttle_max_s.max(1)),
-            )
-        }
+        let setup_token = setup.pending();
         let state = Arc::new(AppState {
-            throttle_users: Mutex::new(throttle(a)),
-            throttle_ips: Mutex::new(throttle(a)),
+            login_guard: LoginGuard::new(Backoff {
+                free: a.throttle_free_failures,
+                base: Duration::from_secs(a.throttle_base_s.max(1)),
+                max: Duration::from_secs(a.throttle_max_s.max(1)),
+            }),
+            signup_guard: NetGuard::new(Backoff {
+                free: a.signup_free_per_ip,
+                base: Duration::from_secs(a.signup_backoff_s.max(1)),
+                max: SIGNUP_BACKOFF_MAX,
+            }),
+            setup,
+            kdf_census: Mutex::new(None),
             config: config.clone(),
             store: store.clone(),
             hasher,
@@ -197,9 +217,17 @@ impl Relay {
         tracker.spawn(crate::blobs::sweeper(blobs.clone(), shutdown.clone()));
         let tls = config.tls_cert.is_some();
         tracing::info!(%addr, tls, "relay started");
+        if !tls && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "serving plain HTTP on a non-loopback address: put TLS in front \
+                 (tls_cert/tls_key or a reverse proxy, see docs/relay.md)"
+            );
+        }
         Ok(RelayHandle {
             addr,
             tls,
+            setup_token,
             shutdown,
             tracker,
             store,
@@ -240,6 +268,12 @@ impl RelayHandle {
             if self.tls { "https" } else { "http" },
             self.addr
         )
+    }
+
+    /// The one-time setup token the first account must show, while the
+    /// relay had no account at start (for the operator's start-up line).
+    pub fn setup_token(&self) -> Option<&str> {
+        self.setup_token.as_deref()
     }
 
     /// The token that stops the relay when cancelled.

@@ -252,6 +252,29 @@ impl Db {
             })?)
     }
 
+    /// How many accounts exist.
+    pub fn user_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        Ok(id(n))
+    }
+
+    /// Every distinct set of KDF parameters in use and how many accounts use
+    /// it, most used first (ties by text, so the order is stable).
+    pub fn kdf_census(&self) -> Result<Vec<(KdfParams, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT kdf, COUNT(*) AS n FROM users GROUP BY kdf ORDER BY n DESC, kdf ASC",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kdf, n) = row?;
+            out.push((kdf_from_json(&kdf)?, id(n)));
+        }
+        Ok(out)
+    }
+
     /// Cheap liveness query for `/readyz`.
     pub fn ping(&self) -> Result<(), StoreError> {
         let _: i64 = self.conn.query_row("SELECT 1", [], |r| r.get(0))?;

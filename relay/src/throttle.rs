@@ -1,6 +1,14 @@
 //! Login throttling per account and per client IP, with exponential
 //! back-off. Sans-IO: time is passed in, so it is tested without sleeping.
 //!
+//! [`LoginGuard`] is the piece every password-style login goes through (the
+//! relay's login and password change, and any other host or login flavour
+//! that checks a secret): `check` before verifying, then `failure` or
+//! `success`. It keys the account throttle by (account, client network), so
+//! failures from one network never lock the account for the others, and the
+//! client throttle by network ([`net_key`]: the IPv4 address, or the IPv6
+//! /64), so rotating addresses inside one /64 does not escape it.
+//!
 //! After `free` failures for a key, each further failure blocks that key for
 //! `base * 2^(n - 1)` (capped at `max`). A success clears the key. The map is
 //! bounded: when it grows past [`MAX_TRACKED`], entries whose block has run
@@ -9,6 +17,8 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most keys tracked at once per throttle.
@@ -105,6 +115,107 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
     }
 }
 
+/// The network a client address counts as for throttling: an IPv4 address
+/// itself (also when written IPv4-mapped), or the /64 an IPv6 address is in,
+/// because one IPv6 subscriber usually holds a whole /64.
+pub fn net_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Back-off settings shared by the throttles of a [`LoginGuard`].
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Failures allowed per key before back-off starts.
+    pub free: u32,
+    /// First block; doubles with each further failure.
+    pub base: Duration,
+    /// Longest block.
+    pub max: Duration,
+}
+
+/// Login throttling for one kind of login: per (account, client network)
+/// and per client network. Cheap to share (`&self` methods, short locks).
+#[derive(Debug)]
+pub struct LoginGuard {
+    accounts: Mutex<Throttle<(String, IpAddr)>>,
+    nets: Mutex<Throttle<IpAddr>>,
+}
+
+impl LoginGuard {
+    /// A guard with the same back-off for both throttles.
+    pub fn new(b: Backoff) -> Self {
+        Self {
+            accounts: Mutex::new(Throttle::new(b.free, b.base, b.max)),
+            nets: Mutex::new(Throttle::new(b.free, b.base, b.max)),
+        }
+    }
+
+    /// `Err(wait)` if a login for `account` from `ip` must be refused now
+    /// (before any secret is checked, also a correct one).
+    pub fn check(&self, account: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let net = net_key(ip);
+        let by_net = lock(&self.nets).check(&net, now);
+        let by_account = lock(&self.accounts).check(&(account.to_owned(), net), now);
+        match (by_net, by_account) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(a), Err(b)) => Err(a.max(b)),
+            (Err(w), _) | (_, Err(w)) => Err(w),
+        }
+    }
+
+    /// Records a failed login for `account` from `ip`.
+    pub fn failure(&self, account: &str, ip: IpAddr, now: Instant) {
+        let net = net_key(ip);
+        lock(&self.nets).failure(net, now);
+        lock(&self.accounts).failure((account.to_owned(), net), now);
+    }
+
+    /// Records a successful login: that account's history from that network
+    /// starts over (the network's own count is left, so one good account
+    /// does not reset guessing at others).
+    pub fn success(&self, account: &str, ip: IpAddr) {
+        lock(&self.accounts).success(&(account.to_owned(), net_key(ip)));
+    }
+}
+
+/// A count of actions per client network (e.g. signups): after `free`
+/// actions a network backs off like a [`Throttle`].
+#[derive(Debug)]
+pub struct NetGuard(Mutex<Throttle<IpAddr>>);
+
+impl NetGuard {
+    /// A guard allowing `b.free` actions per network before backing off.
+    pub fn new(b: Backoff) -> Self {
+        Self(Mutex::new(Throttle::new(b.free, b.base, b.max)))
+    }
+
+    /// Counts one action from `ip`'s network and admits it, or `Err(wait)`
+    /// if the network is blocked or this action goes over its allowance
+    /// (refused actions during a block are not counted).
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let key = net_key(ip);
+        let mut t = lock(&self.0);
+        t.check(&key, now)?;
+        match t.failure(key, now) {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Locks a throttle. A panic while holding it cannot leave a throttle
+/// half-updated in a harmful way (every update is a single map write), so a
+/// poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +268,69 @@ mod tests {
             th.failure(i, t0);
         }
         assert!(th.len() <= MAX_TRACKED);
+    }
+
+    fn guard() -> LoginGuard {
+        LoginGuard::new(Backoff {
+            free: 2,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(900),
+        })
+    }
+
+    #[test]
+    fn net_guard_admits_free_actions_then_blocks() {
+        let g = NetGuard::new(Backoff {
+            free: 2,
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(3600),
+        });
+        let t0 = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(g.admit(ip, t0).is_ok());
+        assert!(g.admit(ip, t0).is_ok());
+        assert_eq!(g.admit(ip, t0), Err(Duration::from_secs(60)));
+        assert!(g.admit(ip, t0).is_err());
+        assert!(g.admit("192.0.2.2".parse().unwrap(), t0).is_ok());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(net_key(a), net_key(b));
+        assert_ne!(net_key(a), net_key(c));
+        let m: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(net_key(m), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn rotating_within_a_64_is_still_throttled() {
+        let g = guard();
+        let t0 = Instant::now();
+        for i in 0..3u16 {
+            let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, i, 1, 2, 3));
+            g.failure(&format!("user{i}"), ip, t0);
+        }
+        let fresh = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 99, 9, 9, 9));
+        assert!(g.check("someone", fresh, t0).is_err());
+        let other_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(g.check("someone", other_64, t0).is_ok());
+    }
+
+    #[test]
+    fn failures_from_one_network_do_not_lock_the_account_elsewhere() {
+        let g = guard();
+        let t0 = Instant::now();
+        let attacker: IpAddr = "203.0.113.5".parse().unwrap();
+        let victim: IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..10 {
+            g.failure("ann", attacker, t0);
+        }
+        assert!(g.check("ann", attacker, t0).is_err());
+        assert!(g.check("ann", victim, t0).is_ok());
+        g.success("ann", victim);
+        assert!(g.check("ann", attacker, t0).is_err());
     }
 }

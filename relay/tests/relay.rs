@@ -17,6 +17,8 @@ mod blobs;
 mod cli;
 #[path = "relay/clipcascade.rs"]
 mod clipcascade;
+#[path = "relay/hostile.rs"]
+mod hostile;
 #[path = "relay/lifecycle.rs"]
 mod lifecycle;
 #[path = "relay/limits.rs"]

@@ -1,11 +1,12 @@
 //! The token and pre-login rules both relay hosts share: the shape of a
 //! device token, the hash sessions are stored under, fresh tokens, and the
-//! deterministic fake salt for unknown users.
+//! deterministic fake salt and KDF parameters for unknown users.
 //!
 //! **Invariant:** a host never stores a token, only [`token_hash`] of it,
 //! and never logs either.
 
 use base64::Engine;
+use clipmesh_proto::KdfParams;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -47,6 +48,33 @@ pub fn fake_salt(secret: &[u8], username: &str) -> [u8; 16] {
         out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
     }
     out
+}
+
+/// The KDF parameters shown for an unknown user: one of the parameter sets
+/// in use on this host (`census`: each set and how many accounts use it),
+/// picked with the same odds as a random real account and fixed per name by
+/// `HMAC-SHA256(server secret, "clipmesh/v1/fake-kdf\0" || username)`. So an
+/// account with unusual parameters looks like any unknown name that happens
+/// to draw them. With no accounts, the defaults.
+pub fn fake_kdf(secret: &[u8], username: &str, census: &[(KdfParams, u64)]) -> KdfParams {
+    let total: u64 = census.iter().map(|(_, n)| *n).sum();
+    if total == 0 {
+        return KdfParams::default();
+    }
+    let mut draw = [0u8; 8];
+    if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) {
+        mac.update(b"clipmesh/v1/fake-kdf\0");
+        mac.update(username.as_bytes());
+        draw.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+    }
+    let mut pick = u64::from_le_bytes(draw) % total;
+    for (kdf, n) in census {
+        if pick < *n {
+            return *kdf;
+        }
+        pick -= n;
+    }
+    KdfParams::default()
 }
 
 /// The token in an `Authorization` header value (`Bearer <token>`, scheme
@@ -91,6 +119,24 @@ mod tests {
         assert_eq!(token_hash(&a), ha);
         assert!(!token_shape_ok("short"));
         assert!(!token_shape_ok(&format!("{}=", &a[..42])));
+    }
+
+    #[test]
+    fn fake_kdf_follows_the_accounts() {
+        let odd = KdfParams {
+            m_kib: 65 * 1024,
+            ..KdfParams::default()
+        };
+        assert_eq!(fake_kdf(b"s", "x", &[]), KdfParams::default());
+        // One account with unusual parameters: every unknown name shows them.
+        assert_eq!(fake_kdf(b"s", "nobody", &[(odd, 1)]), odd);
+        // A mix: both appear across names, each name always the same.
+        let census = [(KdfParams::default(), 3), (odd, 1)];
+        let picks: Vec<_> = (0..200)
+            .map(|i| fake_kdf(b"s", &format!("u{i}"), &census))
+            .collect();
+        assert!(picks.contains(&odd) && picks.contains(&KdfParams::default()));
+        assert_eq!(fake_kdf(b"s", "u7", &census), picks[7]);
     }
 
     #[test]

@@ -91,6 +91,11 @@ fn capture(
     Ok(())
 }
 
+/// The setup token every relay started here has (written into its data
+/// directory before its first start; the relay reuses a token it finds), so
+/// the first `clipmesh signup` can pass it.
+pub const SETUP_TOKEN: &str = "clipmesh-test-setup-token-xxxxxxxxxxxxxxxxx";
+
 /// A running `clipmesh-relay`.
 #[derive(Debug)]
 pub struct Relay {
@@ -107,7 +112,18 @@ impl Relay {
     /// Starts a relay on `127.0.0.1:port` (0 = any free port) with open
     /// signup, logging at `rust_log` into `log`.
     pub fn start(data_dir: &Path, log: &Path, port: u16, rust_log: &str) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).context("relay data dir")?;
+        let token_file = data_dir.join("setup-token");
+        if !token_file.exists() {
+            std::fs::write(&token_file, SETUP_TOKEN).context("write setup token")?;
+        }
+        // Tests sign several accounts up from 127.0.0.1.
+        let config = data_dir.join("test-relay.toml");
+        std::fs::write(&config, "[auth]\nsignup_free_per_ip = 10000\n")
+            .context("write relay config")?;
         let mut child = Command::new(bins::bin(RELAY)?)
+            .arg("--config")
+            .arg(&config)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -325,6 +341,8 @@ impl Device {
             .env("RUST_LOG", log);
         if verb == "login" {
             c.args(["--device-name", &self.name]);
+        } else {
+            c.env("CLIPMESH_SETUP_TOKEN", SETUP_TOKEN);
         }
         self.run_to_end(verb, c, Some(&format!("{password}\n")))
             .map(|_| ())

@@ -33,7 +33,18 @@ pub struct TestRelay {
     pub signup: SignupPolicy,
 }
 
+/// The setup token every test relay starts with (written into its data
+/// directory before the first start; the relay reuses a token it finds).
+pub const SETUP_TOKEN: &str = "clipmesh-test-setup-token-xxxxxxxxxxxxxxxxx";
+
 pub fn relay_config(data: &Path, listen: SocketAddr, signup: SignupPolicy) -> Config {
+    if !data.join(clipmesh_relay::setup::SETUP_TOKEN_FILE).exists() {
+        std::fs::write(
+            data.join(clipmesh_relay::setup::SETUP_TOKEN_FILE),
+            SETUP_TOKEN,
+        )
+        .unwrap();
+    }
     let mut c = Config {
         listen,
         data_dir: Some(data.to_path_buf()),
@@ -42,6 +53,7 @@ pub fn relay_config(data: &Path, listen: SocketAddr, signup: SignupPolicy) -> Co
     };
     // Tests log in several times from one address.
     c.auth.throttle_free_failures = 100;
+    c.auth.signup_free_per_ip = 10_000;
     c
 }
 
@@ -97,6 +109,8 @@ pub fn clipmesh(dir: &Path) -> Command {
     c.arg("--config-dir")
         .arg(dir)
         .env("CLIPMESH_SECRET_STORE", "file")
+        // A relay's first signup needs its setup token; later ones ignore it.
+        .env("CLIPMESH_SETUP_TOKEN", SETUP_TOKEN)
         .env("RUST_LOG", "clipmesh=info,warn")
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")

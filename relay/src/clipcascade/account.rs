@@ -53,12 +53,7 @@ pub(crate) async fn set(
     let verifier = match req.login_hash.as_deref() {
         Some(h) => {
             let h = normalise_login_hash(h)?;
-            Some(
-                s.hasher
-                    .hash_bytes(h.into_bytes())
-                    .await
-                    .map_err(ApiError::internal)?,
-            )
+            Some(s.hasher.hash_bytes(h.into_bytes()).await?)
         }
         None => None,
     };

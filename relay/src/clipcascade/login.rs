@@ -192,7 +192,10 @@ pub(super) async fn login(
     let hex = form.password.to_ascii_lowercase().into_bytes();
     // An unknown account, a disabled one or one without compatibility is
     // checked against a dummy hash, so timing does not tell them apart.
-    let ok = s.hasher.verify_bytes(verifier, hex).await;
+    let ok = match s.hasher.verify_bytes(verifier, hex).await {
+        Ok(ok) => ok,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let Some(account) = account.filter(|_| ok) else {
         crate::http::record_login_failure(&s, &form.username, ip);
         tracing::debug!(%ip, "clipcascade login failed");

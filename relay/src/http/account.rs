@@ -37,9 +37,28 @@ pub(super) async fn prelogin(
         },
         None => PreloginResponse {
             salt: hex::encode(auth::fake_salt(&s.secret, &req.username)),
-            kdf: KdfParams::default(),
+            kdf: auth::fake_kdf(&s.secret, &req.username, &kdf_census(&s).await?),
         },
     }))
+}
+
+/// The KDF parameter sets in use, from a cache refreshed every
+/// [`crate::app::KDF_CENSUS_TTL`] (so prelogin floods cost no table scans).
+async fn kdf_census(s: &AppState) -> Result<Vec<(KdfParams, u64)>, ApiError> {
+    let now = Instant::now();
+    if let Some((at, c)) = &*lock(&s.kdf_census) {
+        if now.saturating_duration_since(*at) < crate::app::KDF_CENSUS_TTL {
+            return Ok(c.clone());
+        }
+    }
+    let census = s.store.call(|db| db.kdf_census()).await?;
+    *lock(&s.kdf_census) = Some((now, census.clone()));
+    Ok(census)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The cache is replaced whole, so a poisoned value is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn login_response(
@@ -61,17 +80,38 @@ fn login_response(
 
 pub(super) async fn signup(
     State(s): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<SignupRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     validate::username(&req.username)?;
     validate::device_name(&req.device_name)?;
     let creds = validate::credentials(&req.salt, &req.kdf, &req.wrapped_data_key)?;
     let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
+    // Everything cheap is decided before the expensive hash: the policy, the
+    // setup token and the per-network signup budget.
     let policy = s.config.signup;
     if policy == SignupPolicy::Closed {
         return Err(signup_closed());
     }
-    let auth_hash = s.hasher.hash(auth_key).await.map_err(ApiError::internal)?;
+    let existing = s.store.call(|db| db.user_count()).await?;
+    if policy == SignupPolicy::First && existing > 0 {
+        return Err(signup_closed());
+    }
+    let first = existing == 0;
+    if first && !s.setup.matches(req.setup_token.as_deref()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::SetupTokenRequired,
+            "the first account needs the relay's setup token (printed at its start, \
+             also in setup-token in its data directory)",
+        ));
+    }
+    let ip = s.trusted.client_ip(peer, &headers);
+    s.signup_guard
+        .admit(ip, Instant::now())
+        .map_err(ApiError::rate_limited)?;
+    let auth_hash = s.hasher.hash(auth_key).await?;
     let creds = NewCredentials { auth_hash, ..creds };
     let (token, token_hash) = auth::new_token();
     let (name, device_name, c2) = (req.username.clone(), req.device_name.clone(), creds.clone());
@@ -82,10 +122,12 @@ pub(super) async fn signup(
             db.create_user(
                 &name,
                 &c2,
+                // Re-checked inside the transaction: the setup token was
+                // checked for a first account, so it only admits one.
                 |existing| match policy {
-                    SignupPolicy::Open => true,
+                    SignupPolicy::Open => existing > 0 || first,
                     SignupPolicy::Closed => false,
-                    SignupPolicy::First => existing == 0,
+                    SignupPolicy::First => existing == 0 && first,
                 },
                 Some((&device_name, &token_hash)),
                 now,
@@ -99,6 +141,9 @@ pub(super) async fn signup(
             is_admin,
         } => {
             tracing::info!(%user, %device, is_admin, "account created");
+            if is_admin {
+                s.setup.consumed();
+            }
             let row = UserRow {
                 id: user,
                 username: req.username,
@@ -132,45 +177,27 @@ fn signup_closed() -> ApiError {
     )
 }
 
+/// The login throttle for `name` from `ip` (shared by every login flavour:
+/// the API login, password change and the ClipCascade form login).
 pub(crate) fn check_throttle(
     s: &AppState,
     name: &str,
     ip: std::net::IpAddr,
 ) -> Result<(), ApiError> {
-    let now = Instant::now();
-    let by_ip = s
-        .throttle_ips
-        .lock()
-        .map_err(|_| ApiError::internal("throttle lock"))?
-        .check(&ip, now);
-    let by_user = s
-        .throttle_users
-        .lock()
-        .map_err(|_| ApiError::internal("throttle lock"))?
-        .check(&name.to_owned(), now);
-    match (by_ip, by_user) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(a), Err(b)) => Err(ApiError::rate_limited(a.max(b))),
-        (Err(w), _) | (_, Err(w)) => Err(ApiError::rate_limited(w)),
-    }
+    s.login_guard
+        .check(name, ip, Instant::now())
+        .map_err(ApiError::rate_limited)
 }
 
+/// A failed login for `name` from `ip`.
 pub(crate) fn record_failure(s: &AppState, name: &str, ip: std::net::IpAddr) {
-    let now = Instant::now();
     Metrics::add(&s.metrics.auth_failures, 1);
-    if let Ok(mut t) = s.throttle_ips.lock() {
-        t.failure(ip, now);
-    }
-    if let Ok(mut t) = s.throttle_users.lock() {
-        t.failure(name.to_owned(), now);
-    }
+    s.login_guard.failure(name, ip, Instant::now());
 }
 
-/// A login succeeded: the account name starts over.
-pub(crate) fn record_success(s: &AppState, name: &str, _ip: std::net::IpAddr) {
-    if let Ok(mut t) = s.throttle_users.lock() {
-        t.success(&name.to_owned());
-    }
+/// A login succeeded: the (account, network) counter starts over.
+pub(crate) fn record_success(s: &AppState, name: &str, ip: std::net::IpAddr) {
+    s.login_guard.success(name, ip);
 }
 
 fn invalid_credentials() -> ApiError {
@@ -197,7 +224,7 @@ pub(super) async fn login(
     let ok = s
         .hasher
         .verify(user.as_ref().map(|u| u.auth_hash.clone()), auth_key)
-        .await;
+        .await?;
     let Some(user) = user.filter(|_| ok) else {
         record_failure(&s, &req.username, ip);
         tracing::debug!(%ip, "login failed");
@@ -210,9 +237,7 @@ pub(super) async fn login(
             "this account is disabled",
         ));
     }
-    if let Ok(mut t) = s.throttle_users.lock() {
-        t.success(&req.username);
-    }
+    record_success(&s, &req.username, ip);
     let (token, token_hash) = auth::new_token();
     let (uid, dname) = (user.id, req.device_name.clone());
     let now = s.clock.unix_now();
@@ -294,11 +319,15 @@ pub(super) async fn change_password(
         .ok_or_else(ApiError::unauthorized)?;
     let ip = s.trusted.client_ip(peer, &headers);
     check_throttle(&s, &user.username, ip)?;
-    if !s.hasher.verify(Some(user.auth_hash.clone()), current).await {
+    if !s
+        .hasher
+        .verify(Some(user.auth_hash.clone()), current)
+        .await?
+    {
         record_failure(&s, &user.username, ip);
         return Err(invalid_credentials());
     }
-    let auth_hash = s.hasher.hash(new_key).await.map_err(ApiError::internal)?;
+    let auth_hash = s.hasher.hash(new_key).await?;
     let creds = NewCredentials { auth_hash, ..creds };
     let logout = if req.end_other_sessions {
         Logout::AllBut(me.device)

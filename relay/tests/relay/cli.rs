@@ -219,6 +219,12 @@ async fn trace_logs_and_disk_hold_no_secrets() {
         url,
         dir: tempfile::tempdir().unwrap(),
     };
+    // The helper finds the first account's setup token in `relay.dir`.
+    std::fs::copy(
+        data.join("setup-token"),
+        relay.dir.path().join("setup-token"),
+    )
+    .unwrap();
     let ann = signup(&relay, "ann").await;
     let d2 = new_device(&relay, &ann, "d2").await;
     let mut a1 = connect_dev(&relay, &ann.login.token, 0).await;
@@ -329,6 +335,12 @@ async fn sequence_numbers_survive_a_crash() {
         url,
         dir: tempfile::tempdir().unwrap(),
     };
+    // The helper finds the first account's setup token in `relay.dir`.
+    std::fs::copy(
+        dir.path().join("setup-token"),
+        relay.dir.path().join("setup-token"),
+    )
+    .unwrap();
     let ann = signup(&relay, "ann").await;
     let mut d = connect_dev(&relay, &ann.login.token, 0).await;
     let mut last = 0;

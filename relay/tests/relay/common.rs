@@ -29,6 +29,8 @@ pub fn test_config(dir: &Path) -> Config {
     c.auth.hash_t = 1;
     c.auth.hash_p = 1;
     c.auth.max_concurrent_hashes = 4;
+    // Tests sign many accounts up from 127.0.0.1; the abuse tests set it.
+    c.auth.signup_free_per_ip = 10_000;
     c
 }
 
@@ -178,14 +180,26 @@ pub fn signup_body(name: &str, auth_key: &str, device: &str) -> Value {
     })
 }
 
+/// The relay's pending setup token (needed by its first account).
+pub fn setup_token(relay: &TestRelay) -> Option<String> {
+    std::fs::read_to_string(
+        relay
+            .dir
+            .path()
+            .join(clipmesh_relay::setup::SETUP_TOKEN_FILE),
+    )
+    .ok()
+    .map(|s| s.trim().to_owned())
+}
+
+/// Signs `name` up (with the setup token while the relay has none).
 pub async fn signup(relay: &TestRelay, name: &str) -> Account {
     let auth_key = rand_hex(32);
-    let r = post(
-        &format!("{}/api/v1/signup", relay.url),
-        None,
-        signup_body(name, &auth_key, "dev1"),
-    )
-    .await;
+    let mut body = signup_body(name, &auth_key, "dev1");
+    if let Some(t) = setup_token(relay) {
+        body["setup_token"] = json!(t);
+    }
+    let r = post(&format!("{}/api/v1/signup", relay.url), None, body).await;
     assert_eq!(r.status, 200, "signup: {}", r.body);
     Account {
         name: name.to_owned(),

@@ -1,0 +1,203 @@
+//! Findings of the hostile-network review (issue 15), one test each that
+//! fails without its fix: enumeration, hasher saturation, lockout, the
+//! first-account race.
+
+use super::common::*;
+use clipmesh_relay::SignupPolicy;
+use serde_json::json;
+
+async fn post_from(relay: &TestRelay, path: &str, xff: &str, body: serde_json::Value) -> Resp {
+    let (url, xff) = (format!("{}{path}", relay.url), xff.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&url)
+            .header("X-Forwarded-For", &xff)
+            .content_type("application/json")
+            .send(body.to_string())
+            .unwrap();
+        Resp {
+            status: resp.status().as_u16(),
+            retry_after: resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: resp.body_mut().read_to_string().unwrap_or_default(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn login_body(a: &Account, key: &str) -> serde_json::Value {
+    json!({"username": a.name, "auth_key": key, "device_name": "d"})
+}
+
+#[tokio::test]
+async fn prelogin_does_not_single_out_accounts_with_unusual_kdf() {
+    let relay = TestRelay::start().await;
+    let odd = json!({"alg": "argon2id", "version": 19, "m_kib": 70000, "t": 4, "p": 2});
+    let mut body = signup_body("ann", &rand_hex(32), "d");
+    body["kdf"] = odd.clone();
+    body["setup_token"] = json!(setup_token(&relay).unwrap());
+    let r = post(&format!("{}/api/v1/signup", relay.url), None, body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pre = |name: &'static str| {
+        let url = format!("{}/api/v1/prelogin", relay.url);
+        async move { post(&url, None, json!({ "username": name })).await.json() }
+    };
+    assert_eq!(pre("ann").await["kdf"], odd);
+    // The only account has unusual parameters, so every name shows them.
+    for name in ["nobody", "somebody", "x"] {
+        assert_eq!(pre(name).await["kdf"], odd, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn failures_from_one_network_do_not_lock_out_the_account() {
+    let relay = TestRelay::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.auth.throttle_free_failures = 2;
+        c.auth.throttle_base_s = 600;
+    })
+    .await;
+    let a = signup(&relay, "ann").await;
+    let attacker = "203.0.113.5";
+    for _ in 0..3 {
+        let r = post_from(
+            &relay,
+            "/api/v1/login",
+            attacker,
+            login_body(&a, &rand_hex(32)),
+        )
+        .await;
+        assert_eq!(r.status, 401);
+    }
+    let r = post_from(
+        &relay,
+        "/api/v1/login",
+        attacker,
+        login_body(&a, &a.auth_key),
+    )
+    .await;
+    assert_eq!(r.status, 429, "the attacker's network waits");
+    let r = post_from(
+        &relay,
+        "/api/v1/login",
+        "198.51.100.7",
+        login_body(&a, &a.auth_key),
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "the owner elsewhere still logs in: {}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn rotating_ipv6_addresses_in_one_64_is_throttled() {
+    let relay = TestRelay::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.auth.throttle_free_failures = 2;
+        c.auth.throttle_base_s = 600;
+    })
+    .await;
+    let a = signup(&relay, "ann").await;
+    for i in 1..=3 {
+        let ip = format!("2001:db8:7:7::{i:x}");
+        let r = post_from(&relay, "/api/v1/login", &ip, login_body(&a, &rand_hex(32))).await;
+        assert_eq!(r.status, 401);
+    }
+    let fresh = "2001:db8:7:7:ffff:1:2:3";
+    let r = post_from(
+        &relay,
+        "/api/v1/login",
+        fresh,
+        login_body(&a, &rand_hex(32)),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+}
+
+#[tokio::test]
+async fn refused_signups_cost_no_hash() {
+    let relay = TestRelay::start_with(|c| c.signup = SignupPolicy::First).await;
+    signup(&relay, "ann").await;
+    let before = metric(&relay, "clipmesh_relay_hashes_total").await;
+    for i in 0..5 {
+        let r = post(
+            &format!("{}/api/v1/signup", relay.url),
+            None,
+            signup_body(&format!("u{i}"), &rand_hex(32), "d"),
+        )
+        .await;
+        assert_eq!((r.status, r.error().as_str()), (403, "signup_closed"));
+    }
+    assert_eq!(metric(&relay, "clipmesh_relay_hashes_total").await, before);
+}
+
+#[tokio::test]
+async fn signup_is_throttled_per_network() {
+    let relay = TestRelay::start_with(|c| {
+        c.auth.signup_free_per_ip = 2;
+        c.auth.signup_backoff_s = 600;
+    })
+    .await;
+    signup(&relay, "ann").await;
+    signup(&relay, "bob").await;
+    let r = post(
+        &format!("{}/api/v1/signup", relay.url),
+        None,
+        signup_body("carol", &rand_hex(32), "d"),
+    )
+    .await;
+    assert_eq!((r.status, r.error().as_str()), (429, "rate_limited"));
+    assert!(r.retry_after.is_some());
+}
+
+#[tokio::test]
+async fn a_full_hash_queue_answers_503_at_once() {
+    let relay = TestRelay::start_with(|c| {
+        c.auth.hash_m_kib = 16 * 1024;
+        c.auth.hash_t = 4;
+        c.auth.max_concurrent_hashes = 1;
+        c.auth.max_queued_hashes = 0;
+    })
+    .await;
+    let a = signup(&relay, "ann").await;
+    let calls = (0..8).map(|_| login(&relay, &a, "d"));
+    let answers = futures_util::future::join_all(calls).await;
+    let busy: Vec<_> = answers.iter().filter(|r| r.status == 503).collect();
+    assert!(!busy.is_empty(), "8 logins at once with room for 1");
+    assert!(busy.iter().all(|r| r.retry_after.as_deref() == Some("1")));
+    assert!(answers.iter().all(|r| r.status == 503 || r.status == 200));
+}
+
+#[tokio::test]
+async fn first_account_needs_the_setup_token() {
+    let relay = TestRelay::start_with(|c| c.signup = SignupPolicy::First).await;
+    let token = setup_token(&relay).expect("a fresh relay writes its setup token");
+    let url = format!("{}/api/v1/signup", relay.url);
+    let r = post(&url, None, signup_body("mallory", &rand_hex(32), "d")).await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (403, "setup_token_required")
+    );
+    let mut wrong = signup_body("mallory", &rand_hex(32), "d");
+    wrong["setup_token"] = json!("A".repeat(43));
+    let r = post(&url, None, wrong).await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (403, "setup_token_required")
+    );
+    let mut right = signup_body("owner", &rand_hex(32), "d");
+    right["setup_token"] = json!(token);
+    let r = post(&url, None, right).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["is_admin"], json!(true));
+    assert!(setup_token(&relay).is_none(), "the used token is deleted");
+}
