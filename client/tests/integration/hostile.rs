@@ -133,6 +133,8 @@ fn login_refuses_parameters_below_the_floor_or_the_pin() {
         password: PASSWORD.as_bytes(),
         device_name: "a",
         ca_file: None,
+        insecure_http: false,
+        setup_token: None,
     };
     let err = login(dir.path(), &creds).unwrap_err().to_string();
     assert_eq!(
