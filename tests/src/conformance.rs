@@ -137,6 +137,9 @@ impl Target {
                 "username": user, "salt": hex_rand(16), "kdf": KdfParams::default(),
                 "auth_key": key, "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
                 "device_name": device,
+                // A fresh native relay's first account needs its setup token
+                // (procs::Relay pre-seeds this one); later signups ignore it.
+                "setup_token": crate::procs::SETUP_TOKEN,
             }),
             None,
         )?;
