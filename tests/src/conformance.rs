@@ -287,7 +287,7 @@ fn health(t: &Target) -> Result<()> {
     Ok(())
 }
 
-/// The accounts made by [`accounts`] for the room checks.
+/// The accounts the room checks use (two users, made by `accounts()`).
 pub struct Accounts {
     /// User A's name and key.
     pub a_name: String,
