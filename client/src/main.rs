@@ -399,9 +399,12 @@ async fn clipcascade_login(dir: PathBuf, a: AuthArgs) -> Result<ExitCode> {
             clipmesh::clipcascade::crypto::MIN_ITERATIONS
         );
     }
-    let password = read_password(a.password_stdin, false)?;
     let server = clipmesh::config::normalize_server(&a.server)
         .map_err(|e| anyhow!("bad server URL: {e}"))?;
+    // The login sends a fast hash of the password: never over plain http://
+    // to another machine unless asked, and refused before any socket opens.
+    clipmesh::config::check_plain_http(&server, a.insecure_http).map_err(|e| anyhow!(e))?;
+    let password = read_password(a.password_stdin, false)?;
     let ca_file = a
         .ca_file
         .as_deref()

@@ -25,11 +25,13 @@ elif unshare -rn true 2>/dev/null; then
 fi
 
 echo "-- plain http:// to another host is refused before any socket opens"
-for verb in signup login; do
+for verb in signup login login-clipcascade; do
+    args=("$verb")
+    [ "$verb" = login-clipcascade ] && args=(login --profile clipcascade)
     set +e
     out=$(printf 'pw\n' | "${netns[@]}" strace -f -qq -o "$work/trace" \
         -e trace=socket,connect -e inject=connect:error=ENETUNREACH \
-        "$client" --config-dir "$work/cfg-$verb" "$verb" \
+        "$client" --config-dir "$work/cfg-$verb" "${args[@]}" \
         --server http://192.0.2.1:8787 --username ann --password-stdin 2>&1)
     status=$?
     set -e
