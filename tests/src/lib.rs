@@ -28,6 +28,8 @@
 //! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
 //! - [`conformance`]: the relay protocol conformance suite, parameterized
 //!   by a relay URL (native relay and Cloudflare Worker).
+//! - [`clipcascade`]: a scripted ClipCascade-style client (login, STOMP,
+//!   encryption), written from the protocol description alone.
 //! - [`payload`]: random images and files for large-item runs, and checks
 //!   on what arrived.
 //!
@@ -37,6 +39,7 @@
 
 pub mod bench;
 pub mod bins;
+pub mod clipcascade;
 pub mod conformance;
 pub mod payload;
 pub mod procs;

@@ -335,17 +335,56 @@ impl Device {
     }
 
     fn auth(&self, verb: &str, server: &str, user: &str, password: &str, log: &str) -> Result<()> {
+        self.auth_with(verb, server, user, password, &[], log)
+    }
+
+    fn auth_with(
+        &self,
+        verb: &str,
+        server: &str,
+        user: &str,
+        password: &str,
+        extra: &[&str],
+        log: &str,
+    ) -> Result<()> {
         let mut c = self.command()?;
         c.arg(verb)
             .args(["--server", server, "--username", user, "--password-stdin"])
+            .args(extra)
             .env("RUST_LOG", log);
-        if verb == "login" {
-            c.args(["--device-name", &self.name]);
-        } else {
+        if verb == "signup" {
             c.env("CLIPMESH_SETUP_TOKEN", SETUP_TOKEN);
+        } else if !extra.contains(&"clipcascade") {
+            c.args(["--device-name", &self.name]);
         }
         self.run_to_end(verb, c, Some(&format!("{password}\n")))
             .map(|_| ())
+    }
+
+    /// `clipmesh signup --clipcascade-compat`: an account that ClipCascade
+    /// clients may log in to.
+    pub fn signup_clipcascade_compat(
+        &self,
+        server: &str,
+        user: &str,
+        password: &str,
+        log: &str,
+    ) -> Result<()> {
+        let extra = ["--clipcascade-compat"];
+        self.auth_with("signup", server, user, password, &extra, log)
+    }
+
+    /// `clipmesh login --profile clipcascade`: this device's `clipmesh run`
+    /// then speaks ClipCascade.
+    pub fn login_clipcascade(
+        &self,
+        server: &str,
+        user: &str,
+        password: &str,
+        log: &str,
+    ) -> Result<()> {
+        let extra = ["--profile", "clipcascade"];
+        self.auth_with("login", server, user, password, &extra, log)
     }
 
     /// `clipmesh signup`.
@@ -513,6 +552,22 @@ impl Daemon {
     /// Stops it with SIGTERM.
     pub fn stop(&mut self) -> Result<()> {
         terminate(&mut self.child)
+    }
+
+    /// Waits until the daemon's log holds `needle` at least `n` times (for
+    /// lifecycle lines such as the ClipCascade profile's "subscribed").
+    pub fn wait_log(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
+        let log = self.log.clone();
+        poll_until(
+            &format!("{n}× {needle:?} in {}", log.display()),
+            timeout,
+            Duration::from_millis(50),
+            || {
+                self.check_running()?;
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Ok((text.matches(needle).count() >= n).then_some(()))
+            },
+        )
     }
 
     /// Fails if the daemon has exited.

@@ -47,3 +47,6 @@ mod wayland;
 
 #[path = "e2e/windows.rs"]
 mod windows;
+
+#[path = "e2e/clipcascade.rs"]
+mod clipcascade;

@@ -35,6 +35,8 @@ use zeroize::Zeroizing;
 pub const PROFILE_FILE: &str = "clipcascade.json";
 /// Payload hashes remembered to drop our own echo.
 const ECHO_MEMORY: usize = 32;
+/// The receipt asked for on `SUBSCRIBE`.
+const SUBSCRIBED_RECEIPT: &str = "sub-0";
 /// Longest wait between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -245,7 +247,8 @@ async fn connection(
         .header("heart-beat", "0,20000");
     let subscribe = StompFrame::new(Command::Subscribe)
         .header("id", "sub-0")
-        .header("destination", "/user/queue/cliptext");
+        .header("destination", "/user/queue/cliptext")
+        .header("receipt", SUBSCRIBED_RECEIPT);
     if ws.send(frame_text(&connect)).await.is_err()
         || ws.send(frame_text(&subscribe)).await.is_err()
     {
@@ -335,6 +338,11 @@ async fn connection(
                                 continue;
                             }
                             on_message(dir, key, opts, &limits, clipboard, sent, &f.body).await;
+                        }
+                        // Servers that honour receipts confirm the
+                        // subscription; others ignore the header.
+                        Command::Receipt if f.get("receipt-id") == Some(SUBSCRIBED_RECEIPT) => {
+                            tracing::info!("subscribed to ClipCascade messages");
                         }
                         Command::Error => {
                             return End::Retry(format!("server error: {}", f.get("message").unwrap_or("")));

@@ -3,49 +3,13 @@
 //! way file managers paste them: `text/uri-list`, GNOME's
 //! `x-special/gnome-copied-files` and the paths as text.
 
-use crate::world::{unique, World, LOG};
+use crate::world::{paths_of, unique, uri, World, LOG};
 use clipmesh_tests::wait::{poll_until, STEP};
 use clipmesh_tests::xvfb::{xclip_get, xclip_offer, xclip_set};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
-
-fn uri(path: &Path) -> String {
-    let mut out = String::from("file://");
-    for &b in path.as_os_str().as_encoded_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-fn paths_of(list: &str) -> Vec<PathBuf> {
-    list.lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("file://"))
-        .map(|p| PathBuf::from(String::from_utf8(unescape(p)).unwrap()))
-        .collect()
-}
 
 #[test]
 fn copied_file_list_is_pasteable_on_the_other_display() {

@@ -3,34 +3,13 @@
 //! pixels. Both are small (under the 64 KiB inline threshold); large images
 //! go through the relay's blob store and are tested with it.
 
-use crate::world::{encode, sample, unique, World, LOG};
-use anyhow::Result;
+use crate::world::{encode, sample, unique, wait_for_pixels, World, LOG};
 use clipmesh_tests::wait::{poll_until, STEP};
 use clipmesh_tests::xvfb::{xclip_offer, xclip_read, xclip_set};
 use image::{ImageFormat, Rgba, RgbaImage};
 use std::time::Duration;
 
 const FRAMES: &str = "clipmesh_relay_frames_relayed_total";
-
-/// Waits until `display` serves an `image/png` with exactly `want`'s pixels.
-fn wait_for_pixels(display: &str, want: &RgbaImage) -> Result<Vec<u8>> {
-    poll_until(
-        "the image on the other display",
-        // Images are read, sealed, uploaded and served in several steps, each
-        // by a process that a loaded CI machine may starve for seconds.
-        STEP * 3,
-        Duration::from_millis(100),
-        || {
-            let Some(png) = xclip_read(display, "image/png")? else {
-                return Ok(None);
-            };
-            let Ok(img) = image::load_from_memory_with_format(&png, ImageFormat::Png) else {
-                return Ok(None);
-            };
-            Ok((img.to_rgba8() == *want).then_some(png))
-        },
-    )
-}
 
 #[test]
 fn small_png_and_bmp_only_images_arrive_with_identical_pixels() {

@@ -1,12 +1,13 @@
 //! Shared setup: a temp dir, a relay, devices with daemons on Xvfb.
 
 use anyhow::{Context, Result};
-use clipmesh_tests::wait::STEP;
-use clipmesh_tests::xvfb::require_xclip;
+use clipmesh_tests::wait::{poll_until, STEP};
+use clipmesh_tests::xvfb::{require_xclip, xclip_read};
 use clipmesh_tests::{Daemon, Device, Relay, SelectionWatcher, Xvfb};
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Log filter for the relay and clients in ordinary tests.
 pub const LOG: &str = "info,clipmesh=debug,clipmesh_clipboard=trace,clipmesh_relay=debug";
@@ -221,4 +222,63 @@ pub fn encode(img: &RgbaImage, f: ImageFormat) -> Vec<u8> {
         .write_to(&mut Cursor::new(&mut out), f)
         .unwrap();
     out
+}
+
+/// A `file://` URI of `path`, percent-escaped.
+pub fn uri(path: &Path) -> String {
+    let mut out = String::from("file://");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Undoes percent-escapes.
+pub fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The local paths of a `text/uri-list`.
+pub fn paths_of(list: &str) -> Vec<PathBuf> {
+    list.lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("file://"))
+        .map(|p| PathBuf::from(String::from_utf8(unescape(p)).unwrap()))
+        .collect()
+}
+
+/// Waits until `display` serves an `image/png` with exactly `want`'s pixels.
+pub fn wait_for_pixels(display: &str, want: &RgbaImage) -> Result<Vec<u8>> {
+    poll_until(
+        "the image on the other display",
+        // Images are read, sealed, uploaded and served in several steps, each
+        // by a process that a loaded CI machine may starve for seconds.
+        STEP * 3,
+        Duration::from_millis(100),
+        || {
+            let Some(png) = xclip_read(display, "image/png")? else {
+                return Ok(None);
+            };
+            let Ok(img) = image::load_from_memory_with_format(&png, ImageFormat::Png) else {
+                return Ok(None);
+            };
+            Ok((img.to_rgba8() == *want).then_some(png))
+        },
+    )
 }
