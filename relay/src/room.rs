@@ -5,11 +5,17 @@
 //! The actor task owns a [`RoomState`] with no locks and reads one inbox of
 //! [`RoomMsg`], a bounded queue ([`inbox`], [`ROOM_INBOX_DEPTH`]) behind a
 //! [`RoomHandle`]. It loads the room's sequence number and newest clip from
-//! the store when it starts. It writes the newest clip back behind the
-//! fan-out, at most once per [`PERSIST_DELAY`] (later clips replace earlier
-//! unwritten ones), and reserves sequence numbers in the store
-//! [`SEQ_RESERVE`] at a time, so a crash can never make a room hand out a
-//! number a device has already seen. After `room.evict_idle_s` without a
+//! the store when it starts. A publish is delivered to the online devices at
+//! once, but its `Ack` is held until the clip is committed
+//! ([`RoomState::publish_held`]): the room starts a write as soon as none is
+//! in flight, the store commits the writes of all rooms that arrive within
+//! its 20 ms batch window in one transaction (group commit), and clips
+//! published while a write is in flight go in the next one (later clips
+//! replace earlier unwritten ones). So a device that got its `Ack` knows the
+//! clip survives a crash, and one that did not publishes it again after it
+//! reconnects. Sequence numbers are reserved in the store [`SEQ_RESERVE`] at
+//! a time, so a crash can never make a room hand out a number a device has
+//! already seen. After `room.evict_idle_s` without a
 //! message it writes what is pending, hands its members back to the
 //! [`crate::Registry`] and exits. Sockets stay open while it is gone; the
 //! next message brings it back (see `registry.rs`).
@@ -17,7 +23,8 @@
 //! The drive loop, as an invariant: *every* input goes through the inbox,
 //! every output goes through a member's [`Port`], and the only `.await`s are
 //! the inbox, store writes (one clip write in flight, and a sequence
-//! reservation once per [`SEQ_RESERVE`] publishes), and timers.
+//! reservation once per [`SEQ_RESERVE`] publishes), and timers. Every held
+//! `Ack` is released or failed when the write that covers it ends.
 
 pub mod inbox;
 
@@ -28,7 +35,7 @@ use bytes::Bytes;
 use clipmesh_proto::{DeviceId, SignalKind, UserId};
 pub use clipmesh_room::state;
 pub use clipmesh_room::{
-    Clip, ConnId, Member, MemberKind, Port, PortFull, Published, RoomLimits, RoomState,
+    Clip, ConnId, HeldAck, Member, MemberKind, Port, PortFull, Published, RoomLimits, RoomState,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -210,16 +217,22 @@ fn persist(store: &Store, user: UserId, clip: Clip) -> PersistFut {
     })
 }
 
-/// The actor's persistence state: the newest clip is written behind the
-/// fan-out, at most once per [`PERSIST_DELAY`], and sequence numbers are
-/// reserved in the store ahead of use.
+/// The actor's persistence state: the newest clip is written as soon as no
+/// write is in flight, the publishers' `Ack`s wait for the write that
+/// covers their clip, and sequence numbers are reserved in the store ahead
+/// of use.
 struct Persistence {
     user: UserId,
     store: Store,
     /// The write in progress.
     in_flight: Option<PersistFut>,
+    /// The `Ack`s waiting for the write in progress.
+    in_flight_acks: Vec<HeldAck>,
     /// The newest clip not yet written.
     dirty: Option<Clip>,
+    /// The `Ack`s waiting for `dirty` to be written (it supersedes the
+    /// clips they acknowledge, which are never replayed once it exists).
+    dirty_acks: Vec<HeldAck>,
     /// Sequence numbers up to here are reserved in the store.
     reserved: u64,
 }
@@ -229,7 +242,7 @@ impl Persistence {
     /// go back below it. Reservations are made at start and topped up by
     /// clip writes; this waits for the store only when a room publishes
     /// [`SEQ_RESERVE`] clips faster than one write.
-    async fn reserve(&mut self, next: u64) {
+    async fn reserve(&mut self, next: u64, state: &mut RoomState<ConnPort>) {
         if next <= self.reserved {
             return;
         }
@@ -239,7 +252,7 @@ impl Persistence {
         // take every permit and deadlock the whole store under load.
         if let Some(f) = self.in_flight.take() {
             let floor = f.await;
-            self.reserved = self.reserved.max(floor);
+            self.written(floor, state);
             if next <= self.reserved {
                 return;
             }
@@ -260,18 +273,53 @@ impl Persistence {
         self.in_flight.is_none() && self.dirty.is_none()
     }
 
-    /// At exit: finish writing, then release the reservation so the next
-    /// start resumes exactly at `seq`.
-    async fn finish(&mut self, seq: u64, terminated: bool) {
+    /// The write in progress ended, storing the sequence floor `floor` (0:
+    /// it failed). Sends the `Ack`s it covered, or on failure closes their
+    /// publishers so they publish again.
+    fn written(&mut self, floor: u64, state: &mut RoomState<ConnPort>) {
+        self.in_flight = None;
+        self.reserved = self.reserved.max(floor);
+        for ack in self.in_flight_acks.drain(..) {
+            if floor > 0 {
+                state.release_ack(ack);
+            } else {
+                state.fail_ack(ack);
+            }
+        }
+    }
+
+    /// Starts writing the newest clip if it is not written and no write is
+    /// in flight.
+    fn start_write(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some(c) = self.dirty.take() {
+            self.in_flight = Some(persist(&self.store, self.user, c));
+            self.in_flight_acks = std::mem::take(&mut self.dirty_acks);
+        }
+    }
+
+    /// At exit: finish writing (sending the `Ack`s of what was stored),
+    /// then release the reservation so the next start resumes exactly at
+    /// `seq`. A terminated room (its user deleted) writes and acknowledges
+    /// nothing more.
+    async fn finish(&mut self, state: &mut RoomState<ConnPort>, terminated: bool) {
         if let Some(f) = self.in_flight.take() {
-            f.await;
+            let floor = f.await;
+            if !terminated {
+                self.written(floor, state);
+            }
         }
         if terminated {
             return;
         }
-        if let Some(c) = self.dirty.take() {
-            let _ = persist(&self.store, self.user, c).await;
+        self.start_write();
+        if let Some(f) = self.in_flight.take() {
+            let floor = f.await;
+            self.written(floor, state);
         }
+        let seq = state.seq();
         let user = self.user;
         if let Err(e) = self
             .store
@@ -283,10 +331,6 @@ impl Persistence {
     }
 }
 
-/// How long the newest clip may wait before it is written to the store. A
-/// crash loses at most this much of "newest clip" history (the clips were
-/// already delivered to online devices); eviction and shutdown write first.
-pub const PERSIST_DELAY: Duration = Duration::from_millis(500);
 /// Sequence numbers reserved in the store at a time, so that after a crash a
 /// room never reuses a number a device has already seen.
 pub const SEQ_RESERVE: u64 = 1000;
@@ -340,7 +384,9 @@ pub(crate) fn run(
             user,
             store: ctx.store.clone(),
             in_flight: None,
+            in_flight_acks: Vec::new(),
             dirty: None,
+            dirty_acks: Vec::new(),
             reserved: if reserved_ok {
                 seq.saturating_add(SEQ_RESERVE)
             } else {
@@ -349,21 +395,13 @@ pub(crate) fn run(
         };
         let idle = tokio::time::sleep(ctx.evict_after);
         tokio::pin!(idle);
-        let flush = tokio::time::sleep(PERSIST_DELAY);
-        tokio::pin!(flush);
-        let mut flush_armed = false;
         let mut terminated = false;
         loop {
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => break,
                 floor = async { match p.in_flight.as_mut() { Some(f) => f.await, None => 0 } }, if p.in_flight.is_some() => {
-                    p.in_flight = None;
-                    p.reserved = p.reserved.max(floor);
-                }
-                () = &mut flush, if flush_armed && p.in_flight.is_none() => {
-                    flush_armed = false;
-                    p.in_flight = p.dirty.take().map(|c| persist(&ctx.store, user, c));
+                    p.written(floor, &mut state);
                 }
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
@@ -395,13 +433,10 @@ pub(crate) fn run(
                     }
                 }
             }
-            if p.dirty.is_some() && !flush_armed {
-                flush.as_mut().reset(tokio::time::Instant::now() + PERSIST_DELAY);
-                flush_armed = true;
-            }
+            p.start_write();
         }
         // Leave the store consistent.
-        Box::pin(p.finish(state.seq(), terminated)).await;
+        Box::pin(p.finish(&mut state, terminated)).await;
         ctx.metrics.rooms_active.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("room stopped");
     }
@@ -419,9 +454,9 @@ async fn apply(
     if matches!(msg, RoomMsg::Publish(_)) && state.seq() + 1 > p.reserved {
         // Rare (reservations are topped up by clip writes): boxed, so the
         // store call's state is not part of every room task.
-        Box::pin(p.reserve(state.seq() + 1)).await;
+        Box::pin(p.reserve(state.seq() + 1, state)).await;
     }
-    handle(state, msg, ctx, &mut p.dirty)
+    handle(state, msg, ctx, p)
 }
 
 /// Applies one message to the state. Returns true when the room must exit
@@ -430,7 +465,7 @@ fn handle(
     state: &mut RoomState<ConnPort>,
     msg: RoomMsg,
     ctx: &RoomCtx,
-    dirty: &mut Option<Clip>,
+    p: &mut Persistence,
 ) -> bool {
     let now = crate::clock::system_unix_now();
     match msg {
@@ -444,15 +479,16 @@ fn handle(
                 tracing::debug!(conn = conn.0, "leave");
             }
         }
-        RoomMsg::Publish(p) => {
-            let Publish { conn, id, envelope } = *p;
-            let out = state.publish(conn, id, envelope, now);
+        RoomMsg::Publish(msg) => {
+            let Publish { conn, id, envelope } = *msg;
+            let out = state.publish_held(conn, id, envelope, now);
             Metrics::add(&ctx.metrics.frames_relayed, out.delivered);
             Metrics::add(&ctx.metrics.bytes_relayed, out.bytes);
             if let Some(clip) = out.persist {
                 tracing::trace!(seq = clip.seq, delivered = out.delivered, "published");
-                *dirty = Some(clip);
+                p.dirty = Some(clip);
             }
+            p.dirty_acks.extend(out.held_ack);
         }
         RoomMsg::Signal(sig) => {
             let Signal {
@@ -516,14 +552,24 @@ mod tests {
                     user: UserId(u + 1),
                     store: store.clone(),
                     in_flight: Some(f),
+                    in_flight_acks: Vec::new(),
                     dirty: None,
+                    dirty_acks: Vec::new(),
                     reserved: 0,
                 }
             })
             .collect();
+        let limits = RoomLimits {
+            max_devices: 1,
+            max_frame: 1024,
+            ping_interval_s: 30,
+            idle_timeout_s: 45,
+            clip_ttl_s: 60,
+        };
+        let mut state = RoomState::new(UserId(1), limits, 0, None, Vec::new());
         let all = async {
             for p in &mut rooms {
-                p.reserve(SEQ_RESERVE + 5).await;
+                p.reserve(SEQ_RESERVE + 5, &mut state).await;
             }
         };
         tokio::time::timeout(Duration::from_secs(30), all)

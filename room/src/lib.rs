@@ -25,5 +25,5 @@ pub mod validate;
 
 pub use ratelimit::{PublishLimiter, TokenBucket, Verdict};
 pub use state::{
-    Clip, ConnId, Member, MemberKind, Port, PortFull, Published, RoomLimits, RoomState,
+    Clip, ConnId, HeldAck, Member, MemberKind, Port, PortFull, Published, RoomLimits, RoomState,
 };

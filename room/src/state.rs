@@ -109,6 +109,23 @@ pub struct Published {
     pub delivered: u64,
     /// Bytes queued in them.
     pub bytes: u64,
+    /// The publisher's `Ack`, when [`RoomState::publish_held`] held it back
+    /// until [`Self::persist`] is stored.
+    pub held_ack: Option<HeldAck>,
+}
+
+/// An `Ack` not yet sent: the host sends it with [`RoomState::release_ack`]
+/// once the clip it acknowledges is stored, or drops the publisher with
+/// [`RoomState::fail_ack`] when storing failed (the device then publishes
+/// again after it reconnects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldAck {
+    /// The publisher's connection.
+    pub conn: ConnId,
+    /// The `Publish` id.
+    pub id: u32,
+    /// The sequence number the clip got.
+    pub seq: u64,
 }
 
 /// The state of one user's room.
@@ -273,8 +290,34 @@ impl<P: Port> RoomState<P> {
 
     /// A member publishes a clip: it gets the next sequence number, is
     /// delivered to every other member, acknowledged to the publisher and
-    /// kept as the newest clip.
+    /// kept as the newest clip. For a host whose writes are durable before
+    /// anything it sends leaves (a Durable Object's output gate).
     pub fn publish(&mut self, conn: ConnId, id: u32, envelope: Vec<u8>, now: i64) -> Published {
+        self.publish_inner(conn, id, envelope, now, false)
+    }
+
+    /// Like [`RoomState::publish`], but the publisher's `Ack` is held back
+    /// in [`Published::held_ack`]: the host stores [`Published::persist`]
+    /// first and then calls [`RoomState::release_ack`], so an acknowledged
+    /// clip survives a crash. `Deliver`s to online members go out at once.
+    pub fn publish_held(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        envelope: Vec<u8>,
+        now: i64,
+    ) -> Published {
+        self.publish_inner(conn, id, envelope, now, true)
+    }
+
+    fn publish_inner(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        envelope: Vec<u8>,
+        now: i64,
+        hold: bool,
+    ) -> Published {
         let Some(pi) = self
             .members
             .iter()
@@ -307,9 +350,13 @@ impl<P: Port> RoomState<P> {
                 drop.push(m.conn);
             }
         }
-        let ack = Frame::Ack { id, seq }.encode();
-        if self.members[pi].port.try_send(ack.into()).is_err() {
-            drop.push(conn);
+        if hold {
+            out.held_ack = Some(HeldAck { conn, id, seq });
+        } else {
+            let ack = Frame::Ack { id, seq }.encode();
+            if self.members[pi].port.try_send(ack.into()).is_err() {
+                drop.push(conn);
+            }
         }
         let clip = Clip {
             seq,
@@ -321,6 +368,43 @@ impl<P: Port> RoomState<P> {
         out.persist = Some(clip);
         self.settle(drop, false, None);
         out
+    }
+
+    /// Sends a held `Ack` (its clip is stored now). Nothing happens if the
+    /// publisher has left: it publishes again when it reconnects.
+    pub fn release_ack(&mut self, ack: HeldAck) {
+        let Some(m) = self
+            .members
+            .iter()
+            .find(|m| m.conn == ack.conn && m.kind == MemberKind::Native)
+        else {
+            return;
+        };
+        let frame = Frame::Ack {
+            id: ack.id,
+            seq: ack.seq,
+        }
+        .encode();
+        if m.port.try_send(frame.into()).is_err() {
+            self.settle(vec![ack.conn], false, None);
+        }
+    }
+
+    /// Storing a held `Ack`'s clip failed: closes the publisher with 1013
+    /// (try again later), so it reconnects with back-off and publishes the
+    /// clip again, rather than believing it stored.
+    pub fn fail_ack(&mut self, ack: HeldAck) {
+        let before = self.members.len();
+        self.members.retain(|m| {
+            let hit = m.conn == ack.conn;
+            if hit {
+                m.port.close(CloseCode::TryAgainLater);
+            }
+            !hit
+        });
+        if self.members.len() != before {
+            self.settle(Vec::new(), true, None);
+        }
     }
 
     /// Forwards a signalling frame from a member to the named device, or
@@ -692,5 +776,54 @@ mod tests {
         // A native member cannot cc_publish, nor a ClipCascade one publish.
         assert_eq!(r.cc_publish(ConnId(10), Bytes::new()).delivered, 0);
         assert!(r.publish(ConnId(20), 1, vec![], 0).persist.is_none());
+    }
+
+    #[test]
+    fn held_ack_is_sent_only_on_release_and_fail_closes_the_publisher() {
+        let mut r = room();
+        let (a, b) = (TestPort::new(10), TestPort::new(10));
+        r.join(member(1, &a), 0, 0);
+        r.join(member(2, &b), 0, 0);
+        a.take();
+        b.take();
+        let out = r.publish_held(ConnId(10), 7, b"sealed".to_vec(), 5);
+        let held = out.held_ack.expect("held");
+        assert_eq!(
+            held,
+            HeldAck {
+                conn: ConnId(10),
+                id: 7,
+                seq: 1
+            }
+        );
+        // Delivered at once; the publisher hears nothing yet.
+        assert!(matches!(&b.take()[..], [Frame::Deliver { seq: 1, .. }]));
+        assert!(a.take().is_empty());
+        r.release_ack(held);
+        assert_eq!(a.take(), vec![Frame::Ack { id: 7, seq: 1 }]);
+        // A failed store closes the publisher so that it publishes again.
+        let held = r
+            .publish_held(ConnId(10), 8, b"x".to_vec(), 6)
+            .held_ack
+            .expect("held");
+        r.fail_ack(held);
+        assert_eq!(a.closed(), Some(CloseCode::TryAgainLater));
+        assert!(a.take().is_empty());
+        assert_eq!(r.len(), 1);
+        // Releasing for a publisher that left does nothing.
+        r.release_ack(held);
+        // The plain publish still acknowledges at once.
+        assert!(r
+            .publish(ConnId(20), 1, b"y".to_vec(), 7)
+            .held_ack
+            .is_none());
+        assert!(matches!(
+            &b.take()[..],
+            [
+                Frame::Deliver { seq: 2, .. },
+                Frame::Presence { .. },
+                Frame::Ack { id: 1, seq: 3 }
+            ]
+        ));
     }
 }

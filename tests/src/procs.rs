@@ -186,6 +186,24 @@ impl Relay {
         terminate(&mut self.child)
     }
 
+    /// Kills the relay with SIGKILL (a crash: nothing is flushed) and waits
+    /// for it to exit.
+    pub fn kill(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.child.kill()?;
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts a relay again on the same port and data directory, logging
+    /// into `log`, after this one has stopped or been killed.
+    pub fn restart(&mut self, log: &Path, rust_log: &str) -> Result<()> {
+        self.kill()?;
+        *self = Self::start(&self.data_dir.clone(), log, self.port, rust_log)?;
+        Ok(())
+    }
+
     /// `GET /metrics` as text.
     pub fn metrics(&self) -> Result<String> {
         http_get(self.port, "/metrics")

@@ -2,8 +2,9 @@
 //! [`BATCH_WINDOW`] of each other share one blocking hop and one SQLite
 //! transaction.
 //!
-//! A busy relay has thousands of rooms, each writing its newest clip at most
-//! once per `room::PERSIST_DELAY`. One `spawn_blocking` hop and one commit
+//! A busy relay has thousands of rooms, each writing its newest clip as soon
+//! as its previous write ended (the publishers' `Ack`s wait for the commit).
+//! One `spawn_blocking` hop and one commit
 //! per write cost more CPU (and wake more threads) than the fan-out itself,
 //! so [`Store::save_clip`] queues the write here and the first write of a
 //! batch starts a task that waits [`BATCH_WINDOW`], takes everything queued
@@ -17,9 +18,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// How long the first write of a batch waits for others. The writes it
-/// batches were already delayed by the rooms' debounce, so this only adds a
-/// little to how much "newest clip" history a crash can lose.
+/// How long the first write of a batch waits for others (group commit).
+/// Every publisher's `Ack` waits up to this long plus the commit.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// Most writes in one transaction; more start another batch at once.
