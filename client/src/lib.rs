@@ -2,16 +2,17 @@
 //!
 //! Layering, from the wire up:
 //!
-//! - sans-IO protocol logic, tested on a virtual clock: [`session`] (one
-//!   relay connection), [`backoff`] (reconnect policy), [`sync`] (dedupe,
-//!   echo suppression, newest wins);
+//! - sans-IO protocol logic, tested on a virtual clock: [`engine`] (the
+//!   device engine: every decision `clipmesh run` makes), [`sync`] (its
+//!   new/echo/stale and newest-wins decisions), [`session`] (one relay
+//!   connection), [`backoff`] (reconnect policy);
 //! - thin tokio drivers: [`link`] (the WebSocket to the relay, reconnecting),
 //!   [`p2p`] (direct WebRTC links to the user's other devices, signalled
 //!   through the relay),
 //!   [`control`] (the daemon's local control socket), [`clipboard`] (the OS
 //!   clipboard: the `clipmesh-clipboard` crate), [`transfer`] (images and files through the relay's blob
 //!   store);
-//! - the programs: [`daemon`] (`clipmesh run`), [`oneshot`] (`send` without
+//! - the programs: [`daemon`] (`clipmesh run`: the engine's driver), [`oneshot`] (`send` without
 //!   a daemon), [`watch`], [`account`] (signup, login, logout), [`api`] (the
 //!   relay's HTTP API);
 //! - [`clipcascade`]: the ClipCascade profile (its crypto and item format);
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod engine;
 pub mod link;
 pub mod oneshot;
 pub mod p2p;
@@ -51,6 +53,7 @@ pub use account::{AccountError, Credentials, Device};
 pub use api::{Api, ApiError};
 pub use backoff::{Backoff, Disconnect, Next, StopReason};
 pub use config::{Account, Config, SyncOptions};
+pub use engine::{Engine, Input, Output};
 pub use link::{LinkConfig, LinkEvent, LinkExit, LinkHandle, PublishError};
 pub use session::{Session, SessionEvent};
 pub use sync::{LocalDecision, RemoteDecision, SyncEngine};

@@ -157,6 +157,22 @@ impl SyncEngine {
         });
     }
 
+    /// Records that a local item with content hash `hash`, read at
+    /// `timestamp_ms`, is being published: it is now the clipboard's
+    /// current item. Its sequence number is left at 0: "newest wins" only
+    /// compares sequence numbers of items from the same origin, and this
+    /// device's own items are only ever compared with other devices' items.
+    pub fn record_sent_hash(&mut self, hash: ContentHash, timestamp_ms: u64) {
+        self.current = Some(Current {
+            hash,
+            meta: ClipMeta {
+                origin: self.device,
+                seq: 0,
+                timestamp_ms,
+            },
+        });
+    }
+
     /// Records a local change that is not published (send-only switched
     /// off, type disabled, too large): it is still the clipboard's newest
     /// item, so an older remote item must not replace it.
