@@ -8,7 +8,8 @@
 # Environment: RELAY (relay binary, default target/release), CONNS (idle connections, default 19500), SERVER_CPU and
 # TOOL_CPU (taskset CPU lists, default 0 and 1; SERVER_CPU=none runs both
 # unpinned), PRIO (rt or nice, default rt), WORK (scratch directory, default
-# a fresh mktemp -d), KINDS (servers to run, default "relay baseline"),
+# a fresh mktemp -d), KINDS (servers to run, default "relay baseline";
+# "clipcascade" is the relay holding ClipCascade STOMP sessions, idle only),
 # HOLD_S (idle hold after the last join, default 10) and EVICT_S (the relay's
 # room.evict_idle_s; unset = the relay's default of 60 s). Idle figures with
 # rooms in memory: EVICT_S=3600; with rooms evicted: e.g. EVICT_S=2 HOLD_S=10
@@ -76,11 +77,12 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# start_server relay|baseline: starts it pinned, sets $pid and $url.
+# start_server relay|clipcascade|baseline: starts it pinned, sets $pid and
+# $url (clipcascade is the relay too).
 start_server() {
     local out=$work/server.out
     : > "$out"
-    if [ "$1" = relay ]; then
+    if [ "$1" = relay ] || [ "$1" = clipcascade ]; then
         $pin_server "$relay" --config "$work/bench.toml" \
             --listen 127.0.0.1:0 --data-dir "$work/data" > "$out" 2> "$work/relay.err" &
     else
@@ -125,6 +127,7 @@ fi
 
 if [ "$what" = fanout ] || [ "$what" = all ]; then
     for kind in ${KINDS:-relay baseline}; do
+        [ "$kind" = clipcascade ] && continue
         start_server "$kind"
         tool fanout --server "$kind" --target "$url" --server-pid "$pid" --users 1000 --devices 3 \
             --rate 10000 --size 1024 --duration 10s --runs "$runs" \
@@ -135,6 +138,7 @@ fi
 
 if [ "$what" = max ] || [ "$what" = all ]; then
     for kind in ${KINDS:-relay baseline}; do
+        [ "$kind" = clipcascade ] && continue
         start_server "$kind"
         tool max --server "$kind" --target "$url" --server-pid "$pid" --users "${MAX_USERS:-100}" --devices 3 \
             --window 16 --size 1024 --duration 10s --runs "$runs" \

@@ -45,6 +45,12 @@ pub async fn join(
             },
         ));
     }
+    if target.kind == ServerKind::Clipcascade {
+        let joined = tokio::time::timeout(WELCOME_TIMEOUT, stomp_join(&mut ws))
+            .await
+            .context("no RECEIPT for SUBSCRIBE in time")??;
+        return Ok((ws, joined));
+    }
     let hello = Frame::Hello {
         last_seen: u64::MAX,
     }
@@ -80,6 +86,36 @@ pub async fn join(
         .await
         .context("no Welcome in time")??;
     Ok((ws, joined))
+}
+
+/// A ClipCascade session's start, as the desktop client does it: `CONNECT`
+/// (no client heart-beats), then `SUBSCRIBE` to the user queue with a
+/// receipt; joined once the `RECEIPT` arrives.
+async fn stomp_join(ws: &mut Ws) -> anyhow::Result<Joined> {
+    let frames = [
+        "CONNECT\naccept-version:1.0,1.1\nheart-beat:0,20000\n\n\0",
+        "SUBSCRIBE\nid:sub-0\ndestination:/user/queue/cliptext\nreceipt:sub-0\n\n\0",
+    ];
+    for f in frames {
+        ws.send(Message::Text(f.into()))
+            .await
+            .context("sending CONNECT/SUBSCRIBE")?;
+    }
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg.context("reading CONNECTED/RECEIPT")? {
+            let t = t.trim_start_matches('\n');
+            if t.starts_with("RECEIPT\n") {
+                return Ok(Joined {
+                    ping_interval_s: 0,
+                    last_sent: tokio::time::Instant::now(),
+                });
+            }
+            if t.starts_with("ERROR\n") {
+                bail!("STOMP error before the subscription: {t:?}");
+            }
+        }
+    }
+    bail!("socket ended before the subscription's RECEIPT")
 }
 
 /// Builds a probe envelope of `size` bytes (at least [`MIN_PROBE`]).

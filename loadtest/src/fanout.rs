@@ -227,6 +227,9 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
     );
     let target = Arc::new(args.target.target()?);
     let sessions = match target.kind {
+        ServerKind::Clipcascade => {
+            anyhow::bail!("fanout and max measure the native protocol: use --server relay")
+        }
         ServerKind::Relay => Some(
             Sessions::ensure(
                 &target,

@@ -21,6 +21,10 @@ pub struct Response {
     pub retry_after: Option<u64>,
     /// The (de-chunked) body.
     pub body: Vec<u8>,
+    /// The `JSESSIONID` a `Set-Cookie` header sets (ClipCascade login).
+    pub cookie: Option<String>,
+    /// The `Location` header.
+    pub location: Option<String>,
 }
 
 /// POSTs `body` as JSON to `path` and returns the response.
@@ -30,6 +34,28 @@ pub async fn post_json(target: &Target, path: &str, body: &[u8]) -> anyhow::Resu
         target.addr,
         body.len()
     );
+    request(target, &head, body).await
+}
+
+/// Sends `method path` with extra header lines (each `Name: value`) and a
+/// body, and returns the response.
+pub async fn send(
+    target: &Target,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> anyhow::Result<Response> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        target.addr,
+        body.len()
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
     request(target, &head, body).await
 }
 
@@ -79,6 +105,8 @@ fn parse(buf: &[u8]) -> anyhow::Result<Response> {
     let mut chunked = false;
     let mut retry_after = None;
     let mut content_length = None;
+    let mut cookie = None;
+    let mut location = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -88,6 +116,13 @@ fn parse(buf: &[u8]) -> anyhow::Result<Response> {
             "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
             "retry-after" => retry_after = value.parse().ok(),
             "content-length" => content_length = value.parse::<usize>().ok(),
+            "set-cookie" => {
+                if let Some(v) = value.strip_prefix("JSESSIONID=") {
+                    let v = v.split(';').next().unwrap_or_default();
+                    cookie = (!v.is_empty()).then(|| v.to_owned());
+                }
+            }
+            "location" => location = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -119,6 +154,8 @@ fn parse(buf: &[u8]) -> anyhow::Result<Response> {
         status,
         retry_after,
         body,
+        cookie,
+        location,
     })
 }
 
@@ -137,5 +174,11 @@ mod tests {
         assert_eq!(r.status, 429);
         assert_eq!(r.retry_after, Some(3));
         assert_eq!(r.body, b"abc");
+        let r = parse(
+            b"HTTP/1.1 302 Found\r\nset-cookie: JSESSIONID=abc; Path=/; HttpOnly\r\nlocation: /\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.cookie.as_deref(), Some("abc"));
+        assert_eq!(r.location.as_deref(), Some("/"));
     }
 }

@@ -53,18 +53,16 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let target = Arc::new(args.target.target()?);
     let devices = args.devices.max(1);
     let users = args.conns.div_ceil(devices);
-    let sessions = match target.kind {
-        ServerKind::Relay => Some(
-            Sessions::ensure(
-                &target,
-                &args.sessions,
-                users,
-                devices,
-                args.http_concurrency,
-            )
-            .await?,
-        ),
+    let cache = match target.kind {
+        ServerKind::Relay => Some(args.sessions.clone()),
+        ServerKind::Clipcascade => Some(crate::sessions::clipcascade_path(&args.sessions)),
         ServerKind::Baseline => None,
+    };
+    let sessions = match cache {
+        Some(path) => {
+            Some(Sessions::ensure(&target, &path, users, devices, args.http_concurrency).await?)
+        }
+        None => None,
     };
     let pid = args.target.server_pid;
     let before = pid.map(rss_kib).transpose()?;
@@ -84,7 +82,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             .and_then(|s| s.users.get(u))
             .and_then(|t| t.get(d))
             .cloned();
-        if target.kind == ServerKind::Relay && token.is_none() {
+        if target.kind.is_relay() && token.is_none() {
             bail!("no session for user {u} device {d}");
         }
         let task = Device {
@@ -145,9 +143,10 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let after = samples.last().copied();
     // Whether the relay's rooms were still in memory or already evicted
     // (`room.evict_idle_s`) when `after` was read.
-    let rooms_active = match target.kind {
-        ServerKind::Relay => rooms_active(&target).await,
-        ServerKind::Baseline => None,
+    let rooms_active = if target.kind.is_relay() {
+        rooms_active(&target).await
+    } else {
+        None
     };
     let tool_after = self_rss_kib()?;
     cancel.cancel();

@@ -3,7 +3,8 @@
 //!
 //! - `baseline-server`: a plain broadcast WebSocket server, the reference the
 //!   relay's figures are quoted against.
-//! - `idle`: hold N authenticated idle device connections; report the
+//! - `idle`: hold N authenticated idle device connections (native, or
+//!   ClipCascade STOMP sessions with `--server clipcascade`); report the
 //!   server's RSS per connection.
 //! - `fanout`: publish at a fixed rate to users with several devices; report
 //!   the relay-hop latency.

@@ -6,14 +6,14 @@
 //! Argon2id hash of the auth key, so for 100,000 sessions run it with small
 //! hashing parameters (see docs/benchmarks.md).
 
-use crate::http::post_json;
-use crate::target::Target;
+use crate::http::{post_json, send};
+use crate::target::{ServerKind, Target};
 use anyhow::{bail, Context};
 use clipmesh_proto::api::{LoginRequest, LoginResponse, SignupRequest};
 use clipmesh_proto::keys::{KEY_LEN, SALT_LEN, WRAPPED_LEN};
 use clipmesh_proto::KdfParams;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,18 @@ pub fn default_path() -> std::path::PathBuf {
     std::env::temp_dir().join("clipmesh-load-sessions.json")
 }
 
-/// Tokens of every device of every load-tool user, as cached on disk.
+/// The cache of ClipCascade sessions next to `path` (the tokens cache):
+/// `NAME-clipcascade.json`. Kept apart: its entries are cookies.
+pub fn clipcascade_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sessions".into());
+    path.with_file_name(format!("{stem}-clipcascade.json"))
+}
+
+/// Tokens of every device of every load-tool user, as cached on disk
+/// (for `--server clipcascade`: each device's `JSESSIONID`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Sessions {
     /// `users[u][d]` is the bearer token of device `d` of user `u`.
@@ -93,7 +104,10 @@ async fn create(
         set.spawn(async move {
             let _permit = permits.acquire_owned().await.context("semaphore closed")?;
             let username = format!("load{prefix:08x}u{u}");
-            let tokens = create_user(&target, &username, devices).await?;
+            let tokens = match target.kind {
+                ServerKind::Clipcascade => create_cc_user(&target, &username, devices).await?,
+                _ => create_user(&target, &username, devices).await?,
+            };
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if n % 1000 == 0 {
                 tracing::info!(
@@ -160,6 +174,96 @@ async fn create_user(
         tokens.push(resp.token);
     }
     Ok(tokens)
+}
+
+/// A user with ClipCascade compatibility on and `devices` ClipCascade
+/// sessions: signs up (one native device, which holds no socket), turns
+/// compatibility on with `PUT /api/v1/clipcascade`, then logs in `devices`
+/// times the way ClipCascade clients do. Gives the session cookies.
+async fn create_cc_user(
+    target: &Target,
+    username: &str,
+    devices: usize,
+) -> anyhow::Result<Vec<String>> {
+    use sha3::Digest;
+    let native = create_user(target, username, 1).await?;
+    let token = native.first().context("signup gave no token")?;
+    // The ClipCascade password is random too: only its SHA3 hex is sent.
+    let password = hex::encode(rand::random::<[u8; 16]>());
+    let login_hash = hex::encode(sha3::Sha3_512::digest(password.as_bytes()));
+    let body = serde_json::json!({ "login_hash": login_hash }).to_string();
+    let headers = [
+        format!("Authorization: Bearer {token}"),
+        "Content-Type: application/json".to_owned(),
+    ];
+    let mut attempt = 0;
+    loop {
+        let r = send(
+            target,
+            "PUT",
+            "/api/v1/clipcascade",
+            &headers,
+            body.as_bytes(),
+        )
+        .await?;
+        match r.status {
+            204 => break,
+            // The relay bounds concurrent hashing: busy is worth a retry.
+            429 | 503 if attempt + 1 < MAX_ATTEMPTS => {
+                attempt += 1;
+                let wait = Duration::from_secs(r.retry_after.unwrap_or(1)).min(MAX_RETRY_AFTER);
+                tokio::time::sleep(wait).await;
+            }
+            s => bail!(
+                "PUT /api/v1/clipcascade: status {s}: {}",
+                String::from_utf8_lossy(&r.body)
+            ),
+        }
+    }
+    let mut cookies = Vec::with_capacity(devices);
+    for _ in 0..devices {
+        cookies.push(cc_login(target, username, &login_hash).await?);
+    }
+    Ok(cookies)
+}
+
+/// ClipCascade's login: `GET /login` (cookie, `_csrf`), form `POST /login`;
+/// success is the redirect to `/` with the session's new cookie.
+async fn cc_login(target: &Target, username: &str, login_hash: &str) -> anyhow::Result<String> {
+    let mut last = String::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        let page = send(target, "GET", "/login", &[], &[]).await?;
+        let cookie = page.cookie.context("GET /login set no JSESSIONID")?;
+        let html = String::from_utf8_lossy(&page.body);
+        let marker = "name=\"_csrf\" value=\"";
+        let at = html.find(marker).context("login page has no _csrf")? + marker.len();
+        let csrf = html[at..].split('"').next().unwrap_or_default();
+        // User names of the load tool and the hex hash are form-safe; the
+        // CSRF token is base64url.
+        let form = format!("username={username}&password={login_hash}&_csrf={csrf}");
+        let headers = [
+            format!("Cookie: JSESSIONID={cookie}"),
+            "Content-Type: application/x-www-form-urlencoded".to_owned(),
+            "User-Agent: clipmesh-load".to_owned(),
+        ];
+        let r = send(target, "POST", "/login", &headers, form.as_bytes()).await?;
+        match r.status {
+            302 if r.location.as_deref() == Some("/") => {
+                return r.cookie.context("login set no new JSESSIONID");
+            }
+            429 | 503 => {
+                let wait = Duration::from_secs(r.retry_after.unwrap_or(1)).min(MAX_RETRY_AFTER);
+                last = format!("status {}", r.status);
+                tracing::debug!(attempt, ?wait, "ClipCascade login throttled; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            s => bail!(
+                "ClipCascade login refused: status {s}, location {:?}",
+                r.location
+            ),
+        }
+    }
+    bail!("ClipCascade login: gave up after {MAX_ATTEMPTS} attempts: {last}")
 }
 
 async fn call<T: Serialize, R: for<'de> Deserialize<'de>>(

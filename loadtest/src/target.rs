@@ -33,6 +33,16 @@ pub enum ServerKind {
     /// `clipmesh-load baseline-server`: no auth, group in the URL path, every
     /// binary message forwarded verbatim to the group's other sockets.
     Baseline,
+    /// clipmesh-relay's ClipCascade surface: cookie login, STOMP on
+    /// `/clipsocket` (`idle` only).
+    Clipcascade,
+}
+
+impl ServerKind {
+    /// Whether the target is clipmesh-relay (either protocol).
+    pub fn is_relay(self) -> bool {
+        matches!(self, Self::Relay | Self::Clipcascade)
+    }
 }
 
 /// One connected WebSocket.
@@ -115,7 +125,8 @@ impl Target {
         Ok(stream)
     }
 
-    /// Opens one WebSocket: for the relay with `token` as bearer, for the
+    /// Opens one WebSocket: for the relay with `token` as bearer, for a
+    /// ClipCascade session with `token` as its `JSESSIONID` cookie, for the
     /// baseline into `group`.
     pub async fn connect(&self, token: Option<&str>, group: &str) -> anyhow::Result<Ws> {
         let fut = async {
@@ -123,12 +134,17 @@ impl Target {
             let url = match self.kind {
                 ServerKind::Relay => format!("ws://{}/api/v1/ws", self.addr),
                 ServerKind::Baseline => format!("ws://{}/g/{group}", self.addr),
+                ServerKind::Clipcascade => format!("ws://{}/clipsocket", self.addr),
             };
             let mut req = url.into_client_request().context("building request")?;
             if let Some(token) = token {
-                let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .context("token is not a valid header value")?;
-                req.headers_mut().insert("authorization", value);
+                let (name, value) = match self.kind {
+                    ServerKind::Clipcascade => ("cookie", format!("JSESSIONID={token}")),
+                    _ => ("authorization", format!("Bearer {token}")),
+                };
+                let value =
+                    HeaderValue::from_str(&value).context("token is not a valid header value")?;
+                req.headers_mut().insert(name, value);
             }
             let config = WebSocketConfig::default()
                 .read_buffer_size(CLIENT_READ_BUFFER)

@@ -11,6 +11,14 @@
 //! Windows -> Linux latency in the same run, their p50 ratios, and the Wine
 //! daemon's idle cost (see `run_wine`).
 //!
+//! `--profile clipcascade` runs the clipcascade profile next to the native
+//! protocol in the same run: two more devices of the same account log in
+//! with `clipmesh login --profile clipcascade` (the account has ClipCascade
+//! compatibility on), each on its own display, and every iteration times a
+//! native copy (A -> B), a ClipCascade-profile copy (C -> D, STOMP through
+//! the same relay) and the noise floor, so all three see the same load.
+//! See `run_clipcascade`.
+//!
 //! `--mode` is passed to both daemons (`clipmesh run --mode`, default
 //! `relay`); with `auto` or `p2p` the copies start once both report an open
 //! direct link (bound to 127.0.0.1).
@@ -54,7 +62,8 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `--help` text.
 const USAGE: &str = "clipmesh-latency [--copies N] [--min-gap-ms MS] [--max-gap-ms MS] \
      [--idle-secs S] [--rust-log FILTER] [--keep (the logs)] [--xclip (copy with xclip)] \
-     [--mode relay|auto|p2p] [--wine (also a Windows device under Wine)]";
+     [--mode relay|auto|p2p] [--wine (also a Windows device under Wine)] \
+     [--profile clipcascade (the ClipCascade profile next to the native protocol)]";
 
 /// Owner changes of one display, timestamped by a dedicated thread.
 fn spawn_watcher(display: String) -> Result<mpsc::Receiver<Instant>> {
@@ -243,14 +252,154 @@ fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `--profile clipcascade`: native devices A and B and ClipCascade-profile
+/// devices C and D of one account (compatibility on), each daemon on its
+/// own display, all through one relay. Each iteration copies on A (timed
+/// to B), then on C (timed to D), then probes the noise floor; then the
+/// profile daemon D's idle cost.
+fn run_clipcascade(args: &LatencyArgs) -> Result<()> {
+    use clipmesh_tests::procstat::{percentile, summary};
+    use clipmesh_tests::Device;
+    const PASSWORD: &str = "latency bench password";
+    const SUBSCRIBED: &str = "subscribed to ClipCascade messages";
+    let tmp = tempfile::tempdir()?;
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let data = tmp.path().join("relay-data");
+    std::fs::create_dir_all(&data)?;
+    let relay = clipmesh_tests::Relay::start(&data, &logs.join("relay.log"), 0, &args.rust_log)?;
+    let url = relay.url();
+    let log = &args.rust_log;
+    let dev_a = Device::new(tmp.path(), &logs, "a")?;
+    dev_a.signup_clipcascade_compat(&url, "bench", PASSWORD, log)?;
+    let dev_b = Device::new(tmp.path(), &logs, "b")?;
+    dev_b.login(&url, "bench", PASSWORD, log)?;
+    let dev_c = Device::new(tmp.path(), &logs, "c")?;
+    dev_c.login_clipcascade(&url, "bench", PASSWORD, log)?;
+    let dev_d = Device::new(tmp.path(), &logs, "d")?;
+    dev_d.login_clipcascade(&url, "bench", PASSWORD, log)?;
+    let (xa, xb, xc, xd) = (
+        Xvfb::start()?,
+        Xvfb::start()?,
+        Xvfb::start()?,
+        Xvfb::start()?,
+    );
+    let a_events = spawn_watcher(xa.display())?;
+    let b_events = spawn_watcher(xb.display())?;
+    let c_events = spawn_watcher(xc.display())?;
+    let d_events = spawn_watcher(xd.display())?;
+    let mut b_reader = SelectionWatcher::connect(&xb.display())?;
+    let mut d_reader = SelectionWatcher::connect(&xd.display())?;
+    // The profile always goes through the relay: so does the native pair.
+    let _daemon_a = dev_a.run_mode(&xa.display(), "relay", log)?;
+    let _daemon_b = dev_b.run_mode(&xb.display(), "relay", log)?;
+    // The profile's lifecycle lines (not per item) say when it is live.
+    let cc_log = format!("{log},clipmesh::clipcascade::daemon=info");
+    let mut daemon_c = dev_c.run(&xc.display(), &cc_log)?;
+    let mut daemon_d = dev_d.run(&xd.display(), &cc_log)?;
+    dev_a.wait_connected(STEP)?;
+    dev_b.wait_connected(STEP)?;
+    daemon_c.wait_log(SUBSCRIBED, 1, STEP)?;
+    daemon_d.wait_log(SUBSCRIBED, 1, STEP)?;
+    let owner_a = SelectionOwner::connect(&xa.display())?;
+    let owner_c = SelectionOwner::connect(&xc.display())?;
+    let baseline = Baseline::start()?;
+    eprintln!(
+        "relay {url}; native A {} -> B {}, clipcascade profile C {} -> D {}; {} copies each",
+        xa.display(),
+        xb.display(),
+        xc.display(),
+        xd.display(),
+        args.copies
+    );
+    println!(
+        "load average at start: {}, cpu pressure {}",
+        load_average(),
+        cpu_pressure()
+    );
+    let mut rng = rand::thread_rng();
+    let (mut native, mut cc, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..=args.copies {
+        for (owner, src, dst, reader, out) in [
+            (&owner_a, &a_events, &b_events, &mut b_reader, &mut native),
+            (&owner_c, &c_events, &d_events, &mut d_reader, &mut cc),
+        ] {
+            let gap = rng.gen_range(args.min_gap_ms..=args.max_gap_ms);
+            std::thread::sleep(Duration::from_millis(gap));
+            while src.try_recv().is_ok() {}
+            while dst.try_recv().is_ok() {}
+            let text = format!("latency probe {i} {:016x}", rng.gen::<u64>());
+            owner.set_text(&text)?;
+            let t0 = src
+                .recv_timeout(COPY_TIMEOUT)
+                .context("no owner change on the source")?;
+            let t1 = dst.recv_timeout(COPY_TIMEOUT).with_context(|| {
+                format!("copy {i} did not reach its destination within {COPY_TIMEOUT:?}")
+            })?;
+            let got = reader.read_text()?;
+            if got.as_deref() != Some(text.as_str()) {
+                bail!("copy {i}: the destination holds {got:?}, expected {text:?}");
+            }
+            if i > 0 {
+                out.push(t1.saturating_duration_since(t0));
+            }
+        }
+        let f = baseline.probe(i)?;
+        if i > 0 {
+            floor.push(f);
+        }
+    }
+    println!(
+        "load average at end: {}, cpu pressure {}",
+        load_average(),
+        cpu_pressure()
+    );
+    println!("## copy-to-paste latency through the relay, same run");
+    summary("native clipmesh (A -> relay -> B)", &mut native);
+    summary("clipcascade profile (C -> relay STOMP -> D)", &mut cc);
+    summary("noise floor (no clipmesh)", &mut floor);
+    let (n50, c50) = (percentile(&native, 50.0), percentile(&cc, 50.0));
+    let (n99, c99) = (percentile(&native, 99.0), percentile(&cc, 99.0));
+    if !n50.is_zero() && !n99.is_zero() {
+        println!(
+            "clipcascade / native: p50 {:.2}x, p99 {:.2}x",
+            c50.as_secs_f64() / n50.as_secs_f64(),
+            c99.as_secs_f64() / n99.as_secs_f64()
+        );
+    }
+    drop((owner_a, owner_c));
+    if args.idle_secs > 0 {
+        while d_events.recv_timeout(Duration::from_millis(500)).is_ok() {}
+        println!("## idle: the clipcascade-profile daemon D");
+        idle_report(daemon_d.pid(), args.idle_secs)?;
+    }
+    daemon_c.check_running()?;
+    daemon_d.check_running()?;
+    drop(relay);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut keep = false;
+    // `--profile clipcascade`: see `run_clipcascade`.
+    let mut profile_cc = false;
+    let mut profile_next = false;
     // `--wine`: also a Windows device under Wine (see `run_wine`).
     let mut wine = false;
     // Copy with `xclip -i` (a new process per copy) instead of this tool's
     // own selection owner.
     let mut xclip = false;
     let args = LatencyArgs::parse(USAGE, |flag| match flag {
+        _ if profile_next => {
+            profile_next = false;
+            profile_cc = flag == "clipcascade";
+            // Only the two known profiles are accepted.
+            profile_cc || flag == "clipmesh"
+        }
+        "--profile" => {
+            profile_next = true;
+            true
+        }
         "--keep" => {
             keep = true;
             true
@@ -265,7 +414,13 @@ fn main() -> Result<()> {
         }
         _ => false,
     })?;
+    if profile_next {
+        bail!("--profile needs a value: clipmesh or clipcascade");
+    }
     clipmesh_tests::xvfb::require_xclip()?;
+    if profile_cc {
+        return run_clipcascade(&args);
+    }
     if wine {
         let exe = clipmesh_tests::wine::windows_exe().context(
             "--wine needs the Windows clipmesh.exe: scripts/build-windows --no-msi, or CLIPMESH_WINDOWS_EXE",
