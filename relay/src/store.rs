@@ -721,11 +721,13 @@ impl Store {
     }
 }
 
+/// Accounts for the store's unit tests (one helper instead of one per file).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use super::{CreateUser, Db, KdfParams, NewCredentials, UserId};
 
-    fn creds() -> NewCredentials {
+    /// Stand-in credentials: the store keeps them, it never checks them.
+    pub(crate) fn creds() -> NewCredentials {
         NewCredentials {
             salt: vec![1; 16],
             kdf: KdfParams::default(),
@@ -733,6 +735,20 @@ mod tests {
             wrapped_data_key: vec![2; 72],
         }
     }
+
+    /// Creates the account `name` (no device).
+    pub(crate) fn user(db: &mut Db, name: &str) -> UserId {
+        match db.create_user(name, &creds(), |_| true, None, 1).unwrap() {
+            CreateUser::Created { user, .. } => user,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::creds;
+    use super::*;
 
     /// Creates user "ann" with device "a" (token `[1; 32]`).
     fn ann_with_device(db: &mut Db) -> (UserId, DeviceId) {

@@ -22,6 +22,7 @@ use crate::outbox::{Next, Outbox};
 use crate::room::{ConnId, Join, Member, Publish, RoomMsg, Signal};
 use crate::store::SessionInfo;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap};
@@ -38,15 +39,44 @@ pub use clipmesh_room::auth::{SUBPROTOCOL, TOKEN_PROTOCOL_PREFIX};
 /// Frames written to the socket per flush when the queue has a backlog.
 const WRITE_BATCH: usize = 32;
 /// How long a close handshake write may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Decrements the connection gauge when dropped.
-struct ConnSlot(Arc<Metrics>);
+/// One place under `limits.max_connections`, held by a socket's task;
+/// dropping it gives the place back (decrements the connection gauge).
+pub(crate) struct ConnSlot(Arc<Metrics>);
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A WebSocket upgrade's answer to a bad request, a relay shutting down or
+/// a full relay.
+type Refused = Box<Response>;
+
+/// What every WebSocket endpoint checks once the caller is authenticated
+/// (`/api/v1/ws` and the ClipCascade sockets): a real upgrade request, the
+/// relay not shutting down, a free place under `limits.max_connections`.
+/// Gives the upgrade and the place it holds, or the refusal to send.
+pub(crate) fn admit(
+    s: &AppState,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(WebSocketUpgrade, ConnSlot), Refused> {
+    let ws = ws.map_err(|e| Box::new(ApiError::bad_request(e.body_text()).into_response()))?;
+    if s.shutdown.is_cancelled() {
+        return Err(Box::new(
+            ApiError::unavailable("relay is restarting", 1).into_response(),
+        ));
+    }
+    let max = s.config.limits.max_connections;
+    if s.metrics.connections.fetch_add(1, Ordering::Relaxed) >= max as i64 {
+        s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        return Err(Box::new(
+            ApiError::unavailable("relay is full", 30).into_response(),
+        ));
+    }
+    Ok((ws, ConnSlot(s.metrics.clone())))
 }
 
 fn protocol_token(headers: &HeaderMap) -> (Option<&str>, bool) {
@@ -63,7 +93,7 @@ pub(crate) async fn upgrade(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let (proto_token, wants_v1) = protocol_token(&headers);
     let token = bearer(&headers).or(proto_token);
@@ -74,19 +104,10 @@ pub(crate) async fn upgrade(
             return e.into_response();
         }
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    let (ws, slot) = match admit(&s, ws) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
     };
-    if s.shutdown.is_cancelled() {
-        return ApiError::unavailable("relay is restarting", 1).into_response();
-    }
-    let max = s.config.limits.max_connections;
-    if s.metrics.connections.fetch_add(1, Ordering::Relaxed) >= max as i64 {
-        s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-        return ApiError::unavailable("relay is full", 30).into_response();
-    }
-    let slot = ConnSlot(s.metrics.clone());
     let device = session.device;
     let now = s.clock.unix_now();
     if let Err(e) = s.store.call(move |db| db.touch_device(device, now)).await {
@@ -129,7 +150,8 @@ enum End {
     Shutdown,
 }
 
-async fn close(socket: &mut WebSocket, code: CloseCode) {
+/// Sends a close frame with `code`, waiting at most [`CLOSE_TIMEOUT`].
+pub(crate) async fn close(socket: &mut WebSocket, code: CloseCode) {
     let frame = CloseFrame {
         code: code.as_u16(),
         reason: code.reason().into(),
@@ -145,7 +167,8 @@ async fn send_frame(socket: &mut WebSocket, f: &Frame, timeout: Duration) -> boo
     )
 }
 
-fn is_too_large(e: &axum::Error) -> bool {
+/// Whether a read failed because the message was over the socket's limit.
+pub(crate) fn is_too_large(e: &axum::Error) -> bool {
     // tungstenite reports oversized messages as a capacity error; axum does
     // not expose its type, so match its stable message.
     let s = e.to_string();

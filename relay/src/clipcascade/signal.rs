@@ -17,20 +17,19 @@
 
 use super::{require, uuid_v4};
 use crate::app::AppState;
-use crate::error::ApiError;
 use crate::outbox::{Next, Outbox};
 use crate::ratelimit::{PublishLimiter, Verdict};
 use crate::room::Port;
+use crate::ws::{close, is_too_large, ConnSlot};
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use clipmesh_proto::{CloseCode, UserId};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -163,19 +162,10 @@ pub(super) async fn upgrade(
         Ok(sess) => sess,
         Err(r) => return r,
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    let (ws, slot) = match crate::ws::admit(&s, ws) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
     };
-    if s.shutdown.is_cancelled() {
-        return ApiError::unavailable("relay is restarting", 1).into_response();
-    }
-    let max = s.config.limits.max_connections;
-    if s.metrics.connections.fetch_add(1, Ordering::Relaxed) >= max as i64 {
-        s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-        return ApiError::unavailable("relay is full", 30).into_response();
-    }
-    let slot = super::socket::Slot(s.metrics.clone());
     let ws = ws
         .max_message_size(MAX_SIGNAL_MESSAGE)
         .max_frame_size(MAX_SIGNAL_MESSAGE);
@@ -184,7 +174,7 @@ pub(super) async fn upgrade(
     ws.on_upgrade(move |socket| tracker.track_future(Box::pin(run(s, user, socket, slot))))
 }
 
-async fn run(s: Arc<AppState>, user: UserId, mut socket: WebSocket, slot: super::socket::Slot) {
+async fn run(s: Arc<AppState>, user: UserId, mut socket: WebSocket, slot: ConnSlot) {
     let _slot = slot;
     let outbox = Outbox::new(
         SIGNAL_QUEUE,
@@ -192,11 +182,7 @@ async fn run(s: Arc<AppState>, user: UserId, mut socket: WebSocket, slot: super:
         s.metrics.clone(),
     );
     let Ok(id) = s.signals.join(user, outbox.clone()) else {
-        let frame = CloseFrame {
-            code: CloseCode::TooManyDevices.as_u16(),
-            reason: CloseCode::TooManyDevices.reason().into(),
-        };
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        close(&mut socket, CloseCode::TooManyDevices).await;
         return;
     };
     tracing::debug!(%user, "clipcascade signalling session open");
@@ -204,15 +190,7 @@ async fn run(s: Arc<AppState>, user: UserId, mut socket: WebSocket, slot: super:
     s.signals.leave(user, &id);
     outbox.detach();
     if let Some(code) = code {
-        let frame = CloseFrame {
-            code: code.as_u16(),
-            reason: code.reason().into(),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        close(&mut socket, code).await;
     }
     tracing::debug!(%user, "clipcascade signalling session closed");
 }
@@ -264,7 +242,7 @@ async fn serve(
                     Some(Ok(Message::Text(t))) => Bytes::copy_from_slice(t.as_bytes()),
                     Some(Ok(Message::Binary(b))) => b,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Err(e)) if super::socket::is_too_large(&e) => return Some(CloseCode::TooLarge),
+                    Some(Err(e)) if is_too_large(&e) => return Some(CloseCode::TooLarge),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
                 };
                 let Some(to) = route(&bytes) else { continue };

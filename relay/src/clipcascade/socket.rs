@@ -21,17 +21,16 @@
 
 use super::{require, transport_limit, SEND_DESTINATION, USER_DESTINATION};
 use crate::app::AppState;
-use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::outbox::{Next, Outbox};
 use crate::ratelimit::{PublishLimiter, Verdict};
 use crate::room::{CcPublish, ConnId, Join, Member, MemberKind, RoomMsg};
 use crate::store::CcSession;
+use crate::ws::{close, is_too_large, ConnSlot, CLOSE_TIMEOUT};
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use clipmesh_proto::stomp::{self, Command, StompFrame};
 use clipmesh_proto::CloseCode;
 use futures_util::SinkExt;
@@ -49,8 +48,6 @@ pub const MAX_TYPE: usize = 32;
 pub const HEADER_ALLOWANCE: usize = 16 * 1024;
 /// Heart-beat periods missed before a silent client is closed.
 const MISSED_BEATS: u32 = 3;
-/// How long a close handshake write may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the session wants done.
 #[derive(Debug, PartialEq, Eq)]
@@ -403,19 +400,10 @@ pub(super) async fn upgrade(
         Ok(sess) => sess,
         Err(r) => return r,
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    let (ws, slot) = match crate::ws::admit(&s, ws) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
     };
-    if s.shutdown.is_cancelled() {
-        return ApiError::unavailable("relay is restarting", 1).into_response();
-    }
-    let max = s.config.limits.max_connections;
-    if s.metrics.connections.fetch_add(1, Ordering::Relaxed) >= max as i64 {
-        s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-        return ApiError::unavailable("relay is full", 30).into_response();
-    }
-    let slot = Slot(s.metrics.clone());
     let device = session.device;
     let now = s.clock.unix_now();
     if let Err(e) = s.store.call(move |db| db.touch_device(device, now)).await {
@@ -439,28 +427,6 @@ pub(super) async fn upgrade(
     })
 }
 
-/// Decrements the connection gauge when dropped.
-pub(super) struct Slot(pub(super) Arc<Metrics>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-pub(super) fn is_too_large(e: &axum::Error) -> bool {
-    let s = e.to_string();
-    s.contains("too long") || s.contains("Space limit exceeded")
-}
-
-async fn close(socket: &mut WebSocket, code: CloseCode) {
-    let frame = CloseFrame {
-        code: code.as_u16(),
-        reason: code.reason().into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
-}
-
 /// How the session ended.
 enum End {
     /// Close with this code; tell the room if we joined.
@@ -478,7 +444,7 @@ async fn run(
     session: CcSession,
     conn: ConnId,
     mut socket: WebSocket,
-    slot: Slot,
+    slot: ConnSlot,
     max_message: usize,
 ) {
     use tracing::Instrument;

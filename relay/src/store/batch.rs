@@ -200,6 +200,7 @@ fn save_clip(conn: &rusqlite::Connection, w: &ClipWrite) -> Result<(), StoreErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_support::user;
 
     fn write(user: UserId, seq: u64, floor: u64) -> ClipWrite {
         ClipWrite {
@@ -209,19 +210,6 @@ mod tests {
             envelope: Some(Bytes::from_static(b"sealed")),
             stored_at: 5,
             floor,
-        }
-    }
-
-    fn user(db: &mut Db, name: &str) -> UserId {
-        let creds = super::super::NewCredentials {
-            salt: vec![1; 16],
-            kdf: clipmesh_proto::KdfParams::default(),
-            auth_hash: "$argon2id$fake".into(),
-            wrapped_data_key: vec![2; 72],
-        };
-        match db.create_user(name, &creds, |_| true, None, 1).unwrap() {
-            super::super::CreateUser::Created { user, .. } => user,
-            other => panic!("unexpected {other:?}"),
         }
     }
 

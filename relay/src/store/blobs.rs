@@ -215,21 +215,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CreateUser, NewCredentials};
-    use clipmesh_proto::KdfParams;
-
-    fn user(db: &mut Db, name: &str) -> UserId {
-        let creds = NewCredentials {
-            salt: vec![1; 16],
-            kdf: KdfParams::default(),
-            auth_hash: "$argon2id$fake".into(),
-            wrapped_data_key: vec![2; 72],
-        };
-        match db.create_user(name, &creds, |_| true, None, 1).unwrap() {
-            CreateUser::Created { user, .. } => user,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    use crate::store::test_support::user;
 
     #[test]
     fn quota_counts_unexpired_declared_lengths() {
