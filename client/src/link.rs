@@ -416,11 +416,14 @@ async fn drive(
     let how = 'conn: loop {
         while let Some(f) = s.poll_transmit() {
             tracing::trace!(frame = ?f, "send");
+            let msg = if s.is_keepalive(&f) {
+                Message::Ping(Default::default())
+            } else {
+                Message::Binary(f.encode().into())
+            };
             // A write that cannot drain (the peer vanished with our data
             // queued) must not stall the timers: bound it.
-            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Binary(f.encode().into())))
-                .await
-            {
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "send failed");

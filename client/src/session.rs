@@ -179,6 +179,17 @@ impl Session {
         self.dead
     }
 
+    /// Whether `f`, just taken from [`Session::poll_transmit`], is a plain
+    /// keepalive ping the driver should send as a WebSocket protocol ping
+    /// instead. Every relay answers those in its WebSocket layer: the native
+    /// relay's tungstenite, and on Cloudflare the runtime itself, without
+    /// waking a hibernated Durable Object (a `Frame::Ping` would wake it).
+    /// The pong counts through [`Session::handle_liveness`]. A probe after a
+    /// clock jump stays a `Frame::Ping`: its `Pong` nonce is what ends it.
+    pub fn is_keepalive(&self, f: &Frame) -> bool {
+        matches!(f, Frame::Ping { .. }) && self.probe_deadline.is_none()
+    }
+
     /// Number of publishes not yet acknowledged (held ones included).
     pub fn unacked(&self) -> usize {
         self.unacked.len() + self.held.len()
@@ -551,6 +562,25 @@ mod tests {
         let (now, _) = run_until(&mut s, t1, t1 + Duration::from_secs(60));
         assert_eq!(s.dead(), Some(Disconnect::HalfOpen));
         assert_eq!(now - t1, PROBE_TIMEOUT);
+    }
+
+    #[test]
+    fn periodic_pings_are_keepalives_and_probes_are_not() {
+        let t0 = Instant::now();
+        let mut s = Session::new(0, t0);
+        s.handle_frame(welcome(), t0);
+        drain(&mut s);
+        s.handle_timeout(t0 + PING_INTERVAL);
+        let ping = s.poll_transmit().expect("periodic ping");
+        assert!(s.is_keepalive(&ping));
+        // A WebSocket pong keeps the link alive like any frame.
+        s.handle_liveness(t0 + PING_INTERVAL + Duration::from_millis(5));
+        s.handle_timeout(t0 + PING_INTERVAL + IDLE_TIMEOUT - Duration::from_secs(1));
+        assert!(s.dead().is_none());
+        s.handle_clock_jump(t0 + PING_INTERVAL + Duration::from_secs(1));
+        let probe = s.poll_transmit().expect("probe");
+        assert!(matches!(probe, Frame::Ping { .. }) && !s.is_keepalive(&probe));
+        assert!(!s.is_keepalive(&Frame::Pong { nonce: 1 }));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The relay on Cloudflare Workers: build the Worker for wasm32, lint it, run
 # it on a local workerd (scripts/worker-dev, 127.0.0.1 only, fresh state)
-# and run the relay conformance suite against it. The same suite runs
-# against the native relay in `cargo test` (tests/tests/conformance.rs).
+# and run the relay conformance suite against it (the same suite runs
+# against the native relay in `cargo test`, tests/tests/conformance.rs),
+# then the hibernation check (idle keepalives do not wake the room; it is
+# evicted and the next message reaches every device), and stock daemons
+# on Xvfb through the Worker, across a restart of the runtime
+# (tests/tests/worker.rs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -38,3 +42,10 @@ for _ in $(seq 1 240); do
 done
 grep -q "listening on" "$log" || { echo "worker did not start:"; cat "$log"; exit 1; }
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$port"
+
+echo "--- Worker: hibernation (30 s idle per phase, keepalive every 5 s)"
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$port" --hibernation 30 5
+
+echo "--- Worker: two stock daemons on Xvfb through the Worker, and its restart"
+CLIPMESH_WORKER_BUNDLE=$root/target/worker/bundle \
+    cargo test --quiet -p clipmesh-tests --test worker -- --ignored

@@ -6,7 +6,10 @@
 //! It covers the account API (signup, prelogin, login, devices, revoke,
 //! logout, bad input), and on WebSockets: join, fan-out within one user
 //! only, `Ack` sequence numbers, the newest clip on join, signalling within
-//! a user, pings, text frames refused, and revoked sockets closed with 4001.
+//! a user, pings (frames and WebSocket protocol pings), text frames
+//! refused, and revoked sockets closed with 4001; and blobs: declare, a
+//! download that follows the upload, offsets, ranges, other users refused,
+//! delete.
 //! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
 //!
 //! Every wait is bounded by a socket read timeout; nothing sleeps.
@@ -44,6 +47,32 @@ pub struct Answer {
 pub struct Target {
     base: String,
     agent: ureq::Agent,
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: std::collections::HashMap<String, String>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// A header as a number.
+    pub fn u64(&self, name: &str) -> Option<u64> {
+        self.headers.get(name).and_then(|v| v.parse().ok())
+    }
+
+    /// The JSON error code of the body, if any.
+    pub fn error(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
 }
 
 /// A logged-in device.
@@ -126,6 +155,48 @@ impl Target {
                 .header("Authorization", format!("Bearer {token}"))
                 .call(),
         )
+    }
+
+    /// Any request: method, path, bearer token, extra headers and a raw
+    /// body; answers status, headers (lower-case names) and body bytes.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<RawAnswer> {
+        let mut b = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            b = b.header("Authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, v.as_str());
+        }
+        let mut r = self.agent.run(b.body(body.to_vec())?).context("request")?;
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = if method == "HEAD" {
+            Vec::new()
+        } else {
+            r.body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .context("reading body")?
+        };
+        Ok(RawAnswer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Signs up `user` with a random auth key; returns the login and key.
@@ -233,6 +304,19 @@ impl Ws {
         }
     }
 
+    /// Sends a WebSocket protocol ping and waits for its pong (frames
+    /// that arrive meanwhile are dropped).
+    pub fn protocol_ping(&mut self) -> Result<()> {
+        self.0.send(Message::Ping(b"keepalive".to_vec().into()))?;
+        loop {
+            match self.0.read().context("read pong")? {
+                Message::Pong(_) => return Ok(()),
+                Message::Close(c) => bail!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
     /// Reads until the socket closes; returns how.
     pub fn closed(&mut self) -> Result<Closed> {
         loop {
@@ -268,8 +352,10 @@ fn unique(prefix: &str) -> String {
 pub fn run(base: &str) -> Result<()> {
     let t = Target::new(base)?;
     health(&t).context("health")?;
+    fake_kdf(&t).context("fake kdf")?;
     let a = accounts(&t).context("accounts")?;
     rooms(&t, &a).context("rooms")?;
+    blobs(&t, &a).context("blobs")?;
     revoke_and_logout(&t, &a).context("revoke and logout")?;
     Ok(())
 }
@@ -284,6 +370,47 @@ fn health(t: &Target) -> Result<()> {
         a.status == 404 && a.body["error"] == "not_found",
         "404: {a:?}"
     );
+    Ok(())
+}
+
+/// Pre-login for unknown names shows KDF parameters drawn from the sets
+/// accounts use, so an account with unusual parameters does not stand out.
+/// Runs first on a fresh relay: both hosts cache their census of parameter
+/// sets for a minute from the first pre-login on.
+fn fake_kdf(t: &Target) -> Result<()> {
+    let odd = KdfParams {
+        t: KdfParams::default().t + 1,
+        ..KdfParams::default()
+    };
+    let a = t.post(
+        "/api/v1/signup",
+        &json!({
+            "username": unique("odd"), "salt": hex_rand(16), "kdf": odd,
+            "auth_key": hex_rand(32), "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+            "device_name": "o1", "setup_token": crate::procs::SETUP_TOKEN,
+        }),
+        None,
+    )?;
+    ensure!(a.status == 200, "signup with odd kdf: {a:?}");
+    t.signup(&unique("even"), "e1")?;
+    let mut odd_seen = 0;
+    for _ in 0..64 {
+        let p = t.post(
+            "/api/v1/prelogin",
+            &json!({"username": unique("ghost")}),
+            None,
+        )?;
+        let kdf: KdfParams = serde_json::from_value(p.body["kdf"].clone())
+            .with_context(|| format!("prelogin kdf: {p:?}"))?;
+        ensure!(
+            kdf == odd || kdf == KdfParams::default(),
+            "fake kdf {kdf:?} is no account's"
+        );
+        odd_seen += usize::from(kdf == odd);
+    }
+    // One of two accounts has the odd set: 64 names all missing it has
+    // odds of 2^-64 on a fresh relay.
+    ensure!(odd_seen > 0, "no unknown name drew the odd parameter set");
     Ok(())
 }
 
@@ -420,6 +547,9 @@ fn rooms(t: &Target, acc: &Accounts) -> Result<()> {
     a1.send(&Frame::Ping { nonce: 42 })?;
     let p = a1.recv()?;
     ensure!(p == Frame::Pong { nonce: 42 }, "pong: {p:?}");
+    // The client's keepalive: a WebSocket protocol ping, answered by the
+    // host's WebSocket layer (on Cloudflare without waking the room).
+    a1.protocol_ping().context("protocol ping")?;
     // Publish: Ack to the publisher, Deliver to the other device of A.
     a1.send(&Frame::Publish {
         id: 7,
@@ -519,6 +649,133 @@ fn rooms(t: &Target, acc: &Accounts) -> Result<()> {
     s3b.send(&Frame::Ping { nonce: 1 })?;
     let p = s3b.recv()?;
     ensure!(p == Frame::Pong { nonce: 1 }, "seen clip replayed: {p:?}");
+    Ok(())
+}
+
+/// The blob API: declare, a download that follows the upload, offsets,
+/// ranges, other users refused, delete.
+fn blobs(t: &Target, acc: &Accounts) -> Result<()> {
+    use clipmesh_proto::BlobLayout;
+    // Two sealed chunks, the second short.
+    let layout = BlobLayout::new(clipmesh_proto::blob::CHUNK_LEN as u64 + 1000)?;
+    let len = layout.sealed_len();
+    let split = layout.sealed_offset(1);
+    let mut data = vec![0u8; len as usize];
+    rand::rngs::OsRng.fill_bytes(&mut data);
+    let id = hex_rand(16);
+    let path = format!("/api/v1/blobs/{id}");
+    let a1 = acc.a1.token.as_str();
+    let a2 = acc.a2.token.clone();
+    let ulen = |n: u64| vec![("Upload-Length", n.to_string())];
+    let at = |n: u64| vec![("Upload-Offset", n.to_string())];
+
+    let r = t.raw("POST", &path, None, &ulen(len), b"")?;
+    ensure!(r.status == 401, "no token: {r:?}");
+    let r = t.raw("POST", "/api/v1/blobs/xyz", Some(a1), &ulen(len), b"")?;
+    ensure!(r.status == 400, "bad id: {}", r.status);
+    let r = t.raw("POST", &path, Some(a1), &[], b"")?;
+    ensure!(r.status == 400, "no Upload-Length: {}", r.status);
+    let r = t.raw("POST", &path, Some(a1), &ulen(5), b"")?;
+    ensure!(r.status == 400, "impossible length: {}", r.status);
+    let r = t.raw("POST", &path, Some(a1), &ulen(len), b"")?;
+    ensure!(
+        r.status == 201 && r.u64("upload-offset") == Some(0) && r.u64("upload-length") == Some(len),
+        "create: {} {:?}",
+        r.status,
+        r.headers
+    );
+    let r = t.raw("POST", &path, Some(a1), &ulen(len), b"")?;
+    ensure!(r.status == 200, "create again: {}", r.status);
+    let r = t.raw("HEAD", &path, Some(&acc.b1.token), &[], b"")?;
+    ensure!(r.status == 404, "other user's blob: {}", r.status);
+    let r = t.raw("GET", &path, Some(&acc.b1.token), &[], b"")?;
+    ensure!(
+        r.status == 404 && r.error() == "blob_not_found",
+        "other user's download: {} {}",
+        r.status,
+        r.error()
+    );
+
+    // The other device's download starts before the upload and follows it.
+    let base = t.base.clone();
+    let reader = std::thread::spawn(move || -> Result<RawAnswer> {
+        Target::new(&base)?.raw("GET", &format!("/api/v1/blobs/{id}"), Some(&a2), &[], b"")
+    });
+    let r = t.raw("PATCH", &path, Some(a1), &at(split), &data[..10])?;
+    ensure!(
+        r.status == 409 && r.u64("upload-offset") == Some(0),
+        "offset past the stored end: {} {:?}",
+        r.status,
+        r.headers
+    );
+    let r = t.raw("PATCH", &path, Some(a1), &at(0), &data[..split as usize])?;
+    ensure!(
+        r.status == 204 && r.u64("upload-offset") == Some(split),
+        "first piece: {} {:?}",
+        r.status,
+        r.headers
+    );
+    let r = t.raw("HEAD", &path, Some(a1), &[], b"")?;
+    ensure!(r.u64("upload-offset") == Some(split), "head: {r:?}");
+    let r = t.raw(
+        "PATCH",
+        &path,
+        Some(a1),
+        &at(split),
+        &data[split as usize..],
+    )?;
+    ensure!(
+        r.status == 204 && r.u64("upload-offset") == Some(len),
+        "last piece: {} {:?}",
+        r.status,
+        r.headers
+    );
+    let got = reader
+        .join()
+        .map_err(|_| anyhow!("download thread panicked"))??;
+    ensure!(
+        got.status == 200 && got.body == data,
+        "followed download: {} ({} of {len} bytes, equal: {})",
+        got.status,
+        got.body.len(),
+        got.body == data
+    );
+    let r = t.raw("PATCH", &path, Some(a1), &at(0), &data[..10])?;
+    ensure!(
+        r.status == 409 && r.u64("upload-offset") == Some(len),
+        "rewind of a complete blob: {} {:?}",
+        r.status,
+        r.headers
+    );
+    // Ranges.
+    let r = t.raw(
+        "GET",
+        &path,
+        Some(a1),
+        &[("Range", format!("bytes={}-", split - 5))],
+        b"",
+    )?;
+    ensure!(
+        r.status == 206 && r.body == data[split as usize - 5..],
+        "range: {} ({} bytes)",
+        r.status,
+        r.body.len()
+    );
+    let r = t.raw(
+        "GET",
+        &path,
+        Some(a1),
+        &[("Range", format!("bytes={len}-"))],
+        b"",
+    )?;
+    ensure!(r.status == 416, "range past the end: {}", r.status);
+    // Delete.
+    let r = t.raw("DELETE", &path, Some(&acc.b1.token), &[], b"")?;
+    ensure!(r.status == 404, "other user's delete: {}", r.status);
+    let r = t.raw("DELETE", &path, Some(a1), &[], b"")?;
+    ensure!(r.status == 204, "delete: {}", r.status);
+    let r = t.raw("HEAD", &path, Some(a1), &[], b"")?;
+    ensure!(r.status == 404, "deleted: {}", r.status);
     Ok(())
 }
 

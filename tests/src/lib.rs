@@ -27,7 +27,8 @@
 //!   the flags, relay setup and report both latency tools share.
 //! - [`rss`]: peak memory of a process (`VmHWM`), resettable.
 //! - [`conformance`]: the relay protocol conformance suite, parameterized
-//!   by a relay URL (native relay and Cloudflare Worker).
+//!   by a relay URL (native relay and Cloudflare Worker); [`hibernation`]:
+//!   the Worker's room is evicted when idle and keepalives do not wake it.
 //! - [`clipcascade`]: a scripted ClipCascade-style client (login, STOMP,
 //!   encryption), written from the protocol description alone.
 //! - [`payload`]: random images and files for large-item runs, and checks
@@ -41,6 +42,7 @@ pub mod bench;
 pub mod bins;
 pub mod clipcascade;
 pub mod conformance;
+pub mod hibernation;
 pub mod payload;
 pub mod procs;
 pub mod procstat;
@@ -55,7 +57,7 @@ pub mod wlwatch;
 pub mod xsel;
 pub mod xvfb;
 
-pub use procs::{Daemon, Device, Relay, Watch};
+pub use procs::{Daemon, Device, Relay, Watch, WorkerRelay};
 pub use xsel::{OwnerChange, SelectionOwner, SelectionWatcher};
 pub use xvfb::Xvfb;
 

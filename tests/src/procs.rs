@@ -229,6 +229,101 @@ impl Drop for Relay {
     }
 }
 
+/// The relay on Cloudflare Workers under a local workerd: the built bundle
+/// (`scripts/worker-dev --build-only`) run by `worker/dev/serve.mjs`
+/// (miniflare, pinned in `worker/package-lock.json`) on 127.0.0.1 with its
+/// D1/KV/R2/Durable Object state in a directory, signup open.
+#[derive(Debug)]
+pub struct WorkerRelay {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its state directory.
+    pub state: PathBuf,
+}
+
+impl WorkerRelay {
+    /// The bundle directory from `CLIPMESH_WORKER_BUNDLE`, which
+    /// `scripts/test.d/50-workers.sh` sets after building it.
+    pub fn bundle_from_env() -> Result<PathBuf> {
+        std::env::var_os("CLIPMESH_WORKER_BUNDLE")
+            .map(PathBuf::from)
+            .context(
+                "CLIPMESH_WORKER_BUNDLE is not set: build the Worker with scripts/worker-dev \
+                 --build-only (scripts/test.d/50-workers.sh does) and point it at target/worker/bundle",
+            )
+    }
+
+    /// Starts it on `127.0.0.1:port` (0 = a free port) with `state`,
+    /// logging to `log`; waits until it listens.
+    pub fn start(bundle: &Path, state: &Path, log: &Path, port: u16) -> Result<Self> {
+        let port = if port == 0 {
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port()
+        } else {
+            port
+        };
+        let serve = Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/dev/serve.mjs");
+        let mut child = Command::new("node")
+            .arg(&serve)
+            .arg("--build")
+            .arg(bundle)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--state")
+            .arg(state)
+            .args(["--var", "SIGNUP=open"])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("NO_UPDATE_NOTIFIER", "1")
+            .env("MINIFLARE_TELEMETRY_DISABLED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start node worker/dev/serve.mjs")?;
+        let (tx, rx) = mpsc::channel();
+        capture(child.stdout.take(), child.stderr.take(), log, Some(tx))?;
+        let deadline = Instant::now() + STEP * 3;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = terminate(&mut child);
+                    bail!(
+                        "the Worker did not start within {:?}; see {}",
+                        STEP * 3,
+                        log.display()
+                    );
+                }
+            }
+        }
+        Ok(Self {
+            child,
+            port,
+            state: state.to_owned(),
+        })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:4567`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it with SIGTERM (miniflare then stops its workerd).
+    pub fn stop(&mut self) -> Result<()> {
+        terminate(&mut self.child)
+    }
+}
+
+impl Drop for WorkerRelay {
+    fn drop(&mut self) {
+        let _ = terminate(&mut self.child);
+    }
+}
+
 /// A minimal HTTP/1.1 GET on loopback (no client library needed).
 pub fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;

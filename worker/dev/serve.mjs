@@ -71,12 +71,16 @@ const mf = new Miniflare({
   durableObjectsPersist: path.join(opt.state, "do"),
 });
 await mf.ready;
-// Apply the D1 schema (idempotent: CREATE ... IF NOT EXISTS).
+// Apply the D1 schema, every migration in order (each is idempotent:
+// CREATE ... IF NOT EXISTS).
 const db = await mf.getD1Database("DB");
-const sql = readFileSync(path.join(here, "..", "migrations", "0001_init.sql"), "utf8")
-  .split("\n").filter((l) => !l.startsWith("--")).join("\n");
-const stmts = sql.split(";").map((s) => s.trim()).filter(Boolean).map((s) => db.prepare(s));
-await db.batch(stmts);
+const migrations = path.join(here, "..", "migrations");
+for (const file of readdirSync(migrations).filter((f) => f.endsWith(".sql")).sort()) {
+  const sql = readFileSync(path.join(migrations, file), "utf8")
+    .split("\n").filter((l) => !l.startsWith("--")).join("\n");
+  const stmts = sql.split(";").map((s) => s.trim()).filter(Boolean).map((s) => db.prepare(s));
+  await db.batch(stmts);
+}
 console.log(`clipmesh worker listening on http://127.0.0.1:${opt.port}`);
 
 const stop = async () => {

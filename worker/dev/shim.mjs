@@ -18,6 +18,7 @@ export class UserRoom extends DurableObject {
     this.inner = new bg.UserRoom(state, env);
   }
   fetch(req) { return this.inner.fetch(req); }
+  alarm() { return this.inner.alarm(); }
   webSocketMessage(ws, msg) { return this.inner.webSocketMessage(ws, msg); }
   webSocketClose(ws, code, reason, clean) { return this.inner.webSocketClose(ws, code, reason, clean); }
   webSocketError(ws, err) { return this.inner.webSocketError(ws, err); }

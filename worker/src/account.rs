@@ -85,10 +85,64 @@ pub async fn prelogin(mut req: Request, env: &Env) -> Answer {
                 fake_salt_secret(env)?.as_bytes(),
                 &req.username,
             )),
-            kdf: KdfParams::default(),
+            kdf: auth::fake_kdf(
+                fake_salt_secret(env)?.as_bytes(),
+                &req.username,
+                &kdf_census(env).await?,
+            ),
         },
     };
     api::ok_json(&resp)
+}
+
+/// How long an isolate reuses its KDF census (as the native relay's
+/// `KDF_CENSUS_TTL`), so prelogin floods cost no table scans.
+const KDF_CENSUS_TTL_MS: u64 = 60_000;
+
+/// The parameter sets in use, each with its number of accounts.
+type Census = Vec<(KdfParams, u64)>;
+
+thread_local! {
+    /// This isolate's cached census: when it was read (Unix ms), and the sets.
+    static CENSUS: std::cell::RefCell<Option<(u64, Census)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The KDF parameter sets in use and how many accounts use each, the
+/// input of [`auth::fake_kdf`] (the same query as the native relay's).
+async fn kdf_census(env: &Env) -> Result<Census, ApiError> {
+    let now = worker::Date::now().as_millis();
+    let cached = CENSUS.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(at, _)| now.saturating_sub(*at) < KDF_CENSUS_TTL_MS)
+            .map(|(_, v)| v.clone())
+    });
+    if let Some(c) = cached {
+        return Ok(c);
+    }
+    #[derive(Deserialize)]
+    struct Row {
+        kdf: String,
+        n: u64,
+    }
+    let rows: Vec<Row> = env
+        .d1(DB)?
+        .prepare("SELECT kdf, COUNT(*) AS n FROM users GROUP BY kdf ORDER BY n DESC, kdf ASC")
+        .all()
+        .await?
+        .results()?;
+    let census = rows
+        .into_iter()
+        .map(|r| {
+            Ok((
+                serde_json::from_str(&r.kdf).map_err(ApiError::internal)?,
+                r.n,
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    CENSUS.with(|c| *c.borrow_mut() = Some((now, census.clone())));
+    Ok(census)
 }
 
 fn argon(s: &Settings) -> Result<argon2::Argon2<'static>, ApiError> {

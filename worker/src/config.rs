@@ -34,6 +34,16 @@ pub struct Settings {
     pub room: RoomLimits,
     /// Per-connection limits.
     pub conn: ConnLimits,
+    /// Largest blob, sealed bytes (`BLOB_MAX_BYTES`, native default 4 GiB).
+    pub blob_max_bytes: u64,
+    /// Declared bytes of a user's unexpired blobs (`BLOB_QUOTA_BYTES`, 8 GiB).
+    pub blob_quota_bytes: u64,
+    /// Seconds a blob lives after its `POST` (`BLOB_TTL_S`, 1 day).
+    pub blob_ttl_s: u64,
+    /// Largest `PATCH` body (`BLOB_PATCH_MAX_BYTES`, 64 MiB).
+    pub blob_patch_max_bytes: u64,
+    /// Seconds a new socket has to send `Hello` (the native default, 10).
+    pub hello_timeout_s: u64,
     /// Messages per user per day before new connections are refused with
     /// a "quota exceeded" close (0: no quota).
     pub daily_message_quota: u64,
@@ -76,6 +86,11 @@ impl Settings {
                 bad_frame_strikes: var(env, "BAD_FRAME_STRIKES", 3u32),
             },
             daily_message_quota: var(env, "DAILY_MESSAGE_QUOTA", 0u64),
+            hello_timeout_s: var(env, "HELLO_TIMEOUT_S", 10u64).max(1),
+            blob_max_bytes: var(env, "BLOB_MAX_BYTES", 4u64 << 30),
+            blob_quota_bytes: var(env, "BLOB_QUOTA_BYTES", 8u64 << 30),
+            blob_ttl_s: var(env, "BLOB_TTL_S", 24 * 3600u64),
+            blob_patch_max_bytes: var(env, "BLOB_PATCH_MAX_BYTES", 64u64 << 20).max(1),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - The Worker ([`fetch`]) serves `/healthz`, `/readyz` and the JSON API
 //!   under `/api/v1` with the native relay's paths and bodies: accounts,
 //!   devices and sessions live in **D1** ([`account`]); session tokens are
-//!   looked up through **KV** with a TTL in front of D1 ([`session`]).
+//!   looked up through **KV** with a TTL in front of D1 ([`session`]);
+//!   blobs are stored on **R2** with their rows in D1 ([`blobs`]).
 //! - `/api/v1/ws` is authenticated here and handed to the user's
 //!   [`room::UserRoom`] Durable Object (`idFromName(user_id)`), which holds
 //!   the user's sockets with the Hibernation API and drives
@@ -19,6 +20,7 @@
 
 pub mod account;
 pub mod api;
+pub mod blobs;
 pub mod config;
 pub mod room;
 pub mod session;
@@ -56,6 +58,10 @@ async fn route(
         (Delete, p) if p.starts_with("/api/v1/devices/") => {
             let id = &p["/api/v1/devices/".len()..];
             account::delete_device(req, env, id).await
+        }
+        (_, p) if p.starts_with("/api/v1/blobs/") => {
+            let id = p["/api/v1/blobs/".len()..].to_owned();
+            blobs::handle(req, env, method, &id).await
         }
         (Get, "/api/v1/ws") => room::upgrade(req, env).await,
         (Get, "/api/v1/status") => room::status(req, env).await,

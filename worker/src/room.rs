@@ -81,6 +81,8 @@ struct Inner {
     conns: HashMap<u64, ConnState>,
     settings: Settings,
     wakes: u64,
+    /// WebSocket messages handled since this construction (memory only).
+    messages: u64,
 }
 
 /// One user's room.
@@ -148,6 +150,7 @@ impl UserRoom {
             conns: HashMap::new(),
             settings,
             wakes,
+            messages: 0,
         });
         Ok(())
     }
@@ -185,12 +188,63 @@ impl UserRoom {
             joined: false,
             since: api::unix_now(),
         })?;
+        self.arm_hello_timeout().await?;
         let mut resp = Response::from_websocket(pair.client)?;
         if req.headers().get(V1_HEADER)?.is_some() {
             resp.headers_mut()
                 .set("Sec-WebSocket-Protocol", clipmesh_room::auth::SUBPROTOCOL)?;
         }
         Ok(resp)
+    }
+
+    /// Makes sure an alarm fires by the time the newest socket's `Hello`
+    /// is due (an earlier alarm also sweeps it, and re-arms for the rest).
+    async fn arm_hello_timeout(&self) -> worker::Result<()> {
+        let hello_ms = self.hello_timeout_ms();
+        let due = (api::unix_now().max(0) as u64 + 1) * 1000 + hello_ms;
+        let storage = self.state.storage();
+        match storage.get_alarm().await? {
+            Some(t) if (t as u64) <= due => Ok(()),
+            // An i64 is an offset from now, in milliseconds.
+            _ => storage.set_alarm(due.saturating_sub(now_ms()) as i64).await,
+        }
+    }
+
+    fn hello_timeout_ms(&self) -> u64 {
+        self.inner
+            .borrow()
+            .as_ref()
+            .map_or(10, |i| i.settings.hello_timeout_s)
+            * 1000
+    }
+
+    /// Closes sockets that sent no `Hello` within the timeout (4002, as the
+    /// native relay does), and re-arms the alarm for those still waiting.
+    async fn sweep_hello(&self) -> worker::Result<()> {
+        let hello_ms = self.hello_timeout_ms();
+        let now = now_ms();
+        let mut next: Option<u64> = None;
+        for ws in self.state.get_websockets() {
+            let Some(a) = attachment(&ws) else { continue };
+            if a.joined {
+                continue;
+            }
+            // `since` is whole seconds: round up, never close early.
+            let due = (a.since.max(0) as u64 + 1) * 1000 + hello_ms;
+            if due <= now {
+                let c = CloseCode::ProtocolError;
+                let _ = ws.close(Some(c.as_u16()), Some("no hello in time"));
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        if let Some(t) = next {
+            self.state
+                .storage()
+                .set_alarm(t.saturating_sub(now) as i64)
+                .await?;
+        }
+        Ok(())
     }
 
     fn status_json(&self) -> serde_json::Value {
@@ -217,6 +271,7 @@ impl UserRoom {
             "online": inner.room.len(),
             "sockets": devices,
             "wakes": inner.wakes,
+            "messages_since_wake": inner.messages,
         })
     }
 
@@ -234,6 +289,7 @@ impl UserRoom {
             let Some(inner) = guard.as_mut() else {
                 return Ok(());
             };
+            inner.messages += 1;
             if !att.joined {
                 // Before Hello: only Hello or Ping.
                 let frame = match &msg {
@@ -377,10 +433,19 @@ impl DurableObject for UserRoom {
             }
             "/status" => {
                 self.ensure_loaded(None).await?;
-                Response::from_json(&self.status_json())
+                let mut v = self.status_json();
+                // When the next alarm fires (Unix ms), if one is set.
+                v["alarm_at"] = self.state.storage().get_alarm().await?.into();
+                Response::from_json(&v)
             }
             _ => Response::error("not found", 404),
         }
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.ensure_loaded(None).await?;
+        self.sweep_hello().await?;
+        Response::empty()
     }
 
     async fn websocket_message(

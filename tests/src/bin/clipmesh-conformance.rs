@@ -3,17 +3,43 @@
 //!
 //! ```text
 //! clipmesh-conformance --url http://127.0.0.1:8787
+//! clipmesh-conformance --url http://127.0.0.1:8787 --hibernation IDLE_S PING_S
 //! ```
+//!
+//! `--hibernation` runs the Worker-only hibernation checks instead
+//! (`clipmesh_tests::hibernation`): IDLE_S seconds of keepalives every
+//! PING_S seconds, once as WebSocket protocol pings and once as frame pings.
 
 use anyhow::{bail, Result};
+use std::time::Duration;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = match args.as_slice() {
-        [flag, url] if flag == "--url" => url.clone(),
-        _ => bail!("usage: clipmesh-conformance --url http://127.0.0.1:PORT"),
-    };
-    clipmesh_tests::conformance::run(&url)?;
-    println!("conformance: all checks passed against {url}");
+    match args.as_slice() {
+        [flag, url] if flag == "--url" => {
+            clipmesh_tests::conformance::run(url)?;
+            println!("conformance: all checks passed against {url}");
+        }
+        [flag, url, h, idle, ping] if flag == "--url" && h == "--hibernation" => {
+            let idle = Duration::from_secs(idle.parse()?);
+            let ping = Duration::from_secs(ping.parse()?);
+            let r = clipmesh_tests::hibernation::run(url, idle, ping)?;
+            println!(
+                "hibernation: {}s idle per phase, keepalive every {}s per device; \
+                 protocol pings: {} sent, {} wake (the publish after eviction, delivered to both); \
+                 frame pings: {} sent, {} handled by the room, {} wakes",
+                r.idle.as_secs(),
+                ping.as_secs(),
+                r.protocol_pings,
+                r.wakes_protocol_pings,
+                r.frame_pings,
+                r.messages_frame_pings,
+                r.wakes_frame_pings
+            );
+        }
+        _ => bail!(
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S]"
+        ),
+    }
     Ok(())
 }

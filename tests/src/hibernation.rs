@@ -1,0 +1,169 @@
+//! Hibernation checks for the relay on Cloudflare Workers (the `UserRoom`
+//! Durable Object under a local workerd), run by
+//! `clipmesh-conformance --hibernation` from `scripts/test.d/50-workers.sh`.
+//!
+//! The room's `/api/v1/status` reports `wakes`: how often the object was
+//! constructed to handle an event (a cold start or a wake from
+//! hibernation). With that counter the check shows, for one user with two
+//! joined devices:
+//!
+//! 1. **Idle keepalives do not wake the room.** Both devices send the
+//!    client's keepalive, a WebSocket protocol ping, every `ping_every` for
+//!    `idle`; the runtime answers them itself.
+//! 2. **The room was evicted meanwhile,** and **the next message fans out to
+//!    every device:** a publish after the idle period is acknowledged and
+//!    delivered, and it is what constructed the object again (exactly one
+//!    wake for the whole idle period plus the publish).
+//! 3. **Frame pings run it** (what a client sending `Frame::Ping`
+//!    keepalives costs): the same idle period with `Frame::Ping` instead;
+//!    every ping is a message the room handles (`messages_since_wake`),
+//!    keeping it in memory or waking it.
+//!
+//! Waiting here is on wall time by necessity: eviction is the runtime's
+//! reaction to real idleness. Every wait is bounded by `idle`.
+
+use crate::conformance::{Target, Ws};
+use anyhow::{ensure, Context, Result};
+use clipmesh_proto::{DeviceId, Frame};
+use std::time::{Duration, Instant};
+
+/// What one run saw.
+#[derive(Debug)]
+pub struct Report {
+    /// Wakes while both devices sent protocol pings for `idle`, plus the
+    /// publish after it (1: evicted once, woken by the publish only).
+    pub wakes_protocol_pings: u64,
+    /// Protocol pings sent (both devices).
+    pub protocol_pings: u64,
+    /// Wakes while both devices sent `Frame::Ping` for `idle`.
+    pub wakes_frame_pings: u64,
+    /// Messages the room handled while both devices sent `Frame::Ping`
+    /// (each one ran the room, awake or woken).
+    pub messages_frame_pings: u64,
+    /// Frame pings sent (both devices).
+    pub frame_pings: u64,
+    /// The idle period each phase lasted.
+    pub idle: Duration,
+}
+
+/// The room's `wakes` and `messages_since_wake`.
+fn counters(t: &Target, token: &str) -> Result<(u64, u64)> {
+    let s = t.get("/api/v1/status", Some(token))?;
+    ensure!(s.status == 200, "status: {s:?}");
+    Ok((
+        s.body["wakes"].as_u64().context("status has no wakes")?,
+        s.body["messages_since_wake"]
+            .as_u64()
+            .context("status has no messages_since_wake")?,
+    ))
+}
+
+fn wakes(t: &Target, token: &str) -> Result<u64> {
+    Ok(counters(t, token)?.0)
+}
+
+/// Keeps both sockets alive for `idle`, one keepalive each every
+/// `ping_every`; returns how many were sent.
+fn idle_phase(
+    a: &mut Ws,
+    b: &mut Ws,
+    idle: Duration,
+    ping_every: Duration,
+    frames: bool,
+) -> Result<u64> {
+    let end = Instant::now() + idle;
+    let mut sent = 0;
+    let mut nonce = 0;
+    while Instant::now() < end {
+        std::thread::sleep(ping_every.min(end.saturating_duration_since(Instant::now())));
+        for ws in [&mut *a, &mut *b] {
+            if frames {
+                nonce += 1;
+                ws.send(&Frame::Ping { nonce })?;
+                let p = ws.recv()?;
+                ensure!(p == Frame::Pong { nonce }, "pong: {p:?}");
+            } else {
+                ws.protocol_ping()?;
+            }
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+/// Runs the checks against the Worker at `base` (loopback only).
+pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
+    let t = Target::new(base)?;
+    let name = format!("hib-{}", std::process::id());
+    let (l1, key) = t.signup(&name, "h1")?;
+    let l2 = t.login(&name, &key, "h2")?;
+    ensure!(l2.status == 200, "login: {l2:?}");
+    let token2 = l2.body["token"].as_str().context("token")?.to_owned();
+    let (mut a, _) = t.join(&l1.token, 0)?;
+    let (mut b, _) = t.join(&token2, 0)?;
+    // The room's alarm (the Hello timeout sweep after each connect) fires
+    // first: it is an event of its own and would count as a wake.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = t.get("/api/v1/status", Some(&l1.token))?;
+        if s.body["alarm_at"].is_null() {
+            break;
+        }
+        ensure!(
+            Instant::now() < until,
+            "the room's alarm never fired: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let w0 = wakes(&t, &l1.token)?;
+
+    // 1 and 2: protocol pings, then a publish.
+    let protocol_pings = idle_phase(&mut a, &mut b, idle, ping_every, false)?;
+    a.send(&Frame::Publish {
+        id: 1,
+        envelope: b"after-idle".to_vec(),
+    })?;
+    let ack = a.recv()?;
+    let Frame::Ack { id: 1, seq } = ack else {
+        anyhow::bail!("expected Ack after the idle period, got {ack:?}");
+    };
+    let d = b.recv()?;
+    ensure!(
+        d == Frame::Deliver {
+            seq,
+            from: DeviceId(l1.device),
+            envelope: b"after-idle".to_vec()
+        },
+        "deliver after the idle period: {d:?}"
+    );
+    let w1 = wakes(&t, &l1.token)?;
+    let wakes_protocol_pings = w1 - w0;
+    ensure!(
+        wakes_protocol_pings == 1,
+        "expected exactly one wake (the publish after eviction) over {idle:?} of protocol \
+         pings every {ping_every:?}, saw {wakes_protocol_pings}: {}",
+        if wakes_protocol_pings == 0 {
+            "the room was never evicted"
+        } else {
+            "idle pings woke the room"
+        }
+    );
+
+    // 3: frame pings, for comparison. The messages counter is per
+    // construction; wait for an eviction first so it starts from zero.
+    std::thread::sleep(idle);
+    let frame_pings = idle_phase(&mut a, &mut b, idle, ping_every, true)?;
+    let (w2, m2) = counters(&t, &l1.token)?;
+    ensure!(
+        m2 >= frame_pings,
+        "the room handled {m2} messages for {frame_pings} frame pings"
+    );
+    Ok(Report {
+        wakes_protocol_pings,
+        protocol_pings,
+        wakes_frame_pings: w2 - w1,
+        messages_frame_pings: m2,
+        frame_pings,
+        idle,
+    })
+}
