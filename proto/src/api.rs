@@ -1,7 +1,10 @@
 //! JSON bodies of the relay's HTTP API under `/api/v1`.
 //!
 //! Binary values (salts, keys, wrapped keys) travel as lower-case hex.
-//! `docs/protocol.md` lists every endpoint.
+//! `docs/protocol.md` lists every endpoint. The protocol v2 bodies (OPAQUE
+//! login, device keys) are in [`v2`].
+
+pub mod v2;
 
 use crate::ids::{DeviceId, UserId};
 use crate::keys::KdfParams;

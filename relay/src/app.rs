@@ -46,6 +46,8 @@ pub struct AppState {
     /// KDF parameter sets in use (for unknown users' prelogin), refreshed
     /// at most every [`KDF_CENSUS_TTL`].
     pub kdf_census: Mutex<Option<(Instant, KdfCensus)>>,
+    /// The OPAQUE setup and half-finished v2 logins.
+    pub opaque: crate::opaque::OpaqueHost,
     /// Server secret for fake pre-login salts.
     pub secret: Vec<u8>,
     /// Peers whose `X-Forwarded-For` is believed.

@@ -10,6 +10,7 @@
 
 mod account;
 mod admin;
+mod v2;
 
 pub(crate) use account::{
     check_throttle as check_login_throttle, record_failure as record_login_failure,
@@ -21,7 +22,7 @@ use crate::error::ApiError;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use clipmesh_proto::api::ApiErrorCode;
 use std::sync::Arc;
@@ -37,6 +38,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/devices", get(account::devices))
         .route("/api/v1/devices/{id}", delete(account::delete_device))
         .route("/api/v1/password", post(account::change_password))
+        .route("/api/v2/signup/start", post(v2::signup_start))
+        .route("/api/v2/signup/finish", post(v2::signup_finish))
+        .route("/api/v2/login/start", post(v2::login_start))
+        .route("/api/v2/login/finish", post(v2::login_finish))
+        .route("/api/v2/register/start", post(v2::register_start))
+        .route("/api/v2/upgrade", post(v2::upgrade))
+        .route("/api/v2/password/start", post(v2::password_start))
+        .route("/api/v2/password/finish", post(v2::password_finish))
+        .route("/api/v2/device-key", put(v2::put_device_key))
+        .route("/api/v2/device-keys", get(v2::device_keys))
         .route("/api/v1/admin/users", get(admin::list_users))
         .route(
             "/api/v1/admin/users/{id}/disable",

@@ -15,6 +15,8 @@
 //! - [`room`]: the actor; its sans-IO core is [`RoomState`] from the
 //!   `clipmesh-room` crate, shared with the Cloudflare Worker host.
 //! - [`store`]: SQLite (WAL) with migrations.
+//! - [`opaque`]: the OPAQUE setup (`<data-dir>/opaque-setup`, 0600) and
+//!   the half-finished logins of protocol v2.
 //! - [`blobs`]: the blob store for large sealed items (files under
 //!   `<data-dir>/blobs`, streaming resumable uploads, TTL sweeper).
 //! - [`outbox`]: a connection's bounded outbound queue.
@@ -43,6 +45,7 @@ pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod opaque;
 pub mod outbox;
 pub mod ratelimit;
 pub mod registry;

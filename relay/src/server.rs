@@ -104,7 +104,7 @@ impl Relay {
             _ => return Err(NetError::Tls("both tls_cert and tls_key are needed".into()).into()),
         };
         let cfg = config.clone();
-        let (store, secret, hasher, setup) = tokio::task::spawn_blocking(move || {
+        let (store, secret, hasher, setup, opaque) = tokio::task::spawn_blocking(move || {
             let store = open_store(&cfg)?;
             let secret = store.blocking(|db| db.secret())?;
             let users = store.blocking(|db| db.user_count())?;
@@ -113,6 +113,11 @@ impl Relay {
                 what: format!("setup token in {}", dir.display()),
                 source,
             })?;
+            let opaque =
+                crate::opaque::OpaqueHost::open(&dir).map_err(|source| RelayError::Io {
+                    what: format!("OPAQUE setup in {}", dir.display()),
+                    source,
+                })?;
             let a = &cfg.auth;
             let hasher = Hasher::new(
                 a.hash_m_kib,
@@ -121,7 +126,7 @@ impl Relay {
                 a.max_concurrent_hashes,
                 a.max_queued_hashes,
             )?;
-            Ok::<_, RelayError>((store, secret, hasher, setup))
+            Ok::<_, RelayError>((store, secret, hasher, setup, opaque))
         })
         .await
         .map_err(|_| RelayError::Store(StoreError::Join))??;
@@ -187,6 +192,7 @@ impl Relay {
             blobs: blobs.clone(),
             metrics,
             secret,
+            opaque,
             trusted,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),

@@ -15,6 +15,7 @@ mod batch;
 mod blobs;
 mod clipcascade;
 mod migrations;
+mod opaque;
 
 use clipmesh_proto::api::UserRecord;
 use clipmesh_proto::{DeviceId, KdfParams, UserId};
@@ -27,6 +28,7 @@ pub use batch::{ClipWrite, BATCH_MAX, BATCH_WINDOW};
 pub use blobs::{BlobRow, CreateBlob};
 pub use clipcascade::{CcAccount, CcMode, CcSession};
 pub use migrations::MIGRATIONS;
+pub use opaque::{DeviceKeyRow, V2Account, V2Credentials};
 
 /// Errors from the database layer.
 #[derive(Debug, Error)]
@@ -69,6 +71,9 @@ pub struct UserRow {
     pub disabled: bool,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// Has an OPAQUE record (protocol v2): v1 login no longer works for it,
+    /// and its v1 salt, verifier and wrapped key are empty.
+    pub v2: bool,
 }
 
 /// What a valid token resolves to.
@@ -166,7 +171,8 @@ fn sql_id(v: u64) -> i64 {
 }
 
 const USER_COLS: &str =
-    "id, username, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, created_at";
+    "id, username, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, \
+     created_at, opaque_record IS NOT NULL";
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(UserRow, String)> {
     Ok((
@@ -180,6 +186,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(UserRow, String)> {
             is_admin: r.get(6)?,
             disabled: r.get(7)?,
             created_at: r.get(8)?,
+            v2: r.get(9)?,
         },
         r.get(3)?,
     ))
@@ -291,6 +298,18 @@ impl Db {
         device: Option<(&str, &[u8; 32])>,
         now: i64,
     ) -> Result<CreateUser, StoreError> {
+        self.create_user_inner(username, creds, None, policy_allows, device, now)
+    }
+
+    fn create_user_inner(
+        &mut self,
+        username: &str,
+        creds: &NewCredentials,
+        v2: Option<&V2Credentials>,
+        policy_allows: impl FnOnce(u64) -> bool,
+        device: Option<(&str, &[u8; 32])>,
+        now: i64,
+    ) -> Result<CreateUser, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -323,6 +342,17 @@ impl Db {
             ],
         )?;
         let user = UserId(id(tx.last_insert_rowid()));
+        if let Some(v2) = v2 {
+            tx.execute(
+                "UPDATE users SET opaque_record = ?2, epoch = ?3, export_wrap = ?4 WHERE id = ?1",
+                params![
+                    sql_id(user.0),
+                    v2.record,
+                    i64::from(v2.epoch),
+                    v2.export_wrap
+                ],
+            )?;
+        }
         let device = match device {
             Some((name, token_hash)) => {
                 Some(Self::insert_session(&tx, user, name, token_hash, now)?)
@@ -484,26 +514,7 @@ impl Db {
                 creds.wrapped_data_key
             ],
         )?;
-        let keep = match logout {
-            Logout::None => None,
-            Logout::AllBut(d) => Some(sql_id(d.0)),
-            Logout::All => Some(-1),
-        };
-        let mut revoked = Vec::new();
-        if let Some(keep) = keep {
-            {
-                let mut st =
-                    tx.prepare("SELECT id FROM devices WHERE user_id = ?1 AND id != ?2")?;
-                let rows = st.query_map(params![sql_id(user.0), keep], |r| r.get::<_, i64>(0))?;
-                for r in rows {
-                    revoked.push(DeviceId(id(r?)));
-                }
-            }
-            tx.execute(
-                "DELETE FROM devices WHERE user_id = ?1 AND id != ?2",
-                params![sql_id(user.0), keep],
-            )?;
-        }
+        let revoked = Self::logout_in(&tx, user, logout)?;
         if forget_clip {
             tx.execute(
                 "UPDATE room_state SET envelope = NULL WHERE user_id = ?1",
@@ -511,6 +522,32 @@ impl Db {
             )?;
         }
         tx.commit()?;
+        Ok(revoked)
+    }
+
+    /// Ends the sessions `logout` names inside a transaction; returns them.
+    fn logout_in(
+        tx: &Connection,
+        user: UserId,
+        logout: Logout,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let keep = match logout {
+            Logout::None => return Ok(Vec::new()),
+            Logout::AllBut(d) => sql_id(d.0),
+            Logout::All => -1,
+        };
+        let mut revoked = Vec::new();
+        {
+            let mut st = tx.prepare("SELECT id FROM devices WHERE user_id = ?1 AND id != ?2")?;
+            let rows = st.query_map(params![sql_id(user.0), keep], |r| r.get::<_, i64>(0))?;
+            for r in rows {
+                revoked.push(DeviceId(id(r?)));
+            }
+        }
+        tx.execute(
+            "DELETE FROM devices WHERE user_id = ?1 AND id != ?2",
+            params![sql_id(user.0), keep],
+        )?;
         Ok(revoked)
     }
 

@@ -23,6 +23,8 @@ mod hostile;
 mod lifecycle;
 #[path = "relay/limits.rs"]
 mod limits;
+#[path = "relay/opaque.rs"]
+mod opaque;
 #[path = "relay/rooms.rs"]
 mod rooms;
 #[path = "relay/tls.rs"]

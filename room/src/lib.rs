@@ -10,6 +10,9 @@
 //! - [`ratelimit`]: the per-device publish limiter, time passed in.
 //! - [`validate`] and [`auth`]: the API input rules and the token and
 //!   fake-salt rules, so both hosts answer the same input the same way.
+//! - [`opaque`]: the relay side of protocol v2's OPAQUE login that does no
+//!   IO: body validation, `login/start` answers (fake records for unknown
+//!   and v1-only accounts), half-finished logins, when v1 login still works.
 //!
 //! **Architecture Invariant:** this crate does no IO and has no runtime:
 //! it depends on `clipmesh-proto`, `bytes` and pure-Rust hashing crates
@@ -19,6 +22,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod opaque;
 pub mod ratelimit;
 pub mod state;
 pub mod validate;

@@ -30,7 +30,9 @@ pub(super) async fn prelogin(
     validate::username(&req.username)?;
     let name = req.username.clone();
     let user = s.store.call(move |db| db.user_by_name(&name)).await?;
-    Ok(Json(match user {
+    // A v2 account has no v1 salt: it answers like an unknown name, so v1
+    // prelogin reveals nothing about which accounts have upgraded.
+    Ok(Json(match user.filter(|u| !u.v2) {
         Some(u) => PreloginResponse {
             salt: hex::encode(&u.salt),
             kdf: u.kdf,
@@ -44,7 +46,7 @@ pub(super) async fn prelogin(
 
 /// The KDF parameter sets in use, from a cache refreshed every
 /// [`crate::app::KDF_CENSUS_TTL`] (so prelogin floods cost no table scans).
-async fn kdf_census(s: &AppState) -> Result<Vec<(KdfParams, u64)>, ApiError> {
+pub(super) async fn kdf_census(s: &AppState) -> Result<Vec<(KdfParams, u64)>, ApiError> {
     let now = Instant::now();
     if let Some((at, c)) = &*lock(&s.kdf_census) {
         if now.saturating_duration_since(*at) < crate::app::KDF_CENSUS_TTL {
@@ -154,6 +156,7 @@ pub(super) async fn signup(
                 is_admin,
                 disabled: false,
                 created_at: 0,
+                v2: false,
             };
             Ok(login_response(&row, device, token, is_admin))
         }
@@ -169,7 +172,7 @@ pub(super) async fn signup(
     }
 }
 
-fn signup_closed() -> ApiError {
+pub(super) fn signup_closed() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         ApiErrorCode::SignupClosed,
@@ -200,7 +203,7 @@ pub(crate) fn record_success(s: &AppState, name: &str, ip: std::net::IpAddr) {
     s.login_guard.success(name, ip);
 }
 
-fn invalid_credentials() -> ApiError {
+pub(super) fn invalid_credentials() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         ApiErrorCode::InvalidCredentials,
@@ -221,11 +224,14 @@ pub(super) async fn login(
     check_throttle(&s, &req.username, ip)?;
     let name = req.username.clone();
     let user = s.store.call(move |db| db.user_by_name(&name)).await?;
-    let ok = s
-        .hasher
-        .verify(user.as_ref().map(|u| u.auth_hash.clone()), auth_key)
-        .await?;
-    let Some(user) = user.filter(|_| ok) else {
+    // v1 login works only until the account has upgraded to v2: after
+    // that it is checked against the dummy hash, like an unknown name.
+    let phc = user
+        .as_ref()
+        .filter(|u| clipmesh_room::opaque::v1_login_allowed(u.v2))
+        .map(|u| u.auth_hash.clone());
+    let ok = s.hasher.verify(phc, auth_key).await?;
+    let Some(user) = user.filter(|u| ok && !u.v2) else {
         record_failure(&s, &req.username, ip);
         tracing::debug!(%ip, "login failed");
         return Err(invalid_credentials());
@@ -319,11 +325,9 @@ pub(super) async fn change_password(
         .ok_or_else(ApiError::unauthorized)?;
     let ip = s.trusted.client_ip(peer, &headers);
     check_throttle(&s, &user.username, ip)?;
-    if !s
-        .hasher
-        .verify(Some(user.auth_hash.clone()), current)
-        .await?
-    {
+    let phc =
+        Some(user.auth_hash.clone()).filter(|_| clipmesh_room::opaque::v1_login_allowed(user.v2));
+    if !s.hasher.verify(phc, current).await? {
         record_failure(&s, &user.username, ip);
         return Err(invalid_credentials());
     }

@@ -78,4 +78,17 @@ CREATE TABLE cc_sessions (
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 5: protocol v2 (OPAQUE): the account's registration record (NULL
+    // while the account is v1), its current key epoch and that epoch's key
+    // wrapped under the OPAQUE export key; each device's public keys and
+    // their certificate under an epoch's roster key. An upgraded account's
+    // auth_hash is set to '' (no v1 login).
+    r#"
+ALTER TABLE users ADD COLUMN opaque_record BLOB;
+ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN export_wrap BLOB;
+ALTER TABLE devices ADD COLUMN public_key BLOB;
+ALTER TABLE devices ADD COLUMN key_epoch INTEGER;
+ALTER TABLE devices ADD COLUMN key_cert BLOB;
+"#,
 ];
