@@ -1,5 +1,9 @@
 //! Signing up, logging in and out: the key hierarchy on the device.
 //!
+//! Protocol v2 (OPAQUE login, device keys, the v1 → v2 upgrade) is in
+//! [`v2`]; this file picks v2 or v1 per relay and account and stores the
+//! result. The v1 flows:
+//!
 //! - **signup:** random salt, default Argon2id parameters, derive
 //!   `auth_key` + `kek`, generate a data key, wrap it, `POST /signup`.
 //! - **login:** `POST /prelogin` for salt and parameters, refuse parameters
@@ -19,10 +23,14 @@ use crate::secrets::{self, Secrets, SecretsError, StoreKind};
 use crate::tls::{TlsError, TrustRoots};
 use clipmesh_proto::api::{LoginRequest, LoginResponse, SignupRequest};
 use clipmesh_proto::keys::{random_salt, KdfError, SALT_LEN};
-use clipmesh_proto::{DataKey, KdfParams, WrappedDataKey};
+use clipmesh_proto::{
+    DataKey, DeviceSecrets, Epoch, EpochKey, ExportWrappedKey, KdfParams, WrappedDataKey,
+};
 use std::path::Path;
 use thiserror::Error;
 use zeroize::Zeroizing;
+
+mod v2;
 
 /// Why an account operation failed. `Display` is the one line printed.
 #[derive(Debug, Error)]
@@ -57,6 +65,13 @@ pub enum AccountError {
     /// The command needs a logged-in device.
     #[error("not logged in: run `clipmesh login` first")]
     NotLoggedIn,
+    /// This device logged in to the account with v2 before, and the relay
+    /// now refuses v2 login or no longer offers it.
+    #[error("v2 login failed for an account this device has used with v2 (wrong password, or the relay no longer offers v2); refusing to fall back to v1 login")]
+    V2Pinned,
+    /// An OPAQUE message could not be made.
+    #[error("login: {0}")]
+    Opaque(clipmesh_proto::opaque::OpaqueError),
 }
 
 /// What `signup`/`login` need.
@@ -140,12 +155,41 @@ pub fn signup(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountErr
 
 /// [`signup`] with explicit KDF parameters (tests use cheap ones; they must
 /// still pass the floor or later logins refuse them).
+///
+/// Signs up with protocol v2 (OPAQUE) when the relay offers it, and with v1
+/// when it answers `/api/v2` with 404 (a relay of an older release, or the
+/// Cloudflare Worker host, which has no v2 yet).
 pub fn signup_with_params(
     dir: &Path,
     creds: &Credentials<'_>,
     kdf: KdfParams,
 ) -> Result<Account, AccountError> {
     let server = checked_server(creds)?;
+    let roots = TrustRoots::load(creds.ca_file)?;
+    let api = Api::with_roots(&server, &roots);
+    kdf.check_floor().map_err(AccountError::Kdf)?;
+    match v2::signup(&api, creds, kdf) {
+        Ok((resp, epoch_key)) => {
+            let account = v2::store(dir, &server, creds, &api, resp, epoch_key)?;
+            pin(dir, &server, creds.username, kdf)?;
+            pin_v2(dir, &server, creds.username, kdf)?;
+            Ok(account)
+        }
+        Err(AccountError::Api(e)) if v2::not_offered(&e) => {
+            tracing::info!("the relay has no v2 accounts; signing up with v1");
+            signup_v1(dir, &server, &api, creds, kdf)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn signup_v1(
+    dir: &Path,
+    server: &str,
+    api: &Api,
+    creds: &Credentials<'_>,
+    kdf: KdfParams,
+) -> Result<Account, AccountError> {
     let salt = random_salt();
     let (auth_key, kek) = clipmesh_proto::keys::derive_keys(creds.password, &salt, &kdf)
         .map_err(AccountError::Kdf)?;
@@ -160,25 +204,117 @@ pub fn signup_with_params(
         device_name: creds.device_name.to_owned(),
         setup_token: creds.setup_token.map(str::to_owned),
     };
-    let roots = TrustRoots::load(creds.ca_file)?;
-    let resp = Api::with_roots(&server, &roots).signup(&req)?;
-    let account = store(dir, &server, creds, resp, data_key)?;
-    pin(dir, &server, creds.username, kdf)?;
+    let resp = api.signup(&req)?;
+    let account = store(
+        dir,
+        server,
+        creds,
+        resp.token.clone(),
+        &resp,
+        data_key,
+        None,
+    )?;
+    pin(dir, server, creds.username, kdf)?;
     Ok(account)
 }
 
 /// Logs this device in to an existing account.
+///
+/// Tries protocol v2 (OPAQUE) first. If the relay has no v2 (404), or the
+/// v2 login fails and this device never logged in to the account with v2,
+/// it tries v1; a v1 login on a relay that has v2 then upgrades the account
+/// in place (`docs/crypto.md`, "Upgrade from v1"). Once an account has
+/// logged in with v2 on this device it is pinned to v2 ([`crate::pins`]):
+/// v1 is never tried for it again, so a relay cannot make this device send
+/// an `auth_key` for it.
 pub fn login(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountError> {
     let server = checked_server(creds)?;
     let roots = TrustRoots::load(creds.ca_file)?;
     let api = Api::with_roots(&server, &roots);
-    let pinned = crate::pins::Pins::load(dir)
-        .map_err(AccountError::Pins)?
-        .get(&server, creds.username);
+    let pins = crate::pins::Pins::load(dir).map_err(AccountError::Pins)?;
+    let (pinned, pinned_v2) = (
+        pins.get(&server, creds.username),
+        pins.get_v2(&server, creds.username),
+    );
+    match v2::login(&api, creds, pinned_v2.or(pinned).as_ref())? {
+        v2::Outcome::Done {
+            resp,
+            export_key,
+            kdf,
+        } => {
+            let wrap = ExportWrappedKey::from_hex(&resp.export_wrap)
+                .ok_or(AccountError::BadResponse("export wrap"))?;
+            let epoch_key = export_key
+                .kek()
+                .unwrap(Epoch(resp.epoch), &wrap)
+                .map_err(|_| AccountError::BadResponse("export wrap"))?;
+            let account = v2::store(dir, &server, creds, &api, resp, epoch_key)?;
+            pin_v2(dir, &server, creds.username, kdf)?;
+            Ok(account)
+        }
+        v2::Outcome::NotOffered | v2::Outcome::Failed if pinned_v2.is_some() => {
+            Err(AccountError::V2Pinned)
+        }
+        v2::Outcome::NotOffered => {
+            let (resp, data_key, kdf, _) = login_v1(&api, creds, pinned.as_ref())?;
+            let account = store(
+                dir,
+                &server,
+                creds,
+                resp.token.clone(),
+                &resp,
+                data_key,
+                None,
+            )?;
+            pin(dir, &server, creds.username, kdf)?;
+            Ok(account)
+        }
+        v2::Outcome::Failed => {
+            let (resp, data_key, kdf, auth_key) = login_v1(&api, creds, pinned.as_ref())?;
+            pin(dir, &server, creds.username, kdf)?;
+            match v2::upgrade(&api, &resp.token, creds, &auth_key, &data_key, kdf) {
+                Ok(()) => {
+                    tracing::info!("account upgraded to protocol v2");
+                    let v2resp = clipmesh_proto::api::v2::LoginV2Response {
+                        user_id: resp.user_id,
+                        device_id: resp.device_id,
+                        token: resp.token.clone(),
+                        kdf,
+                        epoch: 0,
+                        export_wrap: String::new(),
+                        is_admin: resp.is_admin,
+                    };
+                    let key = EpochKey::from_bytes(*data_key.expose());
+                    let account = v2::store(dir, &server, creds, &api, v2resp, key)?;
+                    pin_v2(dir, &server, creds.username, kdf)?;
+                    Ok(account)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not upgrade the account to v2; staying on v1");
+                    store(
+                        dir,
+                        &server,
+                        creds,
+                        resp.token.clone(),
+                        &resp,
+                        data_key,
+                        None,
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// v1 login: prelogin, the parameter checks, Argon2id, `POST /login`, and
+/// the data key unwrapped.
+fn login_v1(
+    api: &Api,
+    creds: &Credentials<'_>,
+    pinned: Option<&KdfParams>,
+) -> Result<(LoginResponse, DataKey, KdfParams, clipmesh_proto::AuthKey), AccountError> {
     let pre = api.prelogin(creds.username)?;
-    pre.kdf
-        .check_pinned(pinned.as_ref())
-        .map_err(AccountError::Kdf)?;
+    pre.kdf.check_pinned(pinned).map_err(AccountError::Kdf)?;
     let salt: [u8; SALT_LEN] = hex::decode(&pre.salt)
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -196,9 +332,7 @@ pub fn login(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountErro
     let data_key = kek
         .unwrap(&wrapped)
         .map_err(|_| AccountError::WrongPassword)?;
-    let account = store(dir, &server, creds, resp, data_key)?;
-    pin(dir, &server, creds.username, pre.kdf)?;
-    Ok(account)
+    Ok((resp, data_key, pre.kdf, auth_key))
 }
 
 /// Pins the parameters an account logged in with (they passed the floor and
@@ -208,25 +342,69 @@ fn pin(dir: &Path, server: &str, username: &str, kdf: KdfParams) -> Result<(), A
     pins.pin(server, username, kdf).map_err(AccountError::Pins)
 }
 
+/// Pins an account to v2 login on this device.
+fn pin_v2(dir: &Path, server: &str, username: &str, kdf: KdfParams) -> Result<(), AccountError> {
+    let mut pins = crate::pins::Pins::load(dir).map_err(AccountError::Pins)?;
+    pins.pin_v2(server, username, kdf)
+        .map_err(AccountError::Pins)
+}
+
+/// What a login leaves on the device.
+struct Session {
+    user_id: u64,
+    device_id: u64,
+    token: String,
+    data_key: DataKey,
+    v2: Option<(DeviceSecrets, u32)>,
+}
+
 fn store(
     dir: &Path,
     server: &str,
     creds: &Credentials<'_>,
-    resp: LoginResponse,
+    token: String,
+    resp: &LoginResponse,
     data_key: DataKey,
+    v2: Option<(DeviceSecrets, u32)>,
+) -> Result<Account, AccountError> {
+    store_session(
+        dir,
+        server,
+        creds,
+        Session {
+            user_id: resp.user_id.0,
+            device_id: resp.device_id.0,
+            token,
+            data_key,
+            v2,
+        },
+    )
+}
+
+fn store_session(
+    dir: &Path,
+    server: &str,
+    creds: &Credentials<'_>,
+    session: Session,
 ) -> Result<Account, AccountError> {
     crate::config::ensure_dir(dir)?;
+    let (device, epoch) = match session.v2 {
+        Some((d, e)) => (Some(d), Some(e)),
+        None => (None, None),
+    };
     let secrets = Secrets {
-        token: Zeroizing::new(resp.token.clone()),
-        data_key,
+        token: Zeroizing::new(session.token),
+        data_key: session.data_key,
+        device,
+        epoch,
     };
     let kind = secrets::save(dir, &secrets)?;
     let mut config = Config::load(dir)?;
     let account = Account {
         server: server.to_owned(),
         username: creds.username.to_owned(),
-        user_id: resp.user_id.0,
-        device_id: resp.device_id.0,
+        user_id: session.user_id,
+        device_id: session.device_id,
         device_name: creds.device_name.to_owned(),
         secret_store: kind.as_str().to_owned(),
         ca_file: creds.ca_file.map(absolute),
@@ -237,7 +415,13 @@ fn store(
     // A new device starts its room view from scratch.
     let _ = std::fs::remove_file(dir.join(crate::state::STATE_FILE));
     crate::replay::ReplayFile::new(dir).remove();
-    tracing::debug!(user = %resp.user_id, device = %resp.device_id, store = kind.as_str(), "logged in");
+    tracing::debug!(
+        user = session.user_id,
+        device = session.device_id,
+        store = kind.as_str(),
+        v2 = epoch.is_some(),
+        "logged in"
+    );
     Ok(account)
 }
 

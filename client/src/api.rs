@@ -5,6 +5,7 @@
 //! command line prints.
 
 use crate::tls::TrustRoots;
+use clipmesh_proto::api::v2;
 use clipmesh_proto::api::{
     DevicesResponse, ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse,
     SignupRequest,
@@ -168,6 +169,125 @@ impl Api {
         let resp = self
             .agent
             .get(&self.url("devices"))
+            .header("Authorization", &bearer(token))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
+    fn post_v2<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let mut req = self.agent.post(&format!("{}/api/v2/{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", &bearer(t));
+        }
+        let resp = req.send_json(body).map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
+    fn post_v2_empty<B: serde::Serialize>(
+        &self,
+        path: &str,
+        token: &str,
+        body: &B,
+    ) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .post(&format!("{}/api/v2/{path}", self.base))
+            .header("Authorization", &bearer(token))
+            .send_json(body)
+            .map_err(|e| self.unreachable(e))?;
+        empty_or_error(resp)
+    }
+
+    /// `POST /api/v2/signup/start`.
+    pub fn v2_signup_start(
+        &self,
+        req: &v2::RegisterStartRequest,
+    ) -> Result<v2::RegisterStartResponse, ApiError> {
+        self.post_v2("signup/start", None, req)
+    }
+
+    /// `POST /api/v2/signup/finish`.
+    pub fn v2_signup_finish(
+        &self,
+        req: &v2::SignupFinishRequest,
+    ) -> Result<v2::LoginV2Response, ApiError> {
+        self.post_v2("signup/finish", None, req)
+    }
+
+    /// `POST /api/v2/login/start`.
+    pub fn v2_login_start(
+        &self,
+        req: &v2::LoginStartRequest,
+    ) -> Result<v2::LoginStartResponse, ApiError> {
+        self.post_v2("login/start", None, req)
+    }
+
+    /// `POST /api/v2/login/finish`.
+    pub fn v2_login_finish(
+        &self,
+        req: &v2::LoginFinishRequest,
+    ) -> Result<v2::LoginV2Response, ApiError> {
+        self.post_v2("login/finish", None, req)
+    }
+
+    /// `POST /api/v2/register/start` for this device's own account.
+    pub fn v2_register_start(
+        &self,
+        token: &str,
+        req: &v2::OwnRegisterStartRequest,
+    ) -> Result<v2::RegisterStartResponse, ApiError> {
+        self.post_v2("register/start", Some(token), req)
+    }
+
+    /// `POST /api/v2/upgrade`.
+    pub fn v2_upgrade(&self, token: &str, req: &v2::UpgradeRequest) -> Result<(), ApiError> {
+        self.post_v2_empty("upgrade", token, req)
+    }
+
+    /// `POST /api/v2/password/start`.
+    pub fn v2_password_start(
+        &self,
+        token: &str,
+        req: &v2::PasswordStartRequest,
+    ) -> Result<v2::PasswordStartResponse, ApiError> {
+        self.post_v2("password/start", Some(token), req)
+    }
+
+    /// `POST /api/v2/password/finish`.
+    pub fn v2_password_finish(
+        &self,
+        token: &str,
+        req: &v2::PasswordFinishRequest,
+    ) -> Result<(), ApiError> {
+        self.post_v2_empty("password/finish", token, req)
+    }
+
+    /// `PUT /api/v2/device-key`.
+    pub fn v2_put_device_key(
+        &self,
+        token: &str,
+        req: &v2::DeviceKeyRequest,
+    ) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .put(&format!("{}/api/v2/device-key", self.base))
+            .header("Authorization", &bearer(token))
+            .send_json(req)
+            .map_err(|e| self.unreachable(e))?;
+        empty_or_error(resp)
+    }
+
+    /// `GET /api/v2/device-keys`.
+    pub fn v2_device_keys(&self, token: &str) -> Result<v2::DeviceKeysResponse, ApiError> {
+        let resp = self
+            .agent
+            .get(&format!("{}/api/v2/device-keys", self.base))
             .header("Authorization", &bearer(token))
             .call()
             .map_err(|e| self.unreachable(e))?;

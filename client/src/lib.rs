@@ -13,12 +13,15 @@
 //!   clipboard: the `clipmesh-clipboard` crate), [`transfer`] (images and files through the relay's blob
 //!   store);
 //! - the programs: [`daemon`] (`clipmesh run`: the engine's driver), [`oneshot`] (`send` without
-//!   a daemon), [`watch`], [`account`] (signup, login, logout), [`api`] (the
+//!   a daemon), [`watch`], [`account`] (signup, login, logout; OPAQUE v2
+//!   with the v1 fallback and upgrade), [`api`] (the
 //!   relay's HTTP API);
 //! - [`clipcascade`]: the ClipCascade profile (its crypto and item format);
 //! - local files and trust: [`config`], [`secrets`], [`state`], [`replay`]
 //!   (per-origin replay state that survives restarts), [`pins`] (KDF
-//!   parameters pinned per account), [`tls`].
+//!   parameters pinned per account, and which accounts are pinned to v2
+//!   login), [`roster`] (the account's device keys as this device verified
+//!   them), [`tls`].
 //!
 //! **Architecture Invariant:** the client depends on `clipmesh-proto` only,
 //! never on the relay. It is the only component that opens envelopes, and
@@ -38,6 +41,7 @@ pub mod oneshot;
 pub mod p2p;
 pub mod pins;
 pub mod replay;
+pub mod roster;
 pub mod secrets;
 pub mod session;
 pub mod state;

@@ -759,24 +759,88 @@ async fn devices(dir: PathBuf, revoke: Option<u64>) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let list = blocking(move || api.devices(&token)).await??;
+    let a2 = api.clone();
+    let t2 = token.clone();
+    let list = blocking(move || a2.devices(&t2)).await??;
+    // Protocol v2: the relay's key listing, judged against this device's
+    // epoch key and pinned roster (`clipmesh::roster`).
+    let trust = match (&device.secrets.device, device.secrets.epoch) {
+        (Some(_), Some(epoch)) => {
+            let keys = blocking(move || api.v2_device_keys(&token)).await??;
+            let epoch_key = clipmesh_proto::EpochKey::from_bytes(*device.secrets.data_key.expose());
+            let d2 = dir.clone();
+            let listing = keys.devices.clone();
+            let verdicts = blocking(move || {
+                clipmesh::roster::Roster::load(&d2)?.review(&epoch_key, epoch, &listing)
+            })
+            .await?
+            .context("device roster")?;
+            if keys.epoch > epoch {
+                eprintln!(
+                    "note: the account is at key epoch {}, this device holds epoch {epoch}; log in again to fetch it",
+                    keys.epoch
+                );
+            }
+            keys.devices
+                .iter()
+                .map(|d| d.id)
+                .zip(verdicts)
+                .collect::<std::collections::HashMap<_, _>>()
+        }
+        _ => Default::default(),
+    };
     println!(
-        "{:<8} {:<24} {:<7} {:<8} LAST SEEN",
-        "ID", "NAME", "ONLINE", "CURRENT"
+        "{:<8} {:<24} {:<7} {:<8} {:<14} SAFETY NUMBER",
+        "ID", "NAME", "ONLINE", "CURRENT", "LAST SEEN"
     );
     let now = (now_ms() / 1000) as i64;
+    let mut refused = false;
     for d in list.devices {
         let ago = now.saturating_sub(d.last_seen_at).max(0);
+        use clipmesh::roster::Trust;
+        let safety = match trust.get(&d.id) {
+            Some(Trust::Known(f)) => f.to_string(),
+            Some(Trust::New(f)) => {
+                eprintln!(
+                    "new device in this account: {} \"{}\", safety number {f}",
+                    d.id.0, d.name
+                );
+                format!("{f} (new)")
+            }
+            Some(Trust::OtherEpoch(e)) => format!("(certified in epoch {e}, not checked)"),
+            Some(Trust::BadCert) => {
+                refused = true;
+                eprintln!(
+                    "refused: the relay lists a key for device {} \"{}\" that no device of this account certified",
+                    d.id.0, d.name
+                );
+                "REFUSED (uncertified key)".to_owned()
+            }
+            Some(Trust::Swapped) => {
+                refused = true;
+                eprintln!(
+                    "refused: the relay lists a different key for device {} \"{}\" than the one this device pinned",
+                    d.id.0, d.name
+                );
+                "REFUSED (key changed)".to_owned()
+            }
+            Some(Trust::NoKey) | None => "-".to_owned(),
+        };
         println!(
-            "{:<8} {:<24} {:<7} {:<8} {}",
+            "{:<8} {:<24} {:<7} {:<8} {:<14} {}",
             d.id.0,
             d.name,
             if d.online { "yes" } else { "no" },
             if d.current { "*" } else { "" },
-            human_ago(ago as u64)
+            human_ago(ago as u64),
+            safety
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if refused {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn human_ago(s: u64) -> String {

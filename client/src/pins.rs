@@ -6,7 +6,9 @@
 //! anything with less memory or fewer passes
 //! ([`clipmesh_proto::KdfParams::check_pinned`]). The file holds parameters
 //! only (no secret), and it survives `logout`, so logging in again on the
-//! same device keeps the pin.
+//! same device keeps the pin. A second entry per account records that it
+//! logged in with protocol v2 ([`Pins::get_v2`]): from then on this device
+//! never falls back to v1 login for it.
 
 use clipmesh_proto::KdfParams;
 use std::collections::BTreeMap;
@@ -24,6 +26,10 @@ pub struct Pins {
 
 fn key(server: &str, username: &str) -> String {
     format!("{username} @ {server}")
+}
+
+fn key_v2(server: &str, username: &str) -> String {
+    format!("v2: {username} @ {server}")
 }
 
 impl Pins {
@@ -49,10 +55,33 @@ impl Pins {
         self.map.get(&key(server, username)).copied()
     }
 
+    /// The parameters pinned for an account's v2 (OPAQUE) login. Once an
+    /// account has logged in with v2 on this device it is pinned to v2: the
+    /// client never falls back to v1 login for it (a relay cannot downgrade
+    /// it to a login that puts `auth_key` on the wire).
+    pub fn get_v2(&self, server: &str, username: &str) -> Option<KdfParams> {
+        self.map.get(&key_v2(server, username)).copied()
+    }
+
+    /// Pins an account to v2 with its record's parameters.
+    pub fn pin_v2(
+        &mut self,
+        server: &str,
+        username: &str,
+        params: KdfParams,
+    ) -> std::io::Result<()> {
+        self.map.insert(key_v2(server, username), params);
+        self.save()
+    }
+
     /// Pins `params` for an account after a successful login or signup
     /// (they passed [`KdfParams::check_pinned`], so they only go up).
     pub fn pin(&mut self, server: &str, username: &str, params: KdfParams) -> std::io::Result<()> {
         self.map.insert(key(server, username), params);
+        self.save()
+    }
+
+    fn save(&self) -> std::io::Result<()> {
         crate::config::ensure_dir(self.path.parent().unwrap_or(Path::new(".")))
             .map_err(std::io::Error::other)?;
         let json = serde_json::to_vec_pretty(&self.map).map_err(std::io::Error::other)?;
@@ -83,6 +112,13 @@ mod tests {
             KdfParams::default().check_pinned(pin.as_ref()),
             Err(KdfError::BelowPinned)
         );
+        // The v2 pin is separate from the v1 one.
+        let mut p = Pins::load(dir.path()).unwrap();
+        assert_eq!(p.get_v2("https://r", "ann"), None);
+        p.pin_v2("https://r", "ann", KdfParams::default()).unwrap();
+        let p = Pins::load(dir.path()).unwrap();
+        assert_eq!(p.get_v2("https://r", "ann"), Some(KdfParams::default()));
+        assert_eq!(p.get("https://r", "ann"), Some(strong));
         std::fs::write(dir.path().join(PINS_FILE), b"[").unwrap();
         assert!(Pins::load(dir.path()).is_err());
     }

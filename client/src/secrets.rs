@@ -1,4 +1,5 @@
-//! Where the device token and the data key are kept.
+//! Where the device token, the data key and (protocol v2) the device's
+//! key pairs are kept.
 //!
 //! Preferred: the OS keyring (Secret Service over D-Bus on Linux, Keychain
 //! on macOS, Credential Manager on Windows). When there is none — a
@@ -7,12 +8,19 @@
 //! 0700 directory. `CLIPMESH_SECRET_STORE=file|keyring|auto` overrides the
 //! choice.
 //!
-//! Neither value is ever logged: [`Secrets`] has a redacting `Debug`, the
-//! token zeroizes on drop and the data key is a `DataKey`.
+//! For a v2 account the data key is the current epoch's key (an upgraded
+//! v1 account's epoch 0 is its v1 data key), and the device's X25519 and
+//! Ed25519 secrets ([`DeviceSecrets`]) are stored with it. The OPAQUE
+//! export key is never stored: it lives only during a login.
+//!
+//! None of it is ever logged: [`Secrets`] has a redacting `Debug`, the
+//! token zeroizes on drop, the data key is a `DataKey` and the device
+//! secrets a `DeviceSecrets` (both redacting, zeroizing).
 
 use crate::config::ENV_SECRET_STORE;
 use crate::state::write_atomic;
-use clipmesh_proto::DataKey;
+use clipmesh_proto::device::DEVICE_SECRETS_LEN;
+use clipmesh_proto::{DataKey, DeviceSecrets};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
@@ -28,8 +36,12 @@ pub const KEYRING_SERVICE: &str = "clipmesh";
 pub struct Secrets {
     /// Bearer token for the relay.
     pub token: Zeroizing<String>,
-    /// The account's data key.
+    /// The account's data key (v2: the current epoch's key).
     pub data_key: DataKey,
+    /// v2: this device's X25519 and Ed25519 secrets (`None` on a v1 account).
+    pub device: Option<DeviceSecrets>,
+    /// v2: the epoch `data_key` belongs to (`None` on a v1 account).
+    pub epoch: Option<u32>,
 }
 
 impl fmt::Debug for Secrets {
@@ -81,6 +93,10 @@ pub enum SecretsError {
 struct Stored {
     token: String,
     data_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch: Option<u32>,
 }
 
 impl Drop for Stored {
@@ -88,6 +104,9 @@ impl Drop for Stored {
         use zeroize::Zeroize;
         self.token.zeroize();
         self.data_key.zeroize();
+        if let Some(d) = &mut self.device {
+            d.zeroize();
+        }
     }
 }
 
@@ -95,6 +114,8 @@ fn encode(s: &Secrets) -> Result<Zeroizing<String>, SecretsError> {
     let st = Stored {
         token: s.token.to_string(),
         data_key: hex::encode(s.data_key.expose()),
+        device: s.device.as_ref().map(|d| hex::encode(*d.to_bytes())),
+        epoch: s.epoch,
     };
     serde_json::to_string(&st)
         .map(Zeroizing::new)
@@ -111,9 +132,24 @@ fn decode(raw: &str) -> Result<Secrets, SecretsError> {
         .as_slice()
         .try_into()
         .map_err(|_| SecretsError::Store("corrupt secrets".into()))?;
+    let device = match &st.device {
+        None => None,
+        Some(h) => {
+            let b = Zeroizing::new(
+                hex::decode(h).map_err(|_| SecretsError::Store("corrupt secrets".into()))?,
+            );
+            let arr: &[u8; DEVICE_SECRETS_LEN] = b
+                .as_slice()
+                .try_into()
+                .map_err(|_| SecretsError::Store("corrupt secrets".into()))?;
+            Some(DeviceSecrets::from_bytes(arr))
+        }
+    };
     Ok(Secrets {
         token: Zeroizing::new(st.token.clone()),
         data_key: DataKey::from_bytes(arr),
+        device,
+        epoch: st.epoch,
     })
 }
 
@@ -243,12 +279,29 @@ mod tests {
         let s = Secrets {
             token: Zeroizing::new("tok-123".into()),
             data_key: DataKey::from_bytes([7; 32]),
+            device: None,
+            epoch: None,
         };
         let raw = encode(&s).unwrap();
         let back = decode(&raw).unwrap();
         assert_eq!(back.data_key, s.data_key);
         assert_eq!(*back.token, "tok-123");
+        assert!(back.device.is_none() && back.epoch.is_none());
         assert!(!format!("{s:?}").contains("tok"));
+        // v1 secrets written by an older client (no device fields) load.
+        let old = r#"{"token":"t","data_key":"0707070707070707070707070707070707070707070707070707070707070707"}"#;
+        assert!(decode(old).unwrap().device.is_none());
+        // v2: the device key pairs round-trip.
+        let dev = DeviceSecrets::from_bytes(&[9; DEVICE_SECRETS_LEN]);
+        let v2 = Secrets {
+            device: Some(DeviceSecrets::from_bytes(&[9; DEVICE_SECRETS_LEN])),
+            epoch: Some(3),
+            ..s
+        };
+        let back = decode(&encode(&v2).unwrap()).unwrap();
+        assert_eq!(back.epoch, Some(3));
+        assert_eq!(back.device.unwrap().public(), dev.public());
+        assert!(!format!("{v2:?}").contains("0909"));
     }
 
     #[cfg(unix)]
@@ -259,6 +312,8 @@ mod tests {
         let s = Secrets {
             token: Zeroizing::new("t".into()),
             data_key: DataKey::generate(),
+            device: None,
+            epoch: None,
         };
         let raw = encode(&s).unwrap();
         write_atomic(&dir.path().join(SECRETS_FILE), raw.as_bytes(), true).unwrap();

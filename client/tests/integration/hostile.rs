@@ -73,8 +73,14 @@ async fn wait_online(d: &TestDaemon, n: usize) {
 }
 
 /// A relay on 127.0.0.1 that answers every prelogin with `kdf` and records
-/// the path of every request. Serves `max` connections, then stops.
+/// the path of every request. Serves `max` connections, then stops. With
+/// `v2`, it also answers the v2 `login/start` with `kdf` (and a KE2 that
+/// would never verify); without, `/api/v2` is 404 as on a v1 relay.
 fn hostile_prelogin(kdf: KdfParams, max: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    hostile_relay(kdf, max, false)
+}
+
+fn hostile_relay(kdf: KdfParams, max: usize, v2: bool) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let paths = Arc::new(Mutex::new(Vec::new()));
@@ -103,6 +109,12 @@ fn hostile_prelogin(kdf: KdfParams, max: usize) -> (String, Arc<Mutex<Vec<String
             let (status, json) = if path == "/api/v1/prelogin" {
                 let body = serde_json::json!({"salt": "00".repeat(16), "kdf": kdf}).to_string();
                 ("200 OK", body)
+            } else if v2 && path == "/api/v2/login/start" {
+                let body = serde_json::json!({
+                    "login_id": "00".repeat(16), "response": "00".repeat(320), "kdf": kdf,
+                })
+                .to_string();
+                ("200 OK", body)
             } else {
                 ("404 Not Found", "{}".to_owned())
             };
@@ -125,7 +137,8 @@ fn login_refuses_parameters_below_the_floor_or_the_pin() {
         p: 1,
         ..KdfParams::default()
     };
-    let (url, paths) = hostile_prelogin(owasp, 1);
+    // A relay without v2 (404), so the client tries v1.
+    let (url, paths) = hostile_prelogin(owasp, 2);
     let dir = device_dir();
     let creds = Credentials {
         server: &url,
@@ -142,10 +155,13 @@ fn login_refuses_parameters_below_the_floor_or_the_pin() {
         "the relay asked for unsafe key-derivation parameters \
          (kdf parameters below the security floor); refusing to log in"
     );
-    assert_eq!(*paths.lock().unwrap(), ["/api/v1/prelogin"]);
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/api/v2/login/start", "/api/v1/prelogin"]
+    );
 
     // Above the floor but below what an earlier login pinned.
-    let (url, paths) = hostile_prelogin(KdfParams::default(), 1);
+    let (url, paths) = hostile_prelogin(KdfParams::default(), 2);
     let pinned = KdfParams {
         m_kib: 128 * 1024,
         ..KdfParams::default()
@@ -165,6 +181,54 @@ fn login_refuses_parameters_below_the_floor_or_the_pin() {
          (kdf parameters weaker than the ones pinned for this account); refusing to log in"
     );
     // Only the prelogin: no auth key left the device, nothing was stored.
-    assert_eq!(*paths.lock().unwrap(), ["/api/v1/prelogin"]);
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/api/v2/login/start", "/api/v1/prelogin"]
+    );
+    assert!(!dir.path().join("secrets.json").exists());
+}
+
+#[test]
+fn v2_login_refuses_weak_parameters_before_stretching_and_never_falls_back() {
+    let owasp = KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+        ..KdfParams::default()
+    };
+    let (url, paths) = hostile_relay(owasp, 1, true);
+    let dir = device_dir();
+    let creds = Credentials {
+        server: &url,
+        username: "ann",
+        password: PASSWORD.as_bytes(),
+        device_name: "a",
+        ca_file: None,
+        insecure_http: false,
+        setup_token: None,
+    };
+    let err = login(dir.path(), &creds).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "the relay asked for unsafe key-derivation parameters \
+         (kdf parameters below the security floor); refusing to log in"
+    );
+    // Nothing after KE1: no KE3, no v1 prelogin, no auth key.
+    assert_eq!(*paths.lock().unwrap(), ["/api/v2/login/start"]);
+
+    // An account this device used with v2 never falls back to v1, even
+    // when the relay pretends to have no v2 (or fails the v2 login).
+    let (url, paths) = hostile_relay(KdfParams::default(), 2, false);
+    Pins::load(dir.path())
+        .unwrap()
+        .pin_v2(&url, "ann", KdfParams::default())
+        .unwrap();
+    let creds = Credentials {
+        server: &url,
+        ..creds
+    };
+    let err = login(dir.path(), &creds).unwrap_err().to_string();
+    assert!(err.contains("refusing to fall back to v1 login"), "{err}");
+    assert_eq!(*paths.lock().unwrap(), ["/api/v2/login/start"]);
     assert!(!dir.path().join("secrets.json").exists());
 }

@@ -10,3 +10,4 @@ mod p2p;
 mod support;
 mod tls;
 mod transfer;
+mod v2;

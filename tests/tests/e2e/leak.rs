@@ -5,10 +5,14 @@
 //! byte of every log file and of every file under the relay's data
 //! directory is searched for the plaintexts, the password, the data key
 //! and the clip key (raw, hex, upper-case hex, base64) and the device
-//! tokens.
+//! tokens; for protocol v2, also each device's X25519 and Ed25519 secrets
+//! and the account's OPAQUE export key and the key it derives (the test
+//! learns the export key by logging in with OPAQUE itself: it is the same
+//! at every login of one registration).
 
 use crate::world::{unique, World};
-use clipmesh_proto::DataKey;
+use clipmesh_proto::opaque::{ClientLogin, ExportKey, LoginResponseBytes};
+use clipmesh_proto::{DataKey, KdfParams};
 use clipmesh_tests::wait::STEP;
 use clipmesh_tests::xvfb::xclip_set;
 use clipmesh_tests::SelectionOwner;
@@ -47,6 +51,43 @@ fn context(haystack: &[u8], at: usize) -> String {
     String::from_utf8_lossy(&haystack[start..at]).into_owned()
 }
 
+/// The account's OPAQUE export key, from a login of the test's own (the
+/// relay's answer to KE1 and KE3 over loopback HTTP).
+fn export_key(relay_url: &str, user: &str, password: &str) -> ExportKey {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let (c, ke1) = ClientLogin::start(&mut rand::rngs::OsRng, password.as_bytes()).unwrap();
+    let start: serde_json::Value = agent
+        .post(format!("{relay_url}/api/v2/login/start"))
+        .send_json(serde_json::json!({"username": user, "request": ke1.to_hex()}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let ke2 = LoginResponseBytes::from_hex(start["response"].as_str().unwrap()).unwrap();
+    let kdf: KdfParams = serde_json::from_value(start["kdf"].clone()).unwrap();
+    let out = c.finish(password.as_bytes(), user, &ke2, &kdf).unwrap();
+    let r = agent
+        .post(format!("{relay_url}/api/v2/login/finish"))
+        .send_json(serde_json::json!({
+            "login_id": start["login_id"], "finish": out.finish.to_hex(), "device_name": "leak-check",
+        }))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the test's own v2 login");
+    out.export_key
+}
+
+/// A device's v2 secrets (X25519 secret ‖ Ed25519 seed) from secrets.json.
+fn device_secrets(config_dir: &Path) -> Vec<u8> {
+    let raw = std::fs::read_to_string(config_dir.join("secrets.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let d = hex::decode(v["device"].as_str().expect("a v2 device has key pairs")).unwrap();
+    assert_eq!(d.len(), 64);
+    d
+}
+
 #[test]
 fn no_plaintext_or_keys_in_logs_or_relay_data() {
     let mut w = World::new(TRACE).unwrap();
@@ -81,6 +122,11 @@ fn no_plaintext_or_keys_in_logs_or_relay_data() {
     assert_eq!(key, key_b, "both devices hold the account's data key");
     let key_arr: [u8; 32] = key.as_slice().try_into().unwrap();
     let clip_key = DataKey::from_bytes(key_arr).clip_key().expose().to_vec();
+    let export = export_key(&w.relay.url(), "alice", &password);
+    let export_kek = export.kek().expose().to_vec();
+    let export = export.expose().to_vec();
+    let dev_a = device_secrets(&a.device.config_dir);
+    let dev_b = device_secrets(&b.device.config_dir);
 
     // Stop everything so every log and database page is on disk.
     a.daemon.stop().unwrap();
@@ -104,7 +150,17 @@ fn no_plaintext_or_keys_in_logs_or_relay_data() {
         ("device token a".into(), token_a.clone().into_bytes()),
         ("device token b".into(), token_b.clone().into_bytes()),
     ];
-    for (name, k) in [("data key", &key), ("clip key", &clip_key)] {
+    let secret_keys = [
+        ("data key", key.clone()),
+        ("clip key", clip_key),
+        ("export key", export),
+        ("export kek", export_kek),
+        ("device a x25519 secret", dev_a[..32].to_vec()),
+        ("device a ed25519 seed", dev_a[32..].to_vec()),
+        ("device b x25519 secret", dev_b[..32].to_vec()),
+        ("device b ed25519 seed", dev_b[32..].to_vec()),
+    ];
+    for (name, k) in &secret_keys {
         needles.push((format!("{name} (raw)"), k.clone()));
         needles.push((format!("{name} (hex)"), hex::encode(k).into_bytes()));
         needles.push((format!("{name} (HEX)"), hex::encode_upper(k).into_bytes()));
