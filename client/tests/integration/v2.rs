@@ -129,3 +129,148 @@ async fn v2_accounts_sync_show_safety_numbers_and_refuse_a_swapped_key() {
     );
     assert!(out.stdout.contains(&pa.fingerprint().to_string()));
 }
+
+/// Where the v1 fixture lives: a relay data directory and two device
+/// config directories written by the previous release (see its README).
+fn fixture_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+/// The relay URL the fixture's device dirs were made against.
+const FIXTURE_URL: &str = "http://127.0.0.1:47311";
+
+/// Copies `from` into a fresh temporary directory, replacing the fixture's
+/// relay URL with `url` in every text file (config, pins).
+fn copy_fixture(from: &std::path::Path, url: &str) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let bytes = std::fs::read(e.path()).unwrap();
+        let bytes = match String::from_utf8(bytes) {
+            Ok(s) => s.replace(FIXTURE_URL, url).into_bytes(),
+            Err(e) => e.into_bytes(),
+        };
+        let dst = to.path().join(e.file_name());
+        std::fs::write(&dst, bytes).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    to
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_account_and_v1_devices_upgrade_in_place_and_sync_with_v2() {
+    let root = fixture_root();
+    // The relay on the previous release's database (migrated at start).
+    let data = copy_fixture(&root.join("relay"), "");
+    let cfg = relay_config(
+        data.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        SignupPolicy::Closed,
+    );
+    let handle = clipmesh_relay::Relay::bind(cfg).await.unwrap();
+    let url = handle.url();
+    let _relay = TestRelay {
+        addr: handle.local_addr(),
+        handle: Some(handle),
+        data,
+        url: url.clone(),
+        signup: SignupPolicy::Closed,
+    };
+    let a_dir = copy_fixture(&root.join("device-a"), &url);
+    let b_dir = copy_fixture(&root.join("device-b"), &url);
+    assert!(secrets_of(a_dir.path()).device.is_none(), "a v1 device dir");
+
+    // A v2 client logs a new device in: v2 fails (no record yet), v1
+    // works, and the account is upgraded; the v1 data key is epoch 0.
+    let c_dir = device_dir();
+    let out = auth("login", c_dir.path(), &url, "ann", PASSWORD, "c").await;
+    assert!(out.status.success(), "{out:?}");
+    let sc = secrets_of(c_dir.path());
+    assert_eq!(sc.epoch, Some(0));
+    assert_eq!(sc.data_key, secrets_of(a_dir.path()).data_key);
+    assert!(sc.device.is_some());
+    let pins = clipmesh::pins::Pins::load(c_dir.path()).unwrap();
+    assert!(pins.get_v2(&url, "ann").is_some());
+
+    // The next device logs in with v2 alone.
+    let d_dir = device_dir();
+    let out = auth("login", d_dir.path(), &url, "ann", PASSWORD, "d").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(secrets_of(d_dir.path()).epoch, Some(0));
+    // And v1 login is gone for the account: a client that only speaks v1
+    // (here: this client, on a device pinned to nothing, against the v1
+    // endpoint directly) is refused.
+    let pre: serde_json::Value = ureq_post(
+        &url,
+        "/api/v1/prelogin",
+        serde_json::json!({"username": "ann"}),
+    )
+    .await;
+    let v1 = clipmesh_proto::keys::derive_keys(
+        PASSWORD.as_bytes(),
+        &hex::decode(pre["salt"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        &serde_json::from_value(pre["kdf"].clone()).unwrap(),
+    )
+    .unwrap()
+    .0;
+    let r = ureq_post(
+        &url,
+        "/api/v1/login",
+        serde_json::json!({"username": "ann", "auth_key": hex::encode(v1.expose()), "device_name": "old"}),
+    )
+    .await;
+    assert_eq!(r["error"], "invalid_credentials", "{r}");
+
+    // The v1 device dirs keep their sessions and sync with the v2 devices.
+    let a = TestDaemon::start(a_dir.path());
+    let mut b = TestDaemon::start(b_dir.path());
+    let mut c = TestDaemon::start(c_dir.path());
+    a.copy("from the v1 device").await;
+    assert_eq!(after_fixture_clip(&mut c).await, "from the v1 device");
+    assert_eq!(after_fixture_clip(&mut b).await, "from the v1 device");
+    c.copy("from the upgraded v2 device").await;
+    assert_eq!(b.next_applied().await, "from the upgraded v2 device");
+    c.stop().await.unwrap();
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// The next clip a daemon applies, after the fixture's stored clip if that
+/// comes first: a device joining with no state gets the room's newest clip,
+/// which it applies only while it is younger than the clip TTL (so, for
+/// this fixture, only on the day it was made).
+async fn after_fixture_clip(d: &mut TestDaemon) -> String {
+    let first = d.next_applied().await;
+    if first == "a clip sealed by v1" {
+        d.next_applied().await
+    } else {
+        first
+    }
+}
+
+/// A JSON POST to the relay (any status), its body.
+async fn ureq_post(url: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let url = format!("{url}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(url)
+            .send_json(body)
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap_or(serde_json::Value::Null)
+    })
+    .await
+    .unwrap()
+}
