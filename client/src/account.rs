@@ -1,7 +1,7 @@
 //! Signing up, logging in and out: the key hierarchy on the device.
 //!
 //! Protocol v2 (OPAQUE login, device keys, the v1 → v2 upgrade) is in
-//! [`v2`]; this file picks v2 or v1 per relay and account and stores the
+//! `account/v2.rs`; this file picks v2 or v1 per relay and account and stores the
 //! result. The v1 flows:
 //!
 //! - **signup:** random salt, default Argon2id parameters, derive
