@@ -32,6 +32,8 @@ use zeroize::Zeroizing;
 
 mod v2;
 
+pub use v2::change_password;
+
 /// Why an account operation failed. `Display` is the one line printed.
 #[derive(Debug, Error)]
 pub enum AccountError {
@@ -69,6 +71,9 @@ pub enum AccountError {
     /// now refuses v2 login or no longer offers it.
     #[error("v2 login failed for an account this device has used with v2 (wrong password, or the relay no longer offers v2); refusing to fall back to v1 login")]
     V2Pinned,
+    /// The command needs a v2 (OPAQUE) account.
+    #[error("this account still uses v1 login: run `clipmesh login` again to upgrade it first")]
+    NotV2,
     /// An OPAQUE message could not be made.
     #[error("login: {0}")]
     Opaque(clipmesh_proto::opaque::OpaqueError),

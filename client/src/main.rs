@@ -45,6 +45,17 @@ enum Command {
     Login(AuthArgs),
     /// Revoke this device's session and delete local secrets.
     Logout,
+    /// Change the account's password (OPAQUE: the relay checks the current
+    /// one with a fresh login and stores a new record; clips stay readable).
+    Password {
+        /// Read the current and then the new password, one per line, from
+        /// standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Log every other device of the account out.
+        #[arg(long)]
+        end_other_sessions: bool,
+    },
     /// Run the sync daemon in the foreground until SIGTERM or Ctrl-C.
     Run {
         /// Transport: `auto` (direct WebRTC links where they open, and the
@@ -243,6 +254,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Fetch => fetch(&dir).await,
         Command::Watch { json } => watch(dir, json).await,
         Command::Devices { revoke } => devices(dir, revoke).await,
+        Command::Password {
+            password_stdin,
+            end_other_sessions,
+        } => password(dir, password_stdin, end_other_sessions).await,
         // Answered in main, before the runtime starts.
         Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
@@ -739,6 +754,55 @@ async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
     signals.close();
     signals.wait().await;
     r?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> Result<ExitCode> {
+    let device = load_device(&dir).await?;
+    let (current, new) = if from_stdin {
+        let mut lines = std::io::stdin().lines();
+        let mut next = |what: &str| -> Result<Zeroizing<String>> {
+            let line = Zeroizing::new(
+                lines
+                    .next()
+                    .with_context(|| format!("no {what} password on standard input"))?
+                    .context("reading standard input")?,
+            );
+            let pw = Zeroizing::new(line.trim_end_matches('\r').to_owned());
+            if pw.is_empty() {
+                bail!("empty {what} password on standard input");
+            }
+            Ok(pw)
+        };
+        (next("current")?, next("new")?)
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!("no terminal to prompt for the passwords: use --password-stdin");
+        }
+        let current = Zeroizing::new(
+            rpassword::prompt_password("Current password: ").context("reading the password")?,
+        );
+        println!("New password:");
+        (current, read_password(false, true)?)
+    };
+    blocking(move || {
+        clipmesh::account::change_password(
+            &dir,
+            &device,
+            current.as_bytes(),
+            new.as_bytes(),
+            end_other_sessions,
+        )
+    })
+    .await??;
+    println!(
+        "password changed{}",
+        if end_other_sessions {
+            "; every other device was logged out"
+        } else {
+            ""
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

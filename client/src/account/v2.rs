@@ -222,3 +222,66 @@ pub fn store(
     tracing::info!(device = account.device_id, fingerprint = %public.fingerprint(), "device keys made");
     Ok(account)
 }
+
+/// Changes a v2 account's password: a fresh OPAQUE login with `current`
+/// (the relay checks it), a new registration with `new` at the same
+/// parameters, and the current epoch key wrapped under the new export
+/// key. With `end_other_sessions`, every other device is logged out.
+pub fn change_password(
+    dir: &Path,
+    device: &super::Device,
+    current: &[u8],
+    new: &[u8],
+    end_other_sessions: bool,
+) -> Result<(), AccountError> {
+    use clipmesh_proto::api::v2::{PasswordFinishRequest, PasswordStartRequest};
+    let epoch = device.secrets.epoch.ok_or(AccountError::NotV2)?;
+    let api = device.api()?;
+    let token = &device.secrets.token;
+    let username = device.account.username.as_str();
+    let pinned = crate::pins::Pins::load(dir)
+        .map_err(AccountError::Pins)?
+        .get_v2(&device.account.server, username);
+    let (login, ke1) = ClientLogin::start(&mut OsRng, current).map_err(AccountError::Opaque)?;
+    let (reg, request) =
+        ClientRegistration::start(&mut OsRng, new).map_err(AccountError::Opaque)?;
+    let start = api.v2_password_start(
+        token,
+        &PasswordStartRequest {
+            login: ke1.to_hex(),
+            registration: request.to_hex(),
+        },
+    )?;
+    start
+        .kdf
+        .check_pinned(pinned.as_ref())
+        .map_err(AccountError::Kdf)?;
+    let ke2 = LoginResponseBytes::from_hex(&start.response).map_err(|_| malformed("KE2"))?;
+    let out = login
+        .finish(current, username, &ke2, &start.kdf)
+        .map_err(|e| match e {
+            OpaqueError::LoginFailed => AccountError::WrongPassword,
+            e => AccountError::Opaque(e),
+        })?;
+    let resp = RegistrationResponseBytes::from_hex(&start.registration)
+        .map_err(|_| malformed("registration response"))?;
+    let (record, export_key) = reg
+        .finish(&mut OsRng, new, username, &resp, &start.kdf)
+        .map_err(AccountError::Opaque)?;
+    let epoch_key = EpochKey::from_bytes(*device.secrets.data_key.expose());
+    let wrap = export_key.kek().wrap(Epoch(epoch), &epoch_key);
+    api.v2_password_finish(
+        token,
+        &PasswordFinishRequest {
+            login_id: start.login_id,
+            finish: out.finish.to_hex(),
+            record: record.to_hex(),
+            kdf: start.kdf,
+            epoch,
+            export_wrap: wrap.to_hex(),
+            end_other_sessions,
+        },
+    )?;
+    tracing::info!(end_other_sessions, "password changed");
+    Ok(())
+}

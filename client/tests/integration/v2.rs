@@ -274,3 +274,52 @@ async fn ureq_post(url: &str, path: &str, body: serde_json::Value) -> serde_json
     .await
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_moves_to_a_new_record_and_keeps_the_epoch_key() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = (device_dir(), device_dir());
+    let ok = |o: Out| assert!(o.status.success(), "{o:?}");
+    ok(auth("signup", a_dir.path(), &relay.url, "ann", PASSWORD, "a").await);
+    ok(auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b").await);
+    let change = |input: &'static str| {
+        let mut c = clipmesh(a_dir.path());
+        c.args(["password", "--password-stdin", "--end-other-sessions"]);
+        run(c, Some(input))
+    };
+    let out = change("not the password\nnew secret words\n").await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("wrong password"), "{}", out.stderr);
+    let out = change("correct horse battery staple\nnew secret words\n").await;
+    assert!(out.status.success(), "{out:?}");
+
+    // The old password no longer logs in; the new one opens the same key.
+    let c_dir = device_dir();
+    let out = auth("login", c_dir.path(), &relay.url, "ann", PASSWORD, "c").await;
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("wrong username or password"),
+        "{}",
+        out.stderr
+    );
+    let out = auth(
+        "login",
+        c_dir.path(),
+        &relay.url,
+        "ann",
+        "new secret words",
+        "c",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        secrets_of(c_dir.path()).data_key,
+        secrets_of(a_dir.path()).data_key
+    );
+    // B was logged out.
+    let mut c = clipmesh(b_dir.path());
+    c.arg("devices");
+    let out = run(c, None).await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+}
