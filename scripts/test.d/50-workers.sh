@@ -4,7 +4,8 @@
 # and run the relay conformance suite against it (the same suite runs
 # against the native relay in `cargo test`, tests/tests/conformance.rs),
 # then the hibernation check (idle keepalives do not wake the room; it is
-# evicted and the next message reaches every device), and stock daemons
+# evicted and the next message reaches every device), metering and the
+# connect-time quota, and stock daemons
 # on Xvfb through the Worker, across a restart of the runtime
 # (tests/tests/worker.rs).
 set -euo pipefail
@@ -29,9 +30,10 @@ log=$state/worker.log
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 scripts/worker-dev --port "$port" --state "$state/state" --var SIGNUP=open >"$log" 2>&1 &
 pid=$!
+qpid=
 cleanup() {
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill "$pid" ${qpid:+"$qpid"} 2>/dev/null || true
+    wait "$pid" ${qpid:+"$qpid"} 2>/dev/null || true
     rm -rf "$state"
 }
 trap cleanup EXIT
@@ -45,6 +47,22 @@ target/debug/clipmesh-conformance --url "http://127.0.0.1:$port"
 
 echo "--- Worker: hibernation (30 s idle per phase, keepalive every 5 s)"
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$port" --hibernation 30 5
+
+echo "--- Worker: metering and the connect-time quota (a second Worker, DAILY_MESSAGE_QUOTA=5)"
+qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
+    node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/quota-state" \
+    --var SIGNUP=open --var DAILY_MESSAGE_QUOTA=5 >"$state/quota.log" 2>&1 &
+qpid=$!
+for _ in $(seq 1 120); do
+    grep -q "listening on" "$state/quota.log" && break
+    kill -0 "$qpid" 2>/dev/null || { cat "$state/quota.log"; exit 1; }
+    sleep 0.5
+done
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --quota 5
+kill "$qpid"
+wait "$qpid" 2>/dev/null || true
+qpid=
 
 echo "--- Worker: two stock daemons on Xvfb through the Worker, and its restart"
 CLIPMESH_WORKER_BUNDLE=$root/target/worker/bundle \

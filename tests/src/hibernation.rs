@@ -1,4 +1,4 @@
-//! Hibernation checks for the relay on Cloudflare Workers (the `UserRoom`
+//! Hibernation and metering checks for the relay on Cloudflare Workers (the `UserRoom`
 //! Durable Object under a local workerd), run by
 //! `clipmesh-conformance --hibernation` from `scripts/test.d/50-workers.sh`.
 //!
@@ -166,4 +166,40 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
         frame_pings,
         idle,
     })
+}
+
+/// Metering and the connect-time quota, against a Worker started with
+/// `DAILY_MESSAGE_QUOTA` = `limit` (at least 2): one device sends `limit`
+/// messages (its `Hello` and pings), `/api/v1/status` counts them, and the
+/// next connect is answered 101, then `Error{RateLimited, "quota
+/// exceeded…"}` and close 4003.
+pub fn quota(base: &str, limit: u64) -> Result<()> {
+    use crate::conformance::Closed;
+    use clipmesh_proto::{CloseCode, ErrorCode};
+    ensure!(limit >= 2, "the quota check needs a limit of at least 2");
+    let t = Target::new(base)?;
+    let (l1, _) = t.signup(&format!("quota-{}", std::process::id()), "q1")?;
+    let (mut a, _) = t.join(&l1.token, 0)?;
+    for nonce in 1..limit {
+        a.send(&Frame::Ping { nonce })?;
+        let p = a.recv()?;
+        ensure!(p == Frame::Pong { nonce }, "pong: {p:?}");
+    }
+    let s = t.get("/api/v1/status", Some(&l1.token))?;
+    ensure!(
+        s.body["usage_today"]["messages"].as_u64() == Some(limit),
+        "usage after {limit} messages: {s:?}"
+    );
+    let mut refused = t.ws(&l1.token)?;
+    let e = refused.recv()?;
+    ensure!(
+        matches!(&e, Frame::Error { code: ErrorCode::RateLimited, message, .. } if message.contains("quota exceeded")),
+        "over quota: {e:?}"
+    );
+    let closed = refused.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::RateLimited.as_u16()),
+        "over quota closes 4003: {closed:?}"
+    );
+    Ok(())
 }

@@ -15,11 +15,19 @@
 //!   wakes.
 //! - Per-connection state (bad-frame strikes, the publish limiter) lives
 //!   in memory only and starts afresh after a wake.
+//! - **Metering:** every inbound message counts (messages, bytes) in
+//!   memory; the first count arms the alarm for [`USAGE_FLUSH_MS`] later,
+//!   which adds them to the day's `usage:<day>` in storage. A connect
+//!   when the day's messages reach `DAILY_MESSAGE_QUOTA` (0: none) is
+//!   answered 101, then `Error{RateLimited, "quota exceeded: …"}` and
+//!   close 4003. Counts not yet flushed are lost if the runtime evicts the
+//!   object before its alarm fires.
+//! - One alarm serves both the `Hello` timeout and the usage flush.
 
 use crate::api::{self, ApiError};
 use crate::config::Settings;
 use crate::session::{self, Session};
-use clipmesh_proto::{CloseCode, DeviceId, Frame, UserId};
+use clipmesh_proto::{CloseCode, DeviceId, ErrorCode, Frame, UserId};
 use clipmesh_room::conn::{ConnState, Inbound};
 use clipmesh_room::{Clip, ConnId, Member, MemberKind, Port, PortFull, RoomState};
 use serde::{Deserialize, Serialize};
@@ -53,6 +61,21 @@ pub struct Attachment {
     pub since: i64,
 }
 
+/// How long usage counts stay in memory before the alarm writes them.
+const USAGE_FLUSH_MS: u64 = 60_000;
+
+/// Messages and bytes a user's devices sent (metering).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Usage {
+    messages: u64,
+    bytes: u64,
+}
+
+/// The storage key of a day's usage (`usage:<days since the epoch>`).
+fn usage_key(unix_s: i64) -> String {
+    format!("usage:{}", unix_s.max(0) / 86_400)
+}
+
 /// The room's persisted newest clip.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredClip {
@@ -83,6 +106,8 @@ struct Inner {
     wakes: u64,
     /// WebSocket messages handled since this construction (memory only).
     messages: u64,
+    /// Usage not yet written to storage (the alarm writes it).
+    unflushed: Usage,
 }
 
 /// One user's room.
@@ -151,6 +176,7 @@ impl UserRoom {
             settings,
             wakes,
             messages: 0,
+            unflushed: Usage::default(),
         });
         Ok(())
     }
@@ -188,7 +214,24 @@ impl UserRoom {
             joined: false,
             since: api::unix_now(),
         })?;
-        self.arm_hello_timeout().await?;
+        let quota = self
+            .inner
+            .borrow()
+            .as_ref()
+            .map_or(0, |i| i.settings.daily_message_quota);
+        if quota > 0 && self.usage_today().await?.messages >= quota {
+            // 101, then a structured refusal and close 4003.
+            let refusal = Frame::Error {
+                code: ErrorCode::RateLimited,
+                id: 0,
+                message: format!("quota exceeded: {quota} messages per day"),
+            };
+            let _ = pair.server.send_with_bytes(refusal.encode());
+            let c = CloseCode::RateLimited;
+            let _ = pair.server.close(Some(c.as_u16()), Some("quota exceeded"));
+        } else {
+            self.arm_alarm(hello_due(self.hello_timeout_ms())).await?;
+        }
         let mut resp = Response::from_websocket(pair.client)?;
         if req.headers().get(V1_HEADER)?.is_some() {
             resp.headers_mut()
@@ -197,11 +240,48 @@ impl UserRoom {
         Ok(resp)
     }
 
-    /// Makes sure an alarm fires by the time the newest socket's `Hello`
-    /// is due (an earlier alarm also sweeps it, and re-arms for the rest).
-    async fn arm_hello_timeout(&self) -> worker::Result<()> {
-        let hello_ms = self.hello_timeout_ms();
-        let due = (api::unix_now().max(0) as u64 + 1) * 1000 + hello_ms;
+    /// Today's usage: stored plus not yet flushed.
+    async fn usage_today(&self) -> worker::Result<Usage> {
+        let stored: Usage = self
+            .state
+            .storage()
+            .get(&usage_key(api::unix_now()))
+            .await?
+            .unwrap_or_default();
+        let mem = self
+            .inner
+            .borrow()
+            .as_ref()
+            .map(|i| i.unflushed)
+            .unwrap_or_default();
+        Ok(Usage {
+            messages: stored.messages + mem.messages,
+            bytes: stored.bytes + mem.bytes,
+        })
+    }
+
+    /// Adds the unflushed usage to today's stored counts.
+    async fn flush_usage(&self) -> worker::Result<()> {
+        let mem = self
+            .inner
+            .borrow_mut()
+            .as_mut()
+            .map(|i| std::mem::take(&mut i.unflushed))
+            .unwrap_or_default();
+        if mem.messages == 0 {
+            return Ok(());
+        }
+        let key = usage_key(api::unix_now());
+        let storage = self.state.storage();
+        let mut day: Usage = storage.get(&key).await?.unwrap_or_default();
+        day.messages += mem.messages;
+        day.bytes += mem.bytes;
+        storage.put(&key, day).await
+    }
+
+    /// Makes sure an alarm fires by `due` (Unix ms); an earlier one stays
+    /// (the alarm handler re-arms for whatever is still pending).
+    async fn arm_alarm(&self, due: u64) -> worker::Result<()> {
         let storage = self.state.storage();
         match storage.get_alarm().await? {
             Some(t) if (t as u64) <= due => Ok(()),
@@ -219,8 +299,8 @@ impl UserRoom {
     }
 
     /// Closes sockets that sent no `Hello` within the timeout (4002, as the
-    /// native relay does), and re-arms the alarm for those still waiting.
-    async fn sweep_hello(&self) -> worker::Result<()> {
+    /// native relay does); gives when the next one is due.
+    fn sweep_hello(&self) -> Option<u64> {
         let hello_ms = self.hello_timeout_ms();
         let now = now_ms();
         let mut next: Option<u64> = None;
@@ -238,13 +318,7 @@ impl UserRoom {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
-        if let Some(t) = next {
-            self.state
-                .storage()
-                .set_alarm(t.saturating_sub(now) as i64)
-                .await?;
-        }
-        Ok(())
+        next
     }
 
     fn status_json(&self) -> serde_json::Value {
@@ -272,6 +346,7 @@ impl UserRoom {
             "sockets": devices,
             "wakes": inner.wakes,
             "messages_since_wake": inner.messages,
+            "unflushed_messages": inner.unflushed.messages,
         })
     }
 
@@ -282,6 +357,19 @@ impl UserRoom {
             let _ = ws.close(Some(CloseCode::ProtocolError.as_u16()), Some("no session"));
             return Ok(());
         };
+        let len = match &msg {
+            WebSocketIncomingMessage::Binary(b) => b.len(),
+            WebSocketIncomingMessage::String(t) => t.len(),
+        } as u64;
+        let first = self.inner.borrow_mut().as_mut().is_some_and(|i| {
+            i.messages += 1;
+            i.unflushed.messages += 1;
+            i.unflushed.bytes += len;
+            i.unflushed.messages == 1
+        });
+        if first {
+            self.arm_alarm(now_ms() + USAGE_FLUSH_MS).await?;
+        }
         let now_s = api::unix_now();
         let mut persist = None;
         {
@@ -289,7 +377,6 @@ impl UserRoom {
             let Some(inner) = guard.as_mut() else {
                 return Ok(());
             };
-            inner.messages += 1;
             if !att.joined {
                 // Before Hello: only Hello or Ping.
                 let frame = match &msg {
@@ -372,6 +459,12 @@ impl UserRoom {
     }
 }
 
+/// When a socket connecting now must have sent `Hello` (Unix ms; whole
+/// seconds rounded up, as the sweep counts).
+fn hello_due(hello_ms: u64) -> u64 {
+    (api::unix_now().max(0) as u64 + 1) * 1000 + hello_ms
+}
+
 fn rand_u32() -> u32 {
     use rand::RngCore;
     rand::rngs::OsRng.next_u32()
@@ -436,6 +529,8 @@ impl DurableObject for UserRoom {
                 let mut v = self.status_json();
                 // When the next alarm fires (Unix ms), if one is set.
                 v["alarm_at"] = self.state.storage().get_alarm().await?.into();
+                let u = self.usage_today().await?;
+                v["usage_today"] = serde_json::json!({"messages": u.messages, "bytes": u.bytes});
                 Response::from_json(&v)
             }
             _ => Response::error("not found", 404),
@@ -444,7 +539,14 @@ impl DurableObject for UserRoom {
 
     async fn alarm(&self) -> worker::Result<Response> {
         self.ensure_loaded(None).await?;
-        self.sweep_hello().await?;
+        self.flush_usage().await?;
+        if let Some(t) = self.sweep_hello() {
+            // An i64 is an offset from now, in milliseconds.
+            self.state
+                .storage()
+                .set_alarm(t.saturating_sub(now_ms()).max(1) as i64)
+                .await?;
+        }
         Response::empty()
     }
 

@@ -9,6 +9,8 @@
 //! `--hibernation` runs the Worker-only hibernation checks instead
 //! (`clipmesh_tests::hibernation`): IDLE_S seconds of keepalives every
 //! PING_S seconds, once as WebSocket protocol pings and once as frame pings.
+//! `--quota LIMIT` checks metering and the connect-time quota against a
+//! Worker started with `DAILY_MESSAGE_QUOTA=LIMIT`.
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -37,8 +39,12 @@ fn main() -> Result<()> {
                 r.wakes_frame_pings
             );
         }
+        [flag, url, q, limit] if flag == "--url" && q == "--quota" => {
+            clipmesh_tests::hibernation::quota(url, limit.parse()?)?;
+            println!("quota: metering counted {limit} messages and the next connect was refused (101, quota exceeded, 4003)");
+        }
         _ => bail!(
-            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S]"
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT]"
         ),
     }
     Ok(())
