@@ -216,7 +216,7 @@ mod backend {
         /// One item from the clipboard, `None` if it holds nothing to sync
         /// or is marked sensitive.
         fn read(&self) -> Result<Option<ReadItem>, ClipboardError> {
-            let _open = clipboard_win::Clipboard::new_attempts(OPEN_ATTEMPTS)
+            let open = clipboard_win::Clipboard::new_attempts(OPEN_ATTEMPTS)
                 .map_err(|e| backend_err("open clipboard", e))?;
             let available: Vec<u32> = raw::EnumFormats::new().collect();
             let names: Vec<(String, u32)> = available
@@ -231,6 +231,9 @@ mod backend {
                 .map(|(n, f)| (n.as_str(), marker_value(*f)))
                 .collect();
             if markers::is_sensitive(&present) {
+                // Close the clipboard before anything else: the owner of
+                // the next item may be waiting to open it.
+                drop(open);
                 tracing::debug!("clipboard item marked sensitive: not read");
                 return Ok(None);
             }

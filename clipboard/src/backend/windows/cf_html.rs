@@ -112,7 +112,19 @@ pub(crate) fn parse(payload: &[u8]) -> Result<String, CfHtmlError> {
         Ok(&data[s..e])
     };
     let bytes = match (h.start_fragment, h.end_fragment) {
-        (Some(s), Some(e)) => range(s, e)?,
+        (Some(s), Some(e)) => {
+            let frag = range(s, e)?;
+            // Wine's X11 bridge writes "\n<!--EndFragment-->" after the
+            // HTML and counts that newline into the fragment (EndFragment
+            // is one too far); there the comment ends the context.
+            let rest = &data[e..];
+            let wine_layout = h.end_html == Some(e + END_FRAGMENT_COMMENT.len())
+                && rest.eq_ignore_ascii_case(END_FRAGMENT_COMMENT.as_bytes());
+            match frag.strip_suffix(b"\n") {
+                Some(f) if wine_layout => f,
+                _ => frag,
+            }
+        }
         _ => {
             let (s, e) = match (h.start_html, h.end_html) {
                 (Some(s), Some(e)) => (s, e),
@@ -197,25 +209,28 @@ mod tests {
     }
 
     #[test]
-    fn wine_style_payload_with_lf_and_short_header() {
-        // Wine's X11 bridge writes "\n" line ends and this header shape.
+    fn wine_payload_loses_the_newline_its_end_offset_counts() {
+        // What Wine 8's X11 bridge makes of `text/html` from X: "\n" line
+        // ends, EndFragment one past the HTML (it counts the "\n" of the
+        // trailer), EndHTML at the end of the trailer.
         let frag = "<i>from X</i>";
-        let head = "Version:0.9\nStartHTML:0000000100\nEndHTML:0000000000\nStartFragment:0000000000\nEndFragment:0000000000\n<!--StartFragment-->";
-        let sf = head.len();
-        let ef = sf + frag.len();
-        let head = head
-            .replacen(
-                "StartFragment:0000000000",
-                &format!("StartFragment:{sf:010}"),
-                1,
-            )
-            .replacen(
-                "EndFragment:0000000000",
-                &format!("EndFragment:{ef:010}"),
-                1,
-            );
-        let payload = format!("{head}{frag}\n<!--EndFragment-->");
+        let head_fmt = |eh: usize, sf: usize, ef: usize| {
+            format!("Version:0.9\nStartHTML:0000000100\nEndHTML:{eh:010}\nStartFragment:{sf:010}\nEndFragment:{ef:010}\n<!--StartFragment-->")
+        };
+        let len = head_fmt(0, 0, 0).len();
+        let trailer = "\n<!--EndFragment-->";
+        let payload = format!(
+            "{}{frag}{trailer}",
+            head_fmt(len + frag.len() + trailer.len(), len, len + frag.len() + 1)
+        );
         assert_eq!(parse(payload.as_bytes()).unwrap(), frag);
+        // A fragment that really ends in a newline, written correctly, keeps it.
+        let with_nl = "<p>x</p>\n";
+        let payload = format!(
+            "{}{with_nl}<!--EndFragment-->\n</html>",
+            head_fmt(len + with_nl.len() + 26, len, len + with_nl.len())
+        );
+        assert_eq!(parse(payload.as_bytes()).unwrap(), with_nl);
     }
 
     #[test]
