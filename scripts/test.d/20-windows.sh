@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
 # Windows (docs/windows.md): clippy with warnings denied for the client on
-# x86_64-pc-windows-gnu (Debian's Rust with -Zbuild-std, scripts/cross), the
+# x86_64-pc-windows-gnu and aarch64-pc-windows-gnullvm (Debian's Rust with -Zbuild-std, scripts/cross), the
 # release exe and MSI (scripts/build-windows), then under Wine 8 on Xvfb the
 # end-to-end test against a Linux daemon and the MSI install / --version /
 # upgrade / uninstall test. Each Wine test makes its own fresh WINEPREFIX in
 # its temp dir and ends it with `wineserver -k` on that prefix.
-#
-# Not here yet: clippy for aarch64-pc-windows-gnullvm (ring's build script
-# needs a C compiler for that target; see docs/cross.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/lib/apt.sh
@@ -16,6 +13,8 @@ apt_install wine wine64 gcc-mingw-w64-x86-64 wixl xvfb xclip
 
 echo "--> clippy x86_64-pc-windows-gnu"
 scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh --all-targets -- -D warnings
+echo "--> clippy aarch64-pc-windows-gnullvm (check only)"
+scripts/cross aarch64-pc-windows-gnullvm clippy --locked -p clipmesh -- -D warnings
 echo "--> release exe and MSI"
 scripts/build-windows
 echo "--> under Wine: Windows <-> Linux end to end, and the MSI"
