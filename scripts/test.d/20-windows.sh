@@ -18,6 +18,8 @@ scripts/cross aarch64-pc-windows-gnullvm clippy --locked -p clipmesh -- -D warni
 echo "--> release exe and MSI"
 scripts/build-windows
 echo "--> under Wine: Windows <-> Linux end to end, and the MSI"
-# The relay and the Linux client come from the base steps' `cargo build`.
-cargo build --locked -p clipmesh-relay -p clipmesh --bins
-cargo test --locked -p clipmesh-tests --test e2e windows_ -- --test-threads 1
+# The relay and the Linux client come from the base steps' `cargo build`;
+# build and test with the same package selection (--workspace) so Cargo's
+# feature unification matches and nothing is compiled a second time.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked --test e2e windows_ -- --test-threads 1
