@@ -176,6 +176,20 @@ impl LoginGuard {
         lock(&self.accounts).failure((account.to_owned(), net), now);
     }
 
+    /// Counts a started OPAQUE (v2) login for `account` from `ip` as a
+    /// failure until it succeeds ([`LoginGuard::success`] clears it). An
+    /// OPAQUE guess needs only the relay's answer to KE1 — a guesser never
+    /// has to send KE3 — so the start is what must be counted.
+    pub fn attempt(&self, account: &str, ip: IpAddr, now: Instant) {
+        lock(&self.accounts).failure((account.to_owned(), net_key(ip)), now);
+    }
+
+    /// Counts a failed v2 login (a KE3 that did not verify) against the
+    /// network only: its start was already counted against the account.
+    pub fn net_failure(&self, ip: IpAddr, now: Instant) {
+        lock(&self.nets).failure(net_key(ip), now);
+    }
+
     /// Records a successful login: that account's history from that network
     /// starts over (the network's own count is left, so one good account
     /// does not reset guessing at others).

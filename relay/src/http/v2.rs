@@ -4,8 +4,10 @@
 //!
 //! The rules are `clipmesh_room::opaque` (shared with the Worker host);
 //! this module moves them between axum, the store and [`OpaqueHost`].
-//! Login is throttled per (name, network) exactly like v1 login, and every
-//! failure answers `invalid_credentials`, whatever failed.
+//! Login is throttled per (name, network) like v1 login, except that a v2
+//! login counts as a failure from its *start* until it succeeds: an OPAQUE
+//! guesser learns whether a guess was right from KE2 alone and need never
+//! send KE3. Every failure answers `invalid_credentials`, whatever failed.
 //!
 //! [`OpaqueHost`]: crate::opaque::OpaqueHost
 
@@ -181,6 +183,9 @@ pub(super) async fn login_start(
     let ke1 = rules::login_request("request", &req.request)?;
     let ip = s.trusted.client_ip(peer, &headers);
     check_throttle(&s, &req.username, ip)?;
+    // Counted now, cleared by a successful finish: a guesser learns
+    // whether its guess was right from KE2 alone and never sends KE3.
+    s.login_guard.attempt(&req.username, ip, Instant::now());
     let name = req.username.clone();
     let acc = s.store.call(move |db| db.v2_account_by_name(&name)).await?;
     let account = match &acc {
@@ -232,7 +237,9 @@ fn finish_parked(
     match who.user.filter(|_| ok) {
         Some(user) => Ok((user, who.username)),
         None => {
-            record_failure(s, &who.username, ip);
+            // The start already counted against the account.
+            crate::metrics::Metrics::add(&s.metrics.auth_failures, 1);
+            s.login_guard.net_failure(ip, Instant::now());
             tracing::debug!(%ip, "v2 login failed");
             Err(invalid_credentials())
         }
@@ -363,6 +370,7 @@ pub(super) async fn password_start(
         .ok_or_else(ApiError::unauthorized)?;
     let ip = s.trusted.client_ip(peer, &headers);
     check_throttle(&s, &row.username, ip)?;
+    s.login_guard.attempt(&row.username, ip, Instant::now());
     let acc = s
         .store
         .call(move |db| db.v2_account_by_id(user))

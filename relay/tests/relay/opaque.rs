@@ -413,3 +413,38 @@ async fn device_keys_are_published_once_per_device() {
     .await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn v2_login_starts_count_as_guesses_until_one_succeeds() {
+    // A guesser never needs to send KE3 (KE2 alone tells it whether its
+    // guess opened the envelope), so each start counts.
+    let relay = TestRelay::start().await;
+    signup_v2(&relay, "gus", b"pw").await;
+    let start = || {
+        let (_, ke1) = ClientLogin::start(&mut OsRng, b"guess").unwrap();
+        let url = format!("{}/api/v2/login/start", relay.url);
+        let body = json!({"username": "gus", "request": ke1.to_hex()});
+        async move { post(&url, None, body).await }
+    };
+    let mut limited = None;
+    for i in 0..20 {
+        let r = start().await;
+        if r.status == 429 {
+            assert!(r.retry_after.is_some());
+            limited = Some(i);
+            break;
+        }
+        assert_eq!(r.status, 200);
+    }
+    let n = limited.expect("unfinished v2 login starts must be throttled");
+    assert!(n <= 6, "throttled only after {n} starts");
+}
+
+#[tokio::test]
+async fn a_successful_v2_login_clears_the_count() {
+    let relay = TestRelay::start().await;
+    signup_v2(&relay, "hal", b"pw").await;
+    for _ in 0..10 {
+        login_v2(&relay, "hal", b"pw").await.unwrap();
+    }
+}
