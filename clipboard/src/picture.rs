@@ -5,7 +5,12 @@
 //! the size), so what a peer pastes is byte for byte what was copied. Other
 //! formats the `image` crate decodes (BMP, TIFF) are converted to PNG with
 //! the same pixels. Decoding is bounded by [`DECODE_LIMIT`], so a hostile
-//! header cannot make us allocate gigabytes.
+//! header cannot make us allocate gigabytes, and so is every conversion
+//! after it: an image is decoded only if its canvas as 8-bit RGBA
+//! (width × height × 4) fits the same limit, checked from the header before
+//! any pixel is allocated ([`decode_rgba`]). A small PNG (a few KiB of
+//! compressed grey) can declare a canvas whose RGBA copy and BMP encoding
+//! would take gigabytes.
 
 use clipmesh_proto::ClipContent;
 use image::{ImageFormat, ImageReader, Limits};
@@ -59,6 +64,36 @@ fn limits() -> Limits {
     l
 }
 
+/// Whether a `width` × `height` canvas fits [`DECODE_LIMIT`] as 8-bit RGBA
+/// (the largest form any conversion here makes of it).
+pub(crate) fn fits_rgba(width: u32, height: u32) -> bool {
+    u64::from(width)
+        .saturating_mul(u64::from(height))
+        .saturating_mul(4)
+        <= DECODE_LIMIT
+}
+
+/// Decodes `bytes` as `format` into 8-bit RGBA, or `None` if it does not
+/// decode or its canvas does not fit [`DECODE_LIMIT`] as RGBA. The size is
+/// read from the header first, so an oversized canvas allocates nothing.
+pub(crate) fn decode_rgba(bytes: &[u8], format: ImageFormat) -> Option<image::RgbaImage> {
+    let img = decode_bounded(bytes, format)?;
+    Some(img.into_rgba8())
+}
+
+/// Decodes `bytes` as `format` if its canvas fits [`DECODE_LIMIT`] as RGBA.
+fn decode_bounded(bytes: &[u8], format: ImageFormat) -> Option<image::DynamicImage> {
+    let mut r = ImageReader::with_format(Cursor::new(bytes), format);
+    r.limits(limits());
+    let (w, h) = r.into_dimensions().ok()?;
+    if !fits_rgba(w, h) {
+        return None;
+    }
+    let mut r = ImageReader::with_format(Cursor::new(bytes), format);
+    r.limits(limits());
+    r.decode().ok()
+}
+
 fn format_name(f: ImageFormat) -> &'static str {
     match f {
         ImageFormat::Png => "png",
@@ -88,9 +123,7 @@ pub(crate) fn to_png_content(target: &str, bytes: Vec<u8>) -> Result<ClipContent
             png: bytes,
         });
     }
-    let mut r = ImageReader::with_format(Cursor::new(&bytes[..]), format);
-    r.limits(limits());
-    let img = r.decode().map_err(|_| PictureError::Decode(name))?;
+    let img = decode_bounded(&bytes, format).ok_or(PictureError::Decode(name))?;
     drop(bytes);
     let (width, height) = (img.width(), img.height());
     let mut png = Vec::new();
@@ -112,16 +145,14 @@ pub(crate) fn check_png(width: u32, height: u32, png: &[u8]) -> Result<(), Pictu
 }
 
 /// Converts a PNG to BMP with the same pixels; `None` if it does not
-/// decode (within [`DECODE_LIMIT`]). (X11 serves `image/bmp` with it; the
-/// Windows backend writes a DIB through `windows/dib.rs` instead.)
+/// decode or its canvas does not fit [`DECODE_LIMIT`] as RGBA. (X11 serves
+/// `image/bmp` with it; the Windows backend writes a DIB through
+/// `windows/dib.rs` instead.)
 #[cfg_attr(windows, allow(dead_code))]
 #[cfg_attr(target_os = "macos", allow(dead_code))] // the pasteboard gets PNG only
 pub(crate) fn png_to_bmp(png: &[u8]) -> Option<Vec<u8>> {
-    let mut r = ImageReader::with_format(Cursor::new(png), ImageFormat::Png);
-    r.limits(limits());
-    let img = r.decode().ok()?;
     // BMP holds 8-bit RGB(A); 16-bit or grey PNGs are widened/narrowed.
-    let img = image::DynamicImage::ImageRgba8(img.to_rgba8());
+    let img = image::DynamicImage::ImageRgba8(decode_rgba(png, ImageFormat::Png)?);
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), ImageFormat::Bmp)
         .ok()?;
@@ -213,6 +244,43 @@ mod tests {
         let png = encode(&sample(), ImageFormat::Png);
         assert!(check_png(8, 5, &png).is_err());
         assert!(check_png(7, 5, b"nope").is_err());
+    }
+
+    /// A grey PNG of 8192 × 8193 compresses to a few hundred KiB and
+    /// decodes within [`DECODE_LIMIT`] (64 MiB at one byte a pixel), but its
+    /// RGBA copy and its BMP would each be just over the limit: refused from
+    /// the header, before any pixel is decoded. (16384 × 16384 would be 1 GiB
+    /// each, from the same few hundred KiB.)
+    #[test]
+    fn small_png_of_a_huge_canvas_is_refused_before_conversion() {
+        let (w, h) = (8192, 8193);
+        let mut png = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut png, w, h);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.set_compression(png::Compression::Fast);
+            let mut writer = enc.write_header().unwrap();
+            let mut stream = writer.stream_writer().unwrap();
+            let row = vec![0u8; w as usize];
+            for _ in 0..h {
+                std::io::Write::write_all(&mut stream, &row).unwrap();
+            }
+            stream.finish().unwrap();
+        }
+        assert!(png.len() < 4 << 20, "small input: {} bytes", png.len());
+        // The header is fine and passes through as PNG content...
+        assert!(check_png(w, h, &png).is_ok());
+        assert!(!fits_rgba(w, h));
+        // ...but no conversion touches its pixels.
+        assert!(
+            png_to_bmp(&png).is_none(),
+            "converted a canvas over the limit"
+        );
+        assert!(decode_rgba(&png, ImageFormat::Png).is_none());
+        // Within the limit the same shape converts.
+        assert!(fits_rgba(8192, 8192));
+        assert!(!fits_rgba(8192, 8193));
     }
 
     #[test]

@@ -16,10 +16,9 @@
 //! treat it as reserved), and the exact image travels in the "PNG" format
 //! next to it.
 
-use crate::picture::{to_png_content, PictureError, BMP_TARGET, DECODE_LIMIT, PNG_TARGET};
+use crate::picture::{decode_rgba, to_png_content, PictureError, BMP_TARGET, PNG_TARGET};
 use clipmesh_proto::ClipContent;
-use image::{ImageFormat, ImageReader, Limits};
-use std::io::Cursor;
+use image::ImageFormat;
 
 const FILE_HEADER_LEN: usize = 14;
 const INFO_HEADER_LEN: u32 = 40;
@@ -116,14 +115,10 @@ pub(crate) fn dib_to_png(dib: &[u8]) -> Result<ClipContent, PictureError> {
 }
 
 /// Converts a PNG to a `CF_DIB` payload (32-bit, bottom-up,
-/// `BITMAPINFOHEADER`); `None` if it does not decode within
-/// [`DECODE_LIMIT`].
+/// `BITMAPINFOHEADER`); `None` if it does not decode or its canvas does not
+/// fit [`crate::picture::DECODE_LIMIT`] as RGBA (checked from the header first).
 pub(crate) fn png_to_dib(png: &[u8]) -> Option<Vec<u8>> {
-    let mut r = ImageReader::with_format(Cursor::new(png), ImageFormat::Png);
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(DECODE_LIMIT);
-    r.limits(limits);
-    let img = r.decode().ok()?.to_rgba8();
+    let img = decode_rgba(png, ImageFormat::Png)?;
     let (w, h) = img.dimensions();
     let row = usize::try_from(w).ok()?.checked_mul(4)?;
     let size = row.checked_mul(usize::try_from(h).ok()?)?;
@@ -153,6 +148,7 @@ pub(crate) fn png_to_dib(png: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use image::{DynamicImage, Rgb, RgbImage, Rgba, RgbaImage};
+    use std::io::Cursor;
 
     fn sample(alpha: bool) -> RgbaImage {
         RgbaImage::from_fn(7, 5, |x, y| {
