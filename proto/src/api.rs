@@ -88,6 +88,20 @@ pub struct LoginResponse {
     pub is_admin: bool,
 }
 
+/// Answer to `POST /api/v1/session/renew` (authenticated with the current
+/// token): a new token for the same device, whose absolute lifetime starts
+/// now. The old token keeps working until the new one is first used.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    /// The new device token (256 random bits, base64url). Secret.
+    pub token: String,
+    /// Seconds the new token lives at most (the relay's
+    /// `auth.session_max_s`), so the device knows when to renew again.
+    pub max_lifetime_s: u64,
+    /// Seconds a token may go unused before it ends (`auth.session_idle_s`).
+    pub idle_lifetime_s: u64,
+}
+
 /// `POST /api/v1/password`.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

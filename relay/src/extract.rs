@@ -1,12 +1,13 @@
 //! Request extractors: [`ApiJson`] (a bounded JSON body whose rejections
 //! are [`ApiError`]s) and [`Authed`] (a device token resolved to a live
-//! session), shared by the HTTP handlers and the WebSocket upgrade.
+//! session, within its idle and absolute lifetimes), shared by the HTTP
+//! handlers and the WebSocket upgrade.
 
 use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::SessionInfo;
+use crate::store::{SessionInfo, SessionLifetimes};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -50,7 +51,12 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Sessi
         return Err(ApiError::unauthorized());
     };
     let hash = auth::token_hash(token);
-    let session = state.store.call(move |db| db.session(&hash)).await?;
+    let now = state.clock.unix_now();
+    let life = lifetimes(state);
+    let session = state
+        .store
+        .call(move |db| db.use_session(&hash, now, life))
+        .await?;
     match session {
         Some(s) if s.disabled => {
             Metrics::add(&state.metrics.auth_failures, 1);
@@ -66,6 +72,14 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Sessi
             Err(ApiError::unauthorized())
         }
     }
+}
+
+/// The configured session lifetimes.
+pub fn lifetimes(state: &AppState) -> SessionLifetimes {
+    SessionLifetimes::new(
+        state.config.auth.session_idle_s,
+        state.config.auth.session_max_s,
+    )
 }
 
 /// The token of an `Authorization: Bearer` header.

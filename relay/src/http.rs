@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/signup", post(account::signup))
         .route("/api/v1/login", post(account::login))
         .route("/api/v1/logout", post(account::logout))
+        .route("/api/v1/session/renew", post(account::renew))
         .route("/api/v1/devices", get(account::devices))
         .route("/api/v1/devices/{id}", delete(account::delete_device))
         .route("/api/v1/password", post(account::change_password))

@@ -91,6 +91,45 @@ pub struct SessionInfo {
     pub disabled: bool,
 }
 
+/// How long a session lives (`[auth] session_idle_s`, `session_max_s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLifetimes {
+    /// Ends after this many seconds without use.
+    pub idle_s: i64,
+    /// Ends this many seconds after its token was issued.
+    pub max_s: i64,
+}
+
+impl SessionLifetimes {
+    /// No limit (tests, admin tools).
+    pub const UNLIMITED: Self = Self {
+        idle_s: i64::MAX,
+        max_s: i64::MAX,
+    };
+
+    /// From the config's seconds (0 or a huge value: no limit).
+    pub fn new(idle_s: u64, max_s: u64) -> Self {
+        let f = |v: u64| match i64::try_from(v) {
+            Ok(0) | Err(_) => i64::MAX,
+            Ok(v) => v,
+        };
+        Self {
+            idle_s: f(idle_s),
+            max_s: f(max_s),
+        }
+    }
+
+    /// Whether a session issued at `issued_at` and last used at
+    /// `last_used_at` has ended at `now`.
+    pub fn expired(&self, issued_at: i64, last_used_at: i64, now: i64) -> bool {
+        now.saturating_sub(issued_at) > self.max_s || now.saturating_sub(last_used_at) > self.idle_s
+    }
+}
+
+/// A session's `last_used_at` is rewritten at most this often, seconds (so
+/// a busy device costs one write a minute, not one per request).
+pub const SESSION_TOUCH_S: i64 = 60;
+
 /// A device with a live session.
 #[derive(Clone, Debug)]
 pub struct DeviceRow {
@@ -380,7 +419,8 @@ impl Db {
         )?;
         let device = DeviceId(id(tx.last_insert_rowid()));
         tx.execute(
-            "INSERT INTO sessions (token_sha256, device_id, created_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO sessions (token_sha256, device_id, created_at, issued_at, last_used_at) \
+             VALUES (?1, ?2, ?3, ?3, ?3)",
             params![&token_hash[..], sql_id(device.0), now],
         )?;
         Ok(device)
@@ -420,26 +460,88 @@ impl Db {
             .transpose()
     }
 
-    /// Resolves a token hash to its session.
+    /// Resolves a token hash to its session, ignoring lifetimes (tests and
+    /// admin tools; requests go through [`Db::use_session`]).
     pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionInfo>, StoreError> {
-        Ok(self
+        self.use_session(token_hash, 0, SessionLifetimes::UNLIMITED)
+    }
+
+    /// Resolves a token hash to a live session at `now` and records the
+    /// use: a session unused for `life.idle_s`, or issued more than
+    /// `life.max_s` ago, is deleted (with its device) and `None` returned.
+    /// `last_used_at` is written at most once per [`SESSION_TOUCH_S`]. The
+    /// token a renewal replaced is accepted until the new one is first used,
+    /// which forgets it.
+    pub fn use_session(
+        &self,
+        token_hash: &[u8; 32],
+        now: i64,
+        life: SessionLifetimes,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        let row = self
             .conn
-            .query_row(
-                "SELECT u.id, d.id, d.name, u.is_admin, u.disabled FROM sessions s \
+            .prepare_cached(
+                "SELECT u.id, d.id, d.name, u.is_admin, u.disabled, s.issued_at, \
+                 s.last_used_at, s.token_sha256 = ?1, s.prev_sha256 IS NOT NULL FROM sessions s \
                  JOIN devices d ON d.id = s.device_id JOIN users u ON u.id = d.user_id \
-                 WHERE s.token_sha256 = ?1",
-                params![&token_hash[..]],
-                |r| {
-                    Ok(SessionInfo {
+                 WHERE s.token_sha256 = ?1 OR s.prev_sha256 = ?1",
+            )?
+            .query_row(params![&token_hash[..]], |r| {
+                Ok((
+                    SessionInfo {
                         user: UserId(id(r.get(0)?)),
                         device: DeviceId(id(r.get(1)?)),
                         device_name: r.get(2)?,
                         is_admin: r.get(3)?,
                         disabled: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?)
+                    },
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, bool>(7)?,
+                    r.get::<_, bool>(8)?,
+                ))
+            })
+            .optional()?;
+        let Some((info, issued_at, last_used_at, current, has_prev)) = row else {
+            return Ok(None);
+        };
+        if life.expired(issued_at, last_used_at, now) {
+            // The device row goes with it (as on logout), so the devices
+            // list shows only devices that can still connect.
+            self.conn
+                .prepare_cached("DELETE FROM devices WHERE id = ?1")?
+                .execute(params![sql_id(info.device.0)])?;
+            return Ok(None);
+        }
+        if current && (has_prev || now.saturating_sub(last_used_at) >= SESSION_TOUCH_S) {
+            self.conn
+                .prepare_cached(
+                    "UPDATE sessions SET last_used_at = ?2, prev_sha256 = NULL \
+                     WHERE token_sha256 = ?1",
+                )?
+                .execute(params![&token_hash[..], now])?;
+        }
+        Ok(Some(info))
+    }
+
+    /// Replaces the token of the session that `old_hash` resolves to (its
+    /// current token, or the one the last renewal replaced while the new one
+    /// is unused: the device may have lost that answer) with `new_hash`,
+    /// restarting its absolute lifetime at `now`. `old_hash` stays accepted
+    /// until the new token is first used. Returns false if no session has
+    /// `old_hash`.
+    pub fn renew_session(
+        &self,
+        old_hash: &[u8; 32],
+        new_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE sessions SET token_sha256 = ?2, prev_sha256 = ?1, issued_at = ?3, \
+             last_used_at = ?3 WHERE token_sha256 = ?1 OR prev_sha256 = ?1",
+            params![&old_hash[..], &new_hash[..], now],
+        )?;
+        Ok(n > 0)
     }
 
     /// Whether the device still has a session and its account is enabled.

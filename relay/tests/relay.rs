@@ -27,5 +27,7 @@ mod limits;
 mod opaque;
 #[path = "relay/rooms.rs"]
 mod rooms;
+#[path = "relay/sessions.rs"]
+mod sessions;
 #[path = "relay/tls.rs"]
 mod tls;

@@ -14,7 +14,7 @@ use axum::Json;
 use clipmesh_proto::api::ApiErrorCode;
 use clipmesh_proto::api::{
     ChangePasswordRequest, DeviceRecord, DevicesResponse, LoginRequest, LoginResponse,
-    PreloginRequest, PreloginResponse, SignupRequest,
+    PreloginRequest, PreloginResponse, RenewResponse, SignupRequest,
 };
 use clipmesh_proto::{DeviceId, KdfParams};
 use std::net::SocketAddr;
@@ -264,6 +264,35 @@ pub(super) async fn logout(State(s): S, Authed(me): Authed) -> Result<StatusCode
     s.registry.revoke(user, Some(device)).await;
     tracing::info!(%user, %device, "device logged out");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/session/renew`: a new token for the calling device, its
+/// absolute lifetime starting now. The token it replaces works until the
+/// new one is first used, then never again, so a copy in an old backup
+/// cannot keep itself alive.
+pub(super) async fn renew(
+    State(s): S,
+    headers: HeaderMap,
+    Authed(me): Authed,
+) -> Result<Json<RenewResponse>, ApiError> {
+    let old = crate::extract::bearer(&headers)
+        .map(auth::token_hash)
+        .ok_or_else(ApiError::unauthorized)?;
+    let (token, new_hash) = auth::new_token();
+    let now = s.clock.unix_now();
+    let renewed = s
+        .store
+        .call(move |db| db.renew_session(&old, &new_hash, now))
+        .await?;
+    if !renewed {
+        return Err(ApiError::unauthorized());
+    }
+    tracing::debug!(user = %me.user, device = %me.device, "session renewed");
+    Ok(Json(RenewResponse {
+        token,
+        max_lifetime_s: s.config.auth.session_max_s,
+        idle_lifetime_s: s.config.auth.session_idle_s,
+    }))
 }
 
 pub(super) async fn devices(

@@ -91,4 +91,18 @@ ALTER TABLE devices ADD COLUMN public_key BLOB;
 ALTER TABLE devices ADD COLUMN key_epoch INTEGER;
 ALTER TABLE devices ADD COLUMN key_cert BLOB;
 "#,
+    // 6: session lifetimes. `issued_at` starts the absolute lifetime (a
+    // renewal issues a new token and restarts it), `last_used_at` the idle
+    // one. `prev_sha256` is the token a renewal replaced: still accepted
+    // until the new token is first used, so a device that lost the renewal's
+    // answer (a crash) can renew again. Sessions that exist now count as
+    // issued and used at the upgrade.
+    r#"
+ALTER TABLE sessions ADD COLUMN issued_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN prev_sha256 BLOB;
+UPDATE sessions SET issued_at = CAST(strftime('%s', 'now') AS INTEGER),
+    last_used_at = CAST(strftime('%s', 'now') AS INTEGER);
+CREATE UNIQUE INDEX sessions_prev ON sessions(prev_sha256) WHERE prev_sha256 IS NOT NULL;
+"#,
 ];

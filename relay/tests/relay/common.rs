@@ -3,6 +3,7 @@
 
 use clipmesh_proto::api::LoginResponse;
 use clipmesh_proto::{DeviceId, Frame, UserId};
+use clipmesh_relay::clock::Clock;
 use clipmesh_relay::{Config, Relay, RelayHandle, SignupPolicy};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -55,6 +56,21 @@ impl TestRelay {
         let mut c = test_config(dir.path());
         f(&mut c);
         let handle = Relay::bind(c).await.unwrap();
+        let url = handle.url();
+        Self {
+            handle: Some(handle),
+            url,
+            dir,
+        }
+    }
+
+    /// A relay whose handlers read `clock` (a [`Clock::manual`] in tests of
+    /// time limits).
+    pub async fn start_clock(clock: Clock, f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = test_config(dir.path());
+        f(&mut c);
+        let handle = Relay::bind_with_clock(c, clock).await.unwrap();
         let url = handle.url();
         Self {
             handle: Some(handle),
