@@ -8,7 +8,7 @@ use crate::tls::TrustRoots;
 use clipmesh_proto::api::v2;
 use clipmesh_proto::api::{
     DevicesResponse, ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse,
-    SignupRequest,
+    RenewResponse, SignupRequest,
 };
 use clipmesh_proto::{ApiErrorCode, DeviceId};
 use serde::de::DeserializeOwned;
@@ -129,6 +129,18 @@ impl Api {
             .agent
             .post(&self.url("login"))
             .send_json(req)
+            .map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
+    /// `POST /session/renew`: a new token for this device's session (the
+    /// old one works until the new one is first used).
+    pub fn renew(&self, token: &str) -> Result<RenewResponse, ApiError> {
+        let resp = self
+            .agent
+            .post(&self.url("session/renew"))
+            .header("Authorization", &bearer(token))
+            .send_empty()
             .map_err(|e| self.unreachable(e))?;
         json_or_error(resp)
     }

@@ -194,14 +194,24 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
     let roots = device
         .roots()
         .map_err(|e| DaemonError::Tls(e.to_string()))?;
+    // One token for the link, the blob client and the renewal task.
+    let token = crate::token::TokenCell::new(device.secrets.token.clone());
     let link_cfg = LinkConfig {
         server: device.account.server.clone(),
-        token: device.secrets.token.clone(),
+        token: token.clone(),
         last_seen: state.last_seen(),
         seed: rand::random(),
         roots: roots.clone(),
     };
-    let blobs = BlobClient::new(&device.account.server, &device.secrets.token, &roots);
+    let blobs = BlobClient::with_token(&device.account.server, token.clone(), &roots);
+    let renewal = crate::renew::Renewal {
+        dir: dir.to_path_buf(),
+        store: crate::secrets::StoreKind::parse(&device.account.secret_store)
+            .unwrap_or(crate::secrets::StoreKind::File),
+        api: crate::api::Api::with_roots(&device.account.server, &roots),
+        data_key: device.secrets.data_key.clone(),
+    };
+    tracker.spawn(crate::renew::run(renewal, token, cancel.clone()));
     let (inputs_tx, mut inputs_rx) = mpsc::channel(FINISHED_QUEUE);
     let mut link_task = tracker.spawn(link::run(link_cfg, commands, events_tx, cancel.clone()));
     tracker.spawn(control.serve(control_tx, cancel.clone()));

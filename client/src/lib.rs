@@ -40,6 +40,7 @@ pub mod link;
 pub mod oneshot;
 pub mod p2p;
 pub mod pins;
+pub mod renew;
 pub mod replay;
 pub mod roster;
 pub mod secrets;
@@ -47,6 +48,7 @@ pub mod session;
 pub mod state;
 pub mod sync;
 pub mod tls;
+pub mod token;
 pub mod transfer;
 pub mod watch;
 

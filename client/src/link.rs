@@ -20,6 +20,7 @@ use crate::backoff::{Backoff, Disconnect, Next, StopReason};
 use crate::config::ws_url;
 use crate::session::{ClockWatch, Session, SessionEvent};
 use crate::tls::TrustRoots;
+use crate::token::TokenCell;
 use clipmesh_proto::{CloseCode, DeviceId, DeviceInfo, ErrorCode, SignalKind};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -33,7 +34,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
-use zeroize::Zeroizing;
 
 /// Publishes kept while offline.
 pub const MAX_PENDING: usize = 8;
@@ -60,8 +60,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct LinkConfig {
     /// Relay base URL (`http(s)://…`).
     pub server: String,
-    /// Device token.
-    pub token: Zeroizing<String>,
+    /// Device token (shared with the renewal task, which may replace it;
+    /// each connection attempt presents the current one).
+    pub token: TokenCell,
     /// Newest room sequence already seen (sent in `Hello`).
     pub last_seen: u64,
     /// Seed for the back-off jitter.
@@ -282,9 +283,10 @@ pub async fn run(
     };
     let url = ws_url(&cfg.server);
     loop {
+        let token = cfg.token.get();
         let how = tokio::select! {
             _ = cancel.cancelled() => return finish(&mut sh, &mut commands, LinkExit::Cancelled),
-            r = connect(&url, &cfg.token, &cfg.roots) => match r {
+            r = connect(&url, &token, &cfg.roots) => match r {
                 Ok(ws) => {
                     tracing::debug!("connected to relay");
                     match drive(ws, &mut sh, &mut commands, &mut signals, &events, &cancel).await {
@@ -597,6 +599,7 @@ async fn on_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zeroize::Zeroizing;
 
     #[test]
     fn describe_is_one_line() {
@@ -626,7 +629,7 @@ mod tests {
         let task = tokio::spawn(run(
             LinkConfig {
                 server: format!("http://127.0.0.1:{port}"),
-                token: Zeroizing::new("t".into()),
+                token: Zeroizing::new(String::from("t")).into(),
                 last_seen: 0,
                 seed: 1,
                 roots: TrustRoots::webpki(),
@@ -750,7 +753,7 @@ mod tests {
         let task = tokio::spawn(run(
             LinkConfig {
                 server: url,
-                token: Zeroizing::new("tok".into()),
+                token: Zeroizing::new(String::from("tok")).into(),
                 last_seen: 0,
                 seed: 1,
                 roots: TrustRoots::webpki(),

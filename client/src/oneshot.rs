@@ -76,7 +76,7 @@ pub async fn publish_once(
     let mut link_task = tracker.spawn(link::run(
         LinkConfig {
             server: device.account.server.clone(),
-            token: device.secrets.token.clone(),
+            token: device.secrets.token.clone().into(),
             last_seen,
             seed: rand::random(),
             roots: device.roots()?,

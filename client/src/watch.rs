@@ -67,7 +67,7 @@ pub async fn watch(
     let mut link_task = tracker.spawn(link::run(
         LinkConfig {
             server: device.account.server.clone(),
-            token: device.secrets.token.clone(),
+            token: device.secrets.token.clone().into(),
             last_seen: state.last_seen(),
             seed: rand::random(),
             roots: device.roots()?,

@@ -106,12 +106,26 @@ pub struct Relay {
     pub data_dir: PathBuf,
     /// Its log file.
     pub log: PathBuf,
+    /// The extra `[auth]` lines it was started with (kept on restart).
+    pub auth_toml: String,
 }
 
 impl Relay {
     /// Starts a relay on `127.0.0.1:port` (0 = any free port) with open
     /// signup, logging at `rust_log` into `log`.
     pub fn start(data_dir: &Path, log: &Path, port: u16, rust_log: &str) -> Result<Self> {
+        Self::start_with(data_dir, log, port, rust_log, "")
+    }
+
+    /// Like [`Relay::start`], adding `auth_toml` (lines for the config's
+    /// `[auth]` section, e.g. short session lifetimes).
+    pub fn start_with(
+        data_dir: &Path,
+        log: &Path,
+        port: u16,
+        rust_log: &str,
+        auth_toml: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(data_dir).context("relay data dir")?;
         let token_file = data_dir.join("setup-token");
         if !token_file.exists() {
@@ -119,8 +133,11 @@ impl Relay {
         }
         // Tests sign several accounts up from 127.0.0.1.
         let config = data_dir.join("test-relay.toml");
-        std::fs::write(&config, "[auth]\nsignup_free_per_ip = 10000\n")
-            .context("write relay config")?;
+        std::fs::write(
+            &config,
+            format!("[auth]\nsignup_free_per_ip = 10000\n{auth_toml}\n"),
+        )
+        .context("write relay config")?;
         let mut child = Command::new(bins::bin(RELAY)?)
             .arg("--config")
             .arg(&config)
@@ -168,6 +185,7 @@ impl Relay {
             port,
             data_dir: data_dir.to_owned(),
             log: log.to_owned(),
+            auth_toml: auth_toml.to_owned(),
         })
     }
 
@@ -200,7 +218,8 @@ impl Relay {
     /// into `log`, after this one has stopped or been killed.
     pub fn restart(&mut self, log: &Path, rust_log: &str) -> Result<()> {
         self.kill()?;
-        *self = Self::start(&self.data_dir.clone(), log, self.port, rust_log)?;
+        let auth = self.auth_toml.clone();
+        *self = Self::start_with(&self.data_dir.clone(), log, self.port, rust_log, &auth)?;
         Ok(())
     }
 

@@ -4,7 +4,10 @@
 //!
 //! Run `cargo build --workspace --bins` first (scripts/test does): the tests
 //! start `target/<profile>/clipmesh-relay` and `target/<profile>/clipmesh`
-//! on 127.0.0.1 only. None needs a display.
+//! on 127.0.0.1 only; a daemon gets its own Xvfb display.
 
 #[path = "hostile/crash.rs"]
 mod crash;
+
+#[path = "hostile/sessions.rs"]
+mod sessions;

@@ -7,6 +7,7 @@
 
 use super::TransferError;
 use crate::tls::TrustRoots;
+use crate::token::TokenCell;
 use clipmesh_proto::api::{ApiErrorCode, ErrorBody};
 use clipmesh_proto::blob::BlobId;
 use std::io::Read;
@@ -30,7 +31,7 @@ pub const UPLOAD_OFFSET: &str = "Upload-Offset";
 #[derive(Clone)]
 pub struct BlobClient {
     base: String,
-    token: Zeroizing<String>,
+    token: TokenCell,
     agent: ureq::Agent,
 }
 
@@ -45,6 +46,16 @@ type Resp = ureq::http::Response<ureq::Body>;
 impl BlobClient {
     /// A client for the relay at `server`, trusting `roots` for https.
     pub fn new(server: &str, token: &str, roots: &TrustRoots) -> Self {
+        Self::with_token(
+            server,
+            TokenCell::new(Zeroizing::new(token.to_owned())),
+            roots,
+        )
+    }
+
+    /// Like [`BlobClient::new`], presenting whatever token `token` holds at
+    /// each request (a running daemon renews it).
+    pub fn with_token(server: &str, token: TokenCell, roots: &TrustRoots) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(roots.ureq_config())
             .http_status_as_error(false)
@@ -60,7 +71,7 @@ impl BlobClient {
             .into();
         Self {
             base: server.trim_end_matches('/').to_owned(),
-            token: Zeroizing::new(token.to_owned()),
+            token,
             agent,
         }
     }
@@ -70,7 +81,7 @@ impl BlobClient {
     }
 
     fn bearer(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!("Bearer {}", self.token.as_str()))
+        Zeroizing::new(format!("Bearer {}", self.token.get().as_str()))
     }
 
     /// `POST`: declares a blob of `sealed_len` bytes. An existing blob of

@@ -254,7 +254,7 @@ async fn forged_signalling_is_rejected_and_the_link_keeps_working() {
     let link = tokio::spawn(clipmesh::link::run(
         clipmesh::LinkConfig {
             server: relay.url.clone(),
-            token: c.secrets.token.clone(),
+            token: c.secrets.token.clone().into(),
             last_seen: 0,
             seed: 7,
             roots: c.roots().unwrap(),

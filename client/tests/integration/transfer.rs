@@ -530,7 +530,7 @@ impl Peer {
         let cancel = CancellationToken::new();
         let cfg = LinkConfig {
             server: device.account.server.clone(),
-            token: device.secrets.token.clone(),
+            token: device.secrets.token.clone().into(),
             last_seen: u64::MAX,
             seed: 1,
             roots: device.roots().unwrap(),
