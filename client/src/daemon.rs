@@ -209,7 +209,6 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         store: crate::secrets::StoreKind::parse(&device.account.secret_store)
             .unwrap_or(crate::secrets::StoreKind::File),
         api: crate::api::Api::with_roots(&device.account.server, &roots),
-        data_key: device.secrets.data_key.clone(),
     };
     tracker.spawn(crate::renew::run(renewal, token, cancel.clone()));
     let (inputs_tx, mut inputs_rx) = mpsc::channel(FINISHED_QUEUE);

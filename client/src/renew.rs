@@ -9,9 +9,8 @@
 //! nothing.
 
 use crate::api::{Api, ApiError};
-use crate::secrets::{self, Secrets, StoreKind};
+use crate::secrets::{self, StoreKind};
 use crate::token::TokenCell;
-use clipmesh_proto::DataKey;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +34,6 @@ pub struct Renewal {
     pub store: StoreKind,
     /// The relay API.
     pub api: Api,
-    /// Saved next to the token (the store keeps both together).
-    pub data_key: DataKey,
 }
 
 /// How long to wait before the next renewal, from the lifetime the relay
@@ -76,10 +73,11 @@ async fn renew_once(r: &std::sync::Arc<Renewal>, token: &TokenCell) -> Result<u6
     let (new, max) = tokio::task::spawn_blocking(move || {
         let resp = r.api.renew(&old)?;
         let new = Zeroizing::new(resp.token);
-        let secrets = Secrets {
-            token: new.clone(),
-            data_key: r.data_key.clone(),
-        };
+        // The store holds the token with the keys: read what is there now
+        // (the keys may have changed since start) and replace the token only.
+        let mut secrets = secrets::load(&r.dir, r.store)
+            .map_err(|e| ApiError::BadResponse(format!("reading the secret store: {e}")))?;
+        secrets.token = new.clone();
         let kind = secrets::save(&r.dir, &secrets)
             .map_err(|e| ApiError::BadResponse(format!("saving the renewed token: {e}")))?;
         if kind != r.store {
