@@ -417,8 +417,10 @@ fn store_session(
     };
     config.account = Some(account.clone());
     config.save(dir)?;
-    // A new device starts its room view from scratch.
+    // A new device starts its room view from scratch, and its roster too:
+    // the pins were of another session's account (device ids are per relay).
     let _ = std::fs::remove_file(dir.join(crate::state::STATE_FILE));
+    let _ = std::fs::remove_file(dir.join(crate::roster::ROSTER_FILE));
     crate::replay::ReplayFile::new(dir).remove();
     tracing::debug!(
         user = session.user_id,
@@ -452,5 +454,6 @@ pub fn logout(dir: &Path) -> Result<(), AccountError> {
     config.account = None;
     config.save(dir)?;
     let _ = std::fs::remove_file(dir.join(crate::state::STATE_FILE));
+    let _ = std::fs::remove_file(dir.join(crate::roster::ROSTER_FILE));
     remote
 }

@@ -128,6 +128,14 @@ async fn v2_accounts_sync_show_safety_numbers_and_refuse_a_swapped_key() {
         out.stderr
     );
     assert!(out.stdout.contains(&pa.fingerprint().to_string()));
+
+    // Logging in again (a new session) starts a fresh roster: only the
+    // device's own new key is pinned, never another session's pins.
+    ok(auth("login", c_dir.path(), &relay.url, "ann", PASSWORD, "c2").await);
+    let r = clipmesh::roster::Roster::load(c_dir.path()).unwrap();
+    assert!(r.get(DeviceId(device_id(a_dir.path()))).is_none());
+    let me = secrets_of(c_dir.path()).device.unwrap().public();
+    assert_eq!(r.get(DeviceId(device_id(c_dir.path()))), Some(me));
 }
 
 /// Where the v1 fixture lives: a relay data directory and two device
