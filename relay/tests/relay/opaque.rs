@@ -448,3 +448,34 @@ async fn a_successful_v2_login_clears_the_count() {
         login_v2(&relay, "hal", b"pw").await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn v2_logins_survive_a_relay_restart() {
+    // The OPAQUE setup is kept in the data directory: a restarted relay
+    // answers with the same OPRF keys, so records stay valid.
+    let relay = TestRelay::start().await;
+    let (_, key) = signup_v2(&relay, "ivy", b"pw").await;
+    let setup = std::fs::read(
+        relay
+            .dir
+            .path()
+            .join(clipmesh_relay::opaque::OPAQUE_SETUP_FILE),
+    )
+    .unwrap();
+    let dir = relay.stop().await;
+    let relay = TestRelay::start_in(dir, |_| {}).await;
+    let again = std::fs::read(
+        relay
+            .dir
+            .path()
+            .join(clipmesh_relay::opaque::OPAQUE_SETUP_FILE),
+    )
+    .unwrap();
+    assert_eq!(setup, again, "the setup is not replaced at start");
+    let (l, ek) = login_v2(&relay, "ivy", b"pw").await.unwrap();
+    let wrap = ExportWrappedKey::from_hex(l["export_wrap"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        ek.kek().unwrap(Epoch(1), &wrap).unwrap().expose(),
+        key.expose()
+    );
+}
