@@ -66,11 +66,23 @@ pub enum RelayError {
 /// Opens the store in the configured data directory.
 pub fn open_store(config: &Config) -> Result<Store, RelayError> {
     let dir = config.data_dir().ok_or(RelayError::NoDataDir)?;
-    std::fs::create_dir_all(&dir).map_err(|source| RelayError::Io {
+    create_private_dir(&dir).map_err(|source| RelayError::Io {
         what: format!("creating {}", dir.display()),
         source,
     })?;
     Ok(Store::new(Db::open(&dir.join(DB_FILE))?))
+}
+
+/// Creates `dir` (and missing parents) readable by the relay's user only
+/// (0700 on Unix, whatever the umask), since it holds the database, the
+/// server secret, the setup token and the blobs. An existing directory is
+/// left as the operator made it.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
 }
 
 /// The relay.

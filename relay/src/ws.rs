@@ -303,7 +303,13 @@ async fn handshake(
             outbox.detach();
             return Err(End::Close(CloseCode::Unauthorized));
         }
-        Err(e) => tracing::warn!(error = %e, "session re-check failed"),
+        Err(e) => {
+            // Fail closed: a session that cannot be re-checked might have
+            // been revoked. The device retries with back-off.
+            tracing::warn!(error = %e, "session re-check failed; closing");
+            outbox.detach();
+            return Err(End::Close(CloseCode::TryAgainLater));
+        }
     }
     Ok(outbox)
 }

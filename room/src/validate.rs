@@ -77,7 +77,11 @@ pub struct Credentials {
 /// change.
 pub fn credentials(salt: &str, kdf: &KdfParams, wrapped: &str) -> Result<Credentials, Invalid> {
     let salt = hex_n::<SALT_LEN>("salt", salt)?;
-    kdf.check().map_err(|e| Invalid(format!("kdf: {e}")))?;
+    // The floor, not only computability: a client that signs up (or changes
+    // its password) below it would make every later login refuse the
+    // parameters, and weak parameters make a stolen database cheap to crack.
+    kdf.check_floor()
+        .map_err(|e| Invalid(format!("kdf: {e}")))?;
     let wrapped_data_key = hex_n::<WRAPPED_LEN>("wrapped_data_key", wrapped)?;
     Ok(Credentials {
         salt,
@@ -108,6 +112,21 @@ mod tests {
         assert!(username("a\u{7}b").is_err());
         assert!(username(" ann").is_err());
         assert!(device_name(&"é".repeat(40)).is_err());
+    }
+
+    #[test]
+    fn credentials_below_the_kdf_floor_are_refused() {
+        let (salt, wrapped) = ("ab".repeat(SALT_LEN), "cd".repeat(WRAPPED_LEN));
+        assert!(credentials(&salt, &KdfParams::default(), &wrapped).is_ok());
+        let weak = KdfParams {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+            ..KdfParams::default()
+        };
+        assert!(weak.check().is_ok(), "computable, only weak");
+        let e = credentials(&salt, &weak, &wrapped).unwrap_err();
+        assert!(e.to_string().starts_with("kdf: "), "{e}");
     }
 
     #[test]

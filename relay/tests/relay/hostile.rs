@@ -201,3 +201,35 @@ async fn first_account_needs_the_setup_token() {
     assert_eq!(r.json()["is_admin"], json!(true));
     assert!(setup_token(&relay).is_none(), "the used token is deleted");
 }
+
+/// Signup below the KDF floor is refused: every later login would refuse
+/// those parameters, and they make a stolen database cheap to attack.
+#[tokio::test]
+async fn signup_below_the_kdf_floor_is_refused() {
+    let relay = TestRelay::start().await;
+    let mut body = signup_body("weakling", &rand_hex(32), "dev1");
+    body["kdf"] = json!({"alg": "argon2id", "version": 19, "m_kib": 19456, "t": 2, "p": 1});
+    if let Some(t) = setup_token(&relay) {
+        body["setup_token"] = json!(t);
+    }
+    let r = post(&format!("{}/api/v1/signup", relay.url), None, body).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("kdf"), "{}", r.body);
+    relay.stop().await;
+}
+
+/// The data directory the relay creates is its user's only, whatever the
+/// umask (it holds the database, the server secret and the setup token).
+#[cfg(unix)]
+#[tokio::test]
+async fn data_dir_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("fresh").join("data");
+    let mut c = test_config(&dir);
+    c.data_dir = Some(dir.clone());
+    let handle = clipmesh_relay::Relay::bind(c).await.unwrap();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    handle.stop().await;
+    assert_eq!(mode, 0o700, "data dir mode {mode:o}");
+}
