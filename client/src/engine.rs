@@ -27,8 +27,10 @@
 //! - **New, echo or stale**: one decision in [`crate::sync::SyncEngine`] over
 //!   one content hash ([`clipmesh_proto::ContentHash`]); an item read from
 //!   the local clipboard is new unless it is what the clipboard already held
-//!   (our own apply, an application re-asserting the same data) or was read
-//!   before a remote item replaced it;
+//!   (our own apply, an application re-asserting the same data, PRIMARY
+//!   mirroring CLIPBOARD) or was read before a remote item replaced it. The
+//!   clipboard backends drop only reads of their own writes, which they
+//!   alone can recognise;
 //! - **newest wins**: a received item is applied only if it is newer than
 //!   the clipboard's item, and a download that finishes after something
 //!   newer reached the clipboard is kept but not applied (a generation
@@ -44,7 +46,7 @@ use crate::config::{item_size, SyncOptions};
 use crate::control::{OnlineDevice, Request, Response, Status, StatusPath};
 use crate::p2p::{Mode, PeerPath, PeerStatus, MAX_INLINE_IMAGE};
 use crate::replay::Replay;
-use crate::sync::{LocalDecision, RemoteDecision, SyncEngine};
+use crate::sync::{local_files_hash, LocalDecision, RemoteDecision, SyncEngine};
 use crate::transfer::{Pending, SendLimits, WalkLimits};
 use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::{ClipContent, ClipItem, ContentHash, DeviceId, DeviceInfo};
@@ -628,6 +630,10 @@ impl Engine {
 
     /// A copied file list: upload it, publish when its reference is known.
     fn on_local_files(&mut self, paths: Vec<PathBuf>, at_ms: u64) {
+        if self.sync.on_local_files(&paths) == LocalDecision::Unchanged {
+            tracing::trace!(count = paths.len(), "local file list is not new");
+            return;
+        }
         self.generation += 1;
         if self.opts.receive_only || !self.opts.files {
             tracing::debug!(
@@ -758,6 +764,7 @@ impl Engine {
             RemoteDecision::Apply => {
                 self.generation += 1;
                 tracing::debug!(%from, seq = meta.seq, kind, len, "applying received clip");
+                self.sync.record_applied(ContentHash::of(&item.content));
                 self.out.push_back(Output::Apply {
                     content: item.content,
                     ticket: None,
@@ -830,9 +837,13 @@ impl Engine {
                     entries = paths.len(),
                     "putting received files on the clipboard"
                 );
+                self.sync.record_applied(local_files_hash(&paths));
                 Output::ApplyFiles { paths, ticket }
             }
-            Downloaded::Image(content) => Output::Apply { content, ticket },
+            Downloaded::Image(content) => {
+                self.sync.record_applied(ContentHash::of(&content));
+                Output::Apply { content, ticket }
+            }
         });
     }
 

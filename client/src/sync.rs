@@ -8,11 +8,15 @@
 //! - Per origin device, the highest envelope `seq` seen: a clip delivered
 //!   twice (replay after reconnect, re-publish after a lost ack) is dropped.
 //! - Clips this device sealed itself are never applied (echo).
-//! - The hash and [`ClipMeta`] of what is on the clipboard now (whether it
-//!   was copied here or applied from elsewhere). A local change with the
-//!   same hash is not a change (the watcher re-reading our own write, or the
-//!   user copying the same thing again); a remote item with the same hash is
-//!   not applied again. With three devices this stops every loop: a device
+//! - The hash and [`ClipMeta`] of the clipboard's newest item (whether it
+//!   was copied here or applied from elsewhere), and the hash of the last
+//!   item seen on the local clipboard. A local change with either hash is
+//!   not a change (the watcher re-reading our own write, an application
+//!   re-asserting the same data, PRIMARY mirroring CLIPBOARD, the user
+//!   copying the same thing again); a remote item with the same hash as the
+//!   newest is not applied again. The clipboard backends only drop reads of
+//!   their own writes (they alone know what a write reads back as); every
+//!   other "is this new?" answer is this one. With three devices this stops every loop: a device
 //!   only publishes content that differs from what it last had.
 //! - A remote item is applied only if its [`ClipMeta`] is newer than the
 //!   clipboard's current item.
@@ -28,6 +32,7 @@ use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::{ClipContent, DeviceId};
 use std::collections::HashMap;
 
+pub use clipmesh_clipboard::local_files_hash;
 pub use clipmesh_proto::ContentHash;
 
 /// Hashes a clip's content for dedupe (the one content hash,
@@ -89,6 +94,11 @@ pub struct SyncEngine {
     newest_applied: Option<ClipMeta>,
     /// Received items sealed longer ago than this are never applied.
     ttl_ms: u64,
+    /// Hash of the last item seen on the local clipboard: read by the
+    /// watcher, or put there by this device. Reading it again (an
+    /// application re-asserting the same data, PRIMARY mirroring
+    /// CLIPBOARD, our own write read back) is not a change.
+    seen: Option<ContentHash>,
 }
 
 /// Default clip TTL: one day.
@@ -104,6 +114,7 @@ impl SyncEngine {
             applied_at_ms: 0,
             newest_applied: None,
             ttl_ms: DEFAULT_CLIP_TTL_MS,
+            seen: None,
         }
     }
 
@@ -134,14 +145,38 @@ impl SyncEngine {
         }
     }
 
-    /// Checks a local change read from the clipboard at `read_at_ms` (this
-    /// device's clock); does not record it (see [`SyncEngine::record_sent`]).
-    pub fn on_local(&self, content: &ClipContent, read_at_ms: u64) -> LocalDecision {
+    /// Decides about a local change read from the clipboard at
+    /// `read_at_ms` (this device's clock) and remembers it as the last item
+    /// seen there; does not record it as sent (see
+    /// [`SyncEngine::record_sent`]).
+    pub fn on_local(&mut self, content: &ClipContent, read_at_ms: u64) -> LocalDecision {
+        let hash = content_hash(content);
+        let repeat = self.seen.replace(hash) == Some(hash);
         match &self.current {
-            Some(c) if c.hash == content_hash(content) => LocalDecision::Unchanged,
+            _ if repeat => LocalDecision::Unchanged,
+            Some(c) if c.hash == hash => LocalDecision::Unchanged,
             _ if read_at_ms < self.applied_at_ms => LocalDecision::Stale,
             _ => LocalDecision::Send,
         }
+    }
+
+    /// [`SyncEngine::on_local`] for a copied file list: unchanged when it
+    /// repeats the last item seen (by its paths), else sent (a file list is
+    /// never stale: it is read from the clipboard as it is now).
+    pub fn on_local_files(&mut self, paths: &[std::path::PathBuf]) -> LocalDecision {
+        let hash = local_files_hash(paths);
+        if self.seen.replace(hash) == Some(hash) {
+            LocalDecision::Unchanged
+        } else {
+            LocalDecision::Send
+        }
+    }
+
+    /// Records that this device is putting an item with hash `hash` on the
+    /// local clipboard (a received item, or received files by
+    /// [`local_files_hash`]): the watcher reading it back is not a change.
+    pub fn record_applied(&mut self, hash: ContentHash) {
+        self.seen = Some(hash);
     }
 
     /// Records that a local change was sealed with `seq` and published: it
@@ -365,6 +400,31 @@ mod tests {
         }
         assert_eq!(applies, [0, 1, 1]);
         assert_eq!(seqs, [1, 0, 0]);
+    }
+
+    #[test]
+    fn the_same_local_item_read_again_is_not_a_change() {
+        let mut e = SyncEngine::new(DeviceId(1));
+        assert_eq!(e.on_local(&text("a"), 10), LocalDecision::Send);
+        // Re-asserted by its application, or mirrored by PRIMARY.
+        assert_eq!(e.on_local(&text("a"), 20), LocalDecision::Unchanged);
+        assert_eq!(e.on_local(&text("b"), 30), LocalDecision::Send);
+        // Copied again after something else: a real copy.
+        assert_eq!(e.on_local(&text("a"), 40), LocalDecision::Send);
+        // Something this device put on the clipboard, read back.
+        e.record_applied(content_hash(&text("applied")));
+        assert_eq!(e.on_local(&text("applied"), 50), LocalDecision::Unchanged);
+        // File lists by their paths.
+        let l1 = vec![
+            std::path::PathBuf::from("/a"),
+            std::path::PathBuf::from("/b"),
+        ];
+        let l2 = vec![std::path::PathBuf::from("/b")];
+        assert_eq!(e.on_local_files(&l1), LocalDecision::Send);
+        assert_eq!(e.on_local_files(&l1), LocalDecision::Unchanged);
+        assert_eq!(e.on_local_files(&l2), LocalDecision::Send);
+        e.record_applied(local_files_hash(&l1));
+        assert_eq!(e.on_local_files(&l1), LocalDecision::Unchanged);
     }
 
     #[test]

@@ -1,24 +1,23 @@
-//! Echo suppression and duplicate detection for clipboard changes (sans-IO).
+//! Recognising our own writes read back (sans-IO), and the hashes the
+//! watchers stamp on what they read.
 //!
 //! The OS tells us "the clipboard changed" (an X11 owner change, a macOS
-//! changeCount bump, ...). That is only a hint: the new owner may be
-//! ourselves (we just applied a remote item), an application re-asserting
-//! ownership of the same data, or the PRIMARY selection echoing what was
-//! just copied to CLIPBOARD. The watcher therefore re-reads the content,
-//! hashes it, and asks the [`Deduper`] whether it is news.
+//! changeCount bump, a `WM_CLIPBOARDUPDATE`...). When the new content is an
+//! item this backend just wrote for the device engine, the watcher must
+//! not report it as a local copy. Only the backend can tell: it knows what
+//! its write reads back as (a file list through a `text/uri-list` round
+//! trip, an image through the platform's bitmap formats). So [`OwnWrites`]
+//! remembers the hash of the read-back form of the last item written, and
+//! a read with that hash is an [`Verdict::Echo`] until a different item is
+//! read.
 //!
-//! Rules, in order, for an observed hash `h`:
+//! Everything else (is this item new, a repeat of what the clipboard held,
+//! or stale?) is the device engine's one decision (the client's
+//! `sync.rs`), over the same content hash; the watcher reports every other
+//! read.
 //!
-//! 1. `h` equals the last thing seen on the clipboard (read or applied):
-//!    not news. It is an [`Verdict::Echo`] if it is the item we applied
-//!    last, else a [`Verdict::Duplicate`].
-//! 2. Otherwise it is a new local item: [`Verdict::Emit`]. It becomes the
-//!    last seen item and the "last applied" marker is forgotten, so copying
-//!    an earlier remote item again later is synced like any other copy.
-//!
-//! Applying a remote item records it as both last applied and last seen
-//! *before* the OS clipboard is claimed, so the owner-change event our own
-//! claim causes is always recognised as an echo.
+//! A write records its hash *before* the OS clipboard is claimed, so the
+//! change event our own claim causes is always recognised.
 
 use clipmesh_proto::{ClipContent, ContentHash, ContentHasher};
 
@@ -56,7 +55,7 @@ impl ReadItem {
             Self::Files(paths) => {
                 tracing::trace!(count = paths.len(), "clipboard change: file list");
                 (
-                    files_hash(&paths),
+                    local_files_hash(&paths),
                     crate::LocalEvent::Files(crate::LocalFiles { paths, at_ms }),
                 )
             }
@@ -65,8 +64,9 @@ impl ReadItem {
 }
 
 /// Hashes a local file list (what [`crate::LocalFiles`] carries): the paths'
-/// bytes in order, under their own domain.
-pub(crate) fn files_hash(paths: &[std::path::PathBuf]) -> ContentHash {
+/// bytes in order, under their own domain. The device engine uses it too,
+/// to tell a repeated file list from a new one.
+pub fn local_files_hash(paths: &[std::path::PathBuf]) -> ContentHash {
     let mut h = ContentHasher::new("local files");
     h.u64(paths.len() as u64);
     for p in paths {
@@ -78,42 +78,33 @@ pub(crate) fn files_hash(paths: &[std::path::PathBuf]) -> ContentHash {
 /// What to do with an observed clipboard item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// A new local item: send it.
+    /// Not our own write: report it to the engine.
     Emit,
-    /// The item this device applied last, seen again: drop it.
+    /// The item this backend wrote last, read back: drop it.
     Echo,
-    /// Same as the last item seen (owner re-asserted, PRIMARY mirror): drop it.
-    Duplicate,
 }
 
-/// Remembers the last applied and last seen item.
+/// Remembers the last item this backend wrote, until a different one is
+/// read.
 #[derive(Debug, Default)]
-pub(crate) struct Deduper {
-    /// Hash of the last remote item put on the clipboard, until a different
-    /// item is seen.
+pub(crate) struct OwnWrites {
+    /// Hash of the read-back form of the last item written.
     last_applied: Option<ContentHash>,
-    /// Hash of the last item on the clipboard, whoever put it there.
-    last_seen: Option<ContentHash>,
 }
 
-impl Deduper {
-    /// Records that we are about to put `h` on the clipboard.
+impl OwnWrites {
+    /// Records that we are about to put an item reading back as `h` on the
+    /// clipboard.
     pub(crate) fn applied(&mut self, h: ContentHash) {
         self.last_applied = Some(h);
-        self.last_seen = Some(h);
     }
 
     /// Classifies an item read from the clipboard after a change hint.
     pub(crate) fn observe(&mut self, h: ContentHash) -> Verdict {
-        if self.last_seen == Some(h) {
-            return if self.last_applied == Some(h) {
-                Verdict::Echo
-            } else {
-                Verdict::Duplicate
-            };
+        if self.last_applied == Some(h) {
+            return Verdict::Echo;
         }
         self.last_applied = None;
-        self.last_seen = Some(h);
         Verdict::Emit
     }
 }
@@ -127,17 +118,17 @@ mod tests {
     }
 
     #[test]
-    fn new_items_are_emitted_once() {
-        let mut d = Deduper::default();
+    fn reads_that_are_not_our_writes_are_all_reported() {
+        // A repeat of the same item is the engine's to judge (sync.rs).
+        let mut d = OwnWrites::default();
         assert_eq!(d.observe(text("a")), Verdict::Emit);
-        assert_eq!(d.observe(text("a")), Verdict::Duplicate);
+        assert_eq!(d.observe(text("a")), Verdict::Emit);
         assert_eq!(d.observe(text("b")), Verdict::Emit);
-        assert_eq!(d.observe(text("a")), Verdict::Emit);
     }
 
     #[test]
     fn applied_item_is_an_echo_however_often_it_is_seen() {
-        let mut d = Deduper::default();
+        let mut d = OwnWrites::default();
         d.applied(text("remote"));
         assert_eq!(d.observe(text("remote")), Verdict::Echo);
         assert_eq!(d.observe(text("remote")), Verdict::Echo);
@@ -145,7 +136,7 @@ mod tests {
 
     #[test]
     fn echo_suppression_ends_when_something_else_is_copied() {
-        let mut d = Deduper::default();
+        let mut d = OwnWrites::default();
         d.applied(text("remote"));
         assert_eq!(d.observe(text("local")), Verdict::Emit);
         // The user copies the earlier remote item again: that is a real copy.
@@ -157,7 +148,7 @@ mod tests {
         // Two remote items applied back to back; the owner-change event of the
         // first is only handled after the second was applied, so the read
         // returns the second item.
-        let mut d = Deduper::default();
+        let mut d = OwnWrites::default();
         d.applied(text("one"));
         d.applied(text("two"));
         assert_eq!(d.observe(text("two")), Verdict::Echo);
@@ -166,7 +157,7 @@ mod tests {
 
     #[test]
     fn local_copy_of_same_text_after_apply_of_other_is_emitted() {
-        let mut d = Deduper::default();
+        let mut d = OwnWrites::default();
         assert_eq!(d.observe(text("x")), Verdict::Emit);
         d.applied(text("y"));
         assert_eq!(d.observe(text("x")), Verdict::Emit);
@@ -177,16 +168,16 @@ mod tests {
         use std::path::PathBuf;
         let l1 = vec![PathBuf::from("/a"), PathBuf::from("/b")];
         let l2 = vec![PathBuf::from("/b"), PathBuf::from("/a")];
-        assert_eq!(files_hash(&l1), files_hash(&l1.clone()));
-        assert_ne!(files_hash(&l1), files_hash(&l2));
+        assert_eq!(local_files_hash(&l1), local_files_hash(&l1.clone()));
+        assert_ne!(local_files_hash(&l1), local_files_hash(&l2));
         assert_ne!(
-            files_hash(&[PathBuf::from("/a")]),
+            local_files_hash(&[PathBuf::from("/a")]),
             content_hash(&ClipContent::Text("/a".into()))
         );
-        let mut d = Deduper::default();
-        d.applied(files_hash(&l1));
-        assert_eq!(d.observe(files_hash(&l1)), Verdict::Echo);
-        assert_eq!(d.observe(files_hash(&l2)), Verdict::Emit);
+        let mut d = OwnWrites::default();
+        d.applied(local_files_hash(&l1));
+        assert_eq!(d.observe(local_files_hash(&l1)), Verdict::Echo);
+        assert_eq!(d.observe(local_files_hash(&l2)), Verdict::Emit);
     }
 
     #[test]

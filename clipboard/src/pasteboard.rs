@@ -24,9 +24,9 @@
 //! - [`Watcher::handle_read`] gets the content and the count read again
 //!   right after: if the pasteboard changed during the read the result is
 //!   dropped (the next poll sees the newer item). Otherwise the content goes
-//!   through the same [`Deduper`] as on Linux (our own item read back is an
-//!   echo, an unchanged item a duplicate) and new items come out as
-//!   [`Output::Emit`].
+//!   through the same [`OwnWrites`] as on Linux (our own item read back is an
+//!   echo) and every other item comes out as [`Output::Emit`] (a repeat of
+//!   the previous item is the device engine's to drop).
 //!
 //! The contract, as in every sans-IO core of clipmesh: feed inputs with
 //! `handle_*`, drain [`Watcher::poll_output`] until it returns `None`, and
@@ -36,7 +36,7 @@
 //! **Invariant:** no pasteboard content is read unless the count moved to a
 //! value that is not our own write and the types carry no sensitive marker.
 
-use crate::dedupe::{content_hash, files_hash, Deduper, ReadItem, Verdict};
+use crate::dedupe::{content_hash, local_files_hash, OwnWrites, ReadItem, Verdict};
 use crate::formats::{decode_html, decode_text, ReadPlan};
 use crate::picture::{check_png, to_png_content};
 use crate::sensitive::{classify, Sensitivity};
@@ -143,8 +143,6 @@ pub(crate) enum Skip {
     Empty,
     /// The content is the item we applied last (hash echo).
     Echo,
-    /// The content equals the last item seen.
-    Duplicate,
 }
 
 /// What the watcher wants done next.
@@ -188,8 +186,9 @@ pub(crate) struct Watcher {
     seen: Option<isize>,
     /// The count our last write produced, until another count is seen.
     own: Option<isize>,
-    /// Echo and duplicate detection by content, shared logic with Linux.
-    dedupe: Deduper,
+    /// Our own writes read back under another count, by content (shared
+    /// logic with Linux).
+    dedupe: OwnWrites,
     /// Requests not yet drained by the driver.
     out: VecDeque<Output>,
 }
@@ -204,7 +203,7 @@ impl Watcher {
             next_poll: now,
             seen: None,
             own: None,
-            dedupe: Deduper::default(),
+            dedupe: OwnWrites::default(),
             out: VecDeque::new(),
         }
     }
@@ -291,17 +290,13 @@ impl Watcher {
         };
         let hash = match &item {
             ReadItem::Content(c) => content_hash(c),
-            ReadItem::Files(paths) => files_hash(paths),
+            ReadItem::Files(paths) => local_files_hash(paths),
         };
         match self.dedupe.observe(hash) {
             Verdict::Emit => self.out.push_back(Output::Emit(item)),
             Verdict::Echo => self.out.push_back(Output::Skipped {
                 count,
                 reason: Skip::Echo,
-            }),
-            Verdict::Duplicate => self.out.push_back(Output::Skipped {
-                count,
-                reason: Skip::Duplicate,
             }),
         }
     }
@@ -489,7 +484,7 @@ pub(crate) fn apply_files<P: Pasteboard>(
     let count = pb
         .write(&Write::Files(paths))
         .map_err(ClipboardError::Backend)?;
-    w.handle_applied(count, files_hash(paths));
+    w.handle_applied(count, local_files_hash(paths));
     Ok(())
 }
 
@@ -1022,13 +1017,15 @@ mod tests {
     }
 
     #[test]
-    fn the_same_content_copied_again_is_a_duplicate_until_something_else() {
+    fn every_change_is_reported_and_a_repeat_is_left_to_the_engine() {
         let mut pb = FakePasteboard::default();
         let (mut w, _) = started(&mut pb);
         pb.copy(&[(UTI_TEXT, b"a")]);
         assert_eq!(next(&mut pb, &mut w).len(), 1);
+        // The same content under a new count: reported; the device engine
+        // (the client's sync.rs) finds it unchanged.
         pb.copy(&[(UTI_TEXT, b"a")]);
-        assert!(next(&mut pb, &mut w).is_empty());
+        assert_eq!(next(&mut pb, &mut w).len(), 1);
         pb.copy(&[(UTI_TEXT, b"b")]);
         assert_eq!(next(&mut pb, &mut w).len(), 1);
         pb.copy(&[(UTI_TEXT, b"a")]);

@@ -14,10 +14,11 @@ use super::web::{Web, WebError};
 use crate::clipboard::{ClipboardHandle, LocalEvent};
 use crate::config::SyncOptions;
 use crate::state::write_atomic;
+use crate::sync::{local_files_hash, LocalDecision, SyncEngine};
 use crate::tls::TrustRoots;
 use clipmesh_proto::content::FileBody;
 use clipmesh_proto::stomp::{self, Command, StompFrame};
-use clipmesh_proto::{ClipContent, FileEntry};
+use clipmesh_proto::{ClipContent, ContentHash, DeviceId, FileEntry};
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,6 +31,25 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
+
+/// What the loop has seen, to drop repeats and echoes.
+struct Seen {
+    /// Hashes of the payloads this device sent: the server echoes them back.
+    sent: VecDeque<[u8; 32]>,
+    /// The local clipboard's last item, through the device engine's own
+    /// "is this new?" decision (only repeats matter here: this profile
+    /// applies what arrives, newest last).
+    local: SyncEngine,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            sent: VecDeque::new(),
+            local: SyncEngine::new(DeviceId(0)),
+        }
+    }
+}
 
 /// File name of the profile in the config directory.
 pub const PROFILE_FILE: &str = "clipcascade.json";
@@ -128,7 +148,7 @@ pub async fn run(
     let key = profile
         .cc_key()
         .ok_or_else(|| anyhow::anyhow!("corrupt {PROFILE_FILE}: log in again"))?;
-    let mut sent: VecDeque<[u8; 32]> = VecDeque::new();
+    let mut sent = Seen::default();
     let mut backoff = Duration::from_secs(1);
     loop {
         let end = connection(
@@ -202,7 +222,7 @@ async fn connection(
     opts: &SyncOptions,
     clipboard: &ClipboardHandle,
     local: &mut mpsc::Receiver<LocalEvent>,
-    sent: &mut VecDeque<[u8; 32]>,
+    sent: &mut Seen,
     cancel: &CancellationToken,
 ) -> End {
     // L from the server (also checks the session).
@@ -273,6 +293,13 @@ async fn connection(
                 if opts.receive_only {
                     continue;
                 }
+                let repeat = match &ev {
+                    LocalEvent::Clip(c) => sent.local.on_local(&c.content, c.at_ms),
+                    LocalEvent::Files(f) => sent.local.on_local_files(&f.paths),
+                };
+                if repeat == LocalDecision::Unchanged {
+                    continue;
+                }
                 let content = match ev {
                     LocalEvent::Clip(c) => c.content,
                     LocalEvent::Files(f) => match read_files(&f.paths, &limits) {
@@ -292,9 +319,9 @@ async fn connection(
                 };
                 let plain = Zeroizing::new(plain);
                 let Ok(payload) = key.seal(&plain) else { continue };
-                sent.push_back(Sha256::digest(payload.as_bytes()).into());
-                if sent.len() > ECHO_MEMORY {
-                    sent.pop_front();
+                sent.sent.push_back(Sha256::digest(payload.as_bytes()).into());
+                if sent.sent.len() > ECHO_MEMORY {
+                    sent.sent.pop_front();
                 }
                 let body = serde_json::json!({"payload": payload, "type": kind}).to_string();
                 let f = StompFrame::new(Command::Send)
@@ -368,7 +395,7 @@ async fn on_message(
     opts: &SyncOptions,
     limits: &Limits,
     clipboard: &ClipboardHandle,
-    sent: &mut VecDeque<[u8; 32]>,
+    sent: &mut Seen,
     body: &[u8],
 ) {
     let Ok(m) = serde_json::from_slice::<Incoming>(body) else {
@@ -376,8 +403,8 @@ async fn on_message(
         return;
     };
     let h: [u8; 32] = Sha256::digest(m.payload.as_bytes()).into();
-    if let Some(i) = sent.iter().position(|x| *x == h) {
-        sent.remove(i);
+    if let Some(i) = sent.sent.iter().position(|x| *x == h) {
+        sent.sent.remove(i);
         return;
     }
     let Ok(plain) = key.open(&m.payload) else {
@@ -397,13 +424,19 @@ async fn on_message(
     }
     let res = match content {
         ClipContent::Files(entries) => match write_files(opts, entries) {
-            Ok(paths) => clipboard.apply_files(paths).await,
+            Ok(paths) => {
+                sent.local.record_applied(local_files_hash(&paths));
+                clipboard.apply_files(paths).await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "writing received files failed");
                 return;
             }
         },
-        other => clipboard.apply(other).await,
+        other => {
+            sent.local.record_applied(ContentHash::of(&other));
+            clipboard.apply(other).await
+        }
     };
     match res {
         Ok(()) => tracing::debug!(kind, "applied a ClipCascade item"),

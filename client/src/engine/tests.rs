@@ -954,3 +954,71 @@ fn the_engine_does_no_io() {
         assert!(!src.contains(banned), "engine.rs mentions {banned}");
     }
 }
+
+#[test]
+fn repeats_reported_by_the_watcher_are_dropped_here() {
+    // The backends report every read but their own writes; an application
+    // re-asserting the same data, or PRIMARY mirroring CLIPBOARD, reaches
+    // the engine, which finds it unchanged.
+    let mut w = World::new(2, Mode::Relay);
+    w.copy(0, text("x"));
+    // `clipmesh send` publishes something the clipboard does not hold ...
+    w.input(
+        0,
+        Input::Control {
+            ticket: Ticket(1),
+            request: Request::Send {
+                text: "piped".into(),
+            },
+        },
+    );
+    assert_eq!(w.devs[0].published.len(), 2);
+    // ... so the clipboard's item re-asserted is still not a change.
+    w.tick(5);
+    w.copy(0, text("x"));
+    assert_eq!(w.devs[0].published.len(), 2);
+    // A file list read twice is uploaded once; a different one again.
+    let files = vec![PathBuf::from("/home/u/a.txt")];
+    for _ in 0..2 {
+        w.input(
+            0,
+            Input::LocalFiles {
+                paths: files.clone(),
+                at_ms: w.now,
+            },
+        );
+    }
+    assert_eq!(w.devs[0].uploads.len(), 1);
+    w.input(
+        0,
+        Input::LocalFiles {
+            paths: vec![PathBuf::from("/home/u/b.txt")],
+            at_ms: w.now,
+        },
+    );
+    assert_eq!(w.devs[0].uploads.len(), 2);
+}
+
+#[test]
+fn received_files_read_back_are_not_sent_again() {
+    let mut w = World::new(2, Mode::Relay);
+    send_files(&mut w, 0, 1000);
+    let (job, _) = w.devs[1].downloads.pop().expect("download started");
+    let paths = vec![PathBuf::from("/dl/1/report.pdf")];
+    w.input(
+        1,
+        Input::Downloaded {
+            job,
+            result: Downloaded::Files(paths.clone()),
+        },
+    );
+    assert_eq!(w.devs[1].applied_files, vec![paths.clone()]);
+    w.input(
+        1,
+        Input::LocalFiles {
+            paths,
+            at_ms: w.now,
+        },
+    );
+    assert!(w.devs[1].uploads.is_empty(), "our own apply is not a copy");
+}

@@ -6,8 +6,8 @@
 //! - the **watcher** owns a `clipboard_win::Monitor` (a message-only window
 //!   registered with `AddClipboardFormatListener`) and blocks in its message
 //!   loop; each `WM_CLIPBOARDUPDATE` is a hint to re-read the clipboard,
-//!   hash what it holds and report it unless it is an echo or a duplicate
-//!   (the same [`Deduper`] as on X11). No polling: an idle clipboard costs
+//!   hash what it holds and report it unless it is our own write read back
+//!   (the same [`OwnWrites`] as on X11). No polling: an idle clipboard costs
 //!   no wake-ups.
 //! - the **writer** takes [`Command`]s and puts items on the clipboard in
 //!   one open/empty/set session. When it ends (cancelled, or every handle
@@ -38,7 +38,7 @@ pub(crate) use backend::spawn;
 #[cfg(windows)]
 mod backend {
     use super::{cf_html, dib, markers};
-    use crate::dedupe::{content_hash, files_hash, Deduper, ReadItem, Verdict};
+    use crate::dedupe::{content_hash, local_files_hash, OwnWrites, ReadItem, Verdict};
     use crate::event::now_ms;
     use crate::formats::ReadPlan;
     use crate::picture::{check_png, to_png_content, PNG_TARGET};
@@ -90,7 +90,7 @@ mod backend {
         cancel: CancellationToken,
     ) -> Result<(ClipboardHandle, mpsc::Receiver<LocalEvent>), ClipboardError> {
         let formats = Registered::get()?;
-        let deduper = Arc::new(Mutex::new(Deduper::default()));
+        let own_writes = Arc::new(Mutex::new(OwnWrites::default()));
         let (change_tx, change_rx) = mpsc::channel(LOCAL_CHANGE_QUEUE);
         let (cmd_tx, cmd_rx) = mpsc::channel(APPLY_QUEUE);
         let threads = tokio_util::task::TaskTracker::new();
@@ -101,7 +101,7 @@ mod backend {
         // The monitor's window belongs to the thread that created it, so
         // the watcher creates it and hands back the shutdown handle.
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let watch_dedupe = Arc::clone(&deduper);
+        let watch_dedupe = Arc::clone(&own_writes);
         let max_read = cfg.max_read_bytes();
         std::thread::Builder::new()
             .name("clipmesh-clip-watch".into())
@@ -116,7 +116,7 @@ mod backend {
                 let _ = ready_tx.send(Ok(monitor.shutdown_channel()));
                 Watcher {
                     formats,
-                    deduper: watch_dedupe,
+                    own_writes: watch_dedupe,
                     tx: change_tx,
                     max_read,
                 }
@@ -132,7 +132,7 @@ mod backend {
 
         let writer = Writer {
             formats,
-            deduper,
+            own_writes,
             allow_cloud: cfg.windows_cloud_clipboard,
         };
         std::thread::Builder::new()
@@ -163,7 +163,7 @@ mod backend {
 
     struct Watcher {
         formats: Registered,
-        deduper: Arc<Mutex<Deduper>>,
+        own_writes: Arc<Mutex<OwnWrites>>,
         tx: mpsc::Sender<LocalEvent>,
         max_read: usize,
     }
@@ -190,7 +190,7 @@ mod backend {
                 };
                 let (hash, event) = item.into_event(now_ms());
                 let verdict = self
-                    .deduper
+                    .own_writes
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .observe(hash);
@@ -282,7 +282,7 @@ mod backend {
 
     struct Writer {
         formats: Registered,
-        deduper: Arc<Mutex<Deduper>>,
+        own_writes: Arc<Mutex<OwnWrites>>,
         allow_cloud: bool,
     }
 
@@ -326,7 +326,7 @@ mod backend {
             hash: clipmesh_proto::ContentHash,
             set: impl FnOnce() -> Result<(), ClipboardError>,
         ) -> Result<(), ClipboardError> {
-            self.deduper
+            self.own_writes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .applied(hash);
@@ -384,7 +384,7 @@ mod backend {
                     "empty file list or a path that is not Unicode".into(),
                 ));
             }
-            self.session(files_hash(&paths), || {
+            self.session(local_files_hash(&paths), || {
                 raw::set_file_list_with(&strs, NoClear).map_err(|e| backend_err("set files", e))
             })?;
             tracing::trace!(count = paths.len(), "clipboard set to a file list");

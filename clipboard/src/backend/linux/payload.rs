@@ -4,7 +4,7 @@
 //! about to be put on the clipboard, recorded for echo suppression first).
 
 use super::uri_list::{encode_uri_list, parse_uri_list};
-use crate::dedupe::{files_hash, Deduper};
+use crate::dedupe::{local_files_hash, OwnWrites};
 use crate::ClipboardError;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -59,11 +59,11 @@ impl std::fmt::Debug for Payload {
 
 /// The absolute paths of a file list about to be put on the clipboard, and
 /// its `text/uri-list` body. What the watcher will read back is recorded in
-/// `deduper` first, so the claim is not reported as a local copy (both the
+/// `own_writes` first, so the claim is not reported as a local copy (both the
 /// X11 writer and the Wayland backend).
 pub(crate) fn file_list_to_apply(
     paths: &[PathBuf],
-    deduper: &Mutex<Deduper>,
+    own_writes: &Mutex<OwnWrites>,
 ) -> Result<(Vec<PathBuf>, Vec<u8>), ClipboardError> {
     let paths: Vec<PathBuf> = paths
         .iter()
@@ -73,9 +73,9 @@ pub(crate) fn file_list_to_apply(
         return Err(ClipboardError::Backend("empty file list".into()));
     }
     let uri_list = encode_uri_list(&paths);
-    deduper
+    own_writes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .applied(files_hash(&parse_uri_list(&uri_list)));
+        .applied(local_files_hash(&parse_uri_list(&uri_list)));
     Ok((paths, uri_list))
 }

@@ -16,7 +16,7 @@
 //!   selection aborts the read (newest wins), a remote item is applied
 //!   without waiting for a slow source, and pastes of our own data are
 //!   still served. What was read goes through
-//!   the shared [`Deduper`], so items we applied ourselves are not echoed.
+//!   the shared [`OwnWrites`], so items we applied ourselves are not echoed.
 //! - **Apply.** A command creates one data source per selection offering
 //!   the item's types and sets it. Each `send` (a paste) is served by a
 //!   short-lived thread that writes the bytes with non-blocking writes, at
@@ -37,7 +37,7 @@ use super::uri_list::{
     URI_LIST_TARGET,
 };
 use super::ENV_WAYLAND_DISPLAY;
-use crate::dedupe::{content_hash, Deduper, ReadItem as Item, Verdict};
+use crate::dedupe::{content_hash, OwnWrites, ReadItem as Item, Verdict};
 use crate::event::now_ms;
 use crate::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET};
 use crate::picture::{check_png, png_to_bmp, to_png_content, BMP_TARGET, PNG_TARGET};
@@ -118,7 +118,7 @@ struct Backend {
     control: Control,
     /// The selections to set when applying.
     apply_to: Vec<Sel>,
-    deduper: Arc<Mutex<Deduper>>,
+    own_writes: Arc<Mutex<OwnWrites>>,
     tx: mpsc::Sender<LocalEvent>,
     /// The newest item the daemon's full queue could not take yet.
     outbox: Option<LocalEvent>,
@@ -206,7 +206,7 @@ pub(crate) fn spawn(
         state,
         control,
         apply_to,
-        deduper: Arc::new(Mutex::new(Deduper::default())),
+        own_writes: Arc::new(Mutex::new(OwnWrites::default())),
         tx: change_tx,
         outbox: None,
         commands: fwd_rx,
@@ -452,7 +452,7 @@ impl Backend {
         };
         let (hash, event) = item.into_event(at_ms);
         let verdict = self
-            .deduper
+            .own_writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .observe(hash);
@@ -636,7 +636,7 @@ impl Backend {
             other => return Err(ClipboardError::UnsupportedContent(other.kind_name())),
         };
         // Before setting, so the selection event we cause reads as an echo.
-        self.deduper
+        self.own_writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .applied(content_hash(content));
@@ -652,7 +652,7 @@ impl Backend {
     /// Serves `paths` as a file list: `text/uri-list`, GNOME's
     /// `x-special/gnome-copied-files`, and the paths as text.
     fn apply_files(&mut self, paths: &[PathBuf]) -> Result<(), ClipboardError> {
-        let (paths, uri_list) = file_list_to_apply(paths, &self.deduper)?;
+        let (paths, uri_list) = file_list_to_apply(paths, &self.own_writes)?;
         let mut payloads = vec![
             (URI_LIST_TARGET.to_owned(), Payload::bytes(uri_list)),
             (

@@ -9,7 +9,7 @@
 //! Each owner change is only a hint. The watcher re-reads the selection on
 //! the same connection — `TARGETS` first (sensitivity markers, which formats
 //! exist), then HTML and/or text — and hands the content to the shared
-//! [`Deduper`]. Reads are bounded by [`READ_TIMEOUT`] and [`crate::MAX_READ_BYTES`]
+//! [`OwnWrites`]. Reads are bounded by [`READ_TIMEOUT`] and [`crate::MAX_READ_BYTES`]
 //! (large items arrive by the ICCCM `INCR` protocol), so a hung or hostile
 //! owner can delay the watcher but never block or exhaust it. Owner changes
 //! that arrive during a read are remembered and handled afterwards, newest
@@ -24,7 +24,7 @@ mod worker;
 
 use super::uri_list::{parse_files, FILE_TARGETS};
 use super::{ENV_DISPLAY, ENV_WAYLAND_DISPLAY};
-use crate::dedupe::{Deduper, ReadItem as Item, Verdict};
+use crate::dedupe::{OwnWrites, ReadItem as Item, Verdict};
 use crate::event::now_ms;
 use crate::formats::{decode_html, decode_text, ReadPlan, HTML_TARGET, TEXT_TARGETS};
 use crate::picture::{to_png_content, IMAGE_TARGETS};
@@ -149,7 +149,7 @@ pub(crate) struct X11Watcher {
     selections: Vec<Atom>,
     /// Selections whose owner changed and that were not re-read yet.
     pending: VecDeque<Atom>,
-    deduper: Arc<Mutex<Deduper>>,
+    own_writes: Arc<Mutex<OwnWrites>>,
     tx: mpsc::Sender<LocalEvent>,
     stopping: bool,
     /// Largest item read ([`ClipboardConfig::max_read_bytes`]).
@@ -238,7 +238,7 @@ pub(super) fn intern_all<'a>(
 /// changes. Returns the watcher (to run on its own thread) and its waker.
 pub(crate) fn connect(
     cfg: ClipboardConfig,
-    deduper: Arc<Mutex<Deduper>>,
+    own_writes: Arc<Mutex<OwnWrites>>,
     tx: mpsc::Sender<LocalEvent>,
 ) -> Result<(X11Watcher, X11Waker), ClipboardError> {
     check_environment()?;
@@ -313,7 +313,7 @@ pub(crate) fn connect(
         known,
         selections,
         pending: VecDeque::new(),
-        deduper,
+        own_writes,
         tx,
         stopping: false,
         max_read: cfg.max_read_bytes(),
@@ -391,7 +391,7 @@ impl X11Watcher {
         };
         let (hash, event) = content.into_event(at_ms);
         let verdict = self
-            .deduper
+            .own_writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .observe(hash);
@@ -721,9 +721,9 @@ pub(super) fn spawn(
     cfg: ClipboardConfig,
     cancel: CancellationToken,
 ) -> Result<(ClipboardHandle, mpsc::Receiver<LocalEvent>), ClipboardError> {
-    let deduper = Arc::new(Mutex::new(Deduper::default()));
+    let own_writes = Arc::new(Mutex::new(OwnWrites::default()));
     let (change_tx, change_rx) = mpsc::channel(LOCAL_CHANGE_QUEUE);
-    let (watcher, waker) = connect(cfg, Arc::clone(&deduper), change_tx)?;
+    let (watcher, waker) = connect(cfg, Arc::clone(&own_writes), change_tx)?;
     let (owner, owner_thread) = owner::connect()?;
     let owner_stopper = owner.stopper();
 
@@ -754,7 +754,7 @@ pub(super) fn spawn(
                 worker::Worker {
                     clipboard,
                     primary: cfg.primary,
-                    deduper,
+                    own_writes,
                     rx: cmd_rx,
                     cancel: worker_cancel,
                     waker: worker_waker,

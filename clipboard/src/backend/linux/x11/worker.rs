@@ -16,7 +16,7 @@ use super::super::uri_list::{
 };
 use super::owner::Owner;
 use super::X11Waker;
-use crate::dedupe::{content_hash, Deduper};
+use crate::dedupe::{content_hash, OwnWrites};
 use crate::picture::{check_png, png_to_bmp, BMP_TARGET, PNG_TARGET};
 use crate::{ClipboardError, Command};
 use arboard::{LinuxClipboardKind, SetExtLinux};
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Worker {
     pub(crate) clipboard: arboard::Clipboard,
     pub(crate) primary: bool,
-    pub(crate) deduper: Arc<Mutex<Deduper>>,
+    pub(crate) own_writes: Arc<Mutex<OwnWrites>>,
     pub(crate) rx: mpsc::Receiver<Command>,
     pub(crate) cancel: CancellationToken,
     pub(crate) waker: X11Waker,
@@ -85,7 +85,7 @@ impl Worker {
     /// Serves `paths` as a file list: `text/uri-list`, GNOME's
     /// `x-special/gnome-copied-files`, and the paths as text.
     fn apply_files(&mut self, paths: &[PathBuf]) -> Result<(), ClipboardError> {
-        let (paths, uri_list) = file_list_to_apply(paths, &self.deduper)?;
+        let (paths, uri_list) = file_list_to_apply(paths, &self.own_writes)?;
         let text = encode_plain_paths(&paths);
         self.owner.offer(
             self.primary,
@@ -113,7 +113,7 @@ impl Worker {
         png: &[u8],
     ) -> Result<(), ClipboardError> {
         check_png(width, height, png).map_err(|e| ClipboardError::Backend(e.to_string()))?;
-        self.deduper
+        self.own_writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .applied(content_hash(content));
@@ -142,7 +142,7 @@ impl Worker {
             other => return Err(ClipboardError::UnsupportedContent(other.kind_name())),
         }
         // Before claiming, so the owner change we cause reads as an echo.
-        self.deduper
+        self.own_writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .applied(content_hash(content));
