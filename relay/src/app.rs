@@ -59,7 +59,7 @@ pub struct AppState {
     /// Source of connection ids.
     pub next_conn: AtomicU64,
     /// ClipCascade P2P signalling sessions, per user.
-    pub signals: crate::clipcascade::SignalHub,
+    pub signals: crate::signals::SignalHub,
     /// The wall clock handlers read (passed in; tests may set it).
     pub clock: Clock,
 }

@@ -36,7 +36,7 @@ mod socket;
 
 pub use account::{login_hash, normalise_login_hash};
 
-pub use signal::SignalHub;
+pub use crate::signals::{uuid_v4, SignalHub};
 pub use socket::{StompOutput, StompSession};
 
 use crate::app::AppState;
@@ -204,23 +204,6 @@ fn html_escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// A random UUID (version 4) as text, for peer ids and message ids.
-pub fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 #[cfg(test)]

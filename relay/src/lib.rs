@@ -52,6 +52,7 @@ pub mod registry;
 pub mod room;
 pub mod server;
 pub mod setup;
+pub mod signals;
 pub mod store;
 pub mod throttle;
 pub mod validate;

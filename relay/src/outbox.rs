@@ -10,9 +10,9 @@
 //! The mutex is only held for a queue operation, never across an `.await`.
 
 use crate::metrics::Metrics;
-use crate::room::{Port, PortFull};
 use axum::body::Bytes;
 use clipmesh_proto::CloseCode;
+use clipmesh_room::{Port, PortFull};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;

@@ -206,6 +206,17 @@ impl Registry {
     }
 }
 
+impl room::Parking for Registry {
+    fn hibernate(
+        &self,
+        user: UserId,
+        rx: &mut room::inbox::Receiver,
+        state: &mut RoomState<ConnPort>,
+    ) -> Result<(), Vec<RoomMsg>> {
+        Registry::hibernate(self, user, rx, state)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

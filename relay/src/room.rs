@@ -29,7 +29,6 @@
 pub mod inbox;
 
 use crate::metrics::Metrics;
-use crate::registry::Registry;
 use crate::store::{ClipWrite, Store};
 use bytes::Bytes;
 use clipmesh_proto::{DeviceId, SignalKind, UserId};
@@ -171,6 +170,22 @@ impl RoomMsg {
             None => Self::RevokeAll,
         }
     }
+}
+
+/// Where an idle room parks its members before it exits: the
+/// [`crate::Registry`] that started it. A trait here, so the room does not
+/// import the registry that spawns it (no import cycle between them).
+pub trait Parking: Send + Sync + 'static {
+    /// Called by a room whose idle timer fired: closes the inbox and, if
+    /// nothing is left in it, parks the members and returns `Ok` (the actor
+    /// then exits). If messages slipped in, the room gets a fresh inbox and
+    /// they are returned for it to handle.
+    fn hibernate(
+        &self,
+        user: UserId,
+        rx: &mut inbox::Receiver,
+        state: &mut RoomState<ConnPort>,
+    ) -> Result<(), Vec<RoomMsg>>;
 }
 
 /// The real [`Port`]: a connection's [`crate::outbox::Outbox`].
@@ -346,7 +361,7 @@ pub(crate) fn run(
     mut rx: inbox::Receiver,
     members: Vec<Member<ConnPort>>,
     ctx: RoomCtx,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Parking>,
 ) -> impl Future<Output = ()> + Send {
     let span = tracing::debug_span!("room", %user);
     async move {

@@ -209,7 +209,7 @@ impl Relay {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             next_conn: AtomicU64::new(1),
-            signals: crate::clipcascade::SignalHub::default(),
+            signals: crate::signals::SignalHub::default(),
             clock: clock.clone(),
         });
         let app = http::router(state);

@@ -9,17 +9,13 @@
 //! sessions; other types are ignored. The relay pings every
 //! [`PING_INTERVAL`] and closes a session silent for [`PONG_TIMEOUT`].
 //!
-//! [`SignalHub`] is the routing table: user → peers, each with a bounded
-//! [`Outbox`]. Its lock is held for map operations only, never across an
-//! `.await`. Signalling does not go through the room actor: it is a
-//! separate, stateless switch (like the second Durable Object of the
-//! design this relay follows), and it carries no clipboard data.
+//! The routing table, user → peers, is [`crate::signals::SignalHub`]
+//! (shared through `AppState`, so it lives below both).
 
-use super::{require, uuid_v4};
+use super::require;
 use crate::app::AppState;
 use crate::outbox::{Next, Outbox};
 use crate::ratelimit::{PublishLimiter, Verdict};
-use crate::room::Port;
 use crate::ws::{close, is_too_large, ConnSlot};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -28,9 +24,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use clipmesh_proto::{CloseCode, UserId};
 use serde::Deserialize;
-use serde_json::json;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest signalling message, bytes (SDP offers are a few KiB).
@@ -41,99 +35,6 @@ pub const SIGNAL_QUEUE: usize = 64;
 pub const PING_INTERVAL: Duration = Duration::from_secs(40);
 /// How long a session may go without a pong (or any message).
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most signalling sessions of one user at once.
-pub const MAX_PEERS_PER_USER: usize = 32;
-
-/// One signalling session.
-struct Peer {
-    id: String,
-    port: Arc<Outbox>,
-}
-
-/// Routes signalling messages between the sessions of each user.
-#[derive(Default)]
-pub struct SignalHub {
-    users: Mutex<HashMap<UserId, Vec<Peer>>>,
-}
-
-/// The user already has [`MAX_PEERS_PER_USER`] sessions.
-#[derive(Debug, PartialEq, Eq)]
-pub struct HubFull;
-
-impl SignalHub {
-    fn lock(&self) -> MutexGuard<'_, HashMap<UserId, Vec<Peer>>> {
-        // Map operations cannot leave it inconsistent.
-        self.users
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn peer_list(peers: &[Peer]) -> Bytes {
-        let ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
-        Bytes::from(json!({"type": "PEER_LIST", "peers": ids}).to_string())
-    }
-
-    fn broadcast(peers: &[Peer]) {
-        let list = Self::peer_list(peers);
-        for p in peers {
-            if p.port.try_send(list.clone()).is_err() {
-                p.port.close(CloseCode::SlowConsumer);
-            }
-        }
-    }
-
-    /// Adds a session: queues its `ASSIGNED_ID`, then the new peer list to
-    /// everyone of the user. Gives the peer id.
-    pub fn join(&self, user: UserId, port: Arc<Outbox>) -> Result<String, HubFull> {
-        let mut map = self.lock();
-        let peers = map.entry(user).or_default();
-        if peers.len() >= MAX_PEERS_PER_USER {
-            return Err(HubFull);
-        }
-        let id = uuid_v4();
-        let assigned = json!({"type": "ASSIGNED_ID", "peerId": id}).to_string();
-        // An empty queue always takes one message.
-        let _ = port.try_send(Bytes::from(assigned));
-        peers.push(Peer {
-            id: id.clone(),
-            port,
-        });
-        Self::broadcast(peers);
-        Ok(id)
-    }
-
-    /// Removes a session and tells the others.
-    pub fn leave(&self, user: UserId, id: &str) {
-        let mut map = self.lock();
-        let Some(peers) = map.get_mut(&user) else {
-            return;
-        };
-        peers.retain(|p| p.id != id);
-        if peers.is_empty() {
-            map.remove(&user);
-        } else {
-            Self::broadcast(peers);
-        }
-    }
-
-    /// Forwards `text` to the user's session `to`. False if there is none.
-    pub fn forward(&self, user: UserId, to: &str, text: Bytes) -> bool {
-        let map = self.lock();
-        let Some(p) = map.get(&user).and_then(|v| v.iter().find(|p| p.id == to)) else {
-            return false;
-        };
-        if p.port.try_send(text).is_err() {
-            p.port.close(CloseCode::SlowConsumer);
-        }
-        true
-    }
-
-    /// Sessions of `user` now.
-    pub fn peers(&self, user: UserId) -> usize {
-        self.lock().get(&user).map_or(0, Vec::len)
-    }
-}
-
 /// The fields the relay reads from a client message.
 #[derive(Deserialize)]
 struct Routed {
@@ -274,6 +175,8 @@ async fn serve(
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use crate::signals::SignalHub;
+    use serde_json::json;
 
     fn port() -> Arc<Outbox> {
         Outbox::new(8, 1 << 20, Arc::new(Metrics::default()))
