@@ -742,8 +742,15 @@ async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
     let signals = TaskTracker::new();
     signals.spawn(wait_for_shutdown(cancel.clone()));
     let mut stdout = std::io::stdout();
+    // A terminal would obey control characters in a received clip: show
+    // them escaped there; pipes get the text as it was copied.
+    let terminal = stdout.is_terminal();
     let r = watch::watch(&dir, &device, cancel.clone(), |clip| {
-        let line = watch::render(&clip, json);
+        let line = if terminal && !json {
+            watch::render_for_terminal(&clip)
+        } else {
+            watch::render(&clip, json)
+        };
         // A reader that went away (e.g. `| head`) ends the watch quietly.
         writeln!(stdout, "{line}")
             .and_then(|_| stdout.flush())

@@ -131,6 +131,28 @@ pub async fn watch(
     result
 }
 
+/// [`render`] for a terminal: control characters other than newline and
+/// tab, and Unicode's bidirectional overrides, are printed escaped
+/// (`\u{1b}`), so a received clip cannot move the cursor, retitle the
+/// window, rewrite earlier lines or hide text.
+pub fn render_for_terminal(clip: &WatchedClip) -> String {
+    escape_controls(&render(clip, false))
+}
+
+/// Escapes what a terminal would interpret rather than show.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One output line for a received clip: the text itself (HTML: its text
 /// alternative; other kinds: a bracketed summary), or with `json` one object
 /// with `kind`, `text` (text and HTML), `html`, `from_device`, `copied_at`,
@@ -210,6 +232,20 @@ mod tests {
     #[test]
     fn plain_output_prints_text_and_summarises_the_rest() {
         assert_eq!(render(&clip(ClipContent::Text("hi".into())), false), "hi");
+        // On a terminal, escape sequences and other controls are shown, not
+        // obeyed; newlines and tabs stay.
+        let hostile = "a\u{1b}]0;pwned\u{7}\u{1b}[2J\rb\u{202e}c\n\td";
+        let shown = render_for_terminal(&clip(ClipContent::Text(hostile.into())));
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown,
+            "a\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{d}b\\u{202e}c\n\td"
+        );
         let img = ClipContent::Image {
             width: 1,
             height: 1,

@@ -57,6 +57,10 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` header is believed, as IPs or CIDRs
     /// (e.g. `"127.0.0.1"`, `"10.0.0.0/8"`). Default: none.
     pub trusted_proxies: Vec<String>,
+    /// Serve `GET /metrics` to any client. Default false: only to a client on
+    /// this machine (a loopback peer with no `X-Forwarded-For`, so not
+    /// through a local reverse proxy); others get 404.
+    pub metrics_public: bool,
     /// Connection and frame limits.
     pub limits: Limits,
     /// Account hashing and login throttling.
@@ -79,6 +83,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             trusted_proxies: Vec::new(),
+            metrics_public: false,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             room: RoomConfig::default(),

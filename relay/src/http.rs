@@ -82,7 +82,17 @@ async fn readyz(axum::extract::State(s): axum::extract::State<Arc<AppState>>) ->
     }
 }
 
-async fn metrics(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> Response {
+async fn metrics(
+    axum::extract::State(s): axum::extract::State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // Loopback only unless configured public; a forwarded request came
+    // through a proxy from somewhere else, whatever the peer address.
+    let local = peer.ip().is_loopback() && !headers.contains_key("x-forwarded-for");
+    if !s.config.metrics_public && !local {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

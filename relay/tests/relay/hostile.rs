@@ -233,3 +233,36 @@ async fn data_dir_is_created_private() {
     handle.stop().await;
     assert_eq!(mode, 0o700, "data dir mode {mode:o}");
 }
+
+/// `GET /metrics` with an optional `X-Forwarded-For`: the status code.
+async fn metrics_status(relay: &TestRelay, xff: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = relay.url.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let fwd = xff.map_or(String::new(), |x| format!("X-Forwarded-For: {x}\r\n"));
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{fwd}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[9..12]).parse().unwrap()
+}
+
+/// `/metrics` is for this machine only by default: a request forwarded by a
+/// (local) reverse proxy gets 404; `metrics_public` serves everyone.
+#[tokio::test]
+async fn metrics_are_loopback_only_unless_public() {
+    let relay = TestRelay::start().await;
+    assert_eq!(metrics_status(&relay, None).await, 200);
+    assert_eq!(metrics_status(&relay, Some("203.0.113.9")).await, 404);
+    relay.stop().await;
+    let relay = TestRelay::start_with(|c| c.metrics_public = true).await;
+    assert_eq!(metrics_status(&relay, Some("203.0.113.9")).await, 200);
+    relay.stop().await;
+}
