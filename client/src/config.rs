@@ -246,13 +246,25 @@ pub fn config_dir(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
         .ok_or(ConfigError::NoDir)
 }
 
-/// Creates the directory (0700 on Unix) if needed.
+/// Creates the directory (0700 on Unix) if needed. An existing directory
+/// that others can read or enter (it holds the token and keys) is made
+/// 0700 too, not trusted as it is.
 pub fn ensure_dir(dir: &Path) -> Result<(), ConfigError> {
     let io = |source| ConfigError::Io {
         path: dir.to_path_buf(),
         source,
     };
     if dir.is_dir() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::info!(dir = %dir.display(), "config directory was open to others; making it 0700");
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
+            }
+        }
         return Ok(());
     }
     let mut b = std::fs::DirBuilder::new();
@@ -361,6 +373,19 @@ pub fn check_plain_http(url: &str, allow_insecure: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn ensure_dir_tightens_an_existing_open_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("cfg");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "mode {mode:o}");
+    }
 
     #[test]
     fn plain_http_only_to_loopback_unless_allowed() {

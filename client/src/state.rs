@@ -139,17 +139,29 @@ fn write_file(path: &Path, data: &[u8], private: bool, durable: bool) -> std::io
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut f = opts.open(&tmp)?;
+    // A fresh, unguessable name opened with O_EXCL (`create_new`): a file or
+    // symlink someone planted at the temporary path is never followed or
+    // reused, so secrets cannot be written through it.
+    let mut attempt = 0;
+    let (tmp, mut f) = loop {
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(if private { 0o600 } else { 0o644 });
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        match opts.open(&tmp) {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     f.write_all(data)?;
     if durable {
         f.sync_all()?;
@@ -161,6 +173,26 @@ fn write_file(path: &Path, data: &[u8], private: bool, durable: bool) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A symlink planted where the old code put its temporary file (a name
+    /// anyone could predict from the pid) is not followed.
+    #[cfg(unix)]
+    #[test]
+    fn write_atomic_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("stolen");
+        let planted = dir
+            .path()
+            .join(format!(".secrets.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        write_atomic(&dir.path().join("secrets.json"), b"secret", true).unwrap();
+        assert!(!target.exists(), "secrets written through the planted link");
+        assert_eq!(
+            std::fs::read(dir.path().join("secrets.json")).unwrap(),
+            b"secret"
+        );
+    }
 
     #[test]
     fn restart_never_reuses_a_seq() {
