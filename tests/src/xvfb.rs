@@ -25,9 +25,15 @@ pub struct Xvfb {
 impl Xvfb {
     /// Starts a server on a free display.
     pub fn start() -> Result<Self> {
+        Self::start_sized(320, 240)
+    }
+
+    /// Starts a server on a free display with a `width`×`height` screen
+    /// (windows, trays).
+    pub fn start_sized(width: u32, height: u32) -> Result<Self> {
         let mut child = Command::new("Xvfb")
             .args(["-displayfd", "1", "-nolisten", "tcp", "-noreset"])
-            .args(["-screen", "0", "320x240x24"])
+            .args(["-screen", "0", &format!("{width}x{height}x24")])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

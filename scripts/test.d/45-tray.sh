@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The desktop app (issue: tray, login window, notifications, autostart):
+# clipmesh-tray's display tests, which `cargo test --workspace` leaves out
+# (tray/Cargo.toml: `test = false` on the desktop test target).
+#
+# On Xvfb, against a relay on 127.0.0.1: the tray icon appears in trayer's
+# XEmbed tray and follows the connection, a second start says it runs, the
+# login window is typed into with xdotool (a wrong password shows the error,
+# the right one logs in), and start at login writes and removes the XDG
+# autostart entry. The screenshots are kept in target/tray-screenshots/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
+
+# trayer: an XEmbed tray; xdotool: types into the login window; Mesa's
+# software OpenGL for the egui window; libayatana-appindicator is opened at
+# run time by tray-icon (the StatusNotifier path; without a session bus the
+# XEmbed fallback is used).
+apt_install xvfb trayer xdotool libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-0 \
+    libayatana-appindicator3-1 pkg-config libgtk-3-dev
+
+cargo build --locked -p clipmesh -p clipmesh-relay --bins
+cargo clippy --locked -p clipmesh-tray --test desktop -- -D warnings
+cargo test --locked -p clipmesh-tray --test desktop -- --test-threads 1
+
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+keep=$target_dir/tray-screenshots
+mkdir -p "$keep"
+cp "$target_dir"/tmp/desktop-test/*.png "$keep/"
+ls -l "$keep"
