@@ -98,6 +98,8 @@ pub struct BlobLimits {
     pub max_bytes: u64,
     /// Declared bytes of one user's unexpired blobs.
     pub quota_bytes: u64,
+    /// Declared bytes of all users' unexpired blobs.
+    pub total_quota_bytes: u64,
     /// Lifetime from creation, seconds.
     pub ttl_secs: i64,
     /// Largest body of one `PATCH`.
@@ -109,6 +111,7 @@ impl From<&Limits> for BlobLimits {
         Self {
             max_bytes: l.blob_max_bytes,
             quota_bytes: l.blob_quota_bytes,
+            total_quota_bytes: l.blob_total_quota_bytes,
             ttl_secs: i64::try_from(l.blob_ttl_secs).unwrap_or(i64::MAX),
             patch_max_bytes: l.blob_patch_max_bytes,
         }

@@ -155,6 +155,11 @@ pub struct Limits {
     /// Declared bytes of one user's unexpired blobs. Default 8589934592
     /// (8 GiB); a blob that would exceed it: 403 `quota_exceeded`.
     pub blob_quota_bytes: u64,
+    /// Declared bytes of all users' unexpired blobs together, so that under
+    /// `signup = "open"` strangers cannot fill the disk with many accounts.
+    /// Default 68719476736 (64 GiB); a blob that would exceed it: 403
+    /// `quota_exceeded`.
+    pub blob_total_quota_bytes: u64,
     /// Seconds a blob lives after its creation; then 410 and the sweeper
     /// deletes its file. Default 86400 (one day).
     pub blob_ttl_secs: u64,
@@ -188,6 +193,7 @@ impl Default for Limits {
             http_request_timeout_s: 30,
             blob_max_bytes: 4 << 30,
             blob_quota_bytes: 8 << 30,
+            blob_total_quota_bytes: 64 << 30,
             blob_ttl_secs: 24 * 3600,
             blob_patch_max_bytes: 64 << 20,
         }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 pub use batch::{ClipWrite, BATCH_MAX, BATCH_WINDOW};
-pub use blobs::{BlobRow, CreateBlob};
+pub use blobs::{BlobQuota, BlobRow, CreateBlob};
 pub use clipcascade::{CcAccount, CcMode, CcSession};
 pub use migrations::MIGRATIONS;
 pub use opaque::{DeviceKeyRow, V2Account, V2Credentials};

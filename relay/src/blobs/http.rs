@@ -142,7 +142,19 @@ async fn create(
     let res = s
         .blobs
         .store()
-        .call(move |db| db.create_blob(user, &blob, len, now, lim.ttl_secs, lim.quota_bytes))
+        .call(move |db| {
+            db.create_blob(
+                user,
+                &blob,
+                len,
+                now,
+                lim.ttl_secs,
+                crate::store::BlobQuota {
+                    user: lim.quota_bytes,
+                    total: lim.total_quota_bytes,
+                },
+            )
+        })
         .await?;
     match res {
         CreateBlob::Created => {
@@ -170,6 +182,11 @@ async fn create(
                 "blob quota of {} bytes exceeded ({used} bytes in use)",
                 lim.quota_bytes
             ),
+        )),
+        CreateBlob::OverTotalQuota => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::QuotaExceeded,
+            "the relay's blob storage is full; try again later",
         )),
     }
 }

@@ -48,6 +48,8 @@ pub enum CreateBlob {
         /// Declared bytes of the user's unexpired blobs.
         used: u64,
     },
+    /// All users' unexpired blobs plus this one exceed the relay's total.
+    OverTotalQuota,
 }
 
 fn sql_len(v: u64) -> i64 {
@@ -67,6 +69,16 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
 
 const COLS: &str = "sealed_len, stored_len, created_at, expires_at, complete, swept";
 
+/// The quotas a new blob must fit: declared bytes of one user's unexpired
+/// blobs, and of all users' together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobQuota {
+    /// One user's.
+    pub user: u64,
+    /// Everyone's.
+    pub total: u64,
+}
+
 impl Db {
     /// The user's blob `blob`, if any.
     pub fn blob(&self, user: UserId, blob: &BlobId) -> Result<Option<BlobRow>, StoreError> {
@@ -79,8 +91,9 @@ impl Db {
 
     /// Creates a blob row of `sealed_len` bytes expiring at `now + ttl`,
     /// unless one exists or the user's unexpired declared bytes plus
-    /// `sealed_len` would exceed `quota`. One transaction, so concurrent
-    /// creations cannot both slip under the quota.
+    /// `sealed_len` would exceed `quota.user`, or all users' would exceed
+    /// `quota.total`. One transaction, so concurrent creations cannot both
+    /// slip under a quota.
     pub fn create_blob(
         &mut self,
         user: UserId,
@@ -88,7 +101,7 @@ impl Db {
         sealed_len: u64,
         now: i64,
         ttl: i64,
-        quota: u64,
+        quota: BlobQuota,
     ) -> Result<CreateBlob, StoreError> {
         let tx = self
             .conn
@@ -107,8 +120,16 @@ impl Db {
             |r| r.get(0),
         )?;
         let used = id(used);
-        if used.saturating_add(sealed_len) > quota {
+        if used.saturating_add(sealed_len) > quota.user {
             return Ok(CreateBlob::OverQuota { used });
+        }
+        let all: i64 = tx.query_row(
+            "SELECT COALESCE(SUM(sealed_len), 0) FROM blobs WHERE swept = 0 AND expires_at > ?1",
+            params![now],
+            |r| r.get(0),
+        )?;
+        if id(all).saturating_add(sealed_len) > quota.total {
+            return Ok(CreateBlob::OverTotalQuota);
         }
         tx.execute(
             "INSERT INTO blobs (user_id, id, sealed_len, stored_len, created_at, expires_at, complete, swept) \
@@ -223,25 +244,90 @@ mod tests {
         let u = user(&mut db, "ann");
         let (a, b, c) = (BlobId([1; 16]), BlobId([2; 16]), BlobId([3; 16]));
         assert_eq!(
-            db.create_blob(u, &a, 60, 100, 10, 100).unwrap(),
+            db.create_blob(
+                u,
+                &a,
+                60,
+                100,
+                10,
+                BlobQuota {
+                    user: 100,
+                    total: u64::MAX
+                }
+            )
+            .unwrap(),
             CreateBlob::Created
         );
         assert_eq!(
-            db.create_blob(u, &b, 50, 100, 10, 100).unwrap(),
+            db.create_blob(
+                u,
+                &b,
+                50,
+                100,
+                10,
+                BlobQuota {
+                    user: 100,
+                    total: u64::MAX
+                }
+            )
+            .unwrap(),
             CreateBlob::OverQuota { used: 60 }
         );
         assert!(matches!(
-            db.create_blob(u, &a, 60, 100, 10, 100).unwrap(),
+            db.create_blob(u, &a, 60, 100, 10, BlobQuota { user: 100, total: u64::MAX }).unwrap(),
             CreateBlob::Exists(r) if r.sealed_len == 60 && !r.complete
         ));
         // At 110, `a` is expired and no longer counts.
         assert_eq!(
-            db.create_blob(u, &c, 90, 110, 10, 100).unwrap(),
+            db.create_blob(
+                u,
+                &c,
+                90,
+                110,
+                10,
+                BlobQuota {
+                    user: 100,
+                    total: u64::MAX
+                }
+            )
+            .unwrap(),
             CreateBlob::Created
         );
         assert!(db.set_blob_stored(u, &c, 90).unwrap());
         assert!(db.blob(u, &c).unwrap().unwrap().complete);
         assert_eq!(db.blob_bytes_stored().unwrap(), 90);
+        // The relay's total counts every user's unexpired blobs.
+        let v = user(&mut db, "vic");
+        assert_eq!(
+            db.create_blob(
+                v,
+                &a,
+                20,
+                110,
+                10,
+                BlobQuota {
+                    user: 100,
+                    total: 100
+                }
+            )
+            .unwrap(),
+            CreateBlob::OverTotalQuota
+        );
+        assert_eq!(
+            db.create_blob(
+                v,
+                &a,
+                10,
+                110,
+                10,
+                BlobQuota {
+                    user: 100,
+                    total: 100
+                }
+            )
+            .unwrap(),
+            CreateBlob::Created
+        );
     }
 
     #[test]
@@ -249,7 +335,18 @@ mod tests {
         let mut db = Db::open_in_memory().unwrap();
         let u = user(&mut db, "ann");
         let a = BlobId([1; 16]);
-        db.create_blob(u, &a, 40, 100, 10, 1000).unwrap();
+        db.create_blob(
+            u,
+            &a,
+            40,
+            100,
+            10,
+            BlobQuota {
+                user: 1000,
+                total: u64::MAX,
+            },
+        )
+        .unwrap();
         db.set_blob_stored(u, &a, 20).unwrap();
         assert!(db.sweep_blobs(109, 0).unwrap().is_empty());
         assert_eq!(db.sweep_blobs(110, 0).unwrap(), vec![(u, a)]);
@@ -259,7 +356,18 @@ mod tests {
         assert_eq!(db.blob_bytes_stored().unwrap(), 0);
         db.sweep_blobs(111, 111).unwrap();
         assert!(db.blob(u, &a).unwrap().is_none());
-        db.create_blob(u, &a, 40, 100, 10, 1000).unwrap();
+        db.create_blob(
+            u,
+            &a,
+            40,
+            100,
+            10,
+            BlobQuota {
+                user: 1000,
+                total: u64::MAX,
+            },
+        )
+        .unwrap();
         assert!(db.delete_user(u).unwrap());
         assert!(db.blob(u, &a).unwrap().is_none());
         assert!(!db.user_exists(u).unwrap());
