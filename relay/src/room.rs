@@ -284,6 +284,10 @@ impl Persistence {
         }
     }
 
+    fn held_acks(&self) -> usize {
+        self.in_flight_acks.len() + self.dirty_acks.len()
+    }
+
     fn idle(&self) -> bool {
         self.in_flight.is_none() && self.dirty.is_none()
     }
@@ -346,6 +350,10 @@ impl Persistence {
     }
 }
 
+/// Most `Ack`s a room holds for uncommitted clips; a publish beyond it waits
+/// for the write in flight. Half the default send queue
+/// (`limits.outbound_queue`, 64 frames), so a released burst always fits.
+pub const MAX_HELD_ACKS: usize = 32;
 /// Sequence numbers reserved in the store at a time, so that after a crash a
 /// room never reuses a number a device has already seen.
 pub const SEQ_RESERVE: u64 = 1000;
@@ -466,6 +474,17 @@ async fn apply(
     ctx: &RoomCtx,
     p: &mut Persistence,
 ) -> bool {
+    // Held `Ack`s are released together when their write commits: keep
+    // their number below a socket's send queue, or a device publishing
+    // without waiting for acks would be dropped as a slow consumer by its
+    // own burst. Waiting here also pushes back on publishers through the
+    // bounded inbox while the store is slow.
+    while matches!(msg, RoomMsg::Publish(_)) && p.held_acks() >= MAX_HELD_ACKS {
+        p.start_write();
+        let Some(f) = p.in_flight.take() else { break };
+        let floor = Box::pin(f).await;
+        p.written(floor, state);
+    }
     if matches!(msg, RoomMsg::Publish(_)) && state.seq() + 1 > p.reserved {
         // Rare (reservations are topped up by clip writes): boxed, so the
         // store call's state is not part of every room task.
