@@ -1,5 +1,5 @@
 //! Keeping the device's session alive while the daemon runs: the relay
-//! ends a session [`auth.session_max_s`] after its token was issued (and
+//! ends a session `auth.session_max_s` after its token was issued (and
 //! after `session_idle_s` without use), so a running daemon renews its token
 //! (`POST /api/v1/session/renew`) when it starts and then every quarter of
 //! the lifetime the relay reports, at most once a day. The new token is
