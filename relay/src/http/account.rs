@@ -92,27 +92,7 @@ pub(super) async fn signup(
     let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
     // Everything cheap is decided before the expensive hash: the policy, the
     // setup token and the per-network signup budget.
-    let policy = s.config.signup;
-    if policy == SignupPolicy::Closed {
-        return Err(signup_closed());
-    }
-    let existing = s.store.call(|db| db.user_count()).await?;
-    if policy == SignupPolicy::First && existing > 0 {
-        return Err(signup_closed());
-    }
-    let first = existing == 0;
-    if first && !s.setup.matches(req.setup_token.as_deref()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ApiErrorCode::SetupTokenRequired,
-            "the first account needs the relay's setup token (printed at its start, \
-             also in setup-token in its data directory)",
-        ));
-    }
-    let ip = s.trusted.client_ip(peer, &headers);
-    s.signup_guard
-        .admit(ip, Instant::now())
-        .map_err(ApiError::rate_limited)?;
+    let admission = admit_signup(&s, peer, &headers, req.setup_token.as_deref()).await?;
     let auth_hash = s.hasher.hash(auth_key).await?;
     let creds = NewCredentials { auth_hash, ..creds };
     let (token, token_hash) = auth::new_token();
@@ -124,13 +104,8 @@ pub(super) async fn signup(
             db.create_user(
                 &name,
                 &c2,
-                // Re-checked inside the transaction: the setup token was
-                // checked for a first account, so it only admits one.
-                |existing| match policy {
-                    SignupPolicy::Open => existing > 0 || first,
-                    SignupPolicy::Closed => false,
-                    SignupPolicy::First => existing == 0 && first,
-                },
+                // Re-checked inside the transaction.
+                |existing| admission.allows(existing),
                 Some((&device_name, &token_hash)),
                 now,
             )
@@ -170,6 +145,60 @@ pub(super) async fn signup(
         )),
         CreateUser::Closed => Err(signup_closed()),
     }
+}
+
+/// What [`admit_signup`] decided: the policy in force and whether this
+/// signup makes the relay's first account.
+#[derive(Clone, Copy)]
+pub(super) struct SignupAdmission {
+    policy: SignupPolicy,
+    first: bool,
+}
+
+impl SignupAdmission {
+    /// The re-check inside the creating transaction, given the user count
+    /// it sees: the setup token was checked only for a first account, so it
+    /// admits only one.
+    pub(super) fn allows(self, existing: u64) -> bool {
+        match self.policy {
+            SignupPolicy::Open => existing > 0 || self.first,
+            SignupPolicy::Closed => false,
+            SignupPolicy::First => existing == 0 && self.first,
+        }
+    }
+}
+
+/// The cheap checks every signup (v1 and v2) passes before any expensive
+/// work: the signup policy, the setup token for the first account, and the
+/// per-network signup budget.
+pub(super) async fn admit_signup(
+    s: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    setup_token: Option<&str>,
+) -> Result<SignupAdmission, ApiError> {
+    let policy = s.config.signup;
+    if policy == SignupPolicy::Closed {
+        return Err(signup_closed());
+    }
+    let existing = s.store.call(|db| db.user_count()).await?;
+    if policy == SignupPolicy::First && existing > 0 {
+        return Err(signup_closed());
+    }
+    let first = existing == 0;
+    if first && !s.setup.matches(setup_token) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::SetupTokenRequired,
+            "the first account needs the relay's setup token (printed at its start, \
+             also in setup-token in its data directory)",
+        ));
+    }
+    let ip = s.trusted.client_ip(peer, headers);
+    s.signup_guard
+        .admit(ip, Instant::now())
+        .map_err(ApiError::rate_limited)?;
+    Ok(SignupAdmission { policy, first })
 }
 
 pub(super) fn signup_closed() -> ApiError {

@@ -12,7 +12,8 @@
 //! [`OpaqueHost`]: crate::opaque::OpaqueHost
 
 use super::account::{
-    check_throttle, invalid_credentials, kdf_census, record_failure, record_success, signup_closed,
+    admit_signup, check_throttle, invalid_credentials, kdf_census, record_failure, record_success,
+    signup_closed,
 };
 use crate::app::AppState;
 use crate::auth;
@@ -74,27 +75,7 @@ pub(super) async fn signup_finish(
     let record = rules::record(&req.record)?;
     let kdf = rules::record_kdf(&req.kdf)?;
     let wrap = rules::export_wrap(&req.export_wrap)?;
-    let policy = s.config.signup;
-    if policy == SignupPolicy::Closed {
-        return Err(signup_closed());
-    }
-    let existing = s.store.call(|db| db.user_count()).await?;
-    if policy == SignupPolicy::First && existing > 0 {
-        return Err(signup_closed());
-    }
-    let first = existing == 0;
-    if first && !s.setup.matches(req.setup_token.as_deref()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ApiErrorCode::SetupTokenRequired,
-            "the first account needs the relay's setup token (printed at its start, \
-             also in setup-token in its data directory)",
-        ));
-    }
-    let ip = s.trusted.client_ip(peer, &headers);
-    s.signup_guard
-        .admit(ip, Instant::now())
-        .map_err(ApiError::rate_limited)?;
+    let admission = admit_signup(&s, peer, &headers, req.setup_token.as_deref()).await?;
     let creds = V2Credentials {
         record: record.as_bytes().to_vec(),
         kdf,
@@ -110,11 +91,7 @@ pub(super) async fn signup_finish(
             db.create_user_v2(
                 &name,
                 &c2,
-                |existing| match policy {
-                    SignupPolicy::Open => existing > 0 || first,
-                    SignupPolicy::Closed => false,
-                    SignupPolicy::First => existing == 0 && first,
-                },
+                |existing| admission.allows(existing),
                 (&device_name, &token_hash),
                 now,
             )
