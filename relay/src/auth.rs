@@ -91,22 +91,7 @@ impl Hasher {
 
     /// The PHC string of `Argon2id(auth_key, random salt)`.
     pub async fn hash(&self, auth_key: [u8; 32]) -> Result<String, HashError> {
-        let _one = self
-            .new_hashes
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
-        let _admitted = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
-        let params = self.params.clone();
-        self.computed.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || hash_sync(&params, &auth_key))
-            .await
-            .map_err(|_| HashError::Join)?
+        self.hash_bytes(auth_key.to_vec()).await
     }
 
     /// The PHC string of `Argon2id(secret, random salt)` for a secret of
@@ -146,7 +131,8 @@ impl Hasher {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
         self.computed.fetch_add(1, Ordering::Relaxed);
-        // As in `verify`: the verification always runs.
+        // The verification runs whether or not the user exists; only its
+        // result is discarded for an unknown one.
         let ok = tokio::task::spawn_blocking(move || verify_sync(&phc, &secret))
             .await
             .map_err(|_| HashError::Join)?;
@@ -157,21 +143,7 @@ impl Hasher {
     /// user) it verifies against a dummy hash of the same cost and returns
     /// false, so timing does not reveal whether the account exists.
     pub async fn verify(&self, phc: Option<String>, auth_key: [u8; 32]) -> Result<bool, HashError> {
-        let _admitted = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
-        let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| self.dummy.to_string());
-        self.computed.fetch_add(1, Ordering::Relaxed);
-        // The verification runs whether or not the user exists; only its
-        // result is discarded for an unknown one.
-        let ok = tokio::task::spawn_blocking(move || verify_sync(&phc, &auth_key))
-            .await
-            .map_err(|_| HashError::Join)?;
-        Ok(known && ok)
+        self.verify_bytes(phc, auth_key.to_vec()).await
     }
 }
 
