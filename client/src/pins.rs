@@ -37,16 +37,10 @@ impl Pins {
     /// is an error, so a damaged file never silently drops a pin.
     pub fn load(dir: &Path) -> std::io::Result<Self> {
         let path = dir.join(PINS_FILE);
-        let map = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{PINS_FILE} is corrupt; delete it to pin again at the next login"),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
+        let map = crate::state::load_json(
+            &path,
+            &format!("{PINS_FILE} is corrupt; delete it to pin again at the next login"),
+        )?;
         Ok(Self { path, map })
     }
 
@@ -82,10 +76,7 @@ impl Pins {
     }
 
     fn save(&self) -> std::io::Result<()> {
-        crate::config::ensure_dir(self.path.parent().unwrap_or(Path::new(".")))
-            .map_err(std::io::Error::other)?;
-        let json = serde_json::to_vec_pretty(&self.map).map_err(std::io::Error::other)?;
-        crate::state::write_atomic(&self.path, &json, false)
+        crate::state::save_json(&self.path, &self.map)
     }
 }
 

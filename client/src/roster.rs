@@ -60,16 +60,10 @@ impl Roster {
     /// error, so damage never silently drops a pin.
     pub fn load(dir: &Path) -> std::io::Result<Self> {
         let path = dir.join(ROSTER_FILE);
-        let map = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{ROSTER_FILE} is corrupt; delete it to pin device keys again"),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
+        let map = crate::state::load_json(
+            &path,
+            &format!("{ROSTER_FILE} is corrupt; delete it to pin device keys again"),
+        )?;
         Ok(Self { path, map })
     }
 
@@ -86,10 +80,7 @@ impl Roster {
     }
 
     fn save(&self) -> std::io::Result<()> {
-        crate::config::ensure_dir(self.path.parent().unwrap_or(Path::new(".")))
-            .map_err(std::io::Error::other)?;
-        let json = serde_json::to_vec_pretty(&self.map).map_err(std::io::Error::other)?;
-        crate::state::write_atomic(&self.path, &json, false)
+        crate::state::save_json(&self.path, &self.map)
     }
 
     /// Judges the relay's listing against the epoch key this device holds

@@ -125,6 +125,30 @@ fn read(path: &Path) -> std::io::Result<OnDisk> {
     }
 }
 
+/// Reads a JSON state file that must not be lost: a missing file is
+/// `T::default()`, one that does not parse is an `InvalidData` error whose
+/// message is `corrupt` (so damage never silently drops what it held).
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    corrupt: &str,
+) -> std::io::Result<T> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, corrupt.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` with [`write_atomic`] (not
+/// private), creating its directory first.
+pub fn save_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    crate::config::ensure_dir(path.parent().unwrap_or(Path::new(".")))
+        .map_err(std::io::Error::other)?;
+    let json = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, &json, false)
+}
+
 /// Writes `data` to `path` through a temporary file and a rename, so
 /// readers see the old or the new file, never half of one, and flushes it
 /// to the disk before the rename. With `private` the file is created 0600
