@@ -80,6 +80,8 @@ impl Roster {
     }
 
     fn save(&self) -> std::io::Result<()> {
+        crate::config::ensure_dir(self.path.parent().unwrap_or(Path::new(".")))
+            .map_err(std::io::Error::other)?;
         crate::state::save_json(&self.path, &self.map)
     }
 

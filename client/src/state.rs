@@ -141,10 +141,9 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(
 }
 
 /// Writes `value` as pretty JSON to `path` with [`write_atomic`] (not
-/// private), creating its directory first.
+/// private). The directory must exist: callers create it with
+/// `config::ensure_dir` (this module stays below `config`).
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    crate::config::ensure_dir(path.parent().unwrap_or(Path::new(".")))
-        .map_err(std::io::Error::other)?;
     let json = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     write_atomic(path, &json, false)
 }
