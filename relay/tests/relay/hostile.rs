@@ -266,3 +266,30 @@ async fn metrics_are_loopback_only_unless_public() {
     assert_eq!(metrics_status(&relay, Some("203.0.113.9")).await, 200);
     relay.stop().await;
 }
+
+/// The WebSocket join re-checks the session once the room knows the socket
+/// (a revoke racing the join). When that check cannot be made — the
+/// database answers with an error — the join fails closed (1013, the device
+/// retries later) instead of letting a possibly revoked session in.
+#[tokio::test]
+async fn ws_join_fails_closed_when_the_session_recheck_errors() {
+    let relay = TestRelay::start().await;
+    let a = signup(&relay, "ann").await;
+    // The token check at the upgrade passes; the re-check after `Hello`
+    // reads `sessions`, which a second connection then hides.
+    let mut ws = ws_connect(&relay, Some(&a.login.token)).await.unwrap();
+    let db =
+        rusqlite::Connection::open(relay.dir.path().join(clipmesh_relay::config::DB_FILE)).unwrap();
+    db.busy_timeout(WAIT).unwrap();
+    db.execute_batch("ALTER TABLE sessions RENAME TO sessions_hidden")
+        .unwrap();
+    send(&mut ws, &clipmesh_proto::Frame::Hello { last_seen: 0 }).await;
+    let code = close_code(&mut ws).await;
+    db.execute_batch("ALTER TABLE sessions_hidden RENAME TO sessions")
+        .unwrap();
+    assert_eq!(code, Some(1013), "the join must fail closed");
+    // With the database back, the same session joins.
+    let dev = connect_dev(&relay, &a.login.token, 0).await;
+    assert_eq!(dev.user, a.login.user_id);
+    relay.stop().await;
+}
