@@ -43,6 +43,7 @@
 mod growth;
 mod http;
 mod serve;
+mod slots;
 mod upload;
 
 pub use http::routes;
@@ -104,6 +105,12 @@ pub struct BlobLimits {
     pub ttl_secs: i64,
     /// Largest body of one `PATCH`.
     pub patch_max_bytes: u64,
+    /// Transfers (`PATCH` or `GET` bodies) running at once, all users.
+    pub max_transfers: usize,
+    /// Transfers of one user running at once.
+    pub transfers_per_user: usize,
+    /// Slowest upload body accepted, bytes per second over each idle window.
+    pub min_upload_rate: u64,
 }
 
 impl From<&Limits> for BlobLimits {
@@ -114,6 +121,12 @@ impl From<&Limits> for BlobLimits {
             total_quota_bytes: l.blob_total_quota_bytes,
             ttl_secs: i64::try_from(l.blob_ttl_secs).unwrap_or(i64::MAX),
             patch_max_bytes: l.blob_patch_max_bytes,
+            max_transfers: l
+                .max_http_connections
+                .saturating_sub(l.http_reserved_connections)
+                .max(1),
+            transfers_per_user: l.blob_transfers_per_user,
+            min_upload_rate: l.blob_min_upload_rate,
         }
     }
 }
@@ -142,6 +155,8 @@ pub struct BlobStore {
     uploading: Arc<Mutex<HashSet<(UserId, BlobId)>>>,
     /// Progress marks of blobs being written, for downloads that follow.
     growth: growth::Growth,
+    /// Running transfers, capped per user and in total.
+    transfers: Arc<slots::Transfers>,
     /// [`BlobStore::idle`] in milliseconds.
     idle_ms: AtomicU64,
     /// The wall clock expiry is judged by (the system clock unless
@@ -183,6 +198,7 @@ impl BlobStore {
             limits,
             uploading: Arc::default(),
             growth: growth::Growth::default(),
+            transfers: slots::Transfers::new(limits.max_transfers, limits.transfers_per_user),
             idle_ms: AtomicU64::new(BLOB_IDLE.as_millis() as u64),
             clock: Clock::system(),
         };
@@ -217,6 +233,19 @@ impl BlobStore {
     pub fn set_idle(&self, idle: Duration) {
         self.idle_ms
             .store(idle.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// A transfer slot for `user`, or why there is none.
+    pub(crate) fn take_transfer(
+        &self,
+        user: UserId,
+    ) -> Result<slots::TransferSlot, slots::Refused> {
+        self.transfers.try_take(user)
+    }
+
+    /// Blob transfers (upload or download bodies) running now.
+    pub fn transfers_running(&self) -> usize {
+        self.transfers.running()
     }
 
     pub(crate) fn growth(&self) -> &growth::Growth {
@@ -356,8 +385,9 @@ fn remove_dir_if_exists(p: &Path) -> std::io::Result<()> {
 
 /// Whether a request is a blob upload (`PATCH /api/v1/blobs/{id}`), whose
 /// body may take longer than the relay's whole-request timeout: a large
-/// blob on a slow uplink. It is ended by [`BlobStore::idle`] without a body
-/// frame instead (`blobs/upload.rs`). Downloads need no exemption: their
+/// blob on a slow uplink. It is ended instead when it falls below the
+/// minimum upload rate over a [`BlobStore::idle`] window, or sends nothing
+/// for that long (`blobs/upload.rs`). Downloads need no exemption: their
 /// handler returns before the body streams.
 pub fn exempt_from_request_timeout(method: &axum::http::Method, path: &str) -> bool {
     method == axum::http::Method::PATCH && path.starts_with("/api/v1/blobs/")

@@ -144,6 +144,28 @@ pub struct Limits {
     /// HTTP connections open at once before their WebSocket upgrade (or
     /// while serving API requests); more are closed on accept. Default 4096.
     pub max_http_connections: usize,
+    /// HTTP connections open at once from one client network (an IPv4
+    /// address or an IPv6 /64); more are closed on accept. Trusted proxies
+    /// are exempt. Default 256.
+    pub max_http_connections_per_ip: usize,
+    /// Slots of `max_http_connections` that blob transfers (uploads and
+    /// downloads, the only long-lived HTTP requests) can never take, so
+    /// logins, the API and WebSocket joins still get in when transfers hold
+    /// the rest. A transfer beyond `max_http_connections -
+    /// http_reserved_connections` gets 503 with `Retry-After`. Default 512.
+    pub http_reserved_connections: usize,
+    /// Blob transfers one user may run at once; more get 429 with
+    /// `Retry-After`. Default 16.
+    pub blob_transfers_per_user: usize,
+    /// Seconds one write to an HTTP client may stay blocked (a client that
+    /// stops reading a response, e.g. a blob download) before the
+    /// connection ends. Default 30.
+    pub http_write_timeout_s: u64,
+    /// Slowest blob upload body accepted, bytes per second, averaged over
+    /// each blob idle window (30 s): an upload below it ends as if broken
+    /// off (what arrived is kept; the client resumes). Stops a trickle of
+    /// tiny frames from holding a transfer slot forever. Default 4096.
+    pub blob_min_upload_rate: u64,
     /// Seconds a client has to send complete request headers. Default 10.
     pub http_header_timeout_s: u64,
     /// Seconds one HTTP request may take, body included (then 408).
@@ -189,6 +211,11 @@ impl Default for Limits {
             ws_write_buffer: 8192,
             max_json: 64 * 1024,
             max_http_connections: 4096,
+            max_http_connections_per_ip: 256,
+            http_reserved_connections: 512,
+            blob_transfers_per_user: 16,
+            http_write_timeout_s: 30,
+            blob_min_upload_rate: 4096,
             http_header_timeout_s: 10,
             http_request_timeout_s: 30,
             blob_max_bytes: 4 << 30,

@@ -1,7 +1,22 @@
 //! Network edges: the accept loop (plain or TLS, HTTP/1.1 with upgrades,
-//! header and request timeouts, a cap on open HTTP connections), and which
-//! client IP a request counts as (trusted reverse proxies and
-//! `X-Forwarded-For`).
+//! header, request and write timeouts, caps on open HTTP connections in
+//! total and per client network, a lingering close), and which client IP a
+//! request counts as (trusted reverse proxies and `X-Forwarded-For`).
+//!
+//! The accept loop's pool of `max_connections` slots is shared by every
+//! HTTP connection until it upgrades to a WebSocket. Three things keep one
+//! client from taking all of it: slow headers and slow non-blob requests
+//! end after their timeouts; one network (IPv4 address or IPv6 /64) holds
+//! at most `max_per_net` connections ([`caps`]); and blob transfers, the
+//! only long-lived requests, are capped per user and in total below the
+//! pool's size (`blobs/slots.rs`), so the rest is reserved for logins, the
+//! API and WebSocket joins.
+
+mod caps;
+mod sockio;
+
+pub use caps::{NetSlot, PerNet};
+pub use sockio::{StallIo, LINGER_BYTES, LINGER_TIME};
 
 use axum::http::HeaderMap;
 use std::io;
@@ -102,7 +117,8 @@ impl TrustedProxies {
             })
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(ip))
     }
 
@@ -190,6 +206,13 @@ pub struct HttpLimits {
     /// HTTP connections (before any WebSocket upgrade) open at once; more
     /// are closed on accept.
     pub max_connections: usize,
+    /// HTTP connections open at once from one client network (IPv4 address
+    /// or IPv6 /64); more are closed on accept. Trusted proxies are exempt
+    /// (every client behind one shares its address).
+    pub max_per_net: usize,
+    /// Time one write to a client may stay blocked (a client that stops
+    /// reading its response); then the connection ends.
+    pub write_timeout: Duration,
     /// Time a client has to send complete request headers (slowloris).
     pub header_timeout: Duration,
     /// Time one request may take, body included; then 408.
@@ -201,16 +224,20 @@ pub struct HttpLimits {
 ///
 /// Every connection task belongs to `tracker`. A connection that upgrades to
 /// a WebSocket leaves this loop's accounting; WebSockets are limited by
-/// `limits.max_connections` in `ws.rs`.
+/// `limits.max_connections` in `ws.rs`. A connection that ends without an
+/// upgrade gets a lingering close ([`sockio::linger`]) while it still holds its
+/// slots.
 pub async fn accept_loop(
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
     app: axum::Router,
     limits: HttpLimits,
+    trusted: TrustedProxies,
     shutdown: tokio_util::sync::CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let per_net = PerNet::new(limits.max_per_net);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -227,57 +254,97 @@ pub async fn accept_loop(
                 }
             }
         };
+        let net_slot = if trusted.trusts(peer.ip()) {
+            None
+        } else {
+            match per_net.try_take(peer.ip()) {
+                Some(s) => Some(s),
+                None => {
+                    tracing::debug!(%peer, "too many HTTP connections from one network; closing");
+                    continue;
+                }
+            }
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "too many HTTP connections; closing");
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let (stream, dup) = match sockio::duplicate(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "socket unusable; closing");
+                continue;
+            }
+        };
         let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
         tracker.spawn(async move {
-            let _permit = permit;
-            match tls {
+            let _slots = (permit, net_slot);
+            let upgraded = match tls {
                 None => serve_connection(stream, peer, app, limits, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => serve_connection(s, peer, app, limits, shutdown).await,
-                        _ => tracing::debug!(%peer, "tls handshake failed"),
+                        _ => {
+                            tracing::debug!(%peer, "tls handshake failed");
+                            false
+                        }
                     }
                 }
+            };
+            // An upgraded socket now belongs to its WebSocket: the duplicate
+            // is closed without touching it.
+            if let (false, Some(dup)) = (upgraded, dup) {
+                sockio::linger(dup).await;
             }
         });
     }
 }
 
+/// Serves one connection; true if it was upgraded (the socket now belongs
+/// to a WebSocket task).
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     app: axum::Router,
     limits: HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
-) where
+) -> bool
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tower::ServiceExt;
+    let upgraded = Arc::new(AtomicBool::new(false));
+    let up = upgraded.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
-        let app = app.clone();
+        let (app, up) = (app.clone(), up.clone());
         async move {
             // A blob upload streams its body for as long as it makes
-            // progress; the blob store ends it after an idle time instead.
-            if crate::blobs::exempt_from_request_timeout(req.method(), req.uri().path()) {
-                return app.oneshot(req).await;
+            // progress; the blob store ends it when it falls below its
+            // minimum rate instead.
+            let r = if crate::blobs::exempt_from_request_timeout(req.method(), req.uri().path()) {
+                app.oneshot(req).await
+            } else {
+                match tokio::time::timeout(limits.request_timeout, app.oneshot(req)).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(crate::error::ApiError::new(
+                        axum::http::StatusCode::REQUEST_TIMEOUT,
+                        clipmesh_proto::ApiErrorCode::BadRequest,
+                        "request took too long",
+                    )
+                    .into_response()),
+                }
+            };
+            if let Ok(resp) = &r {
+                if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                    up.store(true, Ordering::Relaxed);
+                }
             }
-            match tokio::time::timeout(limits.request_timeout, app.oneshot(req)).await {
-                Ok(r) => r,
-                Err(_) => Ok(crate::error::ApiError::new(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
-                    clipmesh_proto::ApiErrorCode::BadRequest,
-                    "request took too long",
-                )
-                .into_response()),
-            }
+            r
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -285,6 +352,7 @@ async fn serve_connection<I>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HTTP_BUFFER);
+    let io = StallIo::new(io, limits.write_timeout, upgraded.clone());
     let conn = builder
         .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
         .with_upgrades();
@@ -300,6 +368,7 @@ async fn serve_connection<I>(
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
     }
+    upgraded.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -212,9 +212,12 @@ impl Relay {
             signals: crate::signals::SignalHub::default(),
             clock: clock.clone(),
         });
+        let trusted_for_accept = state.trusted.clone();
         let app = http::router(state);
         let http_limits = net::HttpLimits {
             max_connections: l.max_http_connections,
+            max_per_net: l.max_http_connections_per_ip,
+            write_timeout: Duration::from_secs(l.http_write_timeout_s.max(1)),
             header_timeout: Duration::from_secs(l.http_header_timeout_s.max(1)),
             request_timeout: Duration::from_secs(l.http_request_timeout_s.max(1)),
         };
@@ -223,6 +226,7 @@ impl Relay {
             tls,
             app,
             http_limits,
+            trusted_for_accept,
             shutdown.clone(),
             tracker.clone(),
         ));

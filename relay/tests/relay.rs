@@ -25,6 +25,8 @@ mod lifecycle;
 mod limits;
 #[path = "relay/opaque.rs"]
 mod opaque;
+#[path = "relay/pool.rs"]
+mod pool;
 #[path = "relay/rooms.rs"]
 mod rooms;
 #[path = "relay/sessions.rs"]

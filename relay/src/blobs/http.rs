@@ -90,6 +90,20 @@ fn header_u64(h: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, ApiError>
         .transpose()
 }
 
+/// A transfer slot for `user`, or the 429/503 answer (`Retry-After: 1`).
+fn transfer_slot(s: &AppState, user: UserId) -> Result<super::slots::TransferSlot, ApiError> {
+    s.blobs.take_transfer(user).map_err(|why| match why {
+        super::slots::Refused::User => {
+            tracing::debug!(%user, "too many blob transfers of one user");
+            ApiError::rate_limited(std::time::Duration::from_secs(1))
+        }
+        super::slots::Refused::Relay => {
+            tracing::debug!("blob transfers hold their share of connections");
+            ApiError::unavailable("too many blob transfers; try again shortly", 1)
+        }
+    })
+}
+
 fn internal(e: BlobError) -> ApiError {
     ApiError::internal(e)
 }
@@ -231,6 +245,7 @@ async fn patch(
     let user = me.user;
     let offset = header_u64(&headers, &UPLOAD_OFFSET)?
         .ok_or_else(|| ApiError::bad_request("Upload-Offset header required"))?;
+    let _slot = transfer_slot(&s, user)?;
     let row = live(&s, user, blob).await?;
     let Some(lock) = s.blobs.lock_upload(user, blob) else {
         return Ok(with_offset(
@@ -320,6 +335,7 @@ async fn patch(
         &lock,
         &mark,
         s.blobs.idle(),
+        s.blobs.limits().min_upload_rate,
         row.sealed_len,
     )
     .await
@@ -416,6 +432,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let blob = parse_id(&id)?;
     let user = me.user;
+    let slot = transfer_slot(&s, user)?;
     // A missing, expired or complete blob needs no watch (and a request
     // for a missing one leaves no state behind).
     let first = live(&s, user, blob).await?;
@@ -494,6 +511,7 @@ async fn download(
         user,
         blob,
         metrics: s.metrics.clone(),
+        _slot: slot,
     };
     let mut resp = Response::new(Body::from_stream(tail.into_stream()));
     let h = resp.headers_mut();

@@ -53,6 +53,8 @@ pub(crate) struct Tail {
     pub blob: BlobId,
     /// Byte counter.
     pub metrics: Arc<Metrics>,
+    /// The transfer slot this download holds until its body ends.
+    pub _slot: super::slots::TransferSlot,
 }
 
 fn broken(msg: &'static str) -> std::io::Error {
