@@ -9,7 +9,10 @@
 //! a user, pings (frames and WebSocket protocol pings), text frames
 //! refused, and revoked sockets closed with 4001; and blobs: declare, a
 //! download that follows the upload, offsets, ranges, other users refused,
-//! delete.
+//! delete; and protocol v2 accounts (OPAQUE): signup, login (a replayed or
+//! forged KE3 refused, unknown names answered alike), the v1 → v2 upgrade
+//! after which v1 login stops, password change ending other sessions, and
+//! device keys.
 //! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
 //!
 //! Every wait is bounded by a socket read timeout; nothing sleeps.
@@ -357,6 +360,7 @@ pub fn run(base: &str) -> Result<()> {
     rooms(&t, &a).context("rooms")?;
     blobs(&t, &a).context("blobs")?;
     revoke_and_logout(&t, &a).context("revoke and logout")?;
+    accounts_v2(&t).context("accounts v2")?;
     Ok(())
 }
 
@@ -798,5 +802,267 @@ fn revoke_and_logout(t: &Target, acc: &Accounts) -> Result<()> {
     ensure!(r.status == 204, "logout: {r:?}");
     let d = t.get("/api/v1/devices", Some(&acc.b1.token))?;
     ensure!(d.status == 401, "logged-out token: {d:?}");
+    Ok(())
+}
+
+/// A v2 registration: step 1 at `start` (`token` for the caller's own
+/// account), then the client's record and export key.
+fn v2_register(
+    t: &Target,
+    user: &str,
+    pw: &[u8],
+    token: Option<&str>,
+) -> Result<(String, clipmesh_proto::opaque::ExportKey)> {
+    use clipmesh_proto::opaque::{ClientRegistration, RegistrationResponseBytes};
+    let mut rng = rand::rngs::OsRng;
+    let (c, req) = ClientRegistration::start(&mut rng, pw)?;
+    let a = match token {
+        None => t.post(
+            "/api/v2/signup/start",
+            &json!({"username": user, "request": req.to_hex()}),
+            None,
+        )?,
+        Some(tok) => t.post(
+            "/api/v2/register/start",
+            &json!({"request": req.to_hex()}),
+            Some(tok),
+        )?,
+    };
+    ensure!(a.status == 200, "register start: {a:?}");
+    let resp =
+        RegistrationResponseBytes::from_hex(a.body["response"].as_str().context("response")?)?;
+    let (rec, ek) = c.finish(&mut rng, pw, user, &resp, &KdfParams::default())?;
+    Ok((rec.to_hex(), ek))
+}
+
+/// A v2 login: `Ok((answer, export key))`, or `Err` with what failed
+/// (the client's own check of KE2, or the relay's status and code).
+fn v2_login(
+    t: &Target,
+    user: &str,
+    pw: &[u8],
+) -> Result<std::result::Result<(Value, clipmesh_proto::opaque::ExportKey), String>> {
+    use clipmesh_proto::opaque::{ClientLogin, LoginResponseBytes};
+    let (c, ke1) = ClientLogin::start(&mut rand::rngs::OsRng, pw)?;
+    let a = t.post(
+        "/api/v2/login/start",
+        &json!({"username": user, "request": ke1.to_hex()}),
+        None,
+    )?;
+    ensure!(a.status == 200, "login start: {a:?}");
+    let ke2 = LoginResponseBytes::from_hex(a.body["response"].as_str().context("response")?)?;
+    let kdf: KdfParams = serde_json::from_value(a.body["kdf"].clone())?;
+    let out = match c.finish(pw, user, &ke2, &kdf) {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(format!("client: {e}"))),
+    };
+    let finish = json!({"login_id": a.body["login_id"], "finish": out.finish.to_hex(),
+                        "device_name": "v2"});
+    let r = t.post("/api/v2/login/finish", &finish, None)?;
+    if r.status != 200 {
+        return Ok(Err(format!("{} {}", r.status, r.body["error"])));
+    }
+    // The same KE3 again (a replay) finds nothing.
+    let again = t.post("/api/v2/login/finish", &finish, None)?;
+    ensure!(
+        again.status == 401 && again.body["error"] == "invalid_credentials",
+        "replayed KE3: {again:?}"
+    );
+    Ok(Ok((r.body, out.export_key)))
+}
+
+fn accounts_v2(t: &Target) -> Result<()> {
+    use clipmesh_proto::{DeviceSecrets, Epoch, EpochKey, ExportWrappedKey};
+    let mut rng = rand::rngs::OsRng;
+    // First (before the checks below fail logins from this network,
+    // which the native relay throttles): a v1 account upgrades in place; v1 login then stops.
+    let old = unique("olde");
+    let (o1, o_key) = t.signup(&old, "o1")?;
+    ensure!(
+        v2_login(t, &old, b"pw")?.is_err(),
+        "v2 login before the upgrade"
+    );
+    let (record, ek) = v2_register(t, &old, b"pw", Some(&o1.token))?;
+    let wrap = ek.kek().wrap(Epoch(0), &EpochKey::generate(&mut rng));
+    let upgrade = |proof: &str| {
+        t.post(
+            "/api/v2/upgrade",
+            &json!({"current_auth_key": proof, "record": record, "kdf": KdfParams::default(),
+                    "export_wrap": wrap.to_hex()}),
+            Some(&o1.token),
+        )
+    };
+    let wrong = upgrade(&hex_rand(32))?;
+    ensure!(
+        wrong.status == 401 && wrong.body["error"] == "invalid_credentials",
+        "upgrade with a wrong key: {wrong:?}"
+    );
+    let up = upgrade(&o_key)?;
+    ensure!(up.status == 204, "upgrade: {up:?}");
+    ensure!(upgrade(&o_key)?.status == 401, "a second upgrade");
+    let v1 = t.login(&old, &o_key, "again")?;
+    ensure!(v1.status == 401, "v1 login after the upgrade: {v1:?}");
+    let (l, _) = v2_login(t, &old, b"pw")?.map_err(|e| anyhow!("v2 login after upgrade: {e}"))?;
+    ensure!(
+        l["user_id"].as_u64() == Some(o1.user) && l["epoch"] == 0,
+        "v2 login after the upgrade: {l}"
+    );
+
+    // Signup.
+    let name = unique("vee");
+    let (record, ek) = v2_register(t, &name, b"pw one", None)?;
+    let key = EpochKey::generate(&mut rng);
+    let wrap = ek.kek().wrap(Epoch(1), &key);
+    let a = t.post(
+        "/api/v2/signup/finish",
+        &json!({"username": name, "record": record, "kdf": KdfParams::default(), "epoch": 1,
+                "export_wrap": wrap.to_hex(), "device_name": "v1st",
+                "setup_token": crate::procs::SETUP_TOKEN}),
+        None,
+    )?;
+    ensure!(a.status == 200, "v2 signup: {a:?}");
+    let first = login_of(&a.body)?;
+    // Taken, and a record that is not one.
+    let again = t.post(
+        "/api/v2/signup/finish",
+        &json!({"username": name, "record": record, "kdf": KdfParams::default(), "epoch": 1,
+                "export_wrap": wrap.to_hex(), "device_name": "x"}),
+        None,
+    )?;
+    ensure!(
+        again.status == 409 && again.body["error"] == "username_taken",
+        "v2 signup of a taken name: {again:?}"
+    );
+    let junk = t.post(
+        "/api/v2/signup/finish",
+        &json!({"username": unique("junk"), "record": "ff".repeat(192),
+                "kdf": KdfParams::default(), "epoch": 1,
+                "export_wrap": wrap.to_hex(), "device_name": "x"}),
+        None,
+    )?;
+    ensure!(junk.status == 400, "junk record: {junk:?}");
+
+    // v1 login never works for a v2 account.
+    let v1 = t.login(&name, &hex_rand(32), "x")?;
+    ensure!(v1.status == 401, "v1 login of a v2 account: {v1:?}");
+
+    // Login: the export key opens the epoch key; wrong passwords and
+    // unknown names fail at the client, a forged KE3 at the relay.
+    let (l, ek2) = v2_login(t, &name, b"pw one")?.map_err(|e| anyhow!("v2 login: {e}"))?;
+    ensure!(
+        l["user_id"].as_u64() == Some(first.user) && l["epoch"] == 1,
+        "v2 login: {l}"
+    );
+    let got = ExportWrappedKey::from_hex(l["export_wrap"].as_str().context("export_wrap")?)
+        .context("export_wrap")?;
+    let opened = ek2
+        .kek()
+        .unwrap(Epoch(1), &got)
+        .map_err(|e| anyhow!("unwrap: {e}"))?;
+    ensure!(
+        opened.expose() == key.expose(),
+        "export key opens the epoch key"
+    );
+    ensure!(v2_login(t, &name, b"wrong")?.is_err(), "wrong password");
+    ensure!(
+        v2_login(t, &unique("nobody"), b"pw one")?.is_err(),
+        "unknown name"
+    );
+    let (_, ke1) = clipmesh_proto::opaque::ClientLogin::start(&mut rng, b"x")?;
+    let start = |user: &str| {
+        t.post(
+            "/api/v2/login/start",
+            &json!({"username": user, "request": ke1.to_hex()}),
+            None,
+        )
+    };
+    let (real, fake) = (start(&name)?, start(&unique("ghost"))?);
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    ensure!(
+        real.status == 200 && fake.status == 200 && keys(&real.body) == keys(&fake.body),
+        "real and unknown names answer alike: {real:?} {fake:?}"
+    );
+    let forged = t.post(
+        "/api/v2/login/finish",
+        &json!({"login_id": real.body["login_id"], "finish": hex_rand(64), "device_name": "x"}),
+        None,
+    )?;
+    ensure!(
+        forged.status == 401 && forged.body["error"] == "invalid_credentials",
+        "forged KE3: {forged:?}"
+    );
+
+    // Device keys: published once per device, a swap refused.
+    let me = DeviceSecrets::generate(&mut rng).public();
+    let cert = key.certify(Epoch(1), DeviceId(first.device), &me);
+    let put = |public: String| {
+        t.raw(
+            "PUT",
+            "/api/v2/device-key",
+            Some(&first.token),
+            &[("Content-Type", "application/json".to_owned())],
+            json!({"public_key": public, "epoch": 1, "cert": hex::encode(cert)})
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    ensure!(put(me.to_hex())?.status == 204, "device key");
+    ensure!(put(me.to_hex())?.status == 204, "the same device key again");
+    let swap = put(DeviceSecrets::generate(&mut rng).public().to_hex())?;
+    ensure!(swap.status == 409, "a swapped device key: {}", swap.status);
+    let keys = t.get("/api/v2/device-keys", Some(&first.token))?;
+    ensure!(
+        keys.status == 200
+            && keys.body["epoch"] == 1
+            && keys.body["devices"][0]["public_key"].as_str() == Some(me.to_hex().as_str())
+            && keys.body["devices"][0]["cert"].as_str() == Some(hex::encode(cert).as_str()),
+        "device keys: {keys:?}"
+    );
+
+    // Password change: a fresh login with the current password, the new
+    // record, and every other session ended.
+    let other = v2_login(t, &name, b"pw one")?.map_err(|e| anyhow!("second login: {e}"))?;
+    let other_token = other.0["token"].as_str().context("token")?.to_owned();
+    let (c, ke1) = clipmesh_proto::opaque::ClientLogin::start(&mut rng, b"pw one")?;
+    let (reg, req) = clipmesh_proto::opaque::ClientRegistration::start(&mut rng, b"pw two")?;
+    let ps = t.post(
+        "/api/v2/password/start",
+        &json!({"login": ke1.to_hex(), "registration": req.to_hex()}),
+        Some(&first.token),
+    )?;
+    ensure!(ps.status == 200, "password start: {ps:?}");
+    let ke2 = clipmesh_proto::opaque::LoginResponseBytes::from_hex(
+        ps.body["response"].as_str().context("response")?,
+    )?;
+    let out = c
+        .finish(b"pw one", &name, &ke2, &KdfParams::default())
+        .map_err(|e| anyhow!("password start KE2: {e}"))?;
+    let rr = clipmesh_proto::opaque::RegistrationResponseBytes::from_hex(
+        ps.body["registration"].as_str().context("registration")?,
+    )?;
+    let (rec2, ek3) = reg.finish(&mut rng, b"pw two", &name, &rr, &KdfParams::default())?;
+    let pf = t.post(
+        "/api/v2/password/finish",
+        &json!({"login_id": ps.body["login_id"], "finish": out.finish.to_hex(),
+                "record": rec2.to_hex(), "kdf": KdfParams::default(), "epoch": 1,
+                "export_wrap": ek3.kek().wrap(Epoch(1), &key).to_hex(),
+                "end_other_sessions": true}),
+        Some(&first.token),
+    )?;
+    ensure!(pf.status == 204, "password finish: {pf:?}");
+    ensure!(v2_login(t, &name, b"pw one")?.is_err(), "the old password");
+    v2_login(t, &name, b"pw two")?.map_err(|e| anyhow!("the new password: {e}"))?;
+    let gone = t.get("/api/v1/devices", Some(&other_token))?;
+    ensure!(gone.status == 401, "the other session ended: {gone:?}");
+    let kept = t.get("/api/v1/devices", Some(&first.token))?;
+    ensure!(kept.status == 200, "this session kept: {kept:?}");
+
     Ok(())
 }

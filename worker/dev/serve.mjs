@@ -34,6 +34,10 @@ mkdirSync(opt.state, { recursive: true });
 const secretFile = path.join(opt.state, "fake-salt-secret");
 if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString("hex"), { mode: 0o600 });
 const secret = readFileSync(secretFile, "utf8").trim();
+// So is the OPAQUE seed (protocol v2 accounts): 32 random bytes, hex.
+const seedFile = path.join(opt.state, "opaque-seed");
+if (!existsSync(seedFile)) writeFileSync(seedFile, randomBytes(32).toString("hex"), { mode: 0o600 });
+const opaqueSeed = readFileSync(seedFile, "utf8").trim();
 
 function jsModules(dir) {
   const out = [];
@@ -64,21 +68,29 @@ const mf = new Miniflare({
   kvNamespaces: { SESSIONS: "sessions" },
   r2Buckets: { BLOBS: "blobs" },
   durableObjects: { ROOMS: "UserRoom" },
-  bindings: { FAKE_SALT_SECRET: secret, ...opt.vars },
+  bindings: { FAKE_SALT_SECRET: secret, OPAQUE_SEED: opaqueSeed, ...opt.vars },
   d1Persist: path.join(opt.state, "d1"),
   kvPersist: path.join(opt.state, "kv"),
   r2Persist: path.join(opt.state, "r2"),
   durableObjectsPersist: path.join(opt.state, "do"),
 });
 await mf.ready;
-// Apply the D1 schema, every migration in order (each is idempotent:
-// CREATE ... IF NOT EXISTS).
+// Apply the D1 migrations not applied yet, in order, recording each in
+// wrangler's own table (d1_migrations), as `wrangler d1 migrations apply`
+// does on Cloudflare. (0001 and 0002 are idempotent, so a state dir made
+// before this table existed gets them again harmlessly.)
 const db = await mf.getD1Database("DB");
+await db.exec(
+  "CREATE TABLE IF NOT EXISTS d1_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)",
+);
+const applied = new Set((await db.prepare("SELECT name FROM d1_migrations").all()).results.map((r) => r.name));
 const migrations = path.join(here, "..", "migrations");
 for (const file of readdirSync(migrations).filter((f) => f.endsWith(".sql")).sort()) {
+  if (applied.has(file)) continue;
   const sql = readFileSync(path.join(migrations, file), "utf8")
     .split("\n").filter((l) => !l.startsWith("--")).join("\n");
   const stmts = sql.split(";").map((s) => s.trim()).filter(Boolean).map((s) => db.prepare(s));
+  stmts.push(db.prepare("INSERT INTO d1_migrations (name) VALUES (?1)").bind(file));
   await db.batch(stmts);
 }
 console.log(`clipmesh worker listening on http://127.0.0.1:${opt.port}`);

@@ -32,26 +32,71 @@ fn fake_salt_secret(env: &Env) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::internal("FAKE_SALT_SECRET is not set"))
 }
 
+/// An account's v1 columns, and whether it has moved to v2.
 #[derive(Deserialize)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: u64,
     salt: String,
     kdf: String,
-    auth_hash: String,
+    pub(crate) auth_hash: String,
     wrapped_data_key: String,
     is_admin: u32,
     disabled: u32,
+    opaque_record: Option<String>,
 }
+
+impl UserRow {
+    /// Whether the account has an OPAQUE record (v1 login has stopped).
+    pub(crate) fn is_v2(&self) -> bool {
+        self.opaque_record.is_some()
+    }
+}
+
+const USER_COLUMNS: &str =
+    "id, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, opaque_record FROM users";
 
 async fn user_by_name(env: &Env, name: &str) -> Result<Option<UserRow>, ApiError> {
     Ok(env
         .d1(DB)?
-        .prepare(
-            "SELECT id, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled FROM users WHERE username = ?1",
-        )
+        .prepare(format!("SELECT {USER_COLUMNS} WHERE username = ?1"))
         .bind(&[JsValue::from_str(name)])?
         .first(None)
         .await?)
+}
+
+/// The account `user`.
+pub(crate) async fn user_by_id(env: &Env, user: UserId) -> Result<Option<UserRow>, ApiError> {
+    Ok(env
+        .d1(DB)?
+        .prepare(format!("SELECT {USER_COLUMNS} WHERE id = ?1"))
+        .bind(&[js_u64(user.0)])?
+        .first(None)
+        .await?)
+}
+
+/// The ids of `user`'s devices.
+pub(crate) async fn device_ids(env: &Env, user: UserId) -> Result<Vec<DeviceId>, ApiError> {
+    #[derive(Deserialize)]
+    struct D {
+        id: u64,
+    }
+    let rows: Vec<D> = env
+        .d1(DB)?
+        .prepare("SELECT id FROM devices WHERE user_id = ?1")
+        .bind(&[js_u64(user.0)])?
+        .all()
+        .await?
+        .results()?;
+    Ok(rows.into_iter().map(|d| DeviceId(d.id)).collect())
+}
+
+/// The fake KDF parameters pre-login shows for a name without an account.
+pub(crate) async fn fake_kdf(env: &Env, username: &str) -> Result<KdfParams, ApiError> {
+    Ok(auth::fake_kdf(
+        fake_salt_secret(env)?.as_bytes(),
+        username,
+        &kdf_census(env).await?,
+    ))
 }
 
 /// `GET /readyz`: D1 answers.
@@ -75,7 +120,12 @@ pub async fn prelogin(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
     let req: PreloginRequest = api::json(&mut req, s.max_json).await?;
     validate::username(&req.username)?;
-    let resp = match user_by_name(env, &req.username).await? {
+    // A v2 account has no v1 salt: it answers like an unknown name, so v1
+    // prelogin reveals nothing about which accounts have upgraded.
+    let user = user_by_name(env, &req.username)
+        .await?
+        .filter(|u| !u.is_v2());
+    let resp = match user {
         Some(u) => PreloginResponse {
             salt: u.salt,
             kdf: serde_json::from_str(&u.kdf).map_err(ApiError::internal)?,
@@ -85,11 +135,7 @@ pub async fn prelogin(mut req: Request, env: &Env) -> Answer {
                 fake_salt_secret(env)?.as_bytes(),
                 &req.username,
             )),
-            kdf: auth::fake_kdf(
-                fake_salt_secret(env)?.as_bytes(),
-                &req.username,
-                &kdf_census(env).await?,
-            ),
+            kdf: fake_kdf(env, &req.username).await?,
         },
     };
     api::ok_json(&resp)
@@ -169,9 +215,22 @@ fn verify_key(phc: &str, key: &[u8; 32]) -> bool {
     PasswordHash::new(phc).is_ok_and(|p| argon2::Argon2::default().verify_password(key, &p).is_ok())
 }
 
+/// Checks a v1 `auth_key` against `phc`; without one (no account, or an
+/// account that has moved to v2) it hashes anyway, so timing does not
+/// tell the cases apart, and fails.
+pub(crate) fn verify_v1(s: &Settings, phc: Option<&str>, key: &[u8; 32]) -> bool {
+    match phc {
+        Some(p) => verify_key(p, key),
+        None => {
+            let _ = hash_key(s, key);
+            false
+        }
+    }
+}
+
 /// Inserts a device and its session (one D1 batch, a transaction) and
 /// returns the device id.
-async fn new_session(
+pub(crate) async fn new_session(
     env: &Env,
     user: u64,
     device_name: &str,
@@ -200,7 +259,7 @@ async fn new_session(
         .ok_or_else(|| ApiError::internal("session row missing after insert"))
 }
 
-fn signup_closed() -> ApiError {
+pub(crate) fn signup_closed() -> ApiError {
     ApiError::new(
         403,
         "signup_closed",
@@ -243,26 +302,30 @@ pub async fn signup(mut req: Request, env: &Env) -> Answer {
         ])?
         .run()
         .await;
-    match inserted {
-        Ok(r) if r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) == 0 => {
-            return Err(signup_closed())
-        }
-        Ok(_) => {}
-        Err(e) if e.to_string().contains("UNIQUE") => {
-            return Err(ApiError::new(
-                409,
-                "username_taken",
-                "that username is taken",
-            ))
-        }
-        Err(e) => return Err(ApiError::internal(e)),
-    }
+    insert_outcome(inserted)?;
     let user = user_by_name(env, &req.username)
         .await?
         .ok_or_else(|| ApiError::internal("user row missing after insert"))?;
     let (token, token_hash) = auth::new_token();
     let device = new_session(env, user.id, &req.device_name, &token_hash).await?;
     login_response(&user, device, token)
+}
+
+/// What a signup's `INSERT … SELECT` did: no row is a closed signup, a
+/// unique violation a taken name.
+pub(crate) fn insert_outcome(inserted: worker::Result<worker::D1Result>) -> Result<(), ApiError> {
+    match inserted {
+        Ok(r) if r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) == 0 => {
+            Err(signup_closed())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("UNIQUE") => Err(ApiError::new(
+            409,
+            "username_taken",
+            "that username is taken",
+        )),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 fn login_response(u: &UserRow, device: DeviceId, token: String) -> Answer {
@@ -285,16 +348,14 @@ pub async fn login(mut req: Request, env: &Env) -> Answer {
     validate::device_name(&req.device_name)?;
     let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
     let user = user_by_name(env, &req.username).await?;
-    let ok = match &user {
-        Some(u) => verify_key(&u.auth_hash, &auth_key),
-        None => {
-            // As long as a real check, so timing does not reveal whether
-            // the account exists.
-            let _ = hash_key(&s, &auth_key);
-            false
-        }
-    };
-    let Some(user) = user.filter(|_| ok) else {
+    // v1 login works only until the account has upgraded to v2: after
+    // that it is checked like an unknown name.
+    let phc = user
+        .as_ref()
+        .filter(|u| clipmesh_room::opaque::v1_login_allowed(u.is_v2()))
+        .map(|u| u.auth_hash.as_str());
+    let ok = verify_v1(&s, phc, &auth_key);
+    let Some(user) = user.filter(|u| ok && !u.is_v2()) else {
         return Err(ApiError::new(
             401,
             "invalid_credentials",

@@ -56,6 +56,14 @@ impl ApiError {
         }
     }
 
+    /// The same error with a `Retry-After` of `secs`.
+    pub fn retry_after(self, secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..self
+        }
+    }
+
     /// The JSON answer.
     pub fn into_response(self) -> worker::Result<Response> {
         let body = ErrorBody {

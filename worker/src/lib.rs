@@ -22,6 +22,7 @@ pub mod account;
 pub mod api;
 pub mod blobs;
 pub mod config;
+pub mod opaque;
 pub mod room;
 pub mod session;
 
@@ -46,7 +47,7 @@ async fn route(
     method: &Method,
     path: &str,
 ) -> std::result::Result<Response, ApiError> {
-    use Method::{Delete, Get, Post};
+    use Method::{Delete, Get, Post, Put};
     match (method, path) {
         (Get, "/healthz") => Ok(Response::ok("ok\n")?),
         (Get, "/readyz") => account::readyz(env).await,
@@ -63,6 +64,16 @@ async fn route(
             let id = p["/api/v1/blobs/".len()..].to_owned();
             blobs::handle(req, env, method, &id).await
         }
+        (Post, "/api/v2/signup/start") => opaque::signup_start(req, env).await,
+        (Post, "/api/v2/signup/finish") => opaque::signup_finish(req, env).await,
+        (Post, "/api/v2/login/start") => opaque::login_start(req, env).await,
+        (Post, "/api/v2/login/finish") => opaque::login_finish(req, env).await,
+        (Post, "/api/v2/register/start") => opaque::register_start(req, env).await,
+        (Post, "/api/v2/upgrade") => opaque::upgrade(req, env).await,
+        (Post, "/api/v2/password/start") => opaque::password_start(req, env).await,
+        (Post, "/api/v2/password/finish") => opaque::password_finish(req, env).await,
+        (Put, "/api/v2/device-key") => opaque::put_device_key(req, env).await,
+        (Get, "/api/v2/device-keys") => opaque::device_keys(req, env).await,
         (Get, "/api/v1/ws") => room::upgrade(req, env).await,
         (Get, "/api/v1/status") => room::status(req, env).await,
         (_, p) if known_path(p) => Err(ApiError::new(405, "bad_request", "method not allowed")),
@@ -82,5 +93,15 @@ fn known_path(p: &str) -> bool {
             | "/api/v1/devices"
             | "/api/v1/ws"
             | "/api/v1/status"
+            | "/api/v2/signup/start"
+            | "/api/v2/signup/finish"
+            | "/api/v2/login/start"
+            | "/api/v2/login/finish"
+            | "/api/v2/register/start"
+            | "/api/v2/upgrade"
+            | "/api/v2/password/start"
+            | "/api/v2/password/finish"
+            | "/api/v2/device-key"
+            | "/api/v2/device-keys"
     ) || p.starts_with("/api/v1/devices/")
 }
