@@ -208,6 +208,19 @@ impl SyncOptions {
         }
     }
 
+    /// The clipboard watcher's settings for these options (what `clipmesh
+    /// run` and the tray both start the watcher with). Files are read by the
+    /// transfer path, not the watcher; the watcher holds images in memory,
+    /// so the image limit bounds it as well.
+    pub fn clipboard_config(&self) -> clipmesh_clipboard::ClipboardConfig {
+        clipmesh_clipboard::ClipboardConfig {
+            primary: self.primary,
+            max_item_bytes: self.max_item_bytes.min(self.max_image_bytes),
+            windows_cloud_clipboard: self.windows_cloud_clipboard,
+            poll_interval: self.poll_interval_ms.map(std::time::Duration::from_millis),
+        }
+    }
+
     /// The download folder: [`SyncOptions::download_dir`] or the platform
     /// default (`None` only when the platform has no home directory).
     pub fn download_dir(&self) -> Option<PathBuf> {

@@ -10,6 +10,7 @@ use clipmesh::clock::now_ms;
 use clipmesh::config::{self, ENV_CONFIG_DIR};
 use clipmesh::control::{self, ControlError, Request};
 use clipmesh::daemon;
+use clipmesh::p2p::Mode;
 use clipmesh::{oneshot, watch};
 use clipmesh_proto::{ClipContent, DeviceId};
 use std::io::{IsTerminal, Read, Write};
@@ -153,27 +154,6 @@ enum Profile {
     Clipmesh,
     /// ClipCascade's protocol and encryption.
     Clipcascade,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    /// Direct WebRTC links where they open, and the relay for every clip
-    /// too (first copy wins).
-    Auto,
-    /// Always through the relay; no WebRTC.
-    Relay,
-    /// Direct WebRTC links only; devices without one do not get clips.
-    P2p,
-}
-
-impl From<Mode> for clipmesh::p2p::Mode {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Auto => Self::Auto,
-            Mode::Relay => Self::Relay,
-            Mode::P2p => Self::P2p,
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -473,28 +453,13 @@ async fn run(dir: PathBuf, mode: Mode) -> Result<ExitCode> {
     let device = load_device(&dir).await?;
     let cancel = CancellationToken::new();
     let (clip, local) = clipmesh::clipboard::spawn_watcher(
-        clipmesh::clipboard::ClipboardConfig {
-            primary: device.config.sync.primary,
-            // Files are read by the transfer path, not the watcher; the
-            // watcher holds images in memory, so bound it by the image limit.
-            max_item_bytes: device
-                .config
-                .sync
-                .max_item_bytes
-                .min(device.config.sync.max_image_bytes),
-            windows_cloud_clipboard: device.config.sync.windows_cloud_clipboard,
-            poll_interval: device
-                .config
-                .sync
-                .poll_interval_ms
-                .map(std::time::Duration::from_millis),
-        },
+        device.config.sync.clipboard_config(),
         cancel.child_token(),
     )
     .context("clipboard")?;
     let signals = TaskTracker::new();
     signals.spawn(wait_for_shutdown(cancel.clone()));
-    let transport = daemon::Transport::from_env(mode.into());
+    let transport = daemon::Transport::from_env(mode);
     let r = daemon::run_daemon_mode(&dir, device, clip, local, cancel.clone(), transport).await;
     cancel.cancel();
     signals.close();
@@ -511,16 +476,9 @@ async fn run_clipcascade(
     let config = blocking(move || clipmesh::Config::load(&d2)).await??;
     let sync = config.sync;
     let cancel = CancellationToken::new();
-    let (clip, local) = clipmesh::clipboard::spawn_watcher(
-        clipmesh::clipboard::ClipboardConfig {
-            primary: sync.primary,
-            max_item_bytes: sync.max_item_bytes.min(sync.max_image_bytes),
-            windows_cloud_clipboard: sync.windows_cloud_clipboard,
-            poll_interval: sync.poll_interval_ms.map(std::time::Duration::from_millis),
-        },
-        cancel.child_token(),
-    )
-    .context("clipboard")?;
+    let (clip, local) =
+        clipmesh::clipboard::spawn_watcher(sync.clipboard_config(), cancel.child_token())
+            .context("clipboard")?;
     let signals = TaskTracker::new();
     signals.spawn(wait_for_shutdown(cancel.clone()));
     let r =

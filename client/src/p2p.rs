@@ -47,20 +47,23 @@ pub const ENV_BIND: &str = "CLIPMESH_P2P_BIND";
 /// Longest the manager waits for its attempts to close at shutdown.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How clips travel (`clipmesh run --mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// How clips travel (`clipmesh run --mode`, `clipmesh-tray --mode`: the
+/// commands' `--mode` values come from this enum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Direct links where they open, and the relay for every clip as well
-    /// (offline devices get the newest clip from the relay's store; the
-    /// first copy to arrive is applied, the second is a duplicate).
+    /// Direct WebRTC links where they open, and the relay for every clip
+    /// too (first copy wins).
+    ///
+    /// Offline devices get the newest clip from the relay's store; the
+    /// first copy to arrive is applied, the second is a duplicate.
     #[default]
     Auto,
-    /// The relay only; no WebRTC at all.
+    /// Always through the relay; no WebRTC.
     Relay,
-    /// Direct links only: clips never pass through the relay, which carries
-    /// signalling and presence. A peer without an open link does not get
-    /// the clip.
+    /// Direct WebRTC links only; devices without one do not get clips.
+    ///
+    /// The relay carries signalling and presence, never the clip.
     P2p,
 }
 

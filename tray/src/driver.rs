@@ -22,7 +22,7 @@
 use crate::notify::Event;
 use crate::recent::{self, Direction, Payload};
 use clipmesh::account::Device;
-use clipmesh::clipboard::{self, ClipboardConfig, ClipboardHandle, LocalEvent};
+use clipmesh::clipboard::{self, ClipboardHandle, LocalEvent};
 use clipmesh::control::{self, Request, Status};
 use clipmesh::daemon::{self, ClipboardSink, DaemonError, Transport};
 use clipmesh::p2p::Mode;
@@ -306,19 +306,9 @@ async fn start_daemon(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let cancel = CancellationToken::new();
-    let sync = &device.config.sync;
-    let (clip, local) = clipboard::spawn_watcher(
-        ClipboardConfig {
-            primary: sync.primary,
-            // As `clipmesh run`: files go through the transfer path, the
-            // watcher holds images in memory, so the image limit bounds it.
-            max_item_bytes: sync.max_item_bytes.min(sync.max_image_bytes),
-            windows_cloud_clipboard: sync.windows_cloud_clipboard,
-            poll_interval: sync.poll_interval_ms.map(Duration::from_millis),
-        },
-        cancel.child_token(),
-    )
-    .map_err(|e| format!("clipboard: {e}"))?;
+    let (clip, local) =
+        clipboard::spawn_watcher(device.config.sync.clipboard_config(), cancel.child_token())
+            .map_err(|e| format!("clipboard: {e}"))?;
     let (local_tx, local_rx) = mpsc::channel(LOCAL_QUEUE);
     tracker.spawn(forward_local(local, local_tx, reports.clone()));
     let sink = RecordingSink {

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use clipmesh::config::{self, ENV_CONFIG_DIR};
+use clipmesh::p2p::Mode;
 use clipmesh_tray::{app::TrayCore, autostart::Autostart, login, platform, single};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,23 +53,6 @@ enum Command {
 enum OnOff {
     On,
     Off,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    Auto,
-    Relay,
-    P2p,
-}
-
-impl From<Mode> for clipmesh::p2p::Mode {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Auto => Self::Auto,
-            Mode::Relay => Self::Relay,
-            Mode::P2p => Self::P2p,
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -145,7 +129,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let log = dir.join(LOG_FILE);
             logs(Some(&log));
             tracing::info!(dir = %dir.display(), "clipmesh-tray starting");
-            let mode = cli.mode.into();
+            let mode = cli.mode;
             platform::run(|events, reports| TrayCore::new(dir, mode, Some(log), events, reports))?;
             tracing::info!("clipmesh-tray stopped");
             Ok(ExitCode::SUCCESS)
