@@ -7,7 +7,10 @@
 # XEmbed tray and follows the connection, a second start says it runs, the
 # login window is typed into with xdotool (a wrong password shows the error,
 # the right one logs in), and start at login writes and removes the XDG
-# autostart entry. The screenshots are kept in target/tray-screenshots/.
+# autostart entry. On headless sway with a private session bus: waybar (a
+# StatusNotifier host) shows the tray's item, pause and resume are clicked in
+# its menu over dbusmenu, and dunst receives the debounced connection lost /
+# restored notifications. The screenshots are kept in target/tray-screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/lib/apt.sh
@@ -17,8 +20,12 @@ cd "$(dirname "$0")/../.."
 # software OpenGL for the egui window; libayatana-appindicator is opened at
 # run time by tray-icon (the StatusNotifier path; without a session bus the
 # XEmbed fallback is used).
+# waybar, sway and grim: the StatusNotifier host, its compositor and
+# screenshots; dunst: a notification server; dbus and gdbus: the private
+# session bus and the dbusmenu clicks.
 apt_install xvfb trayer xdotool libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-0 \
-    libayatana-appindicator3-1 pkg-config libgtk-3-dev
+    libayatana-appindicator3-1 pkg-config libgtk-3-dev \
+    sway waybar grim dunst dbus libglib2.0-bin
 
 cargo build --locked -p clipmesh -p clipmesh-relay --bins
 cargo clippy --locked -p clipmesh-tray --test desktop -- -D warnings

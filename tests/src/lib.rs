@@ -17,6 +17,10 @@
 //! - [`xsel`]: X11 helpers built on x11rb — an XFixes owner-change watcher
 //!   (event-driven waits and latency timing, from outside the daemons) and
 //!   a selection owner that serves chosen targets.
+//! - [`dbus`]: a private D-Bus session bus with no auto-started services
+//!   (the tray's StatusNotifier and notification tests).
+//! - [`xtray`]: an XEmbed tray (trayer) on a display, the icons docked in
+//!   it, and screenshots (the tray app's tests, Linux and Wine).
 //! - [`procs`]: the relay, devices, daemons and `watch` processes, with
 //!   their logs captured to files.
 //! - [`wait`]: bounded waiting.
@@ -42,6 +46,7 @@ pub mod bench;
 pub mod bins;
 pub mod clipcascade;
 pub mod conformance;
+pub mod dbus;
 pub mod hibernation;
 pub mod payload;
 pub mod procs;
@@ -55,6 +60,7 @@ pub mod wlfake;
 pub mod wloffer;
 pub mod wlwatch;
 pub mod xsel;
+pub mod xtray;
 pub mod xvfb;
 
 pub use procs::{Daemon, Device, Relay, Watch, WorkerRelay};

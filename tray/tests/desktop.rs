@@ -11,16 +11,17 @@
 //! here is ended by its PID (the helpers' drop guards, or [`Proc`]).
 
 use anyhow::{anyhow, bail, Context, Result};
+use clipmesh_tests::dbus::SessionBus;
+use clipmesh_tests::sway::Sway;
 use clipmesh_tests::wait::poll_until;
+use clipmesh_tests::xtray::{embedded_icon, grab, screenshot, Trayer};
 use clipmesh_tests::{Device, Relay, Xvfb};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Window};
-use x11rb::rust_connection::RustConnection;
+use x11rb::protocol::xproto::Window;
 
 /// Deadline for one step (a window appearing, a login).
 const STEP: Duration = Duration::from_secs(60);
@@ -153,94 +154,9 @@ fn wait_window(display: &str, name: &str) -> Result<String> {
     )
 }
 
-/// The pixels of `window` as RGBA, with its size.
-fn grab(display: &str, window: Option<Window>) -> Result<(Vec<u8>, u16, u16)> {
-    let (conn, screen) = RustConnection::connect(Some(display))?;
-    let root = conn.setup().roots[screen].root;
-    let win = window.unwrap_or(root);
-    let geo = conn.get_geometry(win)?.reply()?;
-    let img = conn
-        .get_image(ImageFormat::Z_PIXMAP, win, 0, 0, geo.width, geo.height, !0)?
-        .reply()?;
-    if img.data.len() != geo.width as usize * geo.height as usize * 4 {
-        bail!("unexpected image format (depth {})", img.depth);
-    }
-    // ZPixmap at depth 24/32 on Xvfb is BGRX, little-endian.
-    let mut rgba = Vec::with_capacity(img.data.len());
-    for px in img.data.chunks_exact(4) {
-        rgba.extend_from_slice(&[px[2], px[1], px[0], 255]);
-    }
-    Ok((rgba, geo.width, geo.height))
-}
-
 /// The pixels of `window` as RGBA.
 fn pixels(display: &str, window: Window) -> Result<Vec<u8>> {
     Ok(grab(display, Some(window))?.0)
-}
-
-/// Saves a screenshot of `window` (the root when None) as PNG.
-fn screenshot(display: &str, window: Option<Window>, file: &Path) -> Result<()> {
-    let (rgba, width, height) = grab(display, window)?;
-    image::save_buffer(
-        file,
-        &rgba,
-        width.into(),
-        height.into(),
-        image::ExtendedColorType::Rgba8,
-    )?;
-    Ok(())
-}
-
-/// The tray selection owner (`_NET_SYSTEM_TRAY_S0`), once there is one.
-fn tray_manager(display: &str) -> Result<Window> {
-    let (conn, _) = RustConnection::connect(Some(display))?;
-    let atom = conn
-        .intern_atom(false, b"_NET_SYSTEM_TRAY_S0")?
-        .reply()?
-        .atom;
-    poll_until(
-        "trayer to own _NET_SYSTEM_TRAY_S0",
-        STEP,
-        Duration::from_millis(50),
-        || {
-            let owner = conn.get_selection_owner(atom)?.reply()?.owner;
-            Ok((owner != x11rb::NONE).then_some(owner))
-        },
-    )
-}
-
-/// Every window under `top`, with its parent, depth first.
-fn descendants(conn: &RustConnection, top: Window, out: &mut Vec<(Window, Window)>) -> Result<()> {
-    for w in conn.query_tree(top)?.reply()?.children {
-        out.push((top, w));
-        descendants(conn, w, out)?;
-    }
-    Ok(())
-}
-
-/// Windows with their names, under the root.
-fn window_names(display: &str) -> Result<Vec<(Window, Window, String)>> {
-    let (conn, screen) = RustConnection::connect(Some(display))?;
-    let root = conn.setup().roots[screen].root;
-    let mut all = Vec::new();
-    descendants(&conn, root, &mut all)?;
-    let mut named = Vec::new();
-    for (parent, w) in all {
-        let name = conn
-            .get_property(
-                false,
-                w,
-                x11rb::protocol::xproto::AtomEnum::WM_NAME,
-                x11rb::protocol::xproto::AtomEnum::ANY,
-                0,
-                256,
-            )?
-            .reply()
-            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-            .unwrap_or_default();
-        named.push((parent, w, name));
-    }
-    Ok(named)
 }
 
 fn tray_command(display: &str, dir: &Path) -> Command {
@@ -342,32 +258,7 @@ fn tray_icon_in_xembed_tray_follows_connection() -> Result<()> {
     dev.signup(&w.relay.url(), "bob", PASSWORD, "warn")?;
     let x = Xvfb::start_sized(640, 120)?;
     let display = x.display();
-    let mut trayer_cmd = Command::new("trayer");
-    trayer_cmd
-        .args([
-            "--edge",
-            "top",
-            "--align",
-            "left",
-            "--widthtype",
-            "pixel",
-            "--width",
-            "200",
-        ])
-        .args([
-            "--height",
-            "40",
-            "--SetDockType",
-            "false",
-            "--transparent",
-            "false",
-        ])
-        .env("DISPLAY", &display)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _trayer = Proc::spawn("trayer", &mut trayer_cmd)?;
-    tray_manager(&display)?;
+    let _trayer = Trayer::start(&display, STEP)?;
 
     let mut cmd = tray_command(&display, &dev.config_dir);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -388,34 +279,7 @@ fn tray_icon_in_xembed_tray_follows_connection() -> Result<()> {
         },
     )?;
     // The icon is a window embedded in trayer's panel.
-    let (panel, icon) = poll_until(
-        "the icon's window inside trayer",
-        STEP,
-        Duration::from_millis(100),
-        || {
-            let names = window_names(&display)?;
-            let panel = names
-                .iter()
-                .find(|(_, _, n)| n == "panel")
-                .map(|(_, w, _)| *w);
-            let Some(panel) = panel else { return Ok(None) };
-            let (conn, _) = RustConnection::connect(Some(&display))?;
-            let mut inside = Vec::new();
-            descendants(&conn, panel, &mut inside)?;
-            // An embedded client that is mapped and has some size.
-            for (_, w) in inside {
-                let a = conn.get_window_attributes(w)?.reply()?;
-                let g = conn.get_geometry(w)?.reply()?;
-                if a.map_state == x11rb::protocol::xproto::MapState::VIEWABLE
-                    && g.width >= 8
-                    && g.height >= 8
-                {
-                    return Ok(Some((panel, w)));
-                }
-            }
-            Ok(None)
-        },
-    )?;
+    let (panel, icon) = embedded_icon(&display, STEP)?;
     assert_ne!(panel, icon);
     screenshot(&display, None, &keep_dir().join("tray.png"))?;
     let connected = grab(&display, None)?.0;
@@ -483,5 +347,321 @@ fn autostart_on_and_off() -> Result<()> {
     assert!(text.contains("clipmesh-tray"), "{text}");
     assert_eq!(run(Some("off"))?, "start at login: off");
     assert!(!entry.exists());
+    Ok(())
+}
+
+/// `gdbus call` on the session bus at `bus`; its output.
+fn gdbus(bus: &str, dest: &str, path: &str, method: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("gdbus")
+        .args(["call", "--session", "--dest", dest, "--object-path", path])
+        .args(["--method", method])
+        .args(args)
+        .env("DBUS_SESSION_BUS_ADDRESS", bus)
+        .stdin(Stdio::null())
+        .output()
+        .context("gdbus (libglib2.0-bin)")?;
+    if !out.status.success() {
+        bail!(
+            "gdbus {method}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The StatusNotifier items the host's watcher has registered:
+/// `BUS_NAME/OBJECT_PATH` each.
+fn registered_items(bus: &str) -> Result<Vec<String>> {
+    let out = gdbus(
+        bus,
+        "org.kde.StatusNotifierWatcher",
+        "/StatusNotifierWatcher",
+        "org.freedesktop.DBus.Properties.Get",
+        &[
+            "org.kde.StatusNotifierWatcher",
+            "RegisteredStatusNotifierItems",
+        ],
+    )?;
+    Ok(out
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The dbusmenu id of the entry labelled `label` in the menu at `path`.
+fn menu_entry(bus: &str, dest: &str, path: &str, label: &str) -> Result<i32> {
+    let layout = gdbus(
+        bus,
+        dest,
+        path,
+        "com.canonical.dbusmenu.GetLayout",
+        &["0", "int32 -1", "[]"],
+    )?;
+    // Entries print as `(ID, {'label': <'LABEL'>, ...}, [...])`.
+    let needle = format!("'label': <'{label}'>");
+    let at = layout
+        .find(&needle)
+        .with_context(|| format!("no {label:?} in the menu: {layout}"))?;
+    let open = layout[..at]
+        .rfind('(')
+        .context("malformed dbusmenu layout")?;
+    let id = layout[open + 1..at]
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    id.parse()
+        .with_context(|| format!("dbusmenu id {id:?} in {layout}"))
+}
+
+/// Clicks the dbusmenu entry `id`, as a StatusNotifier host does.
+fn menu_click(bus: &str, dest: &str, path: &str, id: i32) -> Result<()> {
+    gdbus(
+        bus,
+        dest,
+        path,
+        "com.canonical.dbusmenu.Event",
+        &[&id.to_string(), "clicked", "<0>", "0"],
+    )?;
+    Ok(())
+}
+
+/// The notifications dunst has received: their summaries. `dunstctl
+/// close-all` first moves the ones on screen into the history, which
+/// `dunstctl history` prints.
+fn dunst_history(bus: &str, sway: &Sway) -> Result<Vec<String>> {
+    let close = sway
+        .command("dunstctl")
+        .arg("close-all")
+        .env("DBUS_SESSION_BUS_ADDRESS", bus)
+        .stdin(Stdio::null())
+        .output()
+        .context("dunstctl (dunst)")?;
+    if !close.status.success() {
+        bail!(
+            "dunstctl close-all: {}",
+            String::from_utf8_lossy(&close.stderr).trim()
+        );
+    }
+    let out = sway
+        .command("dunstctl")
+        .arg("history")
+        .env("DBUS_SESSION_BUS_ADDRESS", bus)
+        .stdin(Stdio::null())
+        .output()
+        .context("dunstctl (dunst)")?;
+    if !out.status.success() {
+        bail!(
+            "dunstctl history: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["data"][0]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["summary"]["data"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The StatusNotifier path, on headless sway with a private session bus:
+/// waybar's tray module (a StatusNotifier host) registers the tray's item
+/// and draws its icon (screenshot kept); pause and resume are clicked in
+/// the real menu over dbusmenu, as a host does, and the device's daemon
+/// stops answering, then answers connected again; dunst, the notification
+/// server on the bus, receives one "Connection lost" once the relay has
+/// been gone for 30 s, and one "Connection restored" once it is back for
+/// 10 s.
+#[test]
+fn status_notifier_host_menu_clicks_and_notifications() -> Result<()> {
+    let mut w = world()?;
+    let logs = w.root.join("logs");
+    let dev = Device::new(&w.root, &logs, "sni")?;
+    dev.signup(&w.relay.url(), "cat", PASSWORD, "warn")?;
+    let busdir = w.root.join("dbus");
+    std::fs::create_dir_all(&busdir)?;
+    // Dropped in reverse: the tray, dunst, waybar, sway, the bus.
+    let bus = SessionBus::start(&busdir)?;
+    let sway = Sway::start()?;
+    let wb_dir = w.root.join("waybar");
+    std::fs::create_dir_all(&wb_dir)?;
+    std::fs::write(
+        wb_dir.join("config.json"),
+        r#"{"layer": "top", "position": "top", "height": 32, "modules-right": ["tray"], "tray": {"icon-size": 24, "spacing": 4}}"#,
+    )?;
+    std::fs::write(
+        wb_dir.join("style.css"),
+        "window#waybar { background: #202020; }\n",
+    )?;
+    let mut wb = sway.command("waybar");
+    wb.arg("-c")
+        .arg(wb_dir.join("config.json"))
+        .arg("-s")
+        .arg(wb_dir.join("style.css"))
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _waybar = Proc::spawn("waybar", &mut wb)?;
+    poll_until(
+        "waybar's StatusNotifier watcher",
+        STEP,
+        Duration::from_millis(100),
+        || Ok(registered_items(&bus.address).ok().map(|_| ())),
+    )?;
+    let mut dn = sway.command("dunst");
+    dn.env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _dunst = Proc::spawn("dunst", &mut dn)?;
+    poll_until("dunst", STEP, Duration::from_millis(100), || {
+        Ok(dunst_history(&bus.address, &sway).ok().map(|_| ()))
+    })?;
+
+    let mut cmd = Command::new(tray_bin());
+    cmd.arg("--config-dir")
+        .arg(&dev.config_dir)
+        .envs(sway.env())
+        .env_remove("DISPLAY")
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("CLIPMESH_SECRET_STORE", "file")
+        .env("CLIPMESH_P2P_BIND", "127.0.0.1")
+        .env("RUST_LOG", "clipmesh_tray=info,clipmesh=info,warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut tray = Proc::spawn("clipmesh-tray", &mut cmd)?;
+    let log = dev.config_dir.join("tray.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    poll_until(
+        "tray icon connected",
+        STEP,
+        Duration::from_millis(100),
+        || {
+            if let Some(s) = tray.child.try_wait()? {
+                return Err(anyhow!("clipmesh-tray exited: {s}\n{}", read_log()));
+            }
+            Ok(read_log()
+                .contains("tray icon state=connected")
+                .then_some(()))
+        },
+    )?;
+
+    // The host registered the tray's item.
+    let item = poll_until(
+        "the tray's item registered with waybar",
+        STEP,
+        Duration::from_millis(100),
+        || Ok(registered_items(&bus.address)?.into_iter().next()),
+    )?;
+    let (dest, path) = item
+        .split_once('/')
+        .map(|(d, p)| (d.to_owned(), format!("/{p}")))
+        .context("item name")?;
+    // ...and draws its icon in the bar: the bar's right end is no longer
+    // all background.
+    let shot = keep_dir().join("waybar-tray.png");
+    poll_until(
+        "the icon drawn in waybar",
+        STEP,
+        Duration::from_millis(200),
+        || {
+            let _ = std::fs::remove_file(&shot);
+            let out = sway
+                .command("grim")
+                .args(["-g", "440,0 200x32"])
+                .arg(&shot)
+                .stdin(Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                bail!("grim: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            let img = image::open(&shot)?.to_rgba8();
+            let drawn = img
+                .pixels()
+                .filter(|p| p.0[..3] != [0x20, 0x20, 0x20])
+                .count();
+            Ok((drawn > 20).then_some(()))
+        },
+    )?;
+    let full = keep_dir().join("waybar.png");
+    let _ = sway
+        .command("grim")
+        .arg(&full)
+        .stdin(Stdio::null())
+        .status();
+
+    // Pause and resume, clicked in the item's real menu (dbusmenu).
+    let menu = gdbus(
+        &bus.address,
+        &dest,
+        &path,
+        "org.freedesktop.DBus.Properties.Get",
+        &["org.kde.StatusNotifierItem", "Menu"],
+    )?;
+    let menu = menu
+        .split('\'')
+        .nth(1)
+        .context("the item's Menu path")?
+        .to_owned();
+    let pause = menu_entry(&bus.address, &dest, &menu, "Pause syncing")?;
+    menu_click(&bus.address, &dest, &menu, pause)?;
+    poll_until("tray icon paused", STEP, Duration::from_millis(100), || {
+        Ok(read_log().contains("tray icon state=paused").then_some(()))
+    })?;
+    // The sync loop stopped: its control socket no longer answers.
+    poll_until(
+        "the daemon to stop answering",
+        STEP,
+        Duration::from_millis(200),
+        || Ok(dev.status().is_err().then_some(())),
+    )?;
+    let pause = menu_entry(&bus.address, &dest, &menu, "Pause syncing")?;
+    menu_click(&bus.address, &dest, &menu, pause)?;
+    dev.wait_connected(STEP)?;
+
+    // Notifications: nothing while the link is up; the relay goes away.
+    assert!(
+        dunst_history(&bus.address, &sway)?
+            .iter()
+            .all(|s| !s.starts_with("Connection")),
+        "a connection notification before any outage"
+    );
+    w.relay.stop()?;
+    let lost_after = clipmesh_tray::notify::LOST_AFTER + STEP;
+    poll_until(
+        "\"Connection lost\" in dunst",
+        lost_after,
+        Duration::from_millis(500),
+        || {
+            Ok(dunst_history(&bus.address, &sway)?
+                .iter()
+                .any(|s| s == "Connection lost")
+                .then_some(()))
+        },
+    )?;
+    w.relay.restart(&w.root.join("relay2.log"), "info")?;
+    poll_until(
+        "\"Connection restored\" in dunst",
+        clipmesh_tray::notify::RESTORED_AFTER + STEP,
+        Duration::from_millis(500),
+        || {
+            Ok(dunst_history(&bus.address, &sway)?
+                .iter()
+                .any(|s| s == "Connection restored")
+                .then_some(()))
+        },
+    )?;
+    let shown = dunst_history(&bus.address, &sway)?;
+    let count = |s: &str| shown.iter().filter(|x| *x == s).count();
+    assert_eq!(count("Connection lost"), 1, "{shown:?}");
+    assert_eq!(count("Connection restored"), 1, "{shown:?}");
+    drop(tray);
     Ok(())
 }
