@@ -9,6 +9,8 @@
 //! - `fanout`: publish at a fixed rate to users with several devices; report
 //!   the relay-hop latency.
 //! - `max`: closed-loop publishing; report the maximum delivered frames/s.
+//! - `hostile`: abuse scenarios against the relay while a legitimate client
+//!   logs in, joins and syncs; report its success rate and login latency.
 //!
 //! **Invariant:** all traffic is loopback (see [`target`]), and every phase
 //! is bounded in time, so the tool always stops by itself.
@@ -16,6 +18,7 @@
 mod baseline;
 mod device;
 mod fanout;
+mod hostile;
 mod http;
 mod idle;
 mod limits;
@@ -53,6 +56,8 @@ enum Command {
     Fanout(fanout::FanoutArgs),
     /// Publish as fast as a bounded window allows; measure delivered frames/s.
     Max(fanout::FanoutArgs),
+    /// Abuse scenarios while a legitimate client keeps syncing.
+    Hostile(hostile::HostileArgs),
 }
 
 /// Where the server under test is.
@@ -103,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             Command::Idle(a) => idle::run(a).await,
             Command::Fanout(a) => fanout::run(a, fanout::Mode::Rate).await,
             Command::Max(a) => fanout::run(a, fanout::Mode::Max).await,
+            Command::Hostile(a) => hostile::run(a).await,
         }
     })
 }

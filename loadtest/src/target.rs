@@ -66,6 +66,18 @@ impl Target {
     /// `source_ips` is how many loopback source addresses to use, starting at
     /// 127.0.0.2 (0 = let the kernel choose, which means 127.0.0.1).
     pub fn new(kind: ServerKind, url: &str, source_ips: u8) -> anyhow::Result<Self> {
+        Self::with_sources(kind, url, Ipv4Addr::new(127, 0, 0, 2), source_ips)
+    }
+
+    /// Like [`Target::new`], with `source_ips` source addresses counting up
+    /// from `first` (which must be a loopback address; the last octet must
+    /// not wrap).
+    pub fn with_sources(
+        kind: ServerKind,
+        url: &str,
+        first: Ipv4Addr,
+        source_ips: u8,
+    ) -> anyhow::Result<Self> {
         let rest = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("ws://"))
@@ -84,11 +96,15 @@ impl Target {
             if !addr.is_ipv4() {
                 bail!("--source-ips needs an IPv4 target");
             }
-            if source_ips > 250 {
-                bail!("--source-ips is at most 250");
+            let [a, b, c, d] = first.octets();
+            if !first.is_loopback() || u16::from(d) + u16::from(source_ips) > 255 {
+                bail!(
+                    "source addresses from {first}: at most {} stay in loopback",
+                    255 - d
+                );
             }
             (0..source_ips)
-                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i)))
+                .map(|i| IpAddr::V4(Ipv4Addr::new(a, b, c, d + i)))
                 .collect()
         };
         Ok(Self {

@@ -43,6 +43,15 @@ pub enum HashError {
 /// `Retry-After`). New hashes (signup, password change) additionally run one
 /// at a time and never wait, so they can never take every running slot from
 /// logins.
+///
+/// Two lanes: a login from a network that has logged in to that account
+/// before ([`crate::throttle::LoginGuard::is_known`]) takes the *known*
+/// lane ([`Hasher::verify_known`]); everything else shares the other lane,
+/// which may hold at most `concurrency - 1` running or waiting slots (at
+/// least 1) and its own admission queue. So a flood of logins or signups
+/// from elsewhere — guesses against a user's name from many networks —
+/// never stands between that user's own devices and the hasher: they wait
+/// for at most one running hash.
 #[derive(Clone)]
 pub struct Hasher {
     params: argon2::Params,
@@ -52,6 +61,10 @@ pub struct Hasher {
     admitted: Arc<Semaphore>,
     /// New hashes (not verifications) in flight: one.
     new_hashes: Arc<Semaphore>,
+    /// Slots of `permits` the unknown lane may hold or wait for at once.
+    unknown_lane: Arc<Semaphore>,
+    /// Admission of the known lane (running or waiting).
+    known_admitted: Arc<Semaphore>,
     /// A hash of a random key, verified against for unknown users so their
     /// logins take as long as real ones.
     dummy: Arc<str>,
@@ -79,6 +92,8 @@ impl Hasher {
             permits: Arc::new(Semaphore::new(concurrency)),
             admitted: Arc::new(Semaphore::new(concurrency.saturating_add(queue))),
             new_hashes: Arc::new(Semaphore::new(1)),
+            unknown_lane: Arc::new(Semaphore::new(concurrency.saturating_sub(1).max(1))),
+            known_admitted: Arc::new(Semaphore::new(concurrency.saturating_add(queue))),
             dummy: dummy.into(),
             computed: Arc::new(AtomicU64::new(0)),
         })
@@ -108,6 +123,11 @@ impl Hasher {
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
+        let _lane = self
+            .unknown_lane
+            .acquire()
+            .await
+            .map_err(|_| HashError::Join)?;
         let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
         let params = self.params.clone();
         self.computed.fetch_add(1, Ordering::Relaxed);
@@ -122,13 +142,46 @@ impl Hasher {
         phc: Option<String>,
         secret: Vec<u8>,
     ) -> Result<bool, HashError> {
-        let _admitted = self
-            .admitted
+        self.verify_in(phc, secret, false).await
+    }
+
+    /// [`Hasher::verify`] in the known lane: for a login from a network
+    /// that has logged in to this account before.
+    pub async fn verify_known(
+        &self,
+        phc: Option<String>,
+        auth_key: [u8; 32],
+    ) -> Result<bool, HashError> {
+        self.verify_in(phc, auth_key.to_vec(), true).await
+    }
+
+    async fn verify_in(
+        &self,
+        phc: Option<String>,
+        secret: Vec<u8>,
+        known: bool,
+    ) -> Result<bool, HashError> {
+        let admission = if known {
+            &self.known_admitted
+        } else {
+            &self.admitted
+        };
+        let _admitted = admission
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
+        let _lane = if known {
+            None
+        } else {
+            Some(
+                self.unknown_lane
+                    .acquire()
+                    .await
+                    .map_err(|_| HashError::Join)?,
+            )
+        };
         let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
-        let known = phc.is_some();
+        let exists = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
         self.computed.fetch_add(1, Ordering::Relaxed);
         // The verification runs whether or not the user exists; only its
@@ -136,7 +189,7 @@ impl Hasher {
         let ok = tokio::task::spawn_blocking(move || verify_sync(&phc, &secret))
             .await
             .map_err(|_| HashError::Join)?;
-        Ok(known && ok)
+        Ok(exists && ok)
     }
 
     /// Checks `auth_key` against a stored PHC string. With `None` (unknown

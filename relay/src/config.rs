@@ -154,6 +154,13 @@ pub struct Limits {
     /// the rest. A transfer beyond `max_http_connections -
     /// http_reserved_connections` gets 503 with `Retry-After`. Default 512.
     pub http_reserved_connections: usize,
+    /// Refused requests (401 and 429 answers) per second one client
+    /// network may cause on average; once its burst is spent, its new
+    /// connections are closed on accept until the allowance refills.
+    /// Trusted proxies are exempt. Default 5; 0 turns this off.
+    pub http_refusals_per_ip_per_s: f64,
+    /// Refused requests one client network may cause at once. Default 50.
+    pub http_refusals_burst: f64,
     /// Blob transfers one user may run at once; more get 429 with
     /// `Retry-After`. Default 16.
     pub blob_transfers_per_user: usize,
@@ -213,6 +220,8 @@ impl Default for Limits {
             max_http_connections: 4096,
             max_http_connections_per_ip: 256,
             http_reserved_connections: 512,
+            http_refusals_per_ip_per_s: 5.0,
+            http_refusals_burst: 50.0,
             blob_transfers_per_user: 16,
             http_write_timeout_s: 30,
             blob_min_upload_rate: 4096,

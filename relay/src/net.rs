@@ -15,7 +15,7 @@
 mod caps;
 mod sockio;
 
-pub use caps::{NetSlot, PerNet};
+pub use caps::{NetSlot, PerNet, Refusals};
 pub use sockio::{StallIo, LINGER_BYTES, LINGER_TIME};
 
 use axum::http::HeaderMap;
@@ -213,6 +213,11 @@ pub struct HttpLimits {
     /// Time one write to a client may stay blocked (a client that stops
     /// reading its response); then the connection ends.
     pub write_timeout: Duration,
+    /// Refused requests (401, 429) per second one client network may cause
+    /// on average ([`Refusals`]); 0 turns the check off.
+    pub refusals_per_s: f64,
+    /// Refused requests one client network may cause at once.
+    pub refusals_burst: f64,
     /// Time a client has to send complete request headers (slowloris).
     pub header_timeout: Duration,
     /// Time one request may take, body included; then 408.
@@ -238,6 +243,7 @@ pub async fn accept_loop(
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let per_net = PerNet::new(limits.max_per_net);
+    let refusals = Arc::new(Refusals::new(limits.refusals_per_s, limits.refusals_burst));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -254,7 +260,12 @@ pub async fn accept_loop(
                 }
             }
         };
-        let net_slot = if trusted.trusts(peer.ip()) {
+        let trusted_peer = trusted.trusts(peer.ip());
+        if !trusted_peer && !refusals.allows(peer.ip(), std::time::Instant::now()) {
+            tracing::debug!(%peer, "network refused too often; closing");
+            continue;
+        }
+        let net_slot = if trusted_peer {
             None
         } else {
             match per_net.try_take(peer.ip()) {
@@ -278,13 +289,14 @@ pub async fn accept_loop(
             }
         };
         let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+        let charge = (!trusted_peer).then(|| refusals.clone());
         tracker.spawn(async move {
             let _slots = (permit, net_slot);
             let upgraded = match tls {
-                None => serve_connection(stream, peer, app, limits, shutdown).await,
+                None => serve_connection(stream, peer, app, limits, charge, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve_connection(s, peer, app, limits, shutdown).await,
+                        Ok(Ok(s)) => serve_connection(s, peer, app, limits, charge, shutdown).await,
                         _ => {
                             tracing::debug!(%peer, "tls handshake failed");
                             false
@@ -302,12 +314,14 @@ pub async fn accept_loop(
 }
 
 /// Serves one connection; true if it was upgraded (the socket now belongs
-/// to a WebSocket task).
+/// to a WebSocket task). Each 401 or 429 answer is charged to the peer's
+/// network in `refusals` (`None` for a trusted proxy).
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     app: axum::Router,
     limits: HttpLimits,
+    refusals: Option<Arc<Refusals>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> bool
 where
@@ -321,7 +335,7 @@ where
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
-        let (app, up) = (app.clone(), up.clone());
+        let (app, up, refusals) = (app.clone(), up.clone(), refusals.clone());
         async move {
             // A blob upload streams its body for as long as it makes
             // progress; the blob store ends it when it falls below its
@@ -340,8 +354,15 @@ where
                 }
             };
             if let Ok(resp) = &r {
-                if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
-                    up.store(true, Ordering::Relaxed);
+                use axum::http::StatusCode;
+                match resp.status() {
+                    StatusCode::SWITCHING_PROTOCOLS => up.store(true, Ordering::Relaxed),
+                    StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS => {
+                        if let Some(r) = &refusals {
+                            r.charge(peer.ip(), std::time::Instant::now());
+                        }
+                    }
+                    _ => {}
                 }
             }
             r

@@ -218,6 +218,8 @@ impl Relay {
             max_connections: l.max_http_connections,
             max_per_net: l.max_http_connections_per_ip,
             write_timeout: Duration::from_secs(l.http_write_timeout_s.max(1)),
+            refusals_per_s: l.http_refusals_per_ip_per_s,
+            refusals_burst: l.http_refusals_burst,
             header_timeout: Duration::from_secs(l.http_header_timeout_s.max(1)),
             request_timeout: Duration::from_secs(l.http_request_timeout_s.max(1)),
         };

@@ -145,7 +145,14 @@ pub struct Backoff {
 pub struct LoginGuard {
     accounts: Mutex<Throttle<(String, IpAddr)>>,
     nets: Mutex<Throttle<IpAddr>>,
+    /// (account, network) pairs with a successful login, and when: their
+    /// logins take the hasher's known lane (`auth.rs`).
+    known: Mutex<HashMap<(String, IpAddr), Instant>>,
 }
+
+/// How long a network stays known to an account after its last successful
+/// login.
+pub const KNOWN_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
 
 impl LoginGuard {
     /// A guard with the same back-off for both throttles.
@@ -153,7 +160,33 @@ impl LoginGuard {
         Self {
             accounts: Mutex::new(Throttle::new(b.free, b.base, b.max)),
             nets: Mutex::new(Throttle::new(b.free, b.base, b.max)),
+            known: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that `account` logged in (or signed up) from `ip` at `now`:
+    /// its later logins from that network count as known.
+    pub fn remember(&self, account: &str, ip: IpAddr, now: Instant) {
+        let mut known = lock(&self.known);
+        let key = (account.to_owned(), net_key(ip));
+        if known.len() >= MAX_TRACKED && !known.contains_key(&key) {
+            known.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
+            if known.len() >= MAX_TRACKED {
+                // Still full: forget the older half.
+                let mut ages: Vec<Instant> = known.values().copied().collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                known.retain(|_, at| *at > cut);
+            }
+        }
+        known.insert(key, now);
+    }
+
+    /// Whether `account` logged in from `ip`'s network within [`KNOWN_FOR`].
+    pub fn is_known(&self, account: &str, ip: IpAddr, now: Instant) -> bool {
+        lock(&self.known)
+            .get(&(account.to_owned(), net_key(ip)))
+            .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
     }
 
     /// `Err(wait)` if a login for `account` from `ip` must be refused now
@@ -236,6 +269,26 @@ mod tests {
 
     fn t() -> Throttle<&'static str> {
         Throttle::new(2, Duration::from_secs(1), Duration::from_secs(8))
+    }
+
+    #[test]
+    fn networks_become_known_by_success_and_are_forgotten() {
+        let g = LoginGuard::new(Backoff {
+            free: 1,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+        });
+        let t0 = Instant::now();
+        let home: IpAddr = "2001:db8:1:1::5".parse().unwrap();
+        assert!(!g.is_known("ann", home, t0));
+        g.remember("ann", home, t0);
+        assert!(
+            g.is_known("ann", "2001:db8:1:1::99".parse().unwrap(), t0),
+            "same /64"
+        );
+        assert!(!g.is_known("bob", home, t0), "per account");
+        assert!(!g.is_known("ann", "2001:db8:1:2::5".parse().unwrap(), t0));
+        assert!(!g.is_known("ann", home, t0 + KNOWN_FOR));
     }
 
     #[test]

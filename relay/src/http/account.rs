@@ -118,6 +118,10 @@ pub(super) async fn signup(
             is_admin,
         } => {
             tracing::info!(%user, %device, is_admin, "account created");
+            // The network it signed up from is known to it (its logins from
+            // there take the hasher's known lane).
+            let ip = s.trusted.client_ip(peer, &headers);
+            s.login_guard.remember(&req.username, ip, Instant::now());
             if is_admin {
                 s.setup.consumed();
             }
@@ -230,6 +234,7 @@ pub(crate) fn record_failure(s: &AppState, name: &str, ip: std::net::IpAddr) {
 /// A login succeeded: the (account, network) counter starts over.
 pub(crate) fn record_success(s: &AppState, name: &str, ip: std::net::IpAddr) {
     s.login_guard.success(name, ip);
+    s.login_guard.remember(name, ip, Instant::now());
 }
 
 pub(super) fn invalid_credentials() -> ApiError {
@@ -259,7 +264,13 @@ pub(super) async fn login(
         .as_ref()
         .filter(|u| clipmesh_room::opaque::v1_login_allowed(u.v2))
         .map(|u| u.auth_hash.clone());
-    let ok = s.hasher.verify(phc, auth_key).await?;
+    // A network this account logged in from before skips the queue that
+    // floods from elsewhere fill (`Hasher`'s known lane).
+    let ok = if s.login_guard.is_known(&req.username, ip, Instant::now()) {
+        s.hasher.verify_known(phc, auth_key).await?
+    } else {
+        s.hasher.verify(phc, auth_key).await?
+    };
     let Some(user) = user.filter(|u| ok && !u.v2) else {
         record_failure(&s, &req.username, ip);
         tracing::debug!(%ip, "login failed");

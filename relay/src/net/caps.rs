@@ -99,3 +99,95 @@ mod tests {
         assert_eq!(caps.networks(), 0);
     }
 }
+
+/// Refused requests (401 and 429 answers) per client network, as a token
+/// bucket: `burst` at once, refilled at `per_s`. A network whose bucket is
+/// empty has its new connections closed on accept, before any TLS or HTTP
+/// work, so a flood of bad credentials or throttled requests costs the
+/// relay an accept and a close each. Trusted proxies are not tracked.
+#[derive(Debug)]
+pub struct Refusals {
+    /// Tokens left per network and when they were last refilled.
+    buckets: Mutex<HashMap<IpAddr, (f64, std::time::Instant)>>,
+    /// Refill per second.
+    per_s: f64,
+    /// Bucket size.
+    burst: f64,
+}
+
+/// Most networks tracked; when full, networks whose buckets have refilled
+/// are forgotten (and if none has, the new network is not tracked).
+pub const MAX_REFUSAL_NETS: usize = 100_000;
+
+impl Refusals {
+    /// Buckets of `burst` refilled at `per_s` (0 turns the check off).
+    pub fn new(per_s: f64, burst: f64) -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            per_s: per_s.max(0.0),
+            burst: burst.max(1.0),
+        }
+    }
+
+    fn level(&self, tokens: f64, since: std::time::Instant, now: std::time::Instant) -> f64 {
+        let dt = now.saturating_duration_since(since).as_secs_f64();
+        (tokens + dt * self.per_s).min(self.burst)
+    }
+
+    /// Whether a new connection from `ip` may be served at `now`.
+    pub fn allows(&self, ip: IpAddr, now: std::time::Instant) -> bool {
+        if self.per_s == 0.0 {
+            return true;
+        }
+        let b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match b.get(&crate::throttle::net_key(ip)) {
+            Some(&(tokens, since)) => self.level(tokens, since, now) >= 1.0,
+            None => true,
+        }
+    }
+
+    /// Counts one refused request from `ip` at `now`.
+    pub fn charge(&self, ip: IpAddr, now: std::time::Instant) {
+        if self.per_s == 0.0 {
+            return;
+        }
+        let net = crate::throttle::net_key(ip);
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() >= MAX_REFUSAL_NETS && !b.contains_key(&net) {
+            let burst = self.burst;
+            b.retain(|_, (t, since)| self.level(*t, *since, now) < burst);
+            if b.len() >= MAX_REFUSAL_NETS {
+                return;
+            }
+        }
+        let (tokens, since) = b.get(&net).copied().unwrap_or((self.burst, now));
+        b.insert(net, ((self.level(tokens, since, now) - 1.0).max(0.0), now));
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_network_is_shut_out_after_its_burst_and_let_back_in_by_the_refill() {
+        let r = Refusals::new(2.0, 3.0);
+        let t0 = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(r.allows(ip, t0));
+            r.charge(ip, t0);
+        }
+        assert!(!r.allows(ip, t0), "burst spent");
+        assert!(
+            r.allows("192.0.2.2".parse().unwrap(), t0),
+            "others unaffected"
+        );
+        assert!(
+            r.allows(ip, t0 + Duration::from_millis(500)),
+            "refilled one"
+        );
+        assert!(Refusals::new(0.0, 1.0).allows(ip, t0), "off");
+    }
+}

@@ -7,7 +7,11 @@ use clipmesh_relay::SignupPolicy;
 use serde_json::json;
 
 async fn post_from(relay: &TestRelay, path: &str, xff: &str, body: serde_json::Value) -> Resp {
-    let (url, xff) = (format!("{}{path}", relay.url), xff.to_owned());
+    post_from_url(&relay.url, path, xff, body).await
+}
+
+async fn post_from_url(base: &str, path: &str, xff: &str, body: serde_json::Value) -> Resp {
+    let (url, xff) = (format!("{base}{path}"), xff.to_owned());
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -291,5 +295,58 @@ async fn ws_join_fails_closed_when_the_session_recheck_errors() {
     // With the database back, the same session joins.
     let dev = connect_dev(&relay, &a.login.token, 0).await;
     assert_eq!(dev.user, a.login.user_id);
+    relay.stop().await;
+}
+
+/// A flood of wrong logins against a user's name from many networks fills
+/// the hasher's queue; the user's own login from a network it logged in
+/// from before takes the known lane and still gets in (without it: 503).
+#[tokio::test]
+async fn a_login_flood_from_elsewhere_does_not_queue_out_the_owner() {
+    let relay = TestRelay::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.auth.hash_m_kib = 8 * 1024;
+        c.auth.hash_t = 2;
+        c.auth.max_concurrent_hashes = 2;
+        c.auth.max_queued_hashes = 4;
+        c.auth.throttle_free_failures = 100_000;
+    })
+    .await;
+    let a = signup(&relay, "ann").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for i in 0..24 {
+        let (relay_url, stop) = (relay.url.clone(), stop.clone());
+        let name = a.name.clone();
+        flood.push(tokio::spawn(async move {
+            let ip = format!("203.0.113.{}", i + 1);
+            let mut busy = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = json!({"username": name, "auth_key": rand_hex(32), "device_name": "x"});
+                let r = post_from_url(&relay_url, "/api/v1/login", &ip, body).await;
+                assert!(r.status == 401 || r.status == 503, "{}", r.status);
+                busy += u32::from(r.status == 503);
+            }
+            busy
+        }));
+    }
+    // The flood fills the queue: some of its logins are refused as busy.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for i in 0..5 {
+        let r = post_from(
+            &relay,
+            "/api/v1/login",
+            "127.0.0.1",
+            login_body(&a, &a.auth_key),
+        )
+        .await;
+        assert_eq!(r.status, 200, "owner login {i}: {}", r.body);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut busy = 0;
+    for f in flood {
+        busy += f.await.unwrap();
+    }
+    assert!(busy > 0, "the flood never filled the hasher's queue");
     relay.stop().await;
 }

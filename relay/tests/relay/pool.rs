@@ -282,3 +282,40 @@ async fn a_download_nobody_reads_ends_after_the_write_timeout() {
     drop(s);
     relay.stop().await;
 }
+
+/// Finding 2 (floods of bad credentials): once a network's refused requests
+/// (401, 429) outrun `http_refusals_per_ip_per_s` and its burst, its new
+/// connections are closed on accept; other networks are served.
+#[tokio::test]
+async fn a_network_flooding_bad_credentials_is_closed_on_accept() {
+    let relay = TestRelay::start_with(|c| {
+        c.limits.http_refusals_per_ip_per_s = 0.01;
+        c.limits.http_refusals_burst = 5.0;
+    })
+    .await;
+    let addr = relay.handle().local_addr();
+    let bad = |from: &'static str| async move {
+        let mut s = connect_from(from, addr).await;
+        let _ = s
+            .write_all(
+                b"GET /api/v1/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\
+                  Connection: close\r\n\r\n",
+            )
+            .await;
+        status_of(&mut s).await
+    };
+    for i in 0..5 {
+        assert_eq!(bad("127.0.0.3").await, Some(401), "refusal {i}");
+    }
+    assert_eq!(
+        bad("127.0.0.3").await,
+        None,
+        "the sixth connection was served"
+    );
+    assert_eq!(
+        bad("127.0.0.4").await,
+        Some(401),
+        "another network is served"
+    );
+    relay.stop().await;
+}

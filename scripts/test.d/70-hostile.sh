@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Hostile load, quick version (issue 15): a live relay on loopback faces, one
+# at a time, stalled blob uploads, slowloris headers and bodies, a signup
+# flood, a login flood against one user, a WebSocket connect flood and a
+# frame flood at the publish rate limit, while a legitimate client keeps
+# logging in, joining and syncing. `clipmesh-load hostile --check` fails the
+# step unless that client keeps >= 99% success in every scenario and a median
+# login latency within 3x of the quiet phase measured first. The full-size
+# run and its figures are in docs/benchmarks.md ("Hostile load").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cargo build -q -p clipmesh-relay -p clipmesh-loadtest --locked
+relay=target/debug/clipmesh-relay
+load=target/debug/clipmesh-load
+work=$(mktemp -d)
+pid=
+cleanup() {
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+        timeout 30 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Stalled uploads hold hundreds of sockets on each side.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open-file limit: $(ulimit -n)"
+
+# The relay gets CPU 0 and the load tool (attackers and the legitimate
+# client) CPU 1, so the attackers' own work does not count as the relay's
+# slowness; on one core both share it.
+pin_relay=() pin_tool=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    pin_relay=(taskset -c 0) pin_tool=(taskset -c 1)
+fi
+
+# The relay's defaults, except open signup (the attackers need accounts).
+cat > "$work/relay.toml" <<'TOML'
+signup = "open"
+TOML
+"${pin_relay[@]}" "$relay" --config "$work/relay.toml" --listen 127.0.0.1:0 --data-dir "$work/data" \
+    > "$work/relay.out" 2> "$work/relay.err" &
+pid=$!
+url=
+for _ in $(seq 100); do
+    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/relay.out" | head -1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+[ -n "$url" ] || { echo "relay did not start" >&2; cat "$work/relay.err" >&2; exit 1; }
+CLIPMESH_SETUP_TOKEN=$(cat "$work/data/setup-token" 2>/dev/null || true)
+export CLIPMESH_SETUP_TOKEN
+
+timeout 300 "${pin_tool[@]}" "$load" hostile --target "$url" --check \
+    --measure-s 8 --warmup-s 2 --stalled 512 --slowloris 256 \
+    --flood-concurrency 32 --publishers 20 --attacker-ips 32
