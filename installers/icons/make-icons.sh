@@ -3,7 +3,7 @@
 # them where the packages and the tray take them from:
 #
 #   installers/icons/hicolor/NxN/apps/clipmesh.png   application icon, hicolor sizes
-#   tray/icons/STATE.png                             tray icons, one per state (64x64)
+#   trayshell/icons/STATE.png                        tray icons, one per state (64x64)
 #
 # The PNGs are committed; run this only to change the drawing. Needs
 # `imagemagick` (convert). Output is reproducible: dates and text chunks are
@@ -49,7 +49,7 @@ for n in 16 22 24 32 48 64 128 256; do
     convert "$tmp/app.png" -resize "${n}x${n}" "${clean[@]}" "png32:$d/clipmesh.png"
 done
 
-mkdir -p tray/icons
+mkdir -p trayshell/icons
 badge '#2e9d4c'
 draw "$tmp/connected.png" "$teal" "$light" "${B[@]}"
 badge '#e0a106'
@@ -69,6 +69,6 @@ badge '#d33a2c'
 draw "$tmp/error.png" "$teal" "$light" "${B[@]}" \
     -fill white -draw "roundrectangle 189,160 203,204 5,5" -draw "circle 196,220 196,211"
 for s in connected connecting offline paused direct error; do
-    convert "$tmp/$s.png" -resize 64x64 "${clean[@]}" "png32:tray/icons/$s.png"
+    convert "$tmp/$s.png" -resize 64x64 "${clean[@]}" "png32:trayshell/icons/$s.png"
 done
 echo "icons written"

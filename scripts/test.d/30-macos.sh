@@ -7,7 +7,8 @@
 # the crates that build no C for the target: the whole client cannot be
 # checked, because ring's build script (through webrtc/rustls) needs the Apple
 # SDK's headers. The macOS pasteboard backend therefore lives in such a crate
-# (docs/macos.md). Then installers/macos/test-bundle builds clipmesh.app and a
+# (docs/macos.md), and the tray's event loop lives in clipmesh-tray-shell
+# (docs/desktop.md). Then installers/macos/test-bundle builds clipmesh.app and a
 # .dmg from a dummy binary and checks the image and the plists.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/../.."
 apt_install genisoimage python3
 
 # The C-free crates CI gates on for macOS (see docs/macos.md).
-MAC_CRATES=(-p clipmesh-proto -p clipmesh-room -p clipmesh-clipboard)
+MAC_CRATES=(-p clipmesh-proto -p clipmesh-room -p clipmesh-clipboard -p clipmesh-tray-shell)
 
 for target in aarch64-apple-darwin x86_64-apple-darwin; do
     echo "--- clippy (warnings denied) for $target"

@@ -10,8 +10,10 @@
 
 use crate::autostart::Autostart;
 use crate::driver::{EngineHandle, FromEngine, ToEngine};
-use crate::model::{Action, Command, Engine, Entry, IconState, TrayModel};
-use crate::notify::{Event, Notice, Notifier};
+pub use clipmesh_tray_shell::menu::Shell;
+
+use crate::model::{Action, Command, Engine, TrayModel};
+use crate::notify::{Event, Notifier};
 use clipmesh::account::Device;
 use clipmesh::p2p::Mode;
 use std::path::PathBuf;
@@ -33,18 +35,6 @@ pub enum UiEvent {
     LoginEnded(bool),
     /// Once a second: relative times, notification timers, child reaping.
     Tick,
-}
-
-/// What the platform shows.
-pub trait Shell {
-    /// Shows this icon, with this tooltip.
-    fn set_icon(&mut self, state: IconState, tooltip: &str);
-    /// Shows this menu (the platform may update a rendered menu in place).
-    fn set_menu(&mut self, entries: &[Entry]);
-    /// Shows a desktop notification.
-    fn notify(&mut self, notice: &Notice);
-    /// Ends the event loop.
-    fn quit(&mut self);
 }
 
 /// The tray's state and reactions.

@@ -1,5 +1,7 @@
 //! Start at login, through `auto-launch`: an XDG autostart entry on Linux
-//! (`~/.config/autostart/clipmesh-tray.desktop`), the Run key on Windows, a
+//! (`~/.config/autostart/clipmesh-tray.desktop`), the user's Run key on
+//! Windows (value `clipmesh-tray`, which the MSI's optional StartAtLogin
+//! feature also writes), a
 //! LaunchAgent on macOS. Off until the user (the tray menu, or
 //! `clipmesh-tray autostart on`) turns it on.
 //!
@@ -27,9 +29,16 @@ impl Autostart {
         let path = exe
             .to_str()
             .ok_or_else(|| AutostartError("the program's path is not UTF-8".into()))?;
+        // The Run value's command line: quoted, as the path has spaces
+        // ("Program Files"); the MSI writes the same value.
+        #[cfg(windows)]
+        let path = &format!("\"{path}\"");
         AutoLaunchBuilder::new()
             .set_app_name(APP_NAME)
             .set_app_path(path)
+            // The user's Run key (HKCU), never the machine's, even when
+            // the user could write it: it is a per-user choice.
+            .set_windows_enable_mode(auto_launch::WindowsEnableMode::CurrentUser)
             .build()
             .map(Self)
             .map_err(|e| AutostartError(e.to_string()))

@@ -14,12 +14,13 @@
 //! - no display, unit-tested: [`model`] (state, menu entries, actions),
 //!   [`recent`] (redacted previews), [`notify`] (debouncing on a virtual
 //!   clock), [`login`]'s form logic and error texts, [`single`] (one
-//!   instance), [`icons`];
+//!   instance);
 //! - the engine thread: [`driver`];
 //! - glue: [`app`] (events in, icon/menu/notifications out through a
 //!   [`app::Shell`]);
-//! - the platform: [`platform`] (GTK loop and tray-icon on Linux),
-//!   [`login::run`] (the egui window), [`autostart`].
+//! - the platform: [`platform`] (the tray on the `clipmesh-tray-shell`
+//!   crate's loop: GTK on Linux, winit on Windows and macOS, tray-icon for
+//!   the icon), [`login::run`] (the egui window), [`autostart`].
 //!
 //! **Architecture Invariant:** menu labels, tooltips, notifications and
 //! logs show kinds, counts and sizes only, never clipboard contents or file
@@ -28,7 +29,6 @@
 pub mod app;
 pub mod autostart;
 pub mod driver;
-pub mod icons;
 pub mod login;
 pub mod model;
 pub mod notify;

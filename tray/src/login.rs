@@ -376,7 +376,7 @@ impl eframe::App for LoginApp {
 /// Shows the window until the device is logged in (true) or the window is
 /// closed (false).
 pub fn run(dir: PathBuf, server: Option<String>, username: Option<String>) -> anyhow::Result<bool> {
-    let icon = crate::icons::decode(crate::icons::app_png())?;
+    let icon = clipmesh_tray_shell::icons::decode(clipmesh_tray_shell::icons::app_png())?;
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("clipmesh: log in")

@@ -1,6 +1,9 @@
 //! The `clipmesh-tray` command: the tray app, its login window, and start
 //! at login. See `docs/desktop.md`.
 
+// A tray app opens no console window on Windows (as `clipmeshw.exe`).
+#![cfg_attr(windows, windows_subsystem = "windows")]
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use clipmesh::config::{self, ENV_CONFIG_DIR};

@@ -9,51 +9,12 @@
 //! again, download the waiting item, ...). The platform code only renders
 //! entries and forwards clicks by id, so everything here is unit-tested.
 
+pub use clipmesh_tray_shell::menu::{Entry, IconState};
+
 use crate::recent::{Payload, Recent};
 use clipmesh::control::Status;
 use clipmesh::p2p::Mode;
 use std::path::PathBuf;
-
-/// What the tray icon shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IconState {
-    /// Connected to the relay.
-    Connected,
-    /// Connected, and at least one direct (P2P) link is open.
-    Direct,
-    /// Starting or reconnecting.
-    Connecting,
-    /// No connection (or not logged in).
-    Offline,
-    /// Paused by the user.
-    Paused,
-    /// Something needs the user: revoked session, changed password, ...
-    Error,
-}
-
-impl IconState {
-    /// The icon's file stem in `tray/icons/`, and its tooltip word.
-    pub fn name(self) -> &'static str {
-        match self {
-            IconState::Connected => "connected",
-            IconState::Direct => "direct",
-            IconState::Connecting => "connecting",
-            IconState::Offline => "offline",
-            IconState::Paused => "paused",
-            IconState::Error => "error",
-        }
-    }
-
-    /// Every state, for loading the icons once.
-    pub const ALL: [IconState; 6] = [
-        IconState::Connected,
-        IconState::Direct,
-        IconState::Connecting,
-        IconState::Offline,
-        IconState::Paused,
-        IconState::Error,
-    ];
-}
 
 /// Where the engine is, as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -156,35 +117,6 @@ pub enum Command {
     Logout,
     /// End the program.
     Quit,
-}
-
-/// One menu entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    /// A line of text or a clickable item.
-    Item {
-        /// The action's id ([`Action::id`]); informational lines have an
-        /// id that parses to no action.
-        id: String,
-        /// What it says.
-        label: String,
-        /// Whether it can be clicked.
-        enabled: bool,
-        /// For check items: whether the mark is set.
-        checked: Option<bool>,
-    },
-    /// A submenu.
-    Submenu {
-        /// A stable id (`sub:NAME`), so the platform code can update a
-        /// rendered menu in place.
-        id: String,
-        /// What it says.
-        label: String,
-        /// Its entries.
-        entries: Vec<Entry>,
-    },
-    /// A separator line.
-    Separator,
 }
 
 fn info(id: &str, label: impl Into<String>) -> Entry {

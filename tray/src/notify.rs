@@ -25,6 +25,8 @@
 //! Time is a [`Duration`] since any fixed start (a virtual clock in tests,
 //! `Instant::elapsed` in the tray).
 
+pub use clipmesh_tray_shell::menu::Notice;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -47,15 +49,6 @@ pub enum Event {
     Waiting(String),
     /// An error that needs the user (revoked, password changed, ...).
     NeedsUser(String),
-}
-
-/// A notification to show.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    /// The title line.
-    pub summary: String,
-    /// The body (never clipboard contents or file names).
-    pub body: String,
 }
 
 /// The debouncing core.

@@ -1,7 +1,8 @@
 //! The tray icons, one per [`IconState`], drawn for this project by
-//! `installers/icons/make-icons.sh` and compiled into the binary.
+//! `installers/icons/make-icons.sh` (into `trayshell/icons/`) and compiled
+//! into the binary.
 
-use crate::model::IconState;
+use crate::menu::IconState;
 
 /// A decoded icon: RGBA pixels, row by row.
 #[derive(Clone, PartialEq, Eq)]
