@@ -74,6 +74,9 @@ pub enum AccountError {
     /// The command needs a v2 (OPAQUE) account.
     #[error("this account still uses v1 login: run `clipmesh login` again to upgrade it first")]
     NotV2,
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    BadRequest(&'static str),
     /// An OPAQUE message could not be made.
     #[error("login: {0}")]
     Opaque(clipmesh_proto::opaque::OpaqueError),

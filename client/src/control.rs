@@ -90,6 +90,25 @@ pub struct Status {
     /// A received item waiting for `clipmesh fetch` (sizes and counts only).
     #[serde(default)]
     pub pending: Option<crate::transfer::PendingItem>,
+    /// Protocol v2: the key epoch this device moved to while running
+    /// (`None`: the one it started with).
+    #[serde(default)]
+    pub key_epoch: Option<u32>,
+    /// Protocol v2: devices that appeared in the account since the daemon
+    /// started, with their safety numbers (newest last).
+    #[serde(default)]
+    pub new_devices: Vec<AnnouncedDevice>,
+}
+
+/// A device announced in `clipmesh status` ([`Status::new_devices`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AnnouncedDevice {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its safety number.
+    pub fingerprint: String,
 }
 
 /// How clips leave this device (`Status::path`).

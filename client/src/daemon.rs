@@ -27,6 +27,7 @@
 
 use crate::account::Device;
 use crate::clipboard::LocalEvent;
+use crate::clipkeys::{ClipKeys, Opened};
 use crate::clock::now_ms;
 use crate::control::{ControlError, ControlServer, Incoming, Response};
 use crate::engine::{Downloaded, Engine, Input, JobId, Output, Ticket, Via};
@@ -35,7 +36,7 @@ use crate::p2p::{self, Mode, P2pEvent, P2pHandle};
 use crate::replay::ReplayFile;
 use crate::state::State;
 use crate::transfer::{self, BlobClient, TransferError, Transfers};
-use clipmesh_proto::{open_clip, seal_clip, ClipContent, ClipItem, ClipKey, DeviceId};
+use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -134,8 +135,19 @@ impl Transport {
 
 /// What carries the engine's outputs out: the IO half of the daemon.
 struct Driver<C> {
-    device: DeviceId,
-    key: ClipKey,
+    /// Seals and opens clips; the roster senders are checked against.
+    keys: ClipKeys,
+    /// The relay's API, for the key listing ([`Driver::refresh_keys`]).
+    api: crate::api::Api,
+    /// The device token (renewed by [`crate::renew`]).
+    token: crate::token::TokenCell,
+    /// Where the secrets are, to store a new epoch key.
+    secrets: (PathBuf, crate::secrets::StoreKind),
+    /// False once the relay answered `/api/v2` with 404 (no key listing).
+    v2_offered: bool,
+    /// Inputs learnt while opening or refreshing, fed to the engine after
+    /// the one being handled.
+    extra: Vec<Input>,
     opts: crate::config::SyncOptions,
     state: State,
     /// Where the engine's replay state persists (see [`crate::replay`]).
@@ -187,6 +199,9 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         device.config.sync.clone(),
         restored.as_ref(),
     );
+    let store_kind = crate::secrets::StoreKind::parse(&device.account.secret_store)
+        .unwrap_or(crate::secrets::StoreKind::File);
+    let keys = crate::clipkeys::for_device(dir, &device)?;
     let tracker = TaskTracker::new();
     let (link_handle, commands) = link::channel();
     let (events_tx, mut events) = mpsc::channel(link::EVENT_QUEUE);
@@ -210,7 +225,7 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
             .unwrap_or(crate::secrets::StoreKind::File),
         api: crate::api::Api::with_roots(&device.account.server, &roots),
     };
-    tracker.spawn(crate::renew::run(renewal, token, cancel.clone()));
+    tracker.spawn(crate::renew::run(renewal, token.clone(), cancel.clone()));
     let (inputs_tx, mut inputs_rx) = mpsc::channel(FINISHED_QUEUE);
     let mut link_task = tracker.spawn(link::run(link_cfg, commands, events_tx, cancel.clone()));
     tracker.spawn(control.serve(control_tx, cancel.clone()));
@@ -220,7 +235,7 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         let cfg = p2p::P2pConfig {
             me: device_id,
             mode,
-            signal_key: device.secrets.data_key.signal_key(),
+            signal_key: keys.signal_key(),
             bind: transport.bind,
             idle: transport.idle_close,
         };
@@ -237,8 +252,12 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         None
     };
     let mut d = Driver {
-        device: device_id,
-        key: device.secrets.data_key.clip_key(),
+        keys,
+        api: crate::api::Api::with_roots(&device.account.server, &roots),
+        token: token.clone(),
+        secrets: (dir.to_path_buf(), store_kind),
+        v2_offered: true,
+        extra: Vec::new(),
         opts: device.config.sync.clone(),
         state,
         replay,
@@ -253,7 +272,13 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         answers: HashMap::new(),
         next_ticket: 0,
     };
-    tracing::info!(device = %device_id, "daemon started");
+    tracing::info!(device = %device_id, epoch = d.keys.epoch().0, signs = d.keys.signs(), "daemon started");
+    // Devices that joined (or an epoch that started) while this one was
+    // off are announced (or adopted) before anything is opened.
+    d.refresh_keys().await;
+    for input in d.extra.drain(..) {
+        engine.handle(input, now_ms());
+    }
     let mut local_open = true;
     let mut events_open = true;
     let mut control_open = true;
@@ -316,12 +341,15 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
             },
             Some(input) = inputs_rx.recv() => input,
             Some(ev) = p2p_rx.recv() => match ev {
-                P2pEvent::Deliver { from, envelope } => d.opened(Via::Direct, from, &envelope),
+                P2pEvent::Deliver { from, envelope } => d.opened(Via::Direct, from, &envelope).await,
                 P2pEvent::Peers(peers) => Input::Peers(peers),
             },
             () = timer => Input::Timeout,
         };
         engine.handle(input, now_ms());
+        for input in d.extra.drain(..) {
+            engine.handle(input, now_ms());
+        }
     };
     // Transfer tasks may still report; nobody listens any more.
     drop(inputs_rx);
@@ -333,22 +361,99 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
 }
 
 impl<C: ClipboardSink> Driver<C> {
-    /// Opens an envelope for the engine.
-    fn opened(&self, via: Via, from: DeviceId, envelope: &[u8]) -> Input {
-        let opened = open_clip(&self.key, from, envelope).map_err(|e| e.to_string());
+    /// Opens an envelope for the engine; an unknown sender or a newer
+    /// epoch fetches the relay's key listing first.
+    async fn opened(&mut self, via: Via, from: DeviceId, envelope: &[u8]) -> Input {
+        let mut out = self.keys.open(from, envelope, false);
+        if matches!(out, Opened::Refresh) {
+            self.refresh_keys().await;
+            out = self.keys.open(from, envelope, true);
+        }
+        let opened = match out {
+            Opened::Clip(meta, item) => Ok((meta, item)),
+            Opened::Refused(line) => Err(line),
+            Opened::Refresh => Err(format!("clip from device {from} refused")),
+        };
         Input::Received { via, from, opened }
+    }
+
+    /// Fetches the relay's key listing (protocol v2) and takes it: a newer
+    /// epoch's key wrapped to this device is opened and stored, new devices
+    /// are announced (log and status), refused keys get one line each.
+    async fn refresh_keys(&mut self) {
+        if !self.v2_offered {
+            return;
+        }
+        let (api, token) = (self.api.clone(), self.token.get());
+        let listing =
+            match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&api, &token))
+                .await
+            {
+                Ok(Ok(Some(l))) => l,
+                Ok(Ok(None)) => {
+                    tracing::debug!("the relay has no v2 key listing");
+                    self.v2_offered = false;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot fetch the account's device keys");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "device key task failed");
+                    return;
+                }
+            };
+        let result = self.keys.refresh(&listing);
+        let refreshed = match result {
+            Ok(r) => r,
+            Err(line) => {
+                tracing::warn!("{line}");
+                self.extra.push(Input::KeyProblem { message: line });
+                return;
+            }
+        };
+        if let Some(epoch) = refreshed.moved_to {
+            let (dir, kind) = &self.secrets;
+            match crate::secrets::set_epoch(dir, *kind, epoch.0, self.keys.epoch_key()) {
+                Ok(()) => tracing::info!(epoch = epoch.0, "moved to a new key epoch"),
+                Err(e) => tracing::error!(error = %e, "cannot store the new epoch key"),
+            }
+            self.extra.push(Input::KeyEpoch { epoch: epoch.0 });
+        }
+        for line in &refreshed.refused {
+            tracing::warn!("{line}");
+        }
+        if let Some(line) = refreshed.refused.last() {
+            self.extra.push(Input::KeyProblem {
+                message: line.clone(),
+            });
+        }
+        if !refreshed.new_devices.is_empty() {
+            self.extra
+                .push(Input::DevicesAnnounced(refreshed.new_devices));
+        }
     }
 
     /// A link event as an engine input; signals go straight to the
     /// direct-link manager.
-    async fn on_link(&self, ev: LinkEvent) -> Option<Input> {
+    async fn on_link(&mut self, ev: LinkEvent) -> Option<Input> {
         Some(match ev {
-            LinkEvent::Connected { online, .. } => Input::LinkUp { online },
+            LinkEvent::Connected { online, .. } => {
+                // Offline devices pick up a new epoch (and new devices) on join.
+                self.refresh_keys().await;
+                Input::LinkUp { online }
+            }
             LinkEvent::Disconnected { reason, retry_in } => {
                 tracing::info!(%reason, retry_in_ms = retry_in.as_millis() as u64, "relay link down");
                 Input::LinkDown { reason }
             }
-            LinkEvent::Presence { online } => Input::Presence { online },
+            LinkEvent::Presence { online } => {
+                // A device came or went (a revoke ends its connection
+                // after the new epoch is stored): look at the listing.
+                self.refresh_keys().await;
+                Input::Presence { online }
+            }
             LinkEvent::Signal {
                 from,
                 kind,
@@ -366,7 +471,7 @@ impl<C: ClipboardSink> Driver<C> {
                 seq,
                 from,
                 envelope,
-            } => self.opened(Via::Relay { seq }, from, &envelope),
+            } => self.opened(Via::Relay { seq }, from, &envelope).await,
         })
     }
 
@@ -458,7 +563,7 @@ impl<C: ClipboardSink> Driver<C> {
             tracing::error!(error = %e, "cannot reserve a sequence number");
             format!("state file: {e}")
         })?;
-        let env = seal_clip(&self.key, self.device, seq, &item);
+        let env = self.keys.seal(seq, &item);
         tracing::trace!(seq, "sealed");
         if direct {
             if let Some(p2p) = &self.p2p {

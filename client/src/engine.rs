@@ -43,7 +43,7 @@
 //! - **presence** and the [`Status`] model `clipmesh status` prints.
 
 use crate::config::{item_size, SyncOptions};
-use crate::control::{OnlineDevice, Request, Response, Status, StatusPath};
+use crate::control::{AnnouncedDevice, OnlineDevice, Request, Response, Status, StatusPath};
 use crate::p2p::{Mode, PeerPath, PeerStatus, MAX_INLINE_IMAGE};
 use crate::replay::Replay;
 use crate::sync::{local_files_hash, LocalDecision, RemoteDecision, SyncEngine};
@@ -52,6 +52,9 @@ use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::{ClipContent, ClipItem, ContentHash, DeviceId, DeviceInfo};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+
+/// How many announced devices `clipmesh status` keeps (the oldest go).
+pub const MAX_ANNOUNCED: usize = 8;
 
 /// How long `clipmesh send` through the daemon waits for the relay's ack, ms.
 pub const SEND_ACK_TIMEOUT_MS: u64 = 30_000;
@@ -200,6 +203,20 @@ pub enum Input {
         ticket: Ticket,
         /// The request.
         request: Request,
+    },
+    /// The device moved to key epoch `epoch` (protocol v2).
+    KeyEpoch {
+        /// The epoch it seals under now.
+        epoch: u32,
+    },
+    /// Devices seen in the account for the first time: announced in the
+    /// log and in status, never silently.
+    DevicesAnnounced(Vec<crate::clipkeys::NewDevice>),
+    /// The account's keys need attention (a refused key, an epoch this
+    /// device cannot open); one line, already logged by the driver.
+    KeyProblem {
+        /// The line.
+        message: String,
     },
     /// [`Engine::poll_timeout`]'s moment has come.
     Timeout,
@@ -409,6 +426,26 @@ impl Engine {
                 self.status.last_error = Some(reason);
             }
             Input::Presence { online } => self.set_online(&online),
+            Input::KeyEpoch { epoch } => self.status.key_epoch = Some(epoch),
+            Input::DevicesAnnounced(devices) => {
+                for d in devices {
+                    tracing::warn!(
+                        "new device in this account: {} \"{}\", safety number {}",
+                        d.id.0,
+                        d.name,
+                        d.fingerprint
+                    );
+                    if self.status.new_devices.len() >= MAX_ANNOUNCED {
+                        self.status.new_devices.remove(0);
+                    }
+                    self.status.new_devices.push(AnnouncedDevice {
+                        id: d.id.0,
+                        name: d.name,
+                        fingerprint: d.fingerprint.to_string(),
+                    });
+                }
+            }
+            Input::KeyProblem { message } => self.status.last_error = Some(message),
             Input::Peers(peers) => {
                 let any_open = peers.iter().any(|p| p.path == PeerPath::P2p);
                 self.status.path = match self.mode {

@@ -21,7 +21,8 @@
 //!   (per-origin replay state that survives restarts), [`pins`] (KDF
 //!   parameters pinned per account, and which accounts are pinned to v2
 //!   login), [`roster`] (the account's device keys as this device verified
-//!   them), [`tls`].
+//!   them), [`clipkeys`] (sealing and opening clips: signed v2 envelopes
+//!   checked against the roster, key epochs), [`tls`].
 //!
 //! **Architecture Invariant:** the client depends on `clipmesh-proto` only,
 //! never on the relay. It is the only component that opens envelopes, and
@@ -31,6 +32,7 @@ pub mod account;
 pub mod api;
 pub mod backoff;
 pub mod clipcascade;
+pub mod clipkeys;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -88,9 +88,15 @@ enum Command {
     },
     /// List this user's devices, or revoke one.
     Devices {
-        /// Revoke the device with this id.
+        /// Revoke the device with this id. On a v2 account this changes the
+        /// password and starts a new key epoch that the revoked device
+        /// cannot open (asks for the current and a new password).
         #[arg(long, value_name = "ID")]
         revoke: Option<u64>,
+        /// With --revoke: read the current and then the new password, one
+        /// per line, from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Print the shell completion script for SHELL (bash, zsh, fish, ...).
     Completions {
@@ -233,7 +239,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Send { text } => send(dir, text).await,
         Command::Fetch => fetch(&dir).await,
         Command::Watch { json } => watch(dir, json).await,
-        Command::Devices { revoke } => devices(dir, revoke).await,
+        Command::Devices {
+            revoke,
+            password_stdin,
+        } => devices(dir, revoke, password_stdin).await,
         Command::Password {
             password_stdin,
             end_other_sessions,
@@ -602,6 +611,15 @@ async fn status(dir: &Path, json: bool) -> Result<ExitCode> {
             .unwrap_or_else(|| "never".into())
     );
     println!("last error:   {}", st.last_error.as_deref().unwrap_or("-"));
+    if let Some(e) = st.key_epoch {
+        println!("key epoch:    {e} (moved while running)");
+    }
+    for d in &st.new_devices {
+        println!(
+            "new device:   {} \"{}\", safety number {} (check it on that device: `clipmesh devices`)",
+            d.id, d.name, d.fingerprint
+        );
+    }
     if let Some(p) = &st.pending {
         println!(
             "waiting:      {} ({} file(s), {} bytes) from device {}; run `clipmesh fetch`",
@@ -722,9 +740,10 @@ async fn watch(dir: PathBuf, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> Result<ExitCode> {
-    let device = load_device(&dir).await?;
-    let (current, new) = if from_stdin {
+/// The current and the new password: one per line on standard input, or
+/// prompted on the terminal.
+fn password_pair(from_stdin: bool) -> Result<(Zeroizing<String>, Zeroizing<String>)> {
+    if from_stdin {
         let mut lines = std::io::stdin().lines();
         let mut next = |what: &str| -> Result<Zeroizing<String>> {
             let line = Zeroizing::new(
@@ -739,7 +758,7 @@ async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> R
             }
             Ok(pw)
         };
-        (next("current")?, next("new")?)
+        Ok((next("current")?, next("new")?))
     } else {
         if !std::io::stdin().is_terminal() {
             bail!("no terminal to prompt for the passwords: use --password-stdin");
@@ -748,20 +767,26 @@ async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> R
             rpassword::prompt_password("Current password: ").context("reading the password")?,
         );
         println!("New password:");
-        (current, read_password(false, true)?)
-    };
-    blocking(move || {
+        Ok((current, read_password(false, true)?))
+    }
+}
+
+async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> Result<ExitCode> {
+    let device = load_device(&dir).await?;
+    let (current, new) = password_pair(from_stdin)?;
+    let epoch = blocking(move || {
         clipmesh::account::change_password(
             &dir,
             &device,
             current.as_bytes(),
             new.as_bytes(),
             end_other_sessions,
+            &[],
         )
     })
     .await??;
     println!(
-        "password changed{}",
+        "password changed; new key epoch {epoch}{}",
         if end_other_sessions {
             "; every other device was logged out"
         } else {
@@ -771,10 +796,29 @@ async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-async fn devices(dir: PathBuf, revoke: Option<u64>) -> Result<ExitCode> {
+async fn devices(dir: PathBuf, revoke: Option<u64>, password_stdin: bool) -> Result<ExitCode> {
     let device = load_device(&dir).await?;
     let api = device.api()?;
     let token = device.secrets.token.clone();
+    if let Some(id) =
+        revoke.filter(|id| device.secrets.device.is_some() && *id != device.account.device_id)
+    {
+        // v2: a revoke starts a new epoch and needs a new password.
+        let (current, new) = password_pair(password_stdin)?;
+        let epoch = blocking(move || {
+            clipmesh::account::change_password(
+                &dir,
+                &device,
+                current.as_bytes(),
+                new.as_bytes(),
+                false,
+                &[DeviceId(id)],
+            )
+        })
+        .await??;
+        println!("revoked device {id}; password changed; new key epoch {epoch}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(id) = revoke {
         let a = api.clone();
         let t = token.clone();

@@ -9,7 +9,7 @@ use crate::account::{AccountError, Device};
 use crate::clock::now_ms;
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit, PublishError};
 use crate::state::State;
-use clipmesh_proto::{seal_clip, ClipContent, ClipItem, DeviceId};
+use clipmesh_proto::{ClipContent, ClipItem};
 use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
@@ -63,12 +63,37 @@ pub async fn publish_once(
     })
     .await
     .map_err(std::io::Error::other)??;
-    let me = DeviceId(device.account.device_id);
     let item = ClipItem {
         timestamp_ms: now_ms(),
         content,
     };
-    let env = seal_clip(&device.secrets.data_key.clip_key(), me, seq, &item);
+    // Seal under the account's newest epoch: take the relay's listing first.
+    let mut keys = crate::clipkeys::for_device(dir, device)?;
+    if keys.signs() {
+        let (api, token) = (device.api()?, device.secrets.token.clone());
+        match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&api, &token))
+            .await
+            .map_err(std::io::Error::other)?
+        {
+            Ok(Some(listing)) => match keys.refresh(&listing) {
+                Ok(r) => {
+                    if let Some(e) = r.moved_to {
+                        let kind = crate::secrets::StoreKind::parse(&device.account.secret_store)
+                            .unwrap_or(crate::secrets::StoreKind::File);
+                        if let Err(err) =
+                            crate::secrets::set_epoch(dir, kind, e.0, keys.epoch_key())
+                        {
+                            tracing::warn!(error = %err, "cannot store the new epoch key");
+                        }
+                    }
+                }
+                Err(line) => tracing::warn!("{line}"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot fetch the account's device keys"),
+        }
+    }
+    let env = keys.seal(seq, &item);
     let cancel = CancellationToken::new();
     let (handle, commands) = link::channel();
     let (etx, mut erx) = mpsc::channel(link::EVENT_QUEUE);

@@ -79,6 +79,21 @@ impl Roster {
         self.save()
     }
 
+    /// Keeps only the pins `keep` accepts (a new epoch: the devices
+    /// certified in it), and saves if anything was dropped.
+    pub fn retain(
+        &mut self,
+        mut keep: impl FnMut(DeviceId, &DevicePublic) -> bool,
+    ) -> std::io::Result<()> {
+        let before = self.map.len();
+        self.map
+            .retain(|id, hex| DevicePublic::from_hex(hex).is_some_and(|p| keep(DeviceId(*id), &p)));
+        if self.map.len() != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     fn save(&self) -> std::io::Result<()> {
         crate::config::ensure_dir(self.path.parent().unwrap_or(Path::new(".")))
             .map_err(std::io::Error::other)?;

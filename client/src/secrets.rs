@@ -205,6 +205,25 @@ pub fn load(dir: &Path, kind: StoreKind) -> Result<Secrets, SecretsError> {
     decode(&raw)
 }
 
+/// Replaces the stored data key with the key of a new epoch (protocol v2:
+/// after a revoke or password change), in the store the secrets are in.
+pub fn set_epoch(
+    dir: &Path,
+    kind: StoreKind,
+    epoch: u32,
+    key: &clipmesh_proto::EpochKey,
+) -> Result<(), SecretsError> {
+    let mut s = load(dir, kind)?;
+    s.data_key = DataKey::from_bytes(*key.expose());
+    s.epoch = Some(epoch);
+    let raw = encode(&s)?;
+    match kind {
+        StoreKind::Keyring => keyring_set(dir, &raw),
+        StoreKind::File => write_atomic(&dir.join(SECRETS_FILE), raw.as_bytes(), true)
+            .map_err(|e| SecretsError::Store(format!("writing {SECRETS_FILE}: {e}"))),
+    }
+}
+
 /// Deletes secrets from both stores (best effort for the one not in use).
 pub fn delete(dir: &Path, kind: StoreKind) -> Result<(), SecretsError> {
     let file = std::fs::remove_file(dir.join(SECRETS_FILE));

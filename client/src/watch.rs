@@ -7,11 +7,12 @@
 //! the same stored clip again.
 
 use crate::account::{AccountError, Device};
+use crate::clipkeys::Opened;
 use crate::clock::now_ms;
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit};
 use crate::state::State;
 use crate::sync::SyncEngine;
-use clipmesh_proto::{open_clip, ClipContent, DeviceId};
+use clipmesh_proto::{ClipContent, DeviceId};
 use std::path::Path;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -57,7 +58,9 @@ pub async fn watch(
     let mut state = tokio::task::spawn_blocking(move || State::load(&d))
         .await
         .map_err(std::io::Error::other)??;
-    let key = device.secrets.data_key.clip_key();
+    let d = dir.to_path_buf();
+    let mut keys = crate::clipkeys::for_device(&d, device)?;
+    let api = device.api()?;
     let mut sync = SyncEngine::new(DeviceId(device.account.device_id));
     let tracker = TaskTracker::new();
     // Watch never publishes; the handle only keeps the command queue open.
@@ -86,8 +89,23 @@ pub async fn watch(
             ev = erx.recv() => match ev {
                 Some(LinkEvent::Deliver { seq, from, envelope }) => {
                     let mut go_on = true;
-                    match open_clip(&key, from, &envelope) {
-                        Ok((meta, item)) => {
+                    let mut opened = keys.open(from, &envelope, false);
+                    if matches!(opened, Opened::Refresh) {
+                        let (a, t) = (api.clone(), device.secrets.token.clone());
+                        match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&a, &t)).await {
+                            Ok(Ok(Some(listing))) => {
+                                if let Err(line) = keys.refresh(&listing) {
+                                    tracing::warn!("{line}");
+                                }
+                            }
+                            Ok(Ok(None)) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot fetch the account's device keys"),
+                            Err(e) => tracing::warn!(error = %e, "device key task failed"),
+                        }
+                        opened = keys.open(from, &envelope, true);
+                    }
+                    match opened {
+                        Opened::Clip(meta, item) => {
                             if sync.accept_seq(&meta) {
                                 go_on = on_clip(WatchedClip {
                                     content: item.content,
@@ -97,7 +115,8 @@ pub async fn watch(
                                 });
                             }
                         }
-                        Err(e) => tracing::warn!(%from, "{e}"),
+                        Opened::Refused(line) => tracing::warn!(%from, "{line}"),
+                        Opened::Refresh => {}
                     }
                     if let Err(e) = state.set_last_seen(seq) {
                         tracing::warn!(error = %e, "cannot write state file");

@@ -173,6 +173,15 @@ impl Registry {
         let _ = self.send(user, RoomMsg::revoke(device)).await;
     }
 
+    /// The account moved to a new key epoch: closes the user's sockets
+    /// with 1012, so every device reconnects at once and fetches it.
+    pub async fn rekey(self: &Arc<Self>, user: UserId) {
+        if !self.is_present(user) {
+            return;
+        }
+        let _ = self.send(user, RoomMsg::Rekey).await;
+    }
+
     /// The user was deleted: closes their sockets with 4001 and forgets the
     /// room.
     pub async fn remove(self: &Arc<Self>, user: UserId) {

@@ -107,6 +107,9 @@ pub enum RoomMsg {
     },
     /// Close all of the user's sockets with 4001 (account disabled).
     RevokeAll,
+    /// Close all of the user's sockets with 1012: the account moved to a
+    /// new key epoch, and devices fetch it when they reconnect.
+    Rekey,
     /// Which devices are online.
     Online {
         /// Where the answer goes.
@@ -544,6 +547,7 @@ fn handle(
         }
         RoomMsg::Revoke { device } => state.revoke(Some(device)),
         RoomMsg::RevokeAll => state.revoke(None),
+        RoomMsg::Rekey => state.reconnect_all(),
         RoomMsg::Online { reply } => {
             let _ = reply.send(state.online().into_iter().map(|d| d.id).collect());
         }

@@ -28,7 +28,7 @@ pub use batch::{ClipWrite, BATCH_MAX, BATCH_WINDOW};
 pub use blobs::{BlobQuota, BlobRow, CreateBlob};
 pub use clipcascade::{CcAccount, CcMode, CcSession};
 pub use migrations::MIGRATIONS;
-pub use opaque::{DeviceKeyRow, V2Account, V2Credentials};
+pub use opaque::{DeviceKeyRow, EpochWrapRow, Rotation, V2Account, V2Credentials};
 
 /// Errors from the database layer.
 #[derive(Debug, Error)]

@@ -17,13 +17,13 @@
 
 use crate::validate::{hex_n, Invalid};
 use clipmesh_proto::device::DEVICE_PUBLIC_LEN;
-use clipmesh_proto::epoch::{CERT_LEN, EXPORT_WRAPPED_LEN};
+use clipmesh_proto::epoch::{CERT_LEN, DEVICE_WRAPPED_LEN, EXPORT_WRAPPED_LEN};
 use clipmesh_proto::opaque::{
     self, len, LoginFinishBytes, LoginRequestBytes, LoginResponseBytes, OpaqueError,
     RegistrationRecord, RegistrationRequestBytes, RegistrationResponseBytes, ServerLogin,
     ServerSetup, SessionKey,
 };
-use clipmesh_proto::{DevicePublic, ExportWrappedKey, KdfParams, UserId};
+use clipmesh_proto::{DevicePublic, DeviceWrappedKey, ExportWrappedKey, KdfParams, UserId};
 use rand::{CryptoRng, RngCore};
 use std::collections::HashMap;
 
@@ -103,6 +103,12 @@ pub fn device_public(s: &str) -> Result<DevicePublic, Invalid> {
 /// A device certificate.
 pub fn cert(s: &str) -> Result<[u8; CERT_LEN], Invalid> {
     hex_n::<CERT_LEN>("cert", s)
+}
+
+/// An epoch key wrapped to a device (`password/finish` with a new epoch).
+pub fn device_wrap(s: &str) -> Result<DeviceWrappedKey, Invalid> {
+    let b = hex_n::<DEVICE_WRAPPED_LEN>("wraps", s)?;
+    DeviceWrappedKey::from_slice(&b).ok_or_else(|| Invalid("wraps is malformed".into()))
 }
 
 /// A login id from `login/start`.

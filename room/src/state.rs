@@ -288,6 +288,20 @@ impl<P: Port> RoomState<P> {
         }
     }
 
+    /// The account's keys changed (protocol v2: a new key epoch): closes
+    /// every member with 1012 so each reconnects at once and fetches the
+    /// new epoch's key on join, before it seals anything more.
+    pub fn reconnect_all(&mut self) {
+        if self.members.is_empty() {
+            return;
+        }
+        for m in &self.members {
+            m.port.close(CloseCode::ServiceRestart);
+        }
+        self.members.clear();
+        self.settle(Vec::new(), true, None);
+    }
+
     /// A member publishes a clip: it gets the next sequence number, is
     /// delivered to every other member, acknowledged to the publisher and
     /// kept as the newest clip. For a host whose writes are durable before
@@ -692,6 +706,21 @@ mod tests {
         r.revoke(None);
         assert!(r.is_empty());
         assert_eq!(again.closed(), Some(CloseCode::Unauthorized));
+    }
+
+    #[test]
+    fn rekey_makes_every_member_reconnect() {
+        let mut r = room();
+        r.reconnect_all();
+        let ps: Vec<_> = (0..2).map(|_| TestPort::new(10)).collect();
+        for (i, p) in ps.iter().enumerate() {
+            assert!(r.join(member(i as u64 + 1, p), 0, 0));
+        }
+        r.reconnect_all();
+        assert!(r.is_empty());
+        for p in &ps {
+            assert_eq!(p.closed(), Some(CloseCode::ServiceRestart));
+        }
     }
 
     #[test]

@@ -223,25 +223,79 @@ pub fn store(
     Ok(account)
 }
 
-/// Changes a v2 account's password: a fresh OPAQUE login with `current`
+/// Changes a v2 account's password, which starts a new key epoch
+/// (`docs/crypto.md`, "Key epochs"): a fresh OPAQUE login with `current`
 /// (the relay checks it), a new registration with `new` at the same
-/// parameters, and the current epoch key wrapped under the new export
-/// key. With `end_other_sessions`, every other device is logged out.
+/// parameters, and a fresh epoch key, wrapped under the new export key and
+/// to every remaining device whose key this device has pinned, signed by
+/// this device; each remaining device is certified under the new epoch.
+/// `revoke` ends those devices' sessions in the same step (they are not
+/// recipients); with `end_other_sessions` every other device is logged out
+/// and only this one gets the key. Returns the new epoch.
 pub fn change_password(
     dir: &Path,
     device: &super::Device,
     current: &[u8],
     new: &[u8],
     end_other_sessions: bool,
-) -> Result<(), AccountError> {
-    use clipmesh_proto::api::v2::{PasswordFinishRequest, PasswordStartRequest};
+    revoke: &[DeviceId],
+) -> Result<u32, AccountError> {
+    use clipmesh_proto::api::v2::{
+        CertUpload, PasswordFinishRequest, PasswordStartRequest, WrapUpload,
+    };
     let epoch = device.secrets.epoch.ok_or(AccountError::NotV2)?;
+    let me_secrets = device.secrets.device.as_ref().ok_or(AccountError::NotV2)?;
+    let me = DeviceId(device.account.device_id);
+    if revoke.contains(&me) {
+        return Err(AccountError::BadRequest(
+            "this device cannot revoke itself with a new epoch: run `clipmesh logout` on it, or revoke it from another device",
+        ));
+    }
     let api = device.api()?;
     let token = &device.secrets.token;
     let username = device.account.username.as_str();
     let pinned = crate::pins::Pins::load(dir)
         .map_err(AccountError::Pins)?
         .get_v2(&device.account.server, username);
+    let next = epoch
+        .checked_add(1)
+        .ok_or(AccountError::BadRequest("no epoch left"))?;
+    // Who stays: the listed devices this device can vouch for (pinned, or
+    // certified under the epoch it holds), minus the revoked ones.
+    let listing = api.v2_device_keys(token)?;
+    if listing.epoch != epoch {
+        return Err(AccountError::BadRequest(
+            "the account is at a newer key epoch than this device: run `clipmesh run` (or `clipmesh send`) once to pick it up, then try again",
+        ));
+    }
+    for r in revoke {
+        if !listing.devices.iter().any(|d| d.id == *r) {
+            return Err(AccountError::BadRequest("no such device in this account"));
+        }
+    }
+    let old_key = EpochKey::from_bytes(*device.secrets.data_key.expose());
+    let mut roster = crate::roster::Roster::load(dir).map_err(AccountError::Pins)?;
+    roster
+        .review(&old_key, epoch, &listing.devices)
+        .map_err(AccountError::Pins)?;
+    let mut remaining: Vec<(DeviceId, clipmesh_proto::DevicePublic)> =
+        vec![(me, me_secrets.public())];
+    if !end_other_sessions {
+        for d in &listing.devices {
+            if d.id == me || revoke.contains(&d.id) {
+                continue;
+            }
+            match roster.get(d.id) {
+                Some(p) if d.public_key.as_deref() == Some(p.to_hex().as_str()) => {
+                    remaining.push((d.id, p))
+                }
+                _ => tracing::warn!(
+                    device = d.id.0,
+                    "device has no key this device can vouch for; it gets no key for the new epoch and must log in again"
+                ),
+            }
+        }
+    }
     let (login, ke1) = ClientLogin::start(&mut OsRng, current).map_err(AccountError::Opaque)?;
     let (reg, request) =
         ClientRegistration::start(&mut OsRng, new).map_err(AccountError::Opaque)?;
@@ -268,8 +322,24 @@ pub fn change_password(
     let (record, export_key) = reg
         .finish(&mut OsRng, new, username, &resp, &start.kdf)
         .map_err(AccountError::Opaque)?;
-    let epoch_key = EpochKey::from_bytes(*device.secrets.data_key.expose());
-    let wrap = export_key.kek().wrap(Epoch(epoch), &epoch_key);
+    let new_epoch = Epoch(next);
+    let new_key = EpochKey::generate(&mut OsRng);
+    let mut wraps = Vec::with_capacity(remaining.len());
+    let mut certs = Vec::with_capacity(remaining.len());
+    for (id, public) in &remaining {
+        let w = new_key
+            .wrap_to_device(&mut OsRng, new_epoch, (me, me_secrets), (*id, public))
+            .map_err(|_| malformed("a device's public key"))?;
+        wraps.push(WrapUpload {
+            device: *id,
+            wrap: w.to_hex(),
+        });
+        certs.push(CertUpload {
+            device: *id,
+            cert: hex::encode(new_key.certify(new_epoch, *id, public)),
+        });
+    }
+    let wrap = export_key.kek().wrap(new_epoch, &new_key);
     api.v2_password_finish(
         token,
         &PasswordFinishRequest {
@@ -277,11 +347,33 @@ pub fn change_password(
             finish: out.finish.to_hex(),
             record: record.to_hex(),
             kdf: start.kdf,
-            epoch,
+            epoch: next,
             export_wrap: wrap.to_hex(),
             end_other_sessions,
+            revoke: revoke.to_vec(),
+            wraps,
+            certs,
+            sender_cert: Some(hex::encode(old_key.certify(
+                Epoch(epoch),
+                me,
+                &me_secrets.public(),
+            ))),
         },
     )?;
-    tracing::info!(end_other_sessions, "password changed");
-    Ok(())
+    // This device holds the new epoch now; its roster keeps only the
+    // devices that got the key.
+    let kind = crate::secrets::StoreKind::parse(&device.account.secret_store)
+        .unwrap_or(crate::secrets::StoreKind::File);
+    crate::secrets::set_epoch(dir, kind, next, &new_key)?;
+    let ids: Vec<DeviceId> = remaining.iter().map(|(id, _)| *id).collect();
+    roster
+        .retain(|id, _| ids.contains(&id))
+        .map_err(AccountError::Pins)?;
+    tracing::info!(
+        end_other_sessions,
+        revoked = revoke.len(),
+        epoch = next,
+        "password changed; new key epoch"
+    );
+    Ok(next)
 }

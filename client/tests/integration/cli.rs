@@ -71,8 +71,12 @@ async fn signup_login_send_watch_devices_revoke_logout() {
 
     // A revokes B: the watcher stops with the revocation message.
     let mut c = clipmesh(a.path());
-    c.args(["devices", "--revoke", &id_b.to_string()]);
-    let out = run(c, None).await;
+    c.args(["devices", "--revoke", &id_b.to_string(), "--password-stdin"]);
+    let out = run(
+        c,
+        Some(&format!("{PASSWORD}\nthe password after the revoke\n")),
+    )
+    .await;
     assert!(out.status.success(), "{out:?}");
     let st = w.wait().await;
     assert!(!st.success());
@@ -294,17 +298,32 @@ async fn trace_logs_and_relay_disk_hold_no_secrets() {
     let out = run(c, None).await;
     assert!(out.status.success(), "{out:?}");
     logs += &out.stderr;
-    let line = w.next_stdout().await;
+    let line = w.next_stdout_draining(&mut logs).await;
     assert!(line.contains(secret_text), "the clip did arrive: {line}");
     w.child.start_kill().unwrap();
     w.wait().await;
     logs += &w.rest_of_stderr().await;
 
+    // A password change at trace level: a new epoch key, wrapped to each
+    // device and certified (protocol v2).
+    let new_password = "NEWPASSWORD-canary-51c2";
+    let mut c = clipmesh(a.path());
+    c.env("RUST_LOG", "trace")
+        .args(["password", "--password-stdin"]);
+    let out = run(c, Some(&format!("{PASSWORD}\n{new_password}\n"))).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("new key epoch 2"), "{}", out.stdout);
+    logs += &out.stderr;
+
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "trace logging was on"
     );
-    let mut secrets = vec![secret_text.to_owned(), PASSWORD.to_owned()];
+    let mut secrets = vec![
+        secret_text.to_owned(),
+        PASSWORD.to_owned(),
+        new_password.to_owned(),
+    ];
     // The auth key the logins sent (password-equivalent for the relay).
     let url = relay.url.clone();
     let auth_key = tokio::task::spawn_blocking(move || {
@@ -323,6 +342,16 @@ async fn trace_logs_and_relay_disk_hold_no_secrets() {
         let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         secrets.push(v["token"].as_str().unwrap().to_owned());
         secrets.push(v["data_key"].as_str().unwrap().to_owned());
+        // v2: the device's X25519 and Ed25519 secrets, and the epoch's
+        // clip and signalling keys.
+        let device = v["device"].as_str().unwrap().to_owned();
+        secrets.push(device[..64].to_owned());
+        secrets.push(device[64..].to_owned());
+        let s = clipmesh::secrets::load(dir, clipmesh::secrets::StoreKind::File).unwrap();
+        let epoch_key = clipmesh_proto::EpochKey::from_bytes(*s.data_key.expose());
+        let epoch = clipmesh_proto::Epoch(s.epoch.unwrap());
+        secrets.push(hex::encode(epoch_key.clip_key(epoch).expose()));
+        secrets.push(hex::encode(s.data_key.signal_key().expose()));
     }
     for s in &secrets {
         assert!(!logs.contains(s.as_str()), "a secret reached the logs");
@@ -334,6 +363,8 @@ async fn trace_logs_and_relay_disk_hold_no_secrets() {
         let raw = std::fs::read_to_string(dir.join("secrets.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         needles.push(hex::decode(v["data_key"].as_str().unwrap()).unwrap());
+        needles.push(hex::decode(v["device"].as_str().unwrap()).unwrap()[..32].to_vec());
+        needles.push(hex::decode(v["device"].as_str().unwrap()).unwrap()[32..].to_vec());
     }
     let mut stack = vec![relay.data.path().to_path_buf()];
     let mut files = 0;

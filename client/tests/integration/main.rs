@@ -5,6 +5,7 @@
 
 mod cli;
 mod daemon;
+mod epochs;
 mod hostile;
 mod p2p;
 mod support;

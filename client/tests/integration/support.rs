@@ -244,6 +244,24 @@ impl Running {
             .expect("stdout closed")
     }
 
+    /// Next stdout line, reading stderr meanwhile into `stderr` (a chatty
+    /// child, e.g. at trace level, would otherwise block on a full pipe).
+    pub async fn next_stdout_draining(&mut self, stderr: &mut String) -> String {
+        tokio::time::timeout(STEP, async {
+            loop {
+                tokio::select! {
+                    line = self.stdout.next_line() => break line.unwrap().expect("stdout closed"),
+                    Ok(Some(line)) = self.stderr.next_line() => {
+                        stderr.push_str(&line);
+                        stderr.push('\n');
+                    }
+                }
+            }
+        })
+        .await
+        .expect("no stdout line in time")
+    }
+
     /// Waits for exit.
     pub async fn wait(&mut self) -> ExitStatus {
         tokio::time::timeout(STEP, self.child.wait())

@@ -17,7 +17,7 @@ use clipmesh::transfer::{
 use clipmesh::{Config, Device};
 use clipmesh_proto::blob::{BlobId, BlobKey, BlobLayout, BlobSealer, CHUNK_LEN, NO_DIGEST};
 use clipmesh_proto::content::{FileBody, FileEntry};
-use clipmesh_proto::{seal_clip, ClipContent, ClipItem, DeviceId};
+use clipmesh_proto::{ClipContent, ClipItem};
 use clipmesh_relay::{Relay, RelayHandle, SignupPolicy};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -516,7 +516,8 @@ impl RecordedDaemon {
 
 /// A crafted peer: a raw link that publishes whatever envelope it is given.
 struct Peer {
-    device: Device,
+    /// Seals as the device, the way its daemon would (v2: signed).
+    keys: clipmesh::clipkeys::ClipKeys,
     link: link::LinkHandle,
     seq: u64,
     cancel: CancellationToken,
@@ -548,7 +549,7 @@ impl Peer {
         // Keep draining events so the link never blocks on them.
         tokio::spawn(async move { while erx.recv().await.is_some() {} });
         Self {
-            device,
+            keys: clipmesh::clipkeys::for_device(dir, &device).unwrap(),
             link: handle,
             seq: 1000,
             cancel,
@@ -557,10 +558,7 @@ impl Peer {
 
     async fn publish(&mut self, content: ClipContent) {
         self.seq += 1;
-        let key = self.device.secrets.data_key.clip_key();
-        let env = seal_clip(
-            &key,
-            DeviceId(self.device.account.device_id),
+        let env = self.keys.seal(
             self.seq,
             &ClipItem {
                 timestamp_ms: now_ms(),

@@ -179,6 +179,58 @@ pub struct PasswordFinishRequest {
     /// Revoke every other device's session.
     #[serde(default)]
     pub end_other_sessions: bool,
+    /// Devices whose sessions end with this change (a revoke). Only with a
+    /// new epoch (`epoch` = the account's current epoch + 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoke: Vec<DeviceId>,
+    /// A new epoch: its key wrapped to each remaining device with a public
+    /// key, by this device (`docs/crypto.md`, "Key epochs").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wraps: Vec<WrapUpload>,
+    /// A new epoch: each remaining device's certificate under it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<CertUpload>,
+    /// A new epoch: this device's certificate under the *previous* epoch,
+    /// so a device that never saw this one can check the wraps' signer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_cert: Option<String>,
+}
+
+/// A new epoch's key wrapped to one device ([`crate::DeviceWrappedKey`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrapUpload {
+    /// The recipient.
+    pub device: DeviceId,
+    /// The wrap, 168 bytes as hex.
+    pub wrap: String,
+}
+
+/// A device's certificate under a new epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertUpload {
+    /// The device.
+    pub device: DeviceId,
+    /// The certificate, 32 bytes as hex.
+    pub cert: String,
+}
+
+/// The current epoch's key wrapped to the calling device, in
+/// `GET /api/v2/device-keys` (absent when the relay holds none for it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochWrapRecord {
+    /// The epoch of the wrapped key.
+    pub epoch: u32,
+    /// The device that started the epoch and signed the wrap.
+    pub sender: DeviceId,
+    /// Its public keys, hex (checked against the recipient's roster, or
+    /// with `sender_cert`).
+    pub sender_public: String,
+    /// Its certificate under epoch `epoch - 1`, hex.
+    pub sender_cert: String,
+    /// The wrap, 168 bytes as hex.
+    pub wrap: String,
 }
 
 /// `PUT /api/v2/device-key` (bearer token): the caller's public keys and
@@ -220,4 +272,8 @@ pub struct DeviceKeysResponse {
     pub epoch: u32,
     /// Every device with a live session.
     pub devices: Vec<DeviceKeyRecord>,
+    /// The current epoch's key wrapped to the calling device, if the
+    /// device that started the epoch made one for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrap: Option<EpochWrapRecord>,
 }

@@ -105,4 +105,21 @@ UPDATE sessions SET issued_at = CAST(strftime('%s', 'now') AS INTEGER),
     last_used_at = CAST(strftime('%s', 'now') AS INTEGER);
 CREATE UNIQUE INDEX sessions_prev ON sessions(prev_sha256) WHERE prev_sha256 IS NOT NULL;
 "#,
+    // 7: protocol v2 key epochs. The current epoch's key wrapped to each
+    // device by the device that started the epoch (168 bytes, signed by
+    // it), with that device's public keys and its certificate under the
+    // previous epoch, so a device that never saw it can check the signer.
+    // One row per device: a new epoch replaces them all.
+    r#"
+CREATE TABLE epoch_wraps (
+    device_id     INTEGER PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    epoch         INTEGER NOT NULL,
+    sender        INTEGER NOT NULL,
+    sender_public BLOB    NOT NULL,
+    sender_cert   BLOB    NOT NULL,
+    wrap          BLOB    NOT NULL
+);
+CREATE INDEX epoch_wraps_user ON epoch_wraps(user_id);
+"#,
 ];

@@ -62,6 +62,40 @@ pub struct DeviceKeyRow {
     pub cert: Option<Vec<u8>>,
 }
 
+/// A new epoch started by one device (a revoke or password change): who
+/// gets its key, who is certified in it, who is revoked. Validated by the
+/// caller against the account's devices.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    /// The device that started the epoch and signed the wraps.
+    pub sender: DeviceId,
+    /// Its public keys.
+    pub sender_public: Vec<u8>,
+    /// Its certificate under the previous epoch.
+    pub sender_cert: Vec<u8>,
+    /// The new key wrapped to each remaining device.
+    pub wraps: Vec<(DeviceId, Vec<u8>)>,
+    /// Each remaining device's certificate under the new epoch.
+    pub certs: Vec<(DeviceId, Vec<u8>)>,
+    /// Devices whose sessions end.
+    pub revoke: Vec<DeviceId>,
+}
+
+/// The current epoch's key wrapped to one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochWrapRow {
+    /// The epoch.
+    pub epoch: u32,
+    /// The device that wrapped it.
+    pub sender: DeviceId,
+    /// Its public keys.
+    pub sender_public: Vec<u8>,
+    /// Its certificate under the previous epoch.
+    pub sender_cert: Vec<u8>,
+    /// The wrap.
+    pub wrap: Vec<u8>,
+}
+
 fn epoch_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
@@ -157,11 +191,17 @@ impl Db {
     /// (a password change), ending sessions as `logout` says. Returns the
     /// devices logged out. An epoch change also drops every device's
     /// certificate of an older epoch and the stored clip sealed under it.
+    ///
+    /// With a `rotation` (a new epoch), in the same transaction: the
+    /// revoked devices are deleted (sessions, keys, wraps), every older
+    /// wrap is replaced by the new ones, and the remaining devices'
+    /// certificates move to the new epoch.
     pub fn update_v2_credentials(
         &mut self,
         user: UserId,
         creds: &V2Credentials,
         logout: Logout,
+        rotation: Option<&Rotation>,
     ) -> Result<Vec<DeviceId>, StoreError> {
         let tx = self.conn.transaction()?;
         let old: i64 = tx.query_row(
@@ -180,7 +220,44 @@ impl Db {
                 creds.export_wrap
             ],
         )?;
-        let revoked = Self::logout_in(&tx, user, logout)?;
+        let mut revoked = Self::logout_in(&tx, user, logout)?;
+        if let Some(r) = rotation {
+            for d in &r.revoke {
+                let n = tx.execute(
+                    "DELETE FROM devices WHERE id = ?1 AND user_id = ?2",
+                    params![sql_id(d.0), sql_id(user.0)],
+                )?;
+                if n > 0 && !revoked.contains(d) {
+                    revoked.push(*d);
+                }
+            }
+            tx.execute(
+                "DELETE FROM epoch_wraps WHERE user_id = ?1",
+                params![sql_id(user.0)],
+            )?;
+            for (d, wrap) in &r.wraps {
+                tx.execute(
+                    "INSERT INTO epoch_wraps (device_id, user_id, epoch, sender, sender_public, sender_cert, wrap) \
+                     SELECT id, user_id, ?3, ?4, ?5, ?6, ?7 FROM devices WHERE id = ?1 AND user_id = ?2",
+                    params![
+                        sql_id(d.0),
+                        sql_id(user.0),
+                        i64::from(creds.epoch),
+                        sql_id(r.sender.0),
+                        r.sender_public,
+                        r.sender_cert,
+                        wrap
+                    ],
+                )?;
+            }
+            for (d, cert) in &r.certs {
+                tx.execute(
+                    "UPDATE devices SET key_epoch = ?3, key_cert = ?4 \
+                     WHERE id = ?1 AND user_id = ?2 AND public_key IS NOT NULL",
+                    params![sql_id(d.0), sql_id(user.0), i64::from(creds.epoch), cert],
+                )?;
+            }
+        }
         if epoch_of(old) != creds.epoch {
             tx.execute(
                 "UPDATE room_state SET envelope = NULL WHERE user_id = ?1",
@@ -213,6 +290,33 @@ impl Db {
             ],
         )?;
         Ok(n > 0)
+    }
+
+    /// The current epoch's key wrapped to `device`, if the relay holds one
+    /// for the account's current epoch.
+    pub fn epoch_wrap(
+        &self,
+        user: UserId,
+        device: DeviceId,
+    ) -> Result<Option<EpochWrapRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT w.epoch, w.sender, w.sender_public, w.sender_cert, w.wrap \
+                 FROM epoch_wraps w JOIN users u ON u.id = w.user_id \
+                 WHERE w.device_id = ?1 AND w.user_id = ?2 AND w.epoch = u.epoch",
+                params![sql_id(device.0), sql_id(user.0)],
+                |r| {
+                    Ok(EpochWrapRow {
+                        epoch: epoch_of(r.get(0)?),
+                        sender: DeviceId(id(r.get(1)?)),
+                        sender_public: r.get(2)?,
+                        sender_cert: r.get(3)?,
+                        wrap: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// The public key a device published, if any.
@@ -298,11 +402,77 @@ mod tests {
         };
         let d2 = db.create_session(user, "phone", &[8; 32], 6).unwrap();
         let revoked = db
-            .update_v2_credentials(user, &next, Logout::AllBut(dev))
+            .update_v2_credentials(user, &next, Logout::AllBut(dev), None)
             .unwrap();
         assert_eq!(revoked, vec![d2]);
         let a = db.v2_account_by_id(user).unwrap().unwrap();
         assert_eq!((a.epoch, a.record.unwrap()), (2, vec![5; 192]));
+    }
+
+    #[test]
+    fn a_rotation_replaces_wraps_moves_certs_and_deletes_the_revoked() {
+        let mut db = Db::open_in_memory().unwrap();
+        let CreateUser::Created {
+            user,
+            device: Some(a),
+            ..
+        } = db
+            .create_user_v2("ann", &v2(), |_| true, ("a", &[1; 32]), 5)
+            .unwrap()
+        else {
+            panic!("not created");
+        };
+        let b = db.create_session(user, "b", &[2; 32], 5).unwrap();
+        let c = db.create_session(user, "c", &[3; 32], 5).unwrap();
+        for d in [a, b, c] {
+            assert!(db
+                .set_device_key(user, d, &[d.0 as u8; 64], 1, &[9; 32])
+                .unwrap());
+        }
+        let rotate = |sender: DeviceId, epoch: u32, wraps: Vec<DeviceId>, revoke: Vec<DeviceId>| {
+            (
+                V2Credentials { epoch, ..v2() },
+                Rotation {
+                    sender,
+                    sender_public: vec![sender.0 as u8; 64],
+                    sender_cert: vec![7; 32],
+                    certs: wraps.iter().map(|d| (*d, vec![epoch as u8; 32])).collect(),
+                    wraps: wraps.iter().map(|d| (*d, vec![d.0 as u8; 168])).collect(),
+                    revoke,
+                },
+            )
+        };
+        let (creds, rot) = rotate(a, 2, vec![a, b], vec![c]);
+        let revoked = db
+            .update_v2_credentials(user, &creds, Logout::None, Some(&rot))
+            .unwrap();
+        assert_eq!(revoked, vec![c]);
+        let w = db.epoch_wrap(user, b).unwrap().unwrap();
+        assert_eq!((w.epoch, w.sender, w.wrap.len()), (2, a, 168));
+        assert_eq!(w.sender_public, vec![a.0 as u8; 64]);
+        assert!(db.epoch_wrap(user, c).unwrap().is_none());
+        let keys = db.device_keys(user).unwrap();
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), vec![a, b]);
+        assert!(keys
+            .iter()
+            .all(|k| k.epoch == Some(2) && k.cert == Some(vec![2; 32])));
+        // The next epoch replaces every wrap; a wrap of an older epoch is
+        // never handed out.
+        let (creds, rot) = rotate(b, 3, vec![b], Vec::new());
+        db.update_v2_credentials(user, &creds, Logout::None, Some(&rot))
+            .unwrap();
+        assert!(db.epoch_wrap(user, a).unwrap().is_none());
+        assert_eq!(db.epoch_wrap(user, b).unwrap().unwrap().epoch, 3);
+        let other = db
+            .create_user_v2("bob", &v2(), |_| true, ("x", &[4; 32]), 5)
+            .unwrap();
+        let CreateUser::Created { user: bob, .. } = other else {
+            panic!("not created");
+        };
+        assert!(
+            db.epoch_wrap(bob, b).unwrap().is_none(),
+            "another account's device"
+        );
     }
 
     #[test]

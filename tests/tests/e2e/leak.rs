@@ -122,6 +122,12 @@ fn no_plaintext_or_keys_in_logs_or_relay_data() {
     assert_eq!(key, key_b, "both devices hold the account's data key");
     let key_arr: [u8; 32] = key.as_slice().try_into().unwrap();
     let clip_key = DataKey::from_bytes(key_arr).clip_key().expose().to_vec();
+    // Protocol v2: the clips are signed envelopes under the epoch's clip
+    // key (a new account starts at epoch 1).
+    let epoch_clip_key = clipmesh_proto::EpochKey::from_bytes(key_arr)
+        .clip_key(clipmesh_proto::Epoch(1))
+        .expose()
+        .to_vec();
     let export = export_key(&w.relay.url(), "alice", &password);
     let export_kek = export.kek().expose().to_vec();
     let export = export.expose().to_vec();
@@ -153,6 +159,7 @@ fn no_plaintext_or_keys_in_logs_or_relay_data() {
     let secret_keys = [
         ("data key", key.clone()),
         ("clip key", clip_key),
+        ("epoch 1 clip key", epoch_clip_key),
         ("export key", export),
         ("export kek", export_kek),
         ("device a x25519 secret", dev_a[..32].to_vec()),
