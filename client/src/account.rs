@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 mod v2;
 
-pub use v2::change_password;
+pub use v2::{change_password, epochs_offered, PasswordChanged};
 
 /// Why an account operation failed. `Display` is the one line printed.
 #[derive(Debug, Error)]
@@ -74,6 +74,12 @@ pub enum AccountError {
     /// The command needs a v2 (OPAQUE) account.
     #[error("this account still uses v1 login: run `clipmesh login` again to upgrade it first")]
     NotV2,
+    /// The relay stores no key epochs, so a revoke cannot exclude a
+    /// device's keys there.
+    #[error(
+        "this relay cannot start a new key epoch, so a revoke would not lock the device's keys out"
+    )]
+    NoEpochs,
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     BadRequest(&'static str),

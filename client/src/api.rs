@@ -306,6 +306,17 @@ impl Api {
         json_or_error(resp)
     }
 
+    /// `GET /api/v2/epoch-wrap` (404: the relay has no key epochs).
+    pub fn v2_epoch_wrap(&self, token: &str) -> Result<v2::EpochWrapResponse, ApiError> {
+        let resp = self
+            .agent
+            .get(&format!("{}/api/v2/epoch-wrap", self.base))
+            .header("Authorization", &bearer(token))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        json_or_error(resp)
+    }
+
     /// `DELETE /devices/{id}`.
     pub fn revoke(&self, token: &str, id: DeviceId) -> Result<(), ApiError> {
         let resp = self

@@ -25,7 +25,7 @@
 //! caller persists a new epoch key ([`Refreshed::moved_to`]).
 
 use crate::roster::{Roster, Trust};
-use clipmesh_proto::api::v2::DeviceKeysResponse;
+use clipmesh_proto::api::v2::{DeviceKeysResponse, EpochWrapRecord};
 use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::signed::SIGNED_ENVELOPE_VERSION;
 use clipmesh_proto::{
@@ -34,17 +34,42 @@ use clipmesh_proto::{
 };
 use zeroize::Zeroize;
 
-/// The relay's key listing for this device (`GET /api/v2/device-keys`);
-/// `None` when the relay has no v2 (404). Blocking.
+/// What the relay says about the account's keys: the device listing and,
+/// when the account is at a newer epoch than this device, the key of that
+/// epoch wrapped to this device.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// `GET /api/v2/device-keys`.
+    pub keys: DeviceKeysResponse,
+    /// `GET /api/v2/epoch-wrap` (fetched only for a newer epoch; `None`
+    /// also on a relay without key epochs).
+    pub wrap: Option<EpochWrapRecord>,
+}
+
+/// The relay's listing for a device at epoch `holds`; `None` when the
+/// relay has no v2 (404). Blocking.
 pub fn fetch_listing(
     api: &crate::api::Api,
     token: &str,
-) -> Result<Option<DeviceKeysResponse>, crate::api::ApiError> {
-    match api.v2_device_keys(token) {
-        Ok(l) => Ok(Some(l)),
-        Err(crate::api::ApiError::Other { status: 404, .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    holds: Epoch,
+) -> Result<Option<Listing>, crate::api::ApiError> {
+    let not_found =
+        |e: &crate::api::ApiError| matches!(e, crate::api::ApiError::Other { status: 404, .. });
+    let keys = match api.v2_device_keys(token) {
+        Ok(l) => l,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let wrap = if keys.epoch > holds.0 {
+        match api.v2_epoch_wrap(token) {
+            Ok(w) => w.wrap,
+            Err(e) if not_found(&e) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    Ok(Some(Listing { keys, wrap }))
 }
 
 /// The keys of the logged-in `device` in `dir` (loads its roster).
@@ -267,11 +292,12 @@ impl ClipKeys {
     /// wrapped to this device, then prunes and reviews the roster. Errs with
     /// one line when the account is at a newer epoch this device cannot
     /// reach (it stays where it is).
-    pub fn refresh(&mut self, listing: &DeviceKeysResponse) -> Result<Refreshed, String> {
+    pub fn refresh(&mut self, l: &Listing) -> Result<Refreshed, String> {
         let mut out = Refreshed::default();
         let mut problem = None;
+        let listing = &l.keys;
         if listing.epoch > self.epoch.0 {
-            match self.adopt(listing) {
+            match self.adopt(listing, l.wrap.as_ref()) {
                 Ok(()) => out.moved_to = Some(self.epoch),
                 Err(e) => problem = Some(e),
             }
@@ -306,7 +332,11 @@ impl ClipKeys {
 
     /// Opens the wrap of the listing's epoch, then keeps in the roster only
     /// the devices certified in it (with the key pinned for them).
-    fn adopt(&mut self, listing: &DeviceKeysResponse) -> Result<(), String> {
+    fn adopt(
+        &mut self,
+        listing: &DeviceKeysResponse,
+        wrap: Option<&EpochWrapRecord>,
+    ) -> Result<(), String> {
         let next = Epoch(listing.epoch);
         let lost = || {
             format!(
@@ -315,11 +345,7 @@ impl ClipKeys {
             )
         };
         let dev = self.device.as_ref().ok_or_else(lost)?;
-        let w = listing
-            .wrap
-            .as_ref()
-            .filter(|w| w.epoch == next.0)
-            .ok_or_else(lost)?;
+        let w = wrap.filter(|w| w.epoch == next.0).ok_or_else(lost)?;
         let wrap = DeviceWrappedKey::from_hex(&w.wrap).ok_or_else(lost)?;
         let claimed = DevicePublic::from_hex(&w.sender_public).ok_or_else(lost)?;
         let sender = match self.roster.get(w.sender) {
@@ -408,7 +434,7 @@ impl ClipKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clipmesh_proto::api::v2::{DeviceKeyRecord, EpochWrapRecord};
+    use clipmesh_proto::api::v2::DeviceKeyRecord;
     use clipmesh_proto::ClipContent;
     use rand::rngs::OsRng;
 
@@ -454,10 +480,9 @@ mod tests {
         }
     }
 
-    fn listing(epoch: u32, devices: Vec<DeviceKeyRecord>) -> DeviceKeysResponse {
-        DeviceKeysResponse {
-            epoch,
-            devices,
+    fn listing(epoch: u32, devices: Vec<DeviceKeyRecord>) -> Listing {
+        Listing {
+            keys: DeviceKeysResponse { epoch, devices },
             wrap: None,
         }
     }
@@ -579,13 +604,7 @@ mod tests {
 
     /// Device `a` starts epoch 2 and wraps it to `to`; the listing as the
     /// relay then shows it to `to`.
-    fn rotate(
-        a: &Dev,
-        k1: &EpochKey,
-        k2: &EpochKey,
-        stay: &[&Dev],
-        to: &Dev,
-    ) -> DeviceKeysResponse {
+    fn rotate(a: &Dev, k1: &EpochKey, k2: &EpochKey, stay: &[&Dev], to: &Dev) -> Listing {
         let pa = a.secrets.public();
         let w = k2
             .wrap_to_device(
@@ -595,9 +614,11 @@ mod tests {
                 (to.id, &to.secrets.public()),
             )
             .unwrap();
-        DeviceKeysResponse {
-            epoch: 2,
-            devices: stay.iter().map(|d| record(d, k2, 2)).collect(),
+        Listing {
+            keys: DeviceKeysResponse {
+                epoch: 2,
+                devices: stay.iter().map(|d| record(d, k2, 2)).collect(),
+            },
             wrap: Some(EpochWrapRecord {
                 epoch: 2,
                 sender: a.id,

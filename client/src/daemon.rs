@@ -384,26 +384,27 @@ impl<C: ClipboardSink> Driver<C> {
         if !self.v2_offered {
             return;
         }
-        let (api, token) = (self.api.clone(), self.token.get());
-        let listing =
-            match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&api, &token))
-                .await
-            {
-                Ok(Ok(Some(l))) => l,
-                Ok(Ok(None)) => {
-                    tracing::debug!("the relay has no v2 key listing");
-                    self.v2_offered = false;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot fetch the account's device keys");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "device key task failed");
-                    return;
-                }
-            };
+        let (api, token, holds) = (self.api.clone(), self.token.get(), self.keys.epoch());
+        let listing = match tokio::task::spawn_blocking(move || {
+            crate::clipkeys::fetch_listing(&api, &token, holds)
+        })
+        .await
+        {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => {
+                tracing::debug!("the relay has no v2 key listing");
+                self.v2_offered = false;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot fetch the account's device keys");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "device key task failed");
+                return;
+            }
+        };
         let result = self.keys.refresh(&listing);
         let refreshed = match result {
             Ok(r) => r,

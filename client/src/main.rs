@@ -774,7 +774,7 @@ fn password_pair(from_stdin: bool) -> Result<(Zeroizing<String>, Zeroizing<Strin
 async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> Result<ExitCode> {
     let device = load_device(&dir).await?;
     let (current, new) = password_pair(from_stdin)?;
-    let epoch = blocking(move || {
+    let changed = blocking(move || {
         clipmesh::account::change_password(
             &dir,
             &device,
@@ -786,7 +786,15 @@ async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> R
     })
     .await??;
     println!(
-        "password changed; new key epoch {epoch}{}",
+        "password changed; {}{}",
+        if changed.new_epoch {
+            format!("new key epoch {}", changed.epoch)
+        } else {
+            format!(
+                "key epoch {} kept (this relay has no key epochs)",
+                changed.epoch
+            )
+        },
         if end_other_sessions {
             "; every other device was logged out"
         } else {
@@ -800,12 +808,24 @@ async fn devices(dir: PathBuf, revoke: Option<u64>, password_stdin: bool) -> Res
     let device = load_device(&dir).await?;
     let api = device.api()?;
     let token = device.secrets.token.clone();
-    if let Some(id) =
-        revoke.filter(|id| device.secrets.device.is_some() && *id != device.account.device_id)
-    {
+    let v2_revoke =
+        revoke.filter(|id| device.secrets.device.is_some() && *id != device.account.device_id);
+    let epochs = match v2_revoke {
+        Some(_) => {
+            let (a, t) = (api.clone(), token.clone());
+            blocking(move || clipmesh::account::epochs_offered(&a, &t)).await??
+        }
+        None => false,
+    };
+    if let (Some(id), false) = (v2_revoke, epochs) {
+        eprintln!(
+            "warning: this relay cannot start a new key epoch: device {id} loses its session, but the keys it stored still open clips sealed from now on"
+        );
+    }
+    if let Some(id) = v2_revoke.filter(|_| epochs) {
         // v2: a revoke starts a new epoch and needs a new password.
         let (current, new) = password_pair(password_stdin)?;
-        let epoch = blocking(move || {
+        let changed = blocking(move || {
             clipmesh::account::change_password(
                 &dir,
                 &device,
@@ -816,7 +836,10 @@ async fn devices(dir: PathBuf, revoke: Option<u64>, password_stdin: bool) -> Res
             )
         })
         .await??;
-        println!("revoked device {id}; password changed; new key epoch {epoch}");
+        println!(
+            "revoked device {id}; password changed; new key epoch {}",
+            changed.epoch
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(id) = revoke {

@@ -70,10 +70,12 @@ pub async fn publish_once(
     // Seal under the account's newest epoch: take the relay's listing first.
     let mut keys = crate::clipkeys::for_device(dir, device)?;
     if keys.signs() {
-        let (api, token) = (device.api()?, device.secrets.token.clone());
-        match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&api, &token))
-            .await
-            .map_err(std::io::Error::other)?
+        let (api, token, holds) = (device.api()?, device.secrets.token.clone(), keys.epoch());
+        match tokio::task::spawn_blocking(move || {
+            crate::clipkeys::fetch_listing(&api, &token, holds)
+        })
+        .await
+        .map_err(std::io::Error::other)?
         {
             Ok(Some(listing)) => match keys.refresh(&listing) {
                 Ok(r) => {

@@ -91,8 +91,8 @@ pub async fn watch(
                     let mut go_on = true;
                     let mut opened = keys.open(from, &envelope, false);
                     if matches!(opened, Opened::Refresh) {
-                        let (a, t) = (api.clone(), device.secrets.token.clone());
-                        match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&a, &t)).await {
+                        let (a, t, holds) = (api.clone(), device.secrets.token.clone(), keys.epoch());
+                        match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&a, &t, holds)).await {
                             Ok(Ok(Some(listing))) => {
                                 if let Err(line) = keys.refresh(&listing) {
                                     tracing::warn!("{line}");

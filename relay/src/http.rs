@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/password/finish", post(v2::password_finish))
         .route("/api/v2/device-key", put(v2::put_device_key))
         .route("/api/v2/device-keys", get(v2::device_keys))
+        .route("/api/v2/epoch-wrap", get(v2::epoch_wrap))
         .route("/api/v1/admin/users", get(admin::list_users))
         .route(
             "/api/v1/admin/users/{id}/disable",

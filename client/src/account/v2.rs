@@ -231,7 +231,11 @@ pub fn store(
 /// this device; each remaining device is certified under the new epoch.
 /// `revoke` ends those devices' sessions in the same step (they are not
 /// recipients); with `end_other_sessions` every other device is logged out
-/// and only this one gets the key. Returns the new epoch.
+/// and only this one gets the key.
+///
+/// A relay without key epochs (`GET /api/v2/epoch-wrap` answers 404: the
+/// Worker host so far) gets a password change that keeps the current
+/// epoch, and a revoke is refused there ([`AccountError::NoEpochs`]).
 pub fn change_password(
     dir: &Path,
     device: &super::Device,
@@ -239,7 +243,7 @@ pub fn change_password(
     new: &[u8],
     end_other_sessions: bool,
     revoke: &[DeviceId],
-) -> Result<u32, AccountError> {
+) -> Result<PasswordChanged, AccountError> {
     use clipmesh_proto::api::v2::{
         CertUpload, PasswordFinishRequest, PasswordStartRequest, WrapUpload,
     };
@@ -257,9 +261,17 @@ pub fn change_password(
     let pinned = crate::pins::Pins::load(dir)
         .map_err(AccountError::Pins)?
         .get_v2(&device.account.server, username);
-    let next = epoch
-        .checked_add(1)
-        .ok_or(AccountError::BadRequest("no epoch left"))?;
+    let rotate = epochs_offered(&api, token)?;
+    if !rotate && !revoke.is_empty() {
+        return Err(AccountError::NoEpochs);
+    }
+    let next = if rotate {
+        epoch
+            .checked_add(1)
+            .ok_or(AccountError::BadRequest("no epoch left"))?
+    } else {
+        epoch
+    };
     // Who stays: the listed devices this device can vouch for (pinned, or
     // certified under the epoch it holds), minus the revoked ones.
     let listing = api.v2_device_keys(token)?;
@@ -322,6 +334,35 @@ pub fn change_password(
     let (record, export_key) = reg
         .finish(&mut OsRng, new, username, &resp, &start.kdf)
         .map_err(AccountError::Opaque)?;
+    if !rotate {
+        // No key epochs on this relay: the current key under the new
+        // password, as before epochs.
+        let wrap = export_key.kek().wrap(Epoch(epoch), &old_key);
+        api.v2_password_finish(
+            token,
+            &PasswordFinishRequest {
+                login_id: start.login_id,
+                finish: out.finish.to_hex(),
+                record: record.to_hex(),
+                kdf: start.kdf,
+                epoch,
+                export_wrap: wrap.to_hex(),
+                end_other_sessions,
+                revoke: Vec::new(),
+                wraps: Vec::new(),
+                certs: Vec::new(),
+                sender_cert: None,
+            },
+        )?;
+        tracing::info!(
+            end_other_sessions,
+            "password changed; the relay has no key epochs"
+        );
+        return Ok(PasswordChanged {
+            epoch,
+            new_epoch: false,
+        });
+    }
     let new_epoch = Epoch(next);
     let new_key = EpochKey::generate(&mut OsRng);
     let mut wraps = Vec::with_capacity(remaining.len());
@@ -375,5 +416,26 @@ pub fn change_password(
         epoch = next,
         "password changed; new key epoch"
     );
-    Ok(next)
+    Ok(PasswordChanged {
+        epoch: next,
+        new_epoch: true,
+    })
+}
+
+/// What [`change_password`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordChanged {
+    /// The epoch the account is at now.
+    pub epoch: u32,
+    /// Whether the change started it (false on a relay without epochs).
+    pub new_epoch: bool,
+}
+
+/// Whether the relay stores key epochs (`GET /api/v2/epoch-wrap` exists).
+pub fn epochs_offered(api: &Api, token: &str) -> Result<bool, AccountError> {
+    match api.v2_epoch_wrap(token) {
+        Ok(_) => Ok(true),
+        Err(e) if not_offered(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }

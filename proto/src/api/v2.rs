@@ -216,8 +216,8 @@ pub struct CertUpload {
     pub cert: String,
 }
 
-/// The current epoch's key wrapped to the calling device, in
-/// `GET /api/v2/device-keys` (absent when the relay holds none for it).
+/// The current epoch's key wrapped to the calling device
+/// ([`EpochWrapResponse`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochWrapRecord {
     /// The epoch of the wrapped key.
@@ -272,8 +272,13 @@ pub struct DeviceKeysResponse {
     pub epoch: u32,
     /// Every device with a live session.
     pub devices: Vec<DeviceKeyRecord>,
-    /// The current epoch's key wrapped to the calling device, if the
-    /// device that started the epoch made one for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+}
+
+/// `GET /api/v2/epoch-wrap`: the current epoch's key wrapped to the calling
+/// device. A relay without key epochs answers 404.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochWrapResponse {
+    /// The wrap, if the device that started the current epoch made one for
+    /// the caller (none at epoch 1 of a new account, or epoch 0).
     pub wrap: Option<EpochWrapRecord>,
 }

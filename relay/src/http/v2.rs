@@ -26,10 +26,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use clipmesh_proto::api::v2::{
-    DeviceKeyRecord, DeviceKeyRequest, DeviceKeysResponse, EpochWrapRecord, LoginFinishRequest,
-    LoginStartRequest, LoginStartResponse, LoginV2Response, OwnRegisterStartRequest,
-    PasswordFinishRequest, PasswordStartRequest, PasswordStartResponse, RegisterStartRequest,
-    RegisterStartResponse, SignupFinishRequest, UpgradeRequest,
+    DeviceKeyRecord, DeviceKeyRequest, DeviceKeysResponse, EpochWrapRecord, EpochWrapResponse,
+    LoginFinishRequest, LoginStartRequest, LoginStartResponse, LoginV2Response,
+    OwnRegisterStartRequest, PasswordFinishRequest, PasswordStartRequest, PasswordStartResponse,
+    RegisterStartRequest, RegisterStartResponse, SignupFinishRequest, UpgradeRequest,
 };
 use clipmesh_proto::api::ApiErrorCode;
 use clipmesh_proto::opaque::RegistrationRecord;
@@ -569,16 +569,9 @@ pub(super) async fn device_keys(
     Authed(me): Authed,
 ) -> Result<Json<DeviceKeysResponse>, ApiError> {
     let user = me.user;
-    let device = me.device;
-    let (acc, rows, wrap) = s
+    let (acc, rows) = s
         .store
-        .call(move |db| {
-            Ok((
-                db.v2_account_by_id(user)?,
-                db.device_keys(user)?,
-                db.epoch_wrap(user, device)?,
-            ))
-        })
+        .call(move |db| Ok((db.v2_account_by_id(user)?, db.device_keys(user)?)))
         .await?;
     let acc = acc.ok_or_else(ApiError::unauthorized)?;
     Ok(Json(DeviceKeysResponse {
@@ -593,6 +586,20 @@ pub(super) async fn device_keys(
                 cert: d.cert.map(hex::encode),
             })
             .collect(),
+    }))
+}
+
+/// `GET /api/v2/epoch-wrap` (token): the current epoch's key wrapped to
+/// the caller by the device that started the epoch, with that device's
+/// public key and its certificate under the previous epoch. The relay can
+/// open none of it; the caller checks the signer against its roster.
+pub(super) async fn epoch_wrap(
+    State(s): S,
+    Authed(me): Authed,
+) -> Result<Json<EpochWrapResponse>, ApiError> {
+    let (user, device) = (me.user, me.device);
+    let wrap = s.store.call(move |db| db.epoch_wrap(user, device)).await?;
+    Ok(Json(EpochWrapResponse {
         wrap: wrap.map(|w| EpochWrapRecord {
             epoch: w.epoch,
             sender: w.sender,
