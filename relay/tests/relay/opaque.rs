@@ -414,6 +414,192 @@ async fn device_keys_are_published_once_per_device() {
     assert_eq!(r.status, 400);
 }
 
+/// A password change by the device holding `token` (password "pw" both
+/// ways), with `extra` fields merged into `password/finish`.
+async fn change_with(
+    relay: &TestRelay,
+    user: &str,
+    token: &str,
+    epoch: u32,
+    key: &EpochKey,
+    extra: Value,
+) -> Resp {
+    let (lc, ke1) = ClientLogin::start(&mut OsRng, b"pw").unwrap();
+    let (rc, reg) = ClientRegistration::start(&mut OsRng, b"pw").unwrap();
+    let r = post(
+        &format!("{}/api/v2/password/start", relay.url),
+        Some(token),
+        json!({"login": ke1.to_hex(), "registration": reg.to_hex()}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let st = r.json();
+    let ke2 = LoginResponseBytes::from_hex(st["response"].as_str().unwrap()).unwrap();
+    let regr = RegistrationResponseBytes::from_hex(st["registration"].as_str().unwrap()).unwrap();
+    let (rec, ek) = rc.finish(&mut OsRng, b"pw", user, &regr, &kdf()).unwrap();
+    let finish = lc
+        .finish(b"pw", user, &ke2, &kdf())
+        .unwrap()
+        .finish
+        .to_hex();
+    let mut body = json!({"login_id": st["login_id"], "finish": finish, "record": rec.to_hex(),
+        "kdf": kdf(), "epoch": epoch,
+        "export_wrap": ek.kek().wrap(Epoch(epoch), key).to_hex()});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    post(
+        &format!("{}/api/v2/password/finish", relay.url),
+        Some(token),
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_new_epoch_checks_its_wraps_and_revokes_and_hands_each_device_its_wrap() {
+    use clipmesh_proto::{DeviceId, DeviceWrappedKey};
+    let relay = TestRelay::start().await;
+    let (first, k1) = signup_v2(&relay, "gus", b"pw").await;
+    let (b, _) = login_v2(&relay, "gus", b"pw").await.unwrap();
+    let (c, _) = login_v2(&relay, "gus", b"pw").await.unwrap();
+    let devs: Vec<(String, DeviceId, DeviceSecrets)> = [&first, &b, &c]
+        .iter()
+        .map(|v| {
+            (
+                v["token"].as_str().unwrap().to_owned(),
+                DeviceId(v["device_id"].as_u64().unwrap()),
+                DeviceSecrets::generate(&mut OsRng),
+            )
+        })
+        .collect();
+    for (token, id, secrets) in &devs {
+        let p = secrets.public();
+        let r = http(
+            "PUT",
+            &format!("{}/api/v2/device-key", relay.url),
+            Some(token),
+            Some(
+                json!({"public_key": p.to_hex(), "epoch": 1,
+                       "cert": hex::encode(k1.certify(Epoch(1), *id, &p))})
+                .to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    let (a_tok, a, a_sec) = &devs[0];
+    let (b_tok, b, b_sec) = &devs[1];
+    let (c_tok, c, _) = &devs[2];
+    let wrap_url = format!("{}/api/v2/epoch-wrap", relay.url);
+    let get_wrap = |token: String| {
+        let url = wrap_url.clone();
+        async move { http("GET", &url, Some(&token), None).await }
+    };
+    let r = get_wrap(b_tok.clone()).await;
+    assert_eq!((r.status, r.json()["wrap"].clone()), (200, Value::Null));
+
+    let k2 = EpochKey::generate(&mut OsRng);
+    let wrap_to = |id: DeviceId, s: &DeviceSecrets| {
+        k2.wrap_to_device(&mut OsRng, Epoch(2), (*a, a_sec), (id, &s.public()))
+            .unwrap()
+            .to_hex()
+    };
+    let wraps = json!([{"device": a, "wrap": wrap_to(*a, a_sec)}, {"device": b, "wrap": wrap_to(*b, b_sec)}]);
+    let certs = json!([
+        {"device": a, "cert": hex::encode(k2.certify(Epoch(2), *a, &a_sec.public()))},
+        {"device": b, "cert": hex::encode(k2.certify(Epoch(2), *b, &b_sec.public()))}]);
+    let sender_cert = hex::encode(k1.certify(Epoch(1), *a, &a_sec.public()));
+    let bad = [
+        (1, json!({"revoke": [c]}), "a revoke without a new epoch"),
+        (2, json!({"revoke": [a]}), "revoking oneself"),
+        (2, json!({"revoke": [999_999]}), "an unknown device"),
+        (
+            2,
+            json!({"revoke": [c], "wraps": [{"device": c, "wrap": wrap_to(*c, a_sec)}],
+                   "sender_cert": sender_cert}),
+            "a wrap to the revoked device",
+        ),
+        (2, json!({"wraps": wraps}), "wraps without sender_cert"),
+        (
+            2,
+            json!({"wraps": [{"device": b, "wrap": "00"}], "sender_cert": sender_cert}),
+            "a short wrap",
+        ),
+        (
+            2,
+            json!({"wraps": [{"device": b, "wrap": wrap_to(*b, b_sec)}, {"device": b, "wrap": wrap_to(*b, b_sec)}],
+                   "sender_cert": sender_cert}),
+            "a repeated device",
+        ),
+        (
+            2,
+            json!({"certs": [{"device": 999_999, "cert": hex::encode([0u8; 32])}]}),
+            "a cert for an unknown device",
+        ),
+    ];
+    for (epoch, extra, what) in bad {
+        let r = change_with(&relay, "gus", a_tok, epoch, &k2, extra).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+    }
+    let r = change_with(
+        &relay,
+        "gus",
+        a_tok,
+        2,
+        &k2,
+        json!({"revoke": [c], "wraps": wraps, "certs": certs, "sender_cert": sender_cert}),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    // C is gone; B gets its wrap, signed by A, which opens to the new key.
+    let r = http(
+        "GET",
+        &format!("{}/api/v2/device-keys", relay.url),
+        Some(c_tok),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = get_wrap(b_tok.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let w = r.json()["wrap"].clone();
+    assert_eq!(
+        (w["epoch"].as_u64(), w["sender"].as_u64()),
+        (Some(2), Some(a.0))
+    );
+    assert_eq!(
+        w["sender_public"].as_str(),
+        Some(a_sec.public().to_hex().as_str())
+    );
+    assert_eq!(w["sender_cert"].as_str(), Some(sender_cert.as_str()));
+    let opened = DeviceWrappedKey::from_hex(w["wrap"].as_str().unwrap())
+        .unwrap()
+        .open(Epoch(2), (*a, &a_sec.public()), (*b, b_sec))
+        .unwrap();
+    assert_eq!(opened.expose(), k2.expose());
+    let v = http(
+        "GET",
+        &format!("{}/api/v2/device-keys", relay.url),
+        Some(b_tok),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(v["epoch"], 2);
+    let listed: Vec<u64> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["epoch"], 2, "re-certified: {d}");
+            d["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(listed, vec![a.0, b.0]);
+}
+
 #[tokio::test]
 async fn v2_login_starts_count_as_guesses_until_one_succeeds() {
     // A guesser never needs to send KE3 (KE2 alone tells it whether its
