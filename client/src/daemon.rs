@@ -420,6 +420,9 @@ impl<C: ClipboardSink> Driver<C> {
                 Ok(()) => tracing::info!(epoch = epoch.0, "moved to a new key epoch"),
                 Err(e) => tracing::error!(error = %e, "cannot store the new epoch key"),
             }
+            if let Some(p2p) = &self.p2p {
+                p2p.set_signal_key(self.keys.signal_key());
+            }
             self.extra.push(Input::KeyEpoch { epoch: epoch.0 });
         }
         for line in &refreshed.refused {

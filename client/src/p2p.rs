@@ -166,6 +166,7 @@ enum Cmd {
         envelope: Arc<Vec<u8>>,
         done: oneshot::Sender<Vec<DeviceId>>,
     },
+    SignalKey(ClipKey),
 }
 
 /// The daemon's side of the manager.
@@ -191,6 +192,12 @@ impl P2pHandle {
             kind,
             payload,
         });
+    }
+
+    /// The account moved to a new key epoch: seal and open signalling
+    /// with that epoch's signal key from now on.
+    pub fn set_signal_key(&self, key: ClipKey) {
+        let _ = self.tx.send(Cmd::SignalKey(key));
     }
 
     /// Sends a sealed envelope on every open direct link; resolves to the
@@ -366,6 +373,7 @@ impl Manager {
                 kind,
                 payload,
             } => self.on_signal(from, kind, &payload, now),
+            Cmd::SignalKey(key) => self.codec.set_key(key),
             Cmd::Send { envelope, done } => {
                 let mut to = Vec::new();
                 if envelope.len() <= rtc::MAX_PEER_ENVELOPE {

@@ -204,6 +204,12 @@ impl SignalCodec {
         Ok(msg)
     }
 
+    /// Seals and opens with `key` from now on (the account moved to a new
+    /// key epoch; the signal key is a subkey of the epoch key).
+    pub fn set_key(&mut self, key: ClipKey) {
+        self.key = key;
+    }
+
     /// Forgets what was seen from `peer` (it went offline; a restarted
     /// device may count from a lower number).
     pub fn forget(&mut self, peer: DeviceId) {
@@ -245,6 +251,21 @@ mod tests {
         );
         // After the peer went offline its counter may restart.
         b.forget(DeviceId(1));
+        assert!(b.open(DeviceId(1), SignalKind::Offer, &sealed).is_ok());
+    }
+
+    #[test]
+    fn a_new_epochs_key_replaces_the_old_one() {
+        let (mut a, mut b) = pair();
+        let next = DataKey::generate().signal_key();
+        a.set_key(next.clone());
+        let sealed = a.seal(&offer(2));
+        assert_eq!(
+            b.open(DeviceId(1), SignalKind::Offer, &sealed),
+            Err(SignalError::Open),
+            "the old key opens nothing sealed under the new one"
+        );
+        b.set_key(next);
         assert!(b.open(DeviceId(1), SignalKind::Offer, &sealed).is_ok());
     }
 

@@ -396,3 +396,37 @@ async fn auto_mode_closes_an_idle_link_and_the_next_clip_reopens_it() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_links_open_under_a_new_epochs_signalling_key() {
+    let relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = two_devices(&relay).await;
+    let mut a = peer(a_dir.path(), Mode::P2p);
+    let b = peer(b_dir.path(), Mode::P2p);
+    b.wait_link_open().await;
+
+    // A new epoch (a password change on A) while both run: both adopt it.
+    let mut c = clipmesh(a_dir.path());
+    c.args(["password", "--password-stdin"]);
+    let out = run(c, Some(&format!("{PASSWORD}\nanother password\n"))).await;
+    assert!(out.status.success(), "{out:?}");
+    for d in [&a, &b] {
+        d.wait_status("moved to epoch 2", |st| st.key_epoch == Some(2))
+            .await;
+    }
+    // B restarts: it starts with epoch 2's signalling key, which A switched
+    // to when it moved; the new link opens and carries a clip (p2p mode:
+    // the relay carries none).
+    b.stop().await.unwrap();
+    a.wait_status("peer gone", |st| st.peers.is_empty()).await;
+    let b = peer(b_dir.path(), Mode::P2p);
+    b.wait_link_open().await;
+    a.wait_link_open().await;
+    b.copy("over a link signalled under epoch 2").await;
+    assert_eq!(
+        a.next_applied().await,
+        "over a link signalled under epoch 2"
+    );
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
