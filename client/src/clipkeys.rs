@@ -176,6 +176,20 @@ impl ClipKeys {
         DataKey::from_bytes(*self.key.expose()).signal_key()
     }
 
+    /// What direct-link signalling is sealed and checked with now.
+    pub fn signal_keys(&self) -> crate::p2p::SignalKeys {
+        crate::p2p::SignalKeys {
+            key: self.signal_key(),
+            epoch: self.epoch,
+            peers: self.roster.pins(),
+        }
+    }
+
+    /// This device's key pairs (v2), which also sign its signalling.
+    pub fn device_secrets(&self) -> Option<&DeviceSecrets> {
+        self.device.as_ref()
+    }
+
     fn v1_clip_key(&self) -> ClipKey {
         DataKey::from_bytes(*self.key.expose()).clip_key()
     }

@@ -235,7 +235,8 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         let cfg = p2p::P2pConfig {
             me: device_id,
             mode,
-            signal_key: keys.signal_key(),
+            keys: keys.signal_keys(),
+            signer: keys.device_secrets().cloned(),
             bind: transport.bind,
             idle: transport.idle_close,
         };
@@ -420,9 +421,6 @@ impl<C: ClipboardSink> Driver<C> {
                 Ok(()) => tracing::info!(epoch = epoch.0, "moved to a new key epoch"),
                 Err(e) => tracing::error!(error = %e, "cannot store the new epoch key"),
             }
-            if let Some(p2p) = &self.p2p {
-                p2p.set_signal_key(self.keys.signal_key());
-            }
             self.extra.push(Input::KeyEpoch { epoch: epoch.0 });
         }
         for line in &refreshed.refused {
@@ -432,6 +430,10 @@ impl<C: ClipboardSink> Driver<C> {
             self.extra.push(Input::KeyProblem {
                 message: line.clone(),
             });
+        }
+        if let Some(p2p) = &self.p2p {
+            // A new epoch's signal key, newly pinned peers.
+            p2p.set_keys(self.keys.signal_keys());
         }
         if !refreshed.new_devices.is_empty() {
             self.extra

@@ -23,7 +23,9 @@ pub mod plan;
 pub mod rtc;
 
 use crate::link::LinkHandle;
-use clipmesh_proto::{ClipKey, DeviceId, SignalCodec, SignalKind, SignalMsg};
+use clipmesh_proto::{
+    ClipKey, DeviceId, DevicePublic, DeviceSecrets, Epoch, SignalCodec, SignalKind, SignalMsg,
+};
 use plan::{Action, Phase, Plan, Role};
 use rtc::{Attempt, Internal, Remote};
 use serde::{Deserialize, Serialize};
@@ -166,7 +168,19 @@ enum Cmd {
         envelope: Arc<Vec<u8>>,
         done: oneshot::Sender<Vec<DeviceId>>,
     },
-    SignalKey(ClipKey),
+    Keys(SignalKeys),
+}
+
+/// The keys signalling is sealed and checked with (see
+/// [`clipmesh_proto::signal`]).
+#[derive(Debug, Clone)]
+pub struct SignalKeys {
+    /// The current epoch's signal subkey.
+    pub key: ClipKey,
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// The account's devices' public keys as this device pinned them.
+    pub peers: HashMap<DeviceId, DevicePublic>,
 }
 
 /// The daemon's side of the manager.
@@ -194,10 +208,10 @@ impl P2pHandle {
         });
     }
 
-    /// The account moved to a new key epoch: seal and open signalling
-    /// with that epoch's signal key from now on.
-    pub fn set_signal_key(&self, key: ClipKey) {
-        let _ = self.tx.send(Cmd::SignalKey(key));
+    /// New signalling keys: the account moved to a new key epoch, or this
+    /// device pinned new peers.
+    pub fn set_keys(&self, keys: SignalKeys) {
+        let _ = self.tx.send(Cmd::Keys(keys));
     }
 
     /// Sends a sealed envelope on every open direct link; resolves to the
@@ -218,8 +232,11 @@ pub struct P2pConfig {
     pub me: DeviceId,
     /// Auto or p2p (relay mode runs no manager).
     pub mode: Mode,
-    /// Seals signalling ([`clipmesh_proto::DataKey::signal_key`]).
-    pub signal_key: ClipKey,
+    /// Seals signalling ([`clipmesh_proto::DataKey::signal_key`]) and
+    /// checks the peers' signatures.
+    pub keys: SignalKeys,
+    /// v2: signs this device's signalling (`None` on a v1 device).
+    pub signer: Option<DeviceSecrets>,
     /// Local UDP address for the peer connections (`0.0.0.0:0` by default;
     /// `CLIPMESH_P2P_BIND=127.0.0.1` for tests on one machine).
     pub bind: String,
@@ -304,7 +321,14 @@ pub async fn run(
     let first_seq = crate::clock::now_ms().saturating_mul(1000);
     let mut m = Manager {
         plan: Plan::new(cfg.me, seed, cfg.idle),
-        codec: SignalCodec::new(cfg.signal_key.clone(), cfg.me, first_seq),
+        codec: {
+            let mut c = SignalCodec::new(cfg.keys.key.clone(), cfg.me, first_seq);
+            if let Some(s) = &cfg.signer {
+                c.set_signer(s.clone(), cfg.keys.epoch);
+            }
+            c.set_peer_keys(cfg.keys.peers.clone());
+            c
+        },
         cfg,
         link,
         events,
@@ -373,7 +397,10 @@ impl Manager {
                 kind,
                 payload,
             } => self.on_signal(from, kind, &payload, now),
-            Cmd::SignalKey(key) => self.codec.set_key(key),
+            Cmd::Keys(k) => {
+                self.codec.set_key(k.key, k.epoch);
+                self.codec.set_peer_keys(k.peers);
+            }
             Cmd::Send { envelope, done } => {
                 let mut to = Vec::new();
                 if envelope.len() <= rtc::MAX_PEER_ENVELOPE {

@@ -72,6 +72,14 @@ impl Roster {
         self.map.get(&id.0).and_then(|h| DevicePublic::from_hex(h))
     }
 
+    /// Every pinned key.
+    pub fn pins(&self) -> std::collections::HashMap<DeviceId, DevicePublic> {
+        self.map
+            .iter()
+            .filter_map(|(id, h)| Some((DeviceId(*id), DevicePublic::from_hex(h)?)))
+            .collect()
+    }
+
     /// Pins `public` for `id` (replacing nothing: a different key for a
     /// pinned id is refused by [`Roster::review`] before it gets here).
     pub fn pin(&mut self, id: DeviceId, public: &DevicePublic) -> std::io::Result<()> {

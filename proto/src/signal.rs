@@ -16,6 +16,14 @@
 //! version u8 = 1 | kind u8 (Signal.kind's values) | target u64 | session u64 | body (rest, UTF-8)
 //! ```
 //!
+//! **Protocol v2:** a codec with a signer ([`SignalCodec::set_signer`])
+//! seals every payload as a signed v2 envelope ([`crate::SignedEnvelope`],
+//! kind `Signal`) under the same signal key, and opens a signed payload only
+//! with the sender's key from the receiver's pinned roster
+//! ([`SignalCodec::set_peer_keys`]); an unsigned payload from a peer whose
+//! key it holds is refused ([`SignalError::Unsigned`]). So another device of
+//! the account cannot pass itself off as a third one in signalling either.
+//!
 //! A receiver ([`SignalCodec::open`]) accepts a payload only when it opens
 //! under the signal key as a `Signal` envelope, the envelope's sender is the
 //! device the relay says sent it, the sealed `kind` equals the frame's
@@ -25,10 +33,13 @@
 //! random and answers, candidates and `Bye` carry it back.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::device::{DevicePublic, DeviceSecrets};
 use crate::envelope::{Envelope, EnvelopeHeader, EnvelopeKind};
+use crate::epoch::Epoch;
 use crate::frame::SignalKind;
 use crate::ids::DeviceId;
 use crate::keys::ClipKey;
+use crate::signed::{SignedEnvelope, SignedHeader, SIGNED_ENVELOPE_VERSION};
 use std::collections::HashMap;
 use std::fmt;
 use thiserror::Error;
@@ -120,6 +131,9 @@ pub enum SignalError {
     /// The plaintext is malformed.
     #[error("malformed")]
     Malformed,
+    /// Unsigned, from a device whose signing key this device holds.
+    #[error("unsigned, from a device that signs")]
+    Unsigned,
 }
 
 /// Seals and opens signals for one device, remembering the sequence
@@ -129,6 +143,10 @@ pub struct SignalCodec {
     me: DeviceId,
     next_seq: u64,
     highest: HashMap<DeviceId, u64>,
+    /// v2: this device's signing key and the epoch it seals under.
+    signer: Option<(DeviceSecrets, Epoch)>,
+    /// v2: the peers' pinned public keys.
+    peers: HashMap<DeviceId, DevicePublic>,
 }
 
 impl fmt::Debug for SignalCodec {
@@ -149,7 +167,21 @@ impl SignalCodec {
             me,
             next_seq: first_seq.max(1),
             highest: HashMap::new(),
+            signer: None,
+            peers: HashMap::new(),
         }
+    }
+
+    /// Signs what it seals from now on (a v2 device), as of `epoch`.
+    pub fn set_signer(&mut self, secrets: DeviceSecrets, epoch: Epoch) {
+        self.signer = Some((secrets, epoch));
+    }
+
+    /// The peers' public keys, as this device pinned them: signed payloads
+    /// open only with these, and an unsigned one from any of them is
+    /// refused.
+    pub fn set_peer_keys(&mut self, peers: HashMap<DeviceId, DevicePublic>) {
+        self.peers = peers;
     }
 
     /// Seals `msg` as this device.
@@ -157,6 +189,17 @@ impl SignalCodec {
         let mut plain = msg.encode();
         let seq = self.next_seq;
         self.next_seq = self.next_seq.saturating_add(1);
+        if let Some((signer, epoch)) = &self.signer {
+            let header = SignedHeader {
+                kind: EnvelopeKind::Signal,
+                sender: self.me,
+                seq,
+                epoch: *epoch,
+            };
+            let sealed = SignedEnvelope::seal(&self.key, signer, &header, &plain);
+            plain.zeroize();
+            return sealed;
+        }
         let sealed = Envelope::seal(
             &self.key,
             &EnvelopeHeader {
@@ -177,8 +220,31 @@ impl SignalCodec {
         kind: SignalKind,
         payload: &[u8],
     ) -> Result<SignalMsg, SignalError> {
-        let (header, mut plain) =
-            Envelope::open(&self.key, payload).map_err(|_| SignalError::Open)?;
+        let (header, mut plain) = if payload.first() == Some(&SIGNED_ENVELOPE_VERSION) {
+            let peeked = SignedEnvelope::peek_header(payload).map_err(|_| SignalError::Open)?;
+            if peeked.sender != from {
+                return Err(SignalError::Sender);
+            }
+            let public = self.peers.get(&from).ok_or(SignalError::Open)?;
+            let (h, plain) =
+                SignedEnvelope::open(&self.key, public, payload).map_err(|_| SignalError::Open)?;
+            (
+                EnvelopeHeader {
+                    kind: h.kind,
+                    sender: h.sender,
+                    seq: h.seq,
+                },
+                plain,
+            )
+        } else {
+            let (h, mut plain) =
+                Envelope::open(&self.key, payload).map_err(|_| SignalError::Open)?;
+            if self.signer.is_some() && self.peers.contains_key(&from) {
+                plain.zeroize();
+                return Err(SignalError::Unsigned);
+            }
+            (h, plain)
+        };
         if header.kind != EnvelopeKind::Signal {
             plain.zeroize();
             return Err(SignalError::Open);
@@ -206,8 +272,11 @@ impl SignalCodec {
 
     /// Seals and opens with `key` from now on (the account moved to a new
     /// key epoch; the signal key is a subkey of the epoch key).
-    pub fn set_key(&mut self, key: ClipKey) {
+    pub fn set_key(&mut self, key: ClipKey, epoch: Epoch) {
         self.key = key;
+        if let Some((_, e)) = &mut self.signer {
+            *e = epoch;
+        }
     }
 
     /// Forgets what was seen from `peer` (it went offline; a restarted
@@ -258,15 +327,58 @@ mod tests {
     fn a_new_epochs_key_replaces_the_old_one() {
         let (mut a, mut b) = pair();
         let next = DataKey::generate().signal_key();
-        a.set_key(next.clone());
+        a.set_key(next.clone(), Epoch(2));
         let sealed = a.seal(&offer(2));
         assert_eq!(
             b.open(DeviceId(1), SignalKind::Offer, &sealed),
             Err(SignalError::Open),
             "the old key opens nothing sealed under the new one"
         );
-        b.set_key(next);
+        b.set_key(next, Epoch(2));
         assert!(b.open(DeviceId(1), SignalKind::Offer, &sealed).is_ok());
+    }
+
+    #[test]
+    fn signed_signals_open_only_with_the_senders_pinned_key() {
+        use rand::rngs::OsRng;
+        let (mut a, mut b) = pair();
+        let (sa, sc) = (
+            DeviceSecrets::generate(&mut OsRng),
+            DeviceSecrets::generate(&mut OsRng),
+        );
+        a.set_signer(sa.clone(), Epoch(1));
+        b.set_signer(DeviceSecrets::generate(&mut OsRng), Epoch(1));
+        let sealed = a.seal(&offer(2));
+        assert_eq!(sealed[0], SIGNED_ENVELOPE_VERSION);
+        // B has no key for A yet: refused.
+        assert_eq!(
+            b.open(DeviceId(1), SignalKind::Offer, &sealed),
+            Err(SignalError::Open)
+        );
+        b.set_peer_keys(HashMap::from([(DeviceId(1), sa.public())]));
+        assert_eq!(
+            b.open(DeviceId(1), SignalKind::Offer, &sealed).unwrap(),
+            offer(2)
+        );
+        // Device 3 of the account (same signal key) signs as device 1.
+        let mut c = SignalCodec::new(a.key.clone(), DeviceId(1), 10_000);
+        c.set_signer(sc, Epoch(1));
+        assert_eq!(
+            b.open(DeviceId(1), SignalKind::Offer, &c.seal(&offer(2))),
+            Err(SignalError::Open)
+        );
+        // Or sends it unsigned.
+        let mut unsigned = SignalCodec::new(a.key.clone(), DeviceId(1), 20_000);
+        assert_eq!(
+            b.open(DeviceId(1), SignalKind::Offer, &unsigned.seal(&offer(2))),
+            Err(SignalError::Unsigned)
+        );
+        // The relay names another sender.
+        let again = a.seal(&offer(2));
+        assert_eq!(
+            b.open(DeviceId(3), SignalKind::Offer, &again),
+            Err(SignalError::Sender)
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The v2 clip envelope: sealed under the epoch's clip key and signed by the
-//! sending device.
+//! The v2 envelope: sealed under the epoch's clip key (kind 1, a clip) or
+//! signal key (kind 2, direct-link signalling, [`crate::signal`]) and signed
+//! by the sending device.
 //!
 //! ```text
 //! header (22 B, the AAD) : version u8 = 2 | kind u8 | sender u64 | seq u64 | epoch u32
@@ -67,6 +68,7 @@ impl SignedHeader {
         }
         let kind = match r.u8()? {
             1 => EnvelopeKind::Clip,
+            2 => EnvelopeKind::Signal,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "envelope kind",

@@ -292,6 +292,39 @@ async fn forged_signalling_is_rejected_and_the_link_keeps_working() {
     // Nothing of the forged payload reached the log.
     assert!(!logs_contain(&logs, "00:11:22 forged"));
 
+    // C seals an offer properly (it holds the account's signal key) but
+    // does not sign it, as a device passing itself off would: A pinned
+    // C's signing key, so it refuses the unsigned payload.
+    let mut codec = clipmesh_proto::SignalCodec::new(
+        c.secrets.data_key.signal_key(),
+        clipmesh_proto::DeviceId(c.account.device_id),
+        1,
+    );
+    let unsigned = codec.seal(&clipmesh_proto::SignalMsg {
+        kind: clipmesh_proto::SignalKind::Offer,
+        target: clipmesh_proto::DeviceId(a_id),
+        session: 9,
+        body: "v=0 unsigned".into(),
+    });
+    assert!(handle.signal(
+        clipmesh_proto::DeviceId(a_id),
+        clipmesh_proto::SignalKind::Offer,
+        unsigned
+    ));
+    let rejected = tokio::time::timeout(STEP, async {
+        loop {
+            if logs_contain(
+                &logs,
+                "signalling message rejected: unsigned, from a device that signs",
+            ) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(rejected.is_ok(), "no rejection line for the unsigned offer");
+
     // A is unharmed: the direct link to B still carries clips.
     a.copy("still direct").await;
     assert_eq!(b.next_applied().await, "still direct");
