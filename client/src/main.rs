@@ -785,6 +785,7 @@ async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> R
         )
     })
     .await??;
+    announce(&changed.announced);
     println!(
         "password changed; {}{}",
         if changed.new_epoch {
@@ -802,6 +803,16 @@ async fn password(dir: PathBuf, from_stdin: bool, end_other_sessions: bool) -> R
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Announces devices seen for the first time, on standard error.
+fn announce(devices: &[clipmesh::clipkeys::NewDevice]) {
+    for d in devices {
+        eprintln!(
+            "new device in this account: {} \"{}\", safety number {}",
+            d.id.0, d.name, d.fingerprint
+        );
+    }
 }
 
 async fn devices(dir: PathBuf, revoke: Option<u64>, password_stdin: bool) -> Result<ExitCode> {
@@ -836,6 +847,7 @@ async fn devices(dir: PathBuf, revoke: Option<u64>, password_stdin: bool) -> Res
             )
         })
         .await??;
+        announce(&changed.announced);
         println!(
             "revoked device {id}; password changed; new key epoch {}",
             changed.epoch

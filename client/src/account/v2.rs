@@ -287,9 +287,24 @@ pub fn change_password(
     }
     let old_key = EpochKey::from_bytes(*device.secrets.data_key.expose());
     let mut roster = crate::roster::Roster::load(dir).map_err(AccountError::Pins)?;
-    roster
+    let verdicts = roster
         .review(&old_key, epoch, &listing.devices)
         .map_err(AccountError::Pins)?;
+    // Devices this device pins now for the first time get the new key:
+    // they are announced to the caller, never added silently.
+    let announced: Vec<crate::clipkeys::NewDevice> = listing
+        .devices
+        .iter()
+        .zip(&verdicts)
+        .filter_map(|(d, v)| match v {
+            crate::roster::Trust::New(fingerprint) => Some(crate::clipkeys::NewDevice {
+                id: d.id,
+                name: d.name.clone(),
+                fingerprint: *fingerprint,
+            }),
+            _ => None,
+        })
+        .collect();
     let mut remaining: Vec<(DeviceId, clipmesh_proto::DevicePublic)> =
         vec![(me, me_secrets.public())];
     if !end_other_sessions {
@@ -361,6 +376,7 @@ pub fn change_password(
         return Ok(PasswordChanged {
             epoch,
             new_epoch: false,
+            announced,
         });
     }
     let new_epoch = Epoch(next);
@@ -419,16 +435,20 @@ pub fn change_password(
     Ok(PasswordChanged {
         epoch: next,
         new_epoch: true,
+        announced,
     })
 }
 
 /// What [`change_password`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswordChanged {
     /// The epoch the account is at now.
     pub epoch: u32,
     /// Whether the change started it (false on a relay without epochs).
     pub new_epoch: bool,
+    /// Devices this device saw (and pinned) for the first time on the
+    /// way: the caller announces them.
+    pub announced: Vec<crate::clipkeys::NewDevice>,
 }
 
 /// Whether the relay stores key epochs (`GET /api/v2/epoch-wrap` exists).

@@ -88,6 +88,17 @@ async fn a_revoke_starts_an_epoch_the_revoked_device_cannot_open() {
     let out = run(cmd, Some(&format!("{PASSWORD}\n{NEW_PASSWORD}\n"))).await;
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("new key epoch 2"), "{}", out.stdout);
+    // A had never seen B: B gets the new key, and is announced on the way.
+    let pb_before = secrets_of(b_dir.path()).device.unwrap().public();
+    assert!(
+        out.stderr.contains(&format!(
+            "new device in this account: {} \"b\", safety number {}",
+            b_id.0,
+            pb_before.fingerprint()
+        )),
+        "{}",
+        out.stderr
+    );
     let sa = secrets_of(a_dir.path());
     assert_eq!(sa.epoch, Some(2));
     assert_ne!(sa.data_key, c_before.data_key, "a fresh epoch key");
