@@ -4,8 +4,8 @@
 # and run the relay conformance suite against it (the same suite runs
 # against the native relay in `cargo test`, tests/tests/conformance.rs),
 # then the hibernation check (idle keepalives do not wake the room; it is
-# evicted and the next message reaches every device), metering and the
-# connect-time quota, and stock daemons
+# evicted and the next message reaches every device), metering, the
+# connect-time quota and the admin's per-room status, and stock daemons
 # on Xvfb through the Worker, across a restart of the runtime
 # (tests/tests/worker.rs).
 set -euo pipefail
@@ -48,7 +48,7 @@ target/debug/clipmesh-conformance --url "http://127.0.0.1:$port"
 echo "--- Worker: hibernation (30 s idle per phase, keepalive every 5 s)"
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$port" --hibernation 30 5
 
-echo "--- Worker: metering and the connect-time quota (a second Worker, DAILY_MESSAGE_QUOTA=5)"
+echo "--- Worker: metering, the connect-time quota and the admin's room status (a second Worker, DAILY_MESSAGE_QUOTA=5)"
 qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
     node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/quota-state" \

@@ -168,11 +168,51 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
     })
 }
 
+/// The admin's per-room view (`/api/v1/admin/users/{id}/status`) of
+/// `admin`'s own room, where its one device is joined and has just sent
+/// messages: the device is listed connected, with its last message and
+/// idle seconds, and with its last connect from D1. Another user's token
+/// is refused (403), an unknown user is 404.
+fn admin_status(t: &Target, admin: &crate::conformance::Login) -> Result<()> {
+    let path = format!("/api/v1/admin/users/{}/status", admin.user);
+    let s = t.get(&path, Some(&admin.token))?;
+    ensure!(s.status == 200, "admin status: {s:?}");
+    let sock = &s.body["sockets"][0];
+    ensure!(
+        s.body["online"] == 1
+            && sock["device"].as_u64() == Some(admin.device)
+            && sock["joined"] == true
+            && sock["last_message_at"].as_i64().is_some()
+            && sock["idle_s"]
+                .as_i64()
+                .is_some_and(|i| (0..=60).contains(&i)),
+        "admin status of a room with one joined, recently active device: {s:?}"
+    );
+    let dev = &s.body["devices"][0];
+    ensure!(
+        dev["id"].as_u64() == Some(admin.device) && dev["last_seen_at"].as_i64().is_some(),
+        "admin status lists the account's devices: {s:?}"
+    );
+    let (other, _) = t.signup(&format!("notadmin-{}", std::process::id()), "n1")?;
+    let refused = t.get(&path, Some(&other.token))?;
+    ensure!(
+        refused.status == 403 && refused.body["error"] == "forbidden",
+        "a non-admin's admin status: {refused:?}"
+    );
+    let missing = t.get("/api/v1/admin/users/999999999/status", Some(&admin.token))?;
+    ensure!(
+        missing.status == 404,
+        "an unknown user's status: {missing:?}"
+    );
+    Ok(())
+}
+
 /// Metering and the connect-time quota, against a Worker started with
 /// `DAILY_MESSAGE_QUOTA` = `limit` (at least 2): one device sends `limit`
 /// messages (its `Hello` and pings), `/api/v1/status` counts them, and the
 /// next connect is answered 101, then `Error{RateLimited, "quota
-/// exceeded…"}` and close 4003.
+/// exceeded…"}` and close 4003. On the way, the admin's per-room
+/// status (the first account is the admin; see [`admin_status`]).
 pub fn quota(base: &str, limit: u64) -> Result<()> {
     use crate::conformance::Closed;
     use clipmesh_proto::{CloseCode, ErrorCode};
@@ -190,6 +230,8 @@ pub fn quota(base: &str, limit: u64) -> Result<()> {
         s.body["usage_today"]["messages"].as_u64() == Some(limit),
         "usage after {limit} messages: {s:?}"
     );
+    // The first account of this fresh Worker is its admin.
+    admin_status(&t, &l1)?;
     let mut refused = t.ws(&l1.token)?;
     let e = refused.recv()?;
     ensure!(

@@ -76,6 +76,10 @@ async fn route(
         (Get, "/api/v2/device-keys") => opaque::device_keys(req, env).await,
         (Get, "/api/v1/ws") => room::upgrade(req, env).await,
         (Get, "/api/v1/status") => room::status(req, env).await,
+        (Get, p) if p.starts_with("/api/v1/admin/users/") && p.ends_with("/status") => {
+            let id = &p["/api/v1/admin/users/".len()..p.len() - "/status".len()];
+            room::admin_status(req, env, id).await
+        }
         (_, p) if known_path(p) => Err(ApiError::new(405, "bad_request", "method not allowed")),
         _ => Err(ApiError::not_found("route")),
     }

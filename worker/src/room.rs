@@ -59,6 +59,10 @@ pub struct Attachment {
     pub joined: bool,
     /// When it connected, Unix seconds.
     pub since: i64,
+    /// When it last sent a message the room handled, Unix seconds (0: none
+    /// yet). Protocol pings never reach the room, so they do not count.
+    #[serde(default)]
+    pub last_msg: i64,
 }
 
 /// How long usage counts stay in memory before the alarm writes them.
@@ -213,6 +217,7 @@ impl UserRoom {
             conn,
             joined: false,
             since: api::unix_now(),
+            last_msg: 0,
         })?;
         let quota = self
             .inner
@@ -333,9 +338,12 @@ impl UserRoom {
             .iter()
             .filter_map(attachment)
             .map(|a| {
+                let last = (a.last_msg > 0).then_some(a.last_msg);
                 serde_json::json!({
                     "device": a.device, "name": a.name, "joined": a.joined,
                     "connected_s": now.saturating_sub(a.since),
+                    "last_message_at": last,
+                    "idle_s": now.saturating_sub(last.unwrap_or(a.since)),
                 })
             })
             .collect();
@@ -371,6 +379,11 @@ impl UserRoom {
             self.arm_alarm(now_ms() + USAGE_FLUSH_MS).await?;
         }
         let now_s = api::unix_now();
+        if now_s > att.last_msg {
+            // At most one attachment write per socket per second.
+            att.last_msg = now_s;
+            ws.serialize_attachment(&att)?;
+        }
         let mut persist = None;
         {
             let mut guard = self.inner.borrow_mut();
@@ -647,6 +660,56 @@ pub async fn online(env: &Env, user: UserId) -> Vec<DeviceId> {
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     }
+}
+
+/// `GET /api/v1/admin/users/{id}/status` (an admin's token): user `id`'s
+/// room as `/api/v1/status` shows it (sockets with seconds connected,
+/// last message and idle seconds), plus the account's devices with their
+/// last connect (`last_seen_at`, D1). Not an admin: 403; no such user: 404.
+pub async fn admin_status(req: Request, env: &Env, id: &str) -> Result<Response, ApiError> {
+    let s = Settings::from_env(env);
+    let (token, _) = session::request_token(&req);
+    let me = session::authenticate(env, &s, token.as_deref()).await?;
+    let user = UserId(clipmesh_room::validate::path_id(id)?);
+    #[derive(serde::Deserialize)]
+    struct Admin {
+        is_admin: u32,
+    }
+    let db = env.d1(session::DB)?;
+    let admin: Option<Admin> = db
+        .prepare("SELECT is_admin FROM users WHERE id = ?1")
+        .bind(&[session::js_u64(me.user.0)])?
+        .first(None)
+        .await?;
+    if admin.is_none_or(|a| a.is_admin == 0) {
+        return Err(ApiError::new(403, "forbidden", "admin only"));
+    }
+    let exists: Option<Admin> = db
+        .prepare("SELECT is_admin FROM users WHERE id = ?1")
+        .bind(&[session::js_u64(user.0)])?
+        .first(None)
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::not_found("user"));
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Device {
+        id: u64,
+        name: String,
+        last_seen_at: i64,
+    }
+    let devices: Vec<Device> = db
+        .prepare("SELECT id, name, last_seen_at FROM devices WHERE user_id = ?1 ORDER BY id")
+        .bind(&[session::js_u64(user.0)])?
+        .all()
+        .await?
+        .results()?;
+    let mut r = stub(env, user)?
+        .fetch_with_str(&format!("https://room/status?user={}", user.0))
+        .await?;
+    let mut v: serde_json::Value = r.json().await?;
+    v["devices"] = serde_json::to_value(devices).map_err(ApiError::internal)?;
+    api::ok_json(&v)
 }
 
 /// `GET /api/v1/status`: the caller's room (sockets, how long each has been
