@@ -5,7 +5,8 @@
 # against the native relay in `cargo test`, tests/tests/conformance.rs),
 # then the hibernation check (idle keepalives do not wake the room; it is
 # evicted and the next message reaches every device), metering, the
-# connect-time quota and the admin's per-room status, and stock daemons
+# connect-time quota and the admin's per-room status, session lifetimes,
+# and stock daemons
 # on Xvfb through the Worker, across a restart of the runtime
 # (tests/tests/worker.rs).
 set -euo pipefail
@@ -60,6 +61,22 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --quota 5
+kill "$qpid"
+wait "$qpid" 2>/dev/null || true
+qpid=
+
+echo "--- Worker: session lifetimes (a third Worker, SESSION_IDLE_S=2)"
+qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
+    node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/life-state" \
+    --var SIGNUP=open --var SESSION_IDLE_S=2 >"$state/life.log" 2>&1 &
+qpid=$!
+for _ in $(seq 1 120); do
+    grep -q "listening on" "$state/life.log" && break
+    kill -0 "$qpid" 2>/dev/null || { cat "$state/life.log"; exit 1; }
+    sleep 0.5
+done
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --lifetimes 2
 kill "$qpid"
 wait "$qpid" 2>/dev/null || true
 qpid=

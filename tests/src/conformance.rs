@@ -360,6 +360,7 @@ pub fn run(base: &str) -> Result<()> {
     rooms(&t, &a).context("rooms")?;
     blobs(&t, &a).context("blobs")?;
     revoke_and_logout(&t, &a).context("revoke and logout")?;
+    renew(&t).context("session renew")?;
     accounts_v2(&t).context("accounts v2")?;
     Ok(())
 }
@@ -802,6 +803,69 @@ fn revoke_and_logout(t: &Target, acc: &Accounts) -> Result<()> {
     ensure!(r.status == 204, "logout: {r:?}");
     let d = t.get("/api/v1/devices", Some(&acc.b1.token))?;
     ensure!(d.status == 401, "logged-out token: {d:?}");
+    Ok(())
+}
+
+/// `POST /api/v1/session/renew`: a new token for the same device; the old
+/// one is accepted until the new one is first used, then never again.
+fn renew(t: &Target) -> Result<()> {
+    let (l, _) = t.signup(&unique("renew"), "r1")?;
+    // Used once, so a cache in front of the store holds the old token.
+    ensure!(t.get("/api/v1/devices", Some(&l.token))?.status == 200);
+    let r = t.post("/api/v1/session/renew", &json!({}), Some(&l.token))?;
+    ensure!(r.status == 200, "renew: {r:?}");
+    let new = r.body["token"].as_str().context("token")?.to_owned();
+    ensure!(
+        new != l.token
+            && r.body["max_lifetime_s"].as_u64().is_some_and(|s| s > 0)
+            && r.body["idle_lifetime_s"].as_u64().is_some_and(|s| s > 0),
+        "renew answer: {r:?}"
+    );
+    let old = t.get("/api/v1/devices", Some(&l.token))?;
+    ensure!(
+        old.status == 200,
+        "the old token before the new one is used: {old:?}"
+    );
+    let d = t.get("/api/v1/devices", Some(&new))?;
+    ensure!(
+        d.status == 200
+            && d.body["devices"][0]["id"].as_u64() == Some(l.device)
+            && d.body["devices"][0]["current"] == true,
+        "the new token names the same device: {d:?}"
+    );
+    let old = t.get("/api/v1/devices", Some(&l.token))?;
+    ensure!(
+        old.status == 401,
+        "the old token after the new one was used: {old:?}"
+    );
+    Ok(())
+}
+
+/// Session lifetimes against a relay whose idle lifetime is `idle`
+/// seconds: a token unused for longer is refused (401) and its device is
+/// gone from the account's list. Waits `idle` + 2 s of wall time (the
+/// lifetime is wall time, in whole seconds).
+pub fn lifetimes(base: &str, idle: u64) -> Result<()> {
+    let t = Target::new(base)?;
+    let name = unique("life");
+    let (l, key) = t.signup(&name, "old")?;
+    std::thread::sleep(std::time::Duration::from_secs(idle + 2));
+    let d = t.get("/api/v1/devices", Some(&l.token))?;
+    ensure!(d.status == 401, "a token idle past its lifetime: {d:?}");
+    let fresh = t.login(&name, &key, "new")?;
+    ensure!(fresh.status == 200, "login: {fresh:?}");
+    let token = fresh.body["token"].as_str().context("token")?;
+    let d = t.get("/api/v1/devices", Some(token))?;
+    let ids: Vec<u64> = d.body["devices"]
+        .as_array()
+        .context("devices")?
+        .iter()
+        .filter_map(|d| d["id"].as_u64())
+        .collect();
+    ensure!(
+        d.status == 200 && !ids.contains(&l.device) && ids.len() == 1,
+        "the expired device is gone: {d:?}"
+    );
     Ok(())
 }
 

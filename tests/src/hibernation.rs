@@ -19,6 +19,11 @@
 //!    every ping is a message the room handles (`messages_since_wake`),
 //!    keeping it in memory or waking it.
 //!
+//! 4. **Metering survives eviction:** the day's usage in `/api/v1/status`
+//!    counts every message the devices sent (two `Hello`s, the publish,
+//!    the frame pings), although the room was evicted between the publish
+//!    and the alarm that writes the counts to storage.
+//!
 //! Waiting here is on wall time by necessity: eviction is the runtime's
 //! reaction to real idleness. Every wait is bounded by `idle`.
 
@@ -42,6 +47,8 @@ pub struct Report {
     pub messages_frame_pings: u64,
     /// Frame pings sent (both devices).
     pub frame_pings: u64,
+    /// Messages the day's usage counted (every message the devices sent).
+    pub metered: u64,
     /// The idle period each phase lasted.
     pub idle: Duration,
 }
@@ -158,12 +165,25 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
         m2 >= frame_pings,
         "the room handled {m2} messages for {frame_pings} frame pings"
     );
+    // 4: two Hellos, the publish and the frame pings, none lost to the
+    // eviction after the publish (its count was not in storage yet: the
+    // flush alarm is 60 s after it).
+    let s = t.get("/api/v1/status", Some(&l1.token))?;
+    let metered = s.body["usage_today"]["messages"]
+        .as_u64()
+        .context("usage")?;
+    let sent = 2 + 1 + frame_pings;
+    ensure!(
+        metered == sent,
+        "metering counted {metered} messages of the {sent} sent across an eviction"
+    );
     Ok(Report {
         wakes_protocol_pings,
         protocol_pings,
         wakes_frame_pings: w2 - w1,
         messages_frame_pings: m2,
         frame_pings,
+        metered,
         idle,
     })
 }

@@ -240,10 +240,15 @@ pub(crate) async fn new_session(
     let now = JsValue::from_f64(api::unix_now() as f64);
     let hash = JsValue::from_str(&hex::encode(token_hash));
     db.batch(vec![
-        db.prepare("INSERT INTO devices (user_id, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)")
-            .bind(&[js_u64(user), JsValue::from_str(device_name), now.clone()])?,
-        db.prepare("INSERT INTO sessions (token_sha256, device_id, created_at) VALUES (?1, last_insert_rowid(), ?2)")
-            .bind(&[hash.clone(), now])?,
+        db.prepare(
+            "INSERT INTO devices (user_id, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
+        )
+        .bind(&[js_u64(user), JsValue::from_str(device_name), now.clone()])?,
+        db.prepare(
+            "INSERT INTO sessions (token_sha256, device_id, created_at, issued_at, last_used_at) \
+             VALUES (?1, last_insert_rowid(), ?2, ?2, ?2)",
+        )
+        .bind(&[hash.clone(), now])?,
     ])
     .await?;
     #[derive(Deserialize)]
@@ -372,6 +377,25 @@ pub async fn login(mut req: Request, env: &Env) -> Answer {
     let (token, token_hash) = auth::new_token();
     let device = new_session(env, user.id, &req.device_name, &token_hash).await?;
     login_response(&user, device, token)
+}
+
+/// `POST /api/v1/session/renew`: a new token for the caller's device with
+/// a fresh absolute lifetime; the old token is accepted until the new one
+/// is first used (a device that lost this answer can renew again).
+pub async fn renew(req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    let (token, _) = session::request_token(&req);
+    session::authenticate(env, &s, token.as_deref()).await?;
+    let old = auth::token_hash(token.as_deref().unwrap_or_default());
+    let (token, new_hash) = auth::new_token();
+    if !session::renew(env, &old, &new_hash).await? {
+        return Err(ApiError::unauthorized());
+    }
+    api::ok_json(&clipmesh_proto::api::RenewResponse {
+        token,
+        max_lifetime_s: s.session_max_s,
+        idle_lifetime_s: s.session_idle_s,
+    })
 }
 
 /// `POST /api/v1/logout`: ends this device's session and closes its socket.

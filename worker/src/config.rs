@@ -30,6 +30,12 @@ pub struct Settings {
     pub hash_t: u32,
     /// KV session cache TTL, seconds (KV's minimum is 60).
     pub session_cache_ttl_s: u64,
+    /// A session unused for this many seconds ends (`SESSION_IDLE_S`,
+    /// the native default of 30 days).
+    pub session_idle_s: u64,
+    /// A session ends this many seconds after its token was issued
+    /// (`SESSION_MAX_S`, the native default of 90 days).
+    pub session_max_s: u64,
     /// Room limits (the native relay's defaults).
     pub room: RoomLimits,
     /// Per-connection limits.
@@ -71,6 +77,8 @@ impl Settings {
             hash_m_kib: var(env, "HASH_M_KIB", 19 * 1024u32),
             hash_t: var(env, "HASH_T", 2u32),
             session_cache_ttl_s: var(env, "SESSION_CACHE_TTL_S", 300u64).max(60),
+            session_idle_s: var(env, "SESSION_IDLE_S", 30 * 24 * 3600u64).max(1),
+            session_max_s: var(env, "SESSION_MAX_S", 90 * 24 * 3600u64).max(1),
             room: RoomLimits {
                 max_devices: var(env, "MAX_DEVICES_PER_USER", 32usize).max(1),
                 max_frame,

@@ -55,6 +55,7 @@ async fn route(
         (Post, "/api/v1/signup") => account::signup(req, env).await,
         (Post, "/api/v1/login") => account::login(req, env).await,
         (Post, "/api/v1/logout") => account::logout(req, env).await,
+        (Post, "/api/v1/session/renew") => account::renew(req, env).await,
         (Get, "/api/v1/devices") => account::devices(req, env).await,
         (Delete, p) if p.starts_with("/api/v1/devices/") => {
             let id = &p["/api/v1/devices/".len()..];
@@ -94,6 +95,7 @@ fn known_path(p: &str) -> bool {
             | "/api/v1/signup"
             | "/api/v1/login"
             | "/api/v1/logout"
+            | "/api/v1/session/renew"
             | "/api/v1/devices"
             | "/api/v1/ws"
             | "/api/v1/status"

@@ -15,13 +15,17 @@
 //!   wakes.
 //! - Per-connection state (bad-frame strikes, the publish limiter) lives
 //!   in memory only and starts afresh after a wake.
-//! - **Metering:** every inbound message counts (messages, bytes) in
-//!   memory; the first count arms the alarm for [`USAGE_FLUSH_MS`] later,
-//!   which adds them to the day's `usage:<day>` in storage. A connect
-//!   when the day's messages reach `DAILY_MESSAGE_QUOTA` (0: none) is
-//!   answered 101, then `Error{RateLimited, "quota exceeded: …"}` and
-//!   close 4003. Counts not yet flushed are lost if the runtime evicts the
-//!   object before its alarm fires.
+//! - **Metering:** every inbound message counts (messages, bytes) in its
+//!   socket's attachment, which the runtime keeps with the socket while
+//!   the object is evicted; a socket's first uncounted message arms the
+//!   alarm for [`USAGE_FLUSH_MS`] later, which adds every socket's counts
+//!   to the day's `usage:<day>` in storage and zeroes them. A closing
+//!   socket's counts go to storage in its close handler. So eviction loses
+//!   nothing; what can be lost is at most [`USAGE_FLUSH_MS`] of counts
+//!   held by sockets that the runtime itself drops without running their
+//!   close handler (a runtime restart). A connect when the day's messages
+//!   reach `DAILY_MESSAGE_QUOTA` (0: none) is answered 101, then
+//!   `Error{RateLimited, "quota exceeded: …"}` and close 4003.
 //! - One alarm serves both the `Hello` timeout and the usage flush.
 
 use crate::api::{self, ApiError};
@@ -63,6 +67,9 @@ pub struct Attachment {
     /// yet). Protocol pings never reach the room, so they do not count.
     #[serde(default)]
     pub last_msg: i64,
+    /// Messages and bytes it sent that are not yet in the day's usage.
+    #[serde(default)]
+    pub unmetered: Usage,
 }
 
 /// How long usage counts stay in memory before the alarm writes them.
@@ -70,7 +77,7 @@ const USAGE_FLUSH_MS: u64 = 60_000;
 
 /// Messages and bytes a user's devices sent (metering).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-struct Usage {
+pub struct Usage {
     messages: u64,
     bytes: u64,
 }
@@ -110,8 +117,6 @@ struct Inner {
     wakes: u64,
     /// WebSocket messages handled since this construction (memory only).
     messages: u64,
-    /// Usage not yet written to storage (the alarm writes it).
-    unflushed: Usage,
 }
 
 /// One user's room.
@@ -180,7 +185,6 @@ impl UserRoom {
             settings,
             wakes,
             messages: 0,
-            unflushed: Usage::default(),
         });
         Ok(())
     }
@@ -218,6 +222,7 @@ impl UserRoom {
             joined: false,
             since: api::unix_now(),
             last_msg: 0,
+            unmetered: Usage::default(),
         })?;
         let quota = self
             .inner
@@ -253,26 +258,43 @@ impl UserRoom {
             .get(&usage_key(api::unix_now()))
             .await?
             .unwrap_or_default();
-        let mem = self
-            .inner
-            .borrow()
-            .as_ref()
-            .map(|i| i.unflushed)
-            .unwrap_or_default();
+        let mem = self.unmetered();
         Ok(Usage {
             messages: stored.messages + mem.messages,
             bytes: stored.bytes + mem.bytes,
         })
     }
 
-    /// Adds the unflushed usage to today's stored counts.
+    /// The counts the sockets hold that are not in storage yet.
+    fn unmetered(&self) -> Usage {
+        let mut sum = Usage::default();
+        for a in self.state.get_websockets().iter().filter_map(attachment) {
+            sum.messages += a.unmetered.messages;
+            sum.bytes += a.unmetered.bytes;
+        }
+        sum
+    }
+
+    /// Moves every socket's counts to today's stored usage.
     async fn flush_usage(&self) -> worker::Result<()> {
-        let mem = self
-            .inner
-            .borrow_mut()
-            .as_mut()
-            .map(|i| std::mem::take(&mut i.unflushed))
-            .unwrap_or_default();
+        let mut mem = Usage::default();
+        for ws in self.state.get_websockets() {
+            let Some(mut a) = attachment(&ws) else {
+                continue;
+            };
+            if a.unmetered.messages == 0 {
+                continue;
+            }
+            mem.messages += a.unmetered.messages;
+            mem.bytes += a.unmetered.bytes;
+            a.unmetered = Usage::default();
+            ws.serialize_attachment(&a)?;
+        }
+        self.add_usage(mem).await
+    }
+
+    /// Adds `mem` to today's stored usage.
+    async fn add_usage(&self, mem: Usage) -> worker::Result<()> {
         if mem.messages == 0 {
             return Ok(());
         }
@@ -354,7 +376,7 @@ impl UserRoom {
             "sockets": devices,
             "wakes": inner.wakes,
             "messages_since_wake": inner.messages,
-            "unflushed_messages": inner.unflushed.messages,
+            "unflushed_messages": self.unmetered().messages,
         })
     }
 
@@ -369,20 +391,17 @@ impl UserRoom {
             WebSocketIncomingMessage::Binary(b) => b.len(),
             WebSocketIncomingMessage::String(t) => t.len(),
         } as u64;
-        let first = self.inner.borrow_mut().as_mut().is_some_and(|i| {
+        if let Some(i) = self.inner.borrow_mut().as_mut() {
             i.messages += 1;
-            i.unflushed.messages += 1;
-            i.unflushed.bytes += len;
-            i.unflushed.messages == 1
-        });
-        if first {
-            self.arm_alarm(now_ms() + USAGE_FLUSH_MS).await?;
         }
         let now_s = api::unix_now();
-        if now_s > att.last_msg {
-            // At most one attachment write per socket per second.
-            att.last_msg = now_s;
-            ws.serialize_attachment(&att)?;
+        // Counted with the socket, so an eviction does not lose it.
+        att.last_msg = now_s;
+        att.unmetered.messages += 1;
+        att.unmetered.bytes += len;
+        ws.serialize_attachment(&att)?;
+        if att.unmetered.messages == 1 {
+            self.arm_alarm(now_ms() + USAGE_FLUSH_MS).await?;
         }
         let mut persist = None;
         {
@@ -462,13 +481,20 @@ impl UserRoom {
         Ok(())
     }
 
-    fn left(&self, ws: &WebSocket) {
-        if let Some(a) = attachment(ws) {
-            if let Some(inner) = self.inner.borrow_mut().as_mut() {
-                inner.room.leave(ConnId(a.conn));
-                inner.conns.remove(&a.conn);
-            }
+    /// A socket closed or failed: it leaves the room, and the counts it
+    /// held go to storage now (its attachment goes with it).
+    async fn left(&self, ws: &WebSocket) -> worker::Result<()> {
+        let Some(mut a) = attachment(ws) else {
+            return Ok(());
+        };
+        if let Some(inner) = self.inner.borrow_mut().as_mut() {
+            inner.room.leave(ConnId(a.conn));
+            inner.conns.remove(&a.conn);
         }
+        let counts = std::mem::take(&mut a.unmetered);
+        // A close and an error for one socket must not count it twice.
+        let _ = ws.serialize_attachment(&a);
+        self.add_usage(counts).await
     }
 }
 
@@ -579,14 +605,12 @@ impl DurableObject for UserRoom {
         _was_clean: bool,
     ) -> worker::Result<()> {
         self.ensure_loaded(None).await?;
-        self.left(&ws);
-        Ok(())
+        self.left(&ws).await
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> worker::Result<()> {
         self.ensure_loaded(None).await?;
-        self.left(&ws);
-        Ok(())
+        self.left(&ws).await
     }
 }
 

@@ -10,7 +10,9 @@
 //! (`clipmesh_tests::hibernation`): IDLE_S seconds of keepalives every
 //! PING_S seconds, once as WebSocket protocol pings and once as frame pings.
 //! `--quota LIMIT` checks metering and the connect-time quota against a
-//! Worker started with `DAILY_MESSAGE_QUOTA=LIMIT`.
+//! Worker started with `DAILY_MESSAGE_QUOTA=LIMIT` (and the admin's room
+//! status on the way). `--lifetimes IDLE_S` checks that a session idle
+//! past IDLE_S ends, against a relay configured with that idle lifetime.
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -29,22 +31,28 @@ fn main() -> Result<()> {
             println!(
                 "hibernation: {}s idle per phase, keepalive every {}s per device; \
                  protocol pings: {} sent, {} wake (the publish after eviction, delivered to both); \
-                 frame pings: {} sent, {} handled by the room, {} wakes",
+                 frame pings: {} sent, {} handled by the room, {} wakes; \
+                 metering counted all {} messages across the evictions",
                 r.idle.as_secs(),
                 ping.as_secs(),
                 r.protocol_pings,
                 r.wakes_protocol_pings,
                 r.frame_pings,
                 r.messages_frame_pings,
-                r.wakes_frame_pings
+                r.wakes_frame_pings,
+                r.metered
             );
         }
         [flag, url, q, limit] if flag == "--url" && q == "--quota" => {
             clipmesh_tests::hibernation::quota(url, limit.parse()?)?;
             println!("quota: metering counted {limit} messages and the next connect was refused (101, quota exceeded, 4003)");
         }
+        [flag, url, l, idle] if flag == "--url" && l == "--lifetimes" => {
+            clipmesh_tests::conformance::lifetimes(url, idle.parse()?)?;
+            println!("lifetimes: a token idle past {idle} s was refused and its device removed");
+        }
         _ => bail!(
-            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT]"
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S]"
         ),
     }
     Ok(())
