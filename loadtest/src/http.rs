@@ -3,7 +3,9 @@
 //! The load tool creates thousands of sessions; a tiny client on tokio
 //! sockets (one request per connection, `Connection: close`) keeps that
 //! non-blocking and lets requests come from the same loopback source pool as
-//! the WebSockets.
+//! the WebSockets. A response ends at its `Content-Length` or last chunk,
+//! not only at EOF: some servers (workerd) keep the connection open for
+//! seconds despite `Connection: close`.
 
 use crate::target::Target;
 use anyhow::{bail, Context};
@@ -80,12 +82,58 @@ async fn request(target: &Target, head: &str, body: &[u8]) -> anyhow::Result<Res
         .await
         .context("writing request body")?;
     let mut buf = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE as u64)
-        .read_to_end(&mut buf)
-        .await
-        .context("reading response")?;
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).await.context("reading response")?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_RESPONSE {
+            bail!("response larger than {MAX_RESPONSE} bytes");
+        }
+        if complete(&buf) {
+            break;
+        }
+    }
     parse(&buf)
+}
+
+/// Whether `buf` holds a whole response: its header, then as many body
+/// bytes as `Content-Length` says, or a chunked body up to its last chunk,
+/// or nothing for 1xx, 204 and 304. Without either header the response
+/// ends at EOF.
+fn complete(buf: &[u8]) -> bool {
+    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let Ok(head) = std::str::from_utf8(&buf[..split]) else {
+        return false;
+    };
+    let body = &buf[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok());
+    if matches!(status, Some(100..=199 | 204 | 304)) {
+        return true;
+    }
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                return value.trim().parse::<usize>().is_ok_and(|n| body.len() >= n)
+            }
+            "transfer-encoding" if value.trim().eq_ignore_ascii_case("chunked") => {
+                return body.ends_with(b"0\r\n\r\n")
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 fn parse(buf: &[u8]) -> anyhow::Result<Response> {
@@ -162,6 +210,22 @@ fn parse(buf: &[u8]) -> anyhow::Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_when_a_response_is_complete() {
+        assert!(!complete(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{"));
+        assert!(complete(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
+        assert!(complete(b"HTTP/1.1 204 No Content\r\n\r\n"));
+        assert!(!complete(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n"
+        ));
+        assert!(complete(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        ));
+        // Neither header: the body ends at EOF.
+        assert!(!complete(b"HTTP/1.1 200 OK\r\n\r\nabc"));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\ncontent-len"));
+    }
 
     #[test]
     fn parses_plain_and_chunked() {

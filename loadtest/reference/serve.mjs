@@ -1,0 +1,47 @@
+// Runs the plain Durable Object reference relay (do-relay.mjs) on the same
+// local workerd as the clipmesh Worker (miniflare and workerd from
+// worker/package-lock.json), on 127.0.0.1:PORT, with in-memory state.
+//
+//   node loadtest/reference/serve.mjs --port PORT
+//
+// Prints "reference listening on http://127.0.0.1:PORT" once ready. Nothing
+// here reaches the internet (no wrangler, cf: false, loopback only).
+import { createRequire } from "node:module";
+import path from "node:path";
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const args = process.argv.slice(2);
+let port;
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === "--port") port = Number(args[++i]);
+  else {
+    console.error(`serve.mjs: unknown argument ${args[i]}`);
+    process.exit(2);
+  }
+}
+if (!Number.isInteger(port)) {
+  console.error("usage: serve.mjs --port PORT");
+  process.exit(2);
+}
+// The Worker's pinned miniflare, so both run on the same workerd.
+const require = createRequire(path.join(here, "..", "..", "worker", "package.json"));
+const { Miniflare, Log, LogLevel } = await import(require.resolve("miniflare"));
+
+const mf = new Miniflare({
+  host: "127.0.0.1",
+  cf: false,
+  port,
+  log: new Log(LogLevel.WARN),
+  compatibilityDate: "2025-09-01",
+  modules: true,
+  scriptPath: path.join(here, "do-relay.mjs"),
+  durableObjects: { RELAY: "UserRelay" },
+});
+await mf.ready;
+console.log(`reference listening on http://127.0.0.1:${port}`);
+const stop = async () => {
+  await mf.dispose();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
