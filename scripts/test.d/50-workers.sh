@@ -6,7 +6,7 @@
 # then the hibernation check (idle keepalives do not wake the room; it is
 # evicted and the next message reaches every device), metering, the
 # connect-time quota and the admin's per-room status, session lifetimes,
-# and stock daemons
+# blob expiry (natively in tests/tests/conformance.rs), and stock daemons
 # on Xvfb through the Worker, across a restart of the runtime
 # (tests/tests/worker.rs).
 set -euo pipefail
@@ -65,11 +65,11 @@ kill "$qpid"
 wait "$qpid" 2>/dev/null || true
 qpid=
 
-echo "--- Worker: session lifetimes (a third Worker, SESSION_IDLE_S=2)"
+echo "--- Worker: session lifetimes and blob expiry (a third Worker, SESSION_IDLE_S=2, BLOB_TTL_S=2)"
 qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
     node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/life-state" \
-    --var SIGNUP=open --var SESSION_IDLE_S=2 >"$state/life.log" 2>&1 &
+    --var SIGNUP=open --var SESSION_IDLE_S=2 --var BLOB_TTL_S=2 >"$state/life.log" 2>&1 &
 qpid=$!
 for _ in $(seq 1 120); do
     grep -q "listening on" "$state/life.log" && break
@@ -77,6 +77,7 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --lifetimes 2
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --blob-expiry 2
 kill "$qpid"
 wait "$qpid" 2>/dev/null || true
 qpid=

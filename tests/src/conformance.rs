@@ -12,7 +12,8 @@
 //! delete; and protocol v2 accounts (OPAQUE): signup, login (a replayed or
 //! forged KE3 refused, unknown names answered alike), the v1 → v2 upgrade
 //! after which v1 login stops, password change ending other sessions, and
-//! device keys.
+//! device keys; and session renewal. [`lifetimes`] and [`blob_expiry`] run
+//! against relays configured with short lifetimes.
 //! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
 //!
 //! Every wait is bounded by a socket read timeout; nothing sleeps.
@@ -865,6 +866,60 @@ pub fn lifetimes(base: &str, idle: u64) -> Result<()> {
     ensure!(
         d.status == 200 && !ids.contains(&l.device) && ids.len() == 1,
         "the expired device is gone: {d:?}"
+    );
+    Ok(())
+}
+
+/// Blob expiry against a relay whose blob lifetime is `ttl` seconds: a
+/// stored blob downloads at first, and once `ttl` has passed every request
+/// for it answers 410 `blob_expired`. Waits `ttl` + 2 s of wall time
+/// (expiry is wall time, in whole seconds).
+pub fn blob_expiry(base: &str, ttl: u64) -> Result<()> {
+    use clipmesh_proto::BlobLayout;
+    let t = Target::new(base)?;
+    let (l, _) = t.signup(&unique("exp"), "e1")?;
+    let len = BlobLayout::new(100)?.sealed_len();
+    let mut data = vec![0u8; len as usize];
+    rand::rngs::OsRng.fill_bytes(&mut data);
+    let path = format!("/api/v1/blobs/{}", hex_rand(16));
+    let tok = Some(l.token.as_str());
+    let r = t.raw(
+        "POST",
+        &path,
+        tok,
+        &[("Upload-Length", len.to_string())],
+        b"",
+    )?;
+    ensure!(r.status == 201, "create: {}", r.status);
+    let r = t.raw(
+        "PATCH",
+        &path,
+        tok,
+        &[("Upload-Offset", "0".to_owned())],
+        &data,
+    )?;
+    ensure!(r.status == 204, "upload: {}", r.status);
+    let r = t.raw("GET", &path, tok, &[], b"")?;
+    ensure!(
+        r.status == 200 && r.body == data,
+        "download before expiry: {}",
+        r.status
+    );
+    std::thread::sleep(std::time::Duration::from_secs(ttl + 2));
+    for method in ["GET", "HEAD"] {
+        let r = t.raw(method, &path, tok, &[], b"")?;
+        ensure!(
+            r.status == 410,
+            "{method} after expiry: {} {}",
+            r.status,
+            r.error()
+        );
+    }
+    let r = t.raw("GET", &path, tok, &[], b"")?;
+    ensure!(
+        r.error() == "blob_expired",
+        "expired blob's error: {}",
+        r.error()
     );
     Ok(())
 }

@@ -24,3 +24,23 @@ fn native_relay_conforms() {
     relay.stop().unwrap();
     res.unwrap();
 }
+
+/// Blob expiry on the native relay (the Worker's runs in 50-workers.sh):
+/// a relay with a 2 s blob lifetime.
+#[test]
+fn native_relay_expires_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("relay.log"),
+        0,
+        "info",
+        // `Relay::start_with` writes these lines into `[auth]`; a table
+        // header after them sets the blob lifetime.
+        "[limits]\nblob_ttl_secs = 2",
+    )
+    .unwrap();
+    let res = clipmesh_tests::conformance::blob_expiry(&relay.url(), 2);
+    relay.stop().unwrap();
+    res.unwrap();
+}

@@ -12,7 +12,9 @@
 //! `--quota LIMIT` checks metering and the connect-time quota against a
 //! Worker started with `DAILY_MESSAGE_QUOTA=LIMIT` (and the admin's room
 //! status on the way). `--lifetimes IDLE_S` checks that a session idle
-//! past IDLE_S ends, against a relay configured with that idle lifetime.
+//! past IDLE_S ends, against a relay configured with that idle lifetime;
+//! `--blob-expiry TTL_S` that blobs expire (410) after TTL_S, against a
+//! relay with that blob lifetime.
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -51,8 +53,12 @@ fn main() -> Result<()> {
             clipmesh_tests::conformance::lifetimes(url, idle.parse()?)?;
             println!("lifetimes: a token idle past {idle} s was refused and its device removed");
         }
+        [flag, url, b, ttl] if flag == "--url" && b == "--blob-expiry" => {
+            clipmesh_tests::conformance::blob_expiry(url, ttl.parse()?)?;
+            println!("blob expiry: a blob older than {ttl} s answered 410 blob_expired");
+        }
         _ => bail!(
-            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S]"
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S]"
         ),
     }
     Ok(())
