@@ -232,7 +232,7 @@ fn admin_status(t: &Target, admin: &crate::conformance::Login) -> Result<()> {
 /// messages (its `Hello` and pings), `/api/v1/status` counts them, and the
 /// next connect is answered 101, then `Error{RateLimited, "quota
 /// exceeded…"}` and close 4003. On the way, the admin's per-room
-/// status (the first account is the admin; see [`admin_status`]).
+/// status (the first account is the admin; see `admin_status`).
 pub fn quota(base: &str, limit: u64) -> Result<()> {
     use crate::conformance::Closed;
     use clipmesh_proto::{CloseCode, ErrorCode};
