@@ -3,14 +3,14 @@
 #
 # the .deb and .rpm packages of the client and the relay, built from the
 # debug binaries the base steps already built, then checked
-# (installers/linux/check-packages).
-#
-# Not here yet: installers/container/check-static (the relay container's
-# static binary). Debian's rustc has no self-contained musl start files or
-# libunwind, so the final link of the static relay fails (see
-# docs/packaging.md); it joins this step once that link is fixed.
+# (installers/linux/check-packages); then the relay's OCI image, built with
+# buildah (no daemon) from the Containerfile's final stage around a static
+# musl relay (debug build, scripts/cross), and checked: its config, a root
+# with only the binary, passwd/group and /data, and /healthz served by that
+# binary from that root (installers/container/build-image).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 installers/linux/build-packages --profile dev
 installers/linux/check-packages
+installers/container/build-image --profile dev
