@@ -141,8 +141,23 @@ struct Legit {
     received: mpsc::Receiver<Vec<u8>>,
 }
 
-/// Runs the quiet phase and then each scenario.
+/// Runs each scenario after its quiet phase.
 pub async fn run(args: HostileArgs) -> anyhow::Result<()> {
+    // The legitimate client runs on its own runtime thread, so the attack
+    // tasks of this process never delay its steps in a shared run queue.
+    let legit_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("legit")
+        .enable_all()
+        .build()
+        .context("building the legitimate client's runtime")?;
+    let r = run_on(args, &legit_rt).await;
+    // Not dropped here: a runtime cannot be dropped inside another one.
+    legit_rt.shutdown_background();
+    r
+}
+
+async fn run_on(args: HostileArgs, legit_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let legit_target = Arc::new(Target::new(ServerKind::Relay, &args.target, 0)?);
     let attack_target = Arc::new(Target::new(
         ServerKind::Relay,
@@ -154,14 +169,6 @@ pub async fn run(args: HostileArgs) -> anyhow::Result<()> {
     } else {
         args.scenarios.clone()
     };
-    // The legitimate client runs on its own runtime thread, so the attack
-    // tasks of this process never delay its steps in a shared run queue.
-    let legit_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("legit")
-        .enable_all()
-        .build()
-        .context("building the legitimate client's runtime")?;
     let tracker = TaskTracker::new();
     let stop_all = CancellationToken::new();
     let (t2, s2) = (tracker.clone(), stop_all.clone());
@@ -232,7 +239,6 @@ pub async fn run(args: HostileArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     legit.received.close();
     drop(legit);
-    legit_rt.shutdown_background();
     if failed.is_empty() {
         println!("hostile: every scenario met the targets (success >= 99%, login p50 <= 3x quiet)");
     } else {
@@ -280,7 +286,8 @@ pub async fn signup(target: &Target, username: &str) -> anyhow::Result<(String, 
             .filter(|t| !t.is_empty()),
     };
     let body = serde_json::to_vec(&req)?;
-    for _ in 0..20 {
+    // The relay hashes one signup at a time and answers 503 to the others.
+    for _ in 0..100 {
         let r = post_json(target, "/api/v1/signup", &body).await?;
         match r.status {
             200 => return Ok((auth_key, serde_json::from_slice(&r.body)?)),
@@ -293,7 +300,7 @@ pub async fn signup(target: &Target, username: &str) -> anyhow::Result<(String, 
             ),
         }
     }
-    bail!("signup {username}: still refused after 20 attempts")
+    bail!("signup {username}: still refused after 100 attempts")
 }
 
 /// Logs a new device of `username` in, retrying `429`/`503` after their

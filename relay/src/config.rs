@@ -146,7 +146,7 @@ pub struct Limits {
     pub max_http_connections: usize,
     /// HTTP connections open at once from one client network (an IPv4
     /// address or an IPv6 /64); more are closed on accept. Trusted proxies
-    /// are exempt. Default 256.
+    /// are exempt. Default 64.
     pub max_http_connections_per_ip: usize,
     /// Slots of `max_http_connections` that blob transfers (uploads and
     /// downloads, the only long-lived HTTP requests) can never take, so
@@ -154,12 +154,12 @@ pub struct Limits {
     /// the rest. A transfer beyond `max_http_connections -
     /// http_reserved_connections` gets 503 with `Retry-After`. Default 512.
     pub http_reserved_connections: usize,
-    /// Refused requests (401 and 429 answers) per second one client
+    /// Refused requests (401, 429 and 503 answers) per second one client
     /// network may cause on average; once its burst is spent, its new
     /// connections are closed on accept until the allowance refills.
-    /// Trusted proxies are exempt. Default 5; 0 turns this off.
+    /// Trusted proxies are exempt. Default 2; 0 turns this off.
     pub http_refusals_per_ip_per_s: f64,
-    /// Refused requests one client network may cause at once. Default 50.
+    /// Refused requests one client network may cause at once. Default 20.
     pub http_refusals_burst: f64,
     /// Blob transfers one user may run at once; more get 429 with
     /// `Retry-After`. Default 16.
@@ -218,10 +218,10 @@ impl Default for Limits {
             ws_write_buffer: 8192,
             max_json: 64 * 1024,
             max_http_connections: 4096,
-            max_http_connections_per_ip: 256,
+            max_http_connections_per_ip: 64,
             http_reserved_connections: 512,
-            http_refusals_per_ip_per_s: 5.0,
-            http_refusals_burst: 50.0,
+            http_refusals_per_ip_per_s: 2.0,
+            http_refusals_burst: 20.0,
             blob_transfers_per_user: 16,
             http_write_timeout_s: 30,
             blob_min_upload_rate: 4096,

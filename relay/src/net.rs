@@ -213,8 +213,8 @@ pub struct HttpLimits {
     /// Time one write to a client may stay blocked (a client that stops
     /// reading its response); then the connection ends.
     pub write_timeout: Duration,
-    /// Refused requests (401, 429) per second one client network may cause
-    /// on average ([`Refusals`]); 0 turns the check off.
+    /// Refused requests (401, 429, 503) per second one client network may
+    /// cause on average ([`Refusals`]); 0 turns the check off.
     pub refusals_per_s: f64,
     /// Refused requests one client network may cause at once.
     pub refusals_burst: f64,
@@ -314,8 +314,8 @@ pub async fn accept_loop(
 }
 
 /// Serves one connection; true if it was upgraded (the socket now belongs
-/// to a WebSocket task). Each 401 or 429 answer is charged to the peer's
-/// network in `refusals` (`None` for a trusted proxy).
+/// to a WebSocket task). Each 401, 429 or 503 answer is charged to the
+/// peer's network in `refusals` (`None` for a trusted proxy).
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
@@ -357,7 +357,9 @@ where
                 use axum::http::StatusCode;
                 match resp.status() {
                     StatusCode::SWITCHING_PROTOCOLS => up.store(true, Ordering::Relaxed),
-                    StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS => {
+                    StatusCode::UNAUTHORIZED
+                    | StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::SERVICE_UNAVAILABLE => {
                         if let Some(r) = &refusals {
                             r.charge(peer.ip(), std::time::Instant::now());
                         }

@@ -27,7 +27,7 @@ const STALLED_BLOB: u64 = 1 << 20;
 /// Pause before an attack task tries again after a refusal or an error.
 const RETRY: Duration = Duration::from_millis(500);
 /// Signups in flight while making the attackers' accounts.
-const SETUP_CONCURRENCY: usize = 16;
+const SETUP_CONCURRENCY: usize = 4;
 
 /// One abuse scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -100,8 +100,8 @@ mod tests {
     }
 }
 
-/// Refused requests (401 and 429 answers) per client network, as a token
-/// bucket: `burst` at once, refilled at `per_s`. A network whose bucket is
+/// Refused requests (401, 429 and 503 answers) per client network, as a
+/// token bucket: `burst` at once, refilled at `per_s`. A network whose bucket is
 /// empty has its new connections closed on accept, before any TLS or HTTP
 /// work, so a flood of bad credentials or throttled requests costs the
 /// relay an accept and a close each. Trusted proxies are not tracked.

@@ -284,7 +284,7 @@ async fn a_download_nobody_reads_ends_after_the_write_timeout() {
 }
 
 /// Finding 2 (floods of bad credentials): once a network's refused requests
-/// (401, 429) outrun `http_refusals_per_ip_per_s` and its burst, its new
+/// (401, 429, 503) outrun `http_refusals_per_ip_per_s` and its burst, its new
 /// connections are closed on accept; other networks are served.
 #[tokio::test]
 async fn a_network_flooding_bad_credentials_is_closed_on_accept() {
