@@ -1,11 +1,12 @@
 //! `clipmesh-load hostile`: a legitimate client keeps logging in, joining
 //! and syncing while one abuse scenario at a time runs against the same
-//! relay; reports that client's success rate and login latency next to a
-//! quiet phase measured just before, in the same run (issue 15's load-and-abuse
+//! relay; reports that client's success rate and login latency next to the
+//! quiet phases measured just before and after, in the same run (issue 15's load-and-abuse
 //! suite; the attacks are in `hostile/attacks.rs`).
 //!
-//! Each scenario is measured right after a quiet phase of the same length,
-//! and its login latency is compared with that phase's.
+//! Quiet phases of the same length bracket every scenario, and its login
+//! latency is compared with the mean of the two quiet medians around it
+//! (a shared machine's background load drifts over a run).
 //!
 //! One legitimate *cycle*: log in a new device (`POST /api/v1/login`, timed:
 //! the login latency), open its WebSocket (`Hello` → `Welcome`), publish a
@@ -188,16 +189,14 @@ async fn run_on(args: HostileArgs, legit_rt: &tokio::runtime::Runtime) -> anyhow
     let setup = attacks::Setup::new(attack_target.clone(), &args, &scenarios).await?;
 
     let mut failed = Vec::new();
+    // Quiet phases bracket every attack: a shared machine's background load
+    // drifts over a run, so each attack is compared with the mean of the
+    // quiet medians just before and just after it.
+    let (l, quiet) = on_legit(legit).await.context("legitimate client task")?;
+    legit = l;
+    report("quiet", &quiet, None, &Counters::default());
+    let mut quiet_before = quiet.percentile(0.5);
     for scenario in scenarios {
-        // The quiet figure right before each attack: a shared machine's
-        // background load drifts over a run, and the ratio must not.
-        let (l, quiet) = on_legit(legit).await.context("legitimate client task")?;
-        legit = l;
-        report("quiet", &quiet, None, &Counters::default());
-        if quiet.success() < MIN_SUCCESS {
-            failed.push(format!("quiet: success {:.1}%", quiet.success() * 100.0));
-        }
-        let quiet_p50 = quiet.percentile(0.5);
         let stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let attack_tasks = TaskTracker::new();
@@ -221,8 +220,18 @@ async fn run_on(args: HostileArgs, legit_rt: &tokio::runtime::Runtime) -> anyhow
         {
             bail!("{scenario}: attack tasks did not stop within 15 s");
         }
-        let ratio = phase.percentile(0.5) / quiet_p50;
+        // Let the relay settle (closed sockets, lingering closes) before
+        // the quiet phase after it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (l, quiet) = on_legit(legit).await.context("legitimate client task")?;
+        legit = l;
+        if quiet.success() < MIN_SUCCESS {
+            failed.push(format!("quiet: success {:.1}%", quiet.success() * 100.0));
+        }
+        let quiet_after = quiet.percentile(0.5);
+        let ratio = phase.percentile(0.5) / ((quiet_before + quiet_after) / 2.0);
         report(scenario.name(), &phase, Some(ratio), &counters);
+        report("quiet", &quiet, None, &Counters::default());
         if phase.success() < MIN_SUCCESS || ratio.is_nan() || ratio > MAX_LATENCY_RATIO {
             failed.push(format!(
                 "{}: success {:.1}%, login p50 ratio {ratio:.2}",
@@ -230,9 +239,7 @@ async fn run_on(args: HostileArgs, legit_rt: &tokio::runtime::Runtime) -> anyhow
                 phase.success() * 100.0
             ));
         }
-        // Let the relay settle (closed sockets, lingering closes) before
-        // the next scenario.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        quiet_before = quiet_after;
     }
     stop_all.cancel();
     tracker.close();
