@@ -13,6 +13,9 @@
 //! - [`opaque`]: the relay side of protocol v2's OPAQUE login that does no
 //!   IO: body validation, `login/start` answers (fake records for unknown
 //!   and v1-only accounts), half-finished logins, when v1 login still works.
+//! - [`epoch`]: the checks of a v2 key epoch change (`password/finish`
+//!   with a new epoch: revokes, wraps, certificates) against the account's
+//!   devices.
 //!
 //! **Architecture Invariant:** this crate does no IO and has no runtime:
 //! it depends on `clipmesh-proto`, `bytes` and pure-Rust hashing crates
@@ -22,6 +25,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod epoch;
 pub mod opaque;
 pub mod ratelimit;
 pub mod state;

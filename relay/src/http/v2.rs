@@ -20,7 +20,7 @@ use crate::auth;
 use crate::config::SignupPolicy;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authed};
-use crate::store::{CreateUser, Logout, Rotation, V2Credentials};
+use crate::store::{CreateUser, Logout, V2Credentials};
 use crate::validate;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -34,6 +34,7 @@ use clipmesh_proto::api::v2::{
 use clipmesh_proto::api::ApiErrorCode;
 use clipmesh_proto::opaque::RegistrationRecord;
 use clipmesh_proto::{DeviceId, KdfParams, UserId};
+use clipmesh_room::epoch::{self, AccountDevice};
 use clipmesh_room::opaque::{self as rules, AccountAuth, LoginFor};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -411,18 +412,17 @@ pub(super) async fn password_finish(
         .call(move |db| db.v2_account_by_id(user))
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    let new_epoch = Some(req.epoch) == acc.epoch.checked_add(1);
-    if req.epoch != acc.epoch && !new_epoch {
-        return Err(ApiError::bad_request(
-            "epoch must be the account's current epoch or the next",
-        ));
-    }
+    let new_epoch = epoch::epoch_step(acc.epoch, &req)?;
     let rotation = if new_epoch {
-        Some(rotation(&s, me.user, me.device, &req).await?)
-    } else if !(req.revoke.is_empty() && req.wraps.is_empty() && req.certs.is_empty()) {
-        return Err(ApiError::bad_request(
-            "revoking a device or wrapping keys needs a new epoch",
-        ));
+        let rows = s.store.call(move |db| db.device_keys(user)).await?;
+        let devices: Vec<AccountDevice> = rows
+            .into_iter()
+            .map(|r| AccountDevice {
+                id: r.id,
+                public_key: r.public_key,
+            })
+            .collect();
+        Some(epoch::check_rotation(me.device, &devices, &req)?)
     } else {
         None
     };
@@ -450,77 +450,6 @@ pub(super) async fn password_finish(
     }
     tracing::info!(%user, revoked = revoked.len(), epoch = req.epoch, "password changed (v2)");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Checks the new epoch's wraps, certificates and revokes of a
-/// `password/finish` against the account's devices: each names a device of
-/// the account; nobody revoked gets a wrap or a certificate; the caller
-/// does not revoke itself; wraps need the caller's published key and its
-/// certificate under the previous epoch (receivers check the signer with
-/// them). The relay can open none of it.
-async fn rotation(
-    s: &AppState,
-    user: UserId,
-    me: DeviceId,
-    req: &PasswordFinishRequest,
-) -> Result<Rotation, ApiError> {
-    let rows = s.store.call(move |db| db.device_keys(user)).await?;
-    let known = |d: &DeviceId| rows.iter().any(|r| r.id == *d);
-    let mut r = Rotation {
-        sender: me,
-        sender_public: Vec::new(),
-        sender_cert: Vec::new(),
-        wraps: Vec::new(),
-        certs: Vec::new(),
-        revoke: Vec::new(),
-    };
-    for d in &req.revoke {
-        if *d == me || !known(d) {
-            return Err(ApiError::bad_request(
-                "revoke names an unknown device or the caller",
-            ));
-        }
-        r.revoke.push(*d);
-    }
-    let mut seen = std::collections::HashSet::new();
-    for w in &req.wraps {
-        if !known(&w.device) || r.revoke.contains(&w.device) || !seen.insert(w.device) {
-            return Err(ApiError::bad_request(
-                "wraps names an unknown, revoked or repeated device",
-            ));
-        }
-        r.wraps
-            .push((w.device, rules::device_wrap(&w.wrap)?.0.to_vec()));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for c in &req.certs {
-        let has_key = rows
-            .iter()
-            .any(|row| row.id == c.device && row.public_key.is_some());
-        if !has_key || r.revoke.contains(&c.device) || !seen.insert(c.device) {
-            return Err(ApiError::bad_request(
-                "certs names an unknown, keyless, revoked or repeated device",
-            ));
-        }
-        r.certs.push((c.device, rules::cert(&c.cert)?.to_vec()));
-    }
-    if !r.wraps.is_empty() {
-        let Some(public) = rows
-            .iter()
-            .find(|row| row.id == me)
-            .and_then(|row| row.public_key.clone())
-        else {
-            return Err(ApiError::bad_request(
-                "wrapping keys needs this device's published key",
-            ));
-        };
-        let Some(cert) = req.sender_cert.as_deref() else {
-            return Err(ApiError::bad_request("wrapping keys needs sender_cert"));
-        };
-        r.sender_public = public;
-        r.sender_cert = rules::cert(cert)?.to_vec();
-    }
-    Ok(r)
 }
 
 /// `PUT /api/v2/device-key` (token): publishes the caller's public keys

@@ -62,24 +62,9 @@ pub struct DeviceKeyRow {
     pub cert: Option<Vec<u8>>,
 }
 
-/// A new epoch started by one device (a revoke or password change): who
-/// gets its key, who is certified in it, who is revoked. Validated by the
-/// caller against the account's devices.
-#[derive(Clone, Debug)]
-pub struct Rotation {
-    /// The device that started the epoch and signed the wraps.
-    pub sender: DeviceId,
-    /// Its public keys.
-    pub sender_public: Vec<u8>,
-    /// Its certificate under the previous epoch.
-    pub sender_cert: Vec<u8>,
-    /// The new key wrapped to each remaining device.
-    pub wraps: Vec<(DeviceId, Vec<u8>)>,
-    /// Each remaining device's certificate under the new epoch.
-    pub certs: Vec<(DeviceId, Vec<u8>)>,
-    /// Devices whose sessions end.
-    pub revoke: Vec<DeviceId>,
-}
+/// A new epoch's wraps, certificates and revokes, checked by
+/// [`clipmesh_room::epoch::check_rotation`].
+pub use clipmesh_room::epoch::Rotation;
 
 /// The current epoch's key wrapped to one device.
 #[derive(Clone, Debug, PartialEq, Eq)]
