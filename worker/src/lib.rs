@@ -75,6 +75,7 @@ async fn route(
         (Post, "/api/v2/password/finish") => opaque::password_finish(req, env).await,
         (Put, "/api/v2/device-key") => opaque::put_device_key(req, env).await,
         (Get, "/api/v2/device-keys") => opaque::device_keys(req, env).await,
+        (Get, "/api/v2/epoch-wrap") => opaque::epoch_wrap(req, env).await,
         (Get, "/api/v1/ws") => room::upgrade(req, env).await,
         (Get, "/api/v1/status") => room::status(req, env).await,
         (Get, p) if p.starts_with("/api/v1/admin/users/") && p.ends_with("/status") => {
@@ -109,5 +110,6 @@ fn known_path(p: &str) -> bool {
             | "/api/v2/password/finish"
             | "/api/v2/device-key"
             | "/api/v2/device-keys"
+            | "/api/v2/epoch-wrap"
     ) || p.starts_with("/api/v1/devices/")
 }

@@ -1,6 +1,9 @@
 //! Protocol v2 accounts under `/api/v2` on D1 (`docs/protocol.md`,
 //! "Accounts, v2"): OPAQUE signup, login and password change, the v1 → v2
-//! upgrade in place, and device public keys. Same paths, bodies, status
+//! upgrade in place, device public keys and key epochs (a new epoch's
+//! wraps, certificates and revokes in `password/finish`, checked by
+//! `clipmesh_room::epoch`; `epoch-wrap`; the room's 1012 reconnect).
+//! Same paths, bodies, status
 //! codes and error codes as the native relay's `http/v2.rs`; the rules
 //! (input checks, fake records for unknown and v1-only names, when v1 login
 //! still works) are `clipmesh_room::opaque`.
@@ -28,13 +31,14 @@ use crate::session::{self, js_u64, Session, DB};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use clipmesh_proto::api::v2::{
-    DeviceKeyRecord, DeviceKeyRequest, DeviceKeysResponse, LoginFinishRequest, LoginStartRequest,
-    LoginStartResponse, LoginV2Response, OwnRegisterStartRequest, PasswordFinishRequest,
-    PasswordStartRequest, PasswordStartResponse, RegisterStartRequest, RegisterStartResponse,
-    SignupFinishRequest, UpgradeRequest,
+    DeviceKeyRecord, DeviceKeyRequest, DeviceKeysResponse, EpochWrapRecord, EpochWrapResponse,
+    LoginFinishRequest, LoginStartRequest, LoginStartResponse, LoginV2Response,
+    OwnRegisterStartRequest, PasswordFinishRequest, PasswordStartRequest, PasswordStartResponse,
+    RegisterStartRequest, RegisterStartResponse, SignupFinishRequest, UpgradeRequest,
 };
 use clipmesh_proto::opaque::{RegistrationRecord, ServerLogin, ServerSetup};
 use clipmesh_proto::{DeviceId, KdfParams, UserId};
+use clipmesh_room::epoch::{self, AccountDevice};
 use clipmesh_room::opaque::{self as rules, AccountAuth, LoginFor};
 use clipmesh_room::{auth, validate};
 use rand::RngCore;
@@ -499,25 +503,100 @@ pub async fn password_finish(mut req: Request, env: &Env) -> Answer {
     let row = v2_by_id(env, user)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    if body.epoch != row.epoch && Some(body.epoch) != row.epoch.checked_add(1) {
-        return Err(ApiError::bad_request(
-            "epoch must be the account's current epoch or the next",
-        ));
-    }
+    let new_epoch = epoch::epoch_step(row.epoch, &body)?;
+    let rotation = if new_epoch {
+        Some(epoch::check_rotation(
+            me.device,
+            &account_devices(env, user).await?,
+            &body,
+        )?)
+    } else {
+        None
+    };
     let kdf = serde_json::to_string(&kdf).map_err(ApiError::internal)?;
-    env.d1(DB)?
+    let db = env.d1(DB)?;
+    let (u, e) = (js_u64(user.0), JsValue::from_f64(f64::from(body.epoch)));
+    let mut batch = vec![db
         .prepare(
             "UPDATE users SET opaque_record = ?2, kdf = ?3, epoch = ?4, export_wrap = ?5 WHERE id = ?1",
         )
         .bind(&[
-            js_u64(user.0),
+            u.clone(),
             JsValue::from_str(&record.to_hex()),
             JsValue::from_str(&kdf),
-            JsValue::from_f64(f64::from(body.epoch)),
+            e.clone(),
             JsValue::from_str(&hex::encode(wrap.0)),
-        ])?
-        .run()
-        .await?;
+        ])?];
+    // A new epoch, in the same batch (one D1 transaction): the revoked
+    // devices go (sessions, then the device), every older wrap is replaced
+    // by the new ones, the remaining devices' certificates move to it.
+    let mut revoked_tokens = Vec::new();
+    if let Some(r) = &rotation {
+        for d in &r.revoke {
+            let d = js_u64(d.0);
+            revoked_tokens.extend(session_tokens(env, user, &d).await?);
+            batch.push(
+                db.prepare(
+                    "DELETE FROM sessions WHERE device_id = ?1 \
+                     AND device_id IN (SELECT id FROM devices WHERE user_id = ?2)",
+                )
+                .bind(&[d.clone(), u.clone()])?,
+            );
+            batch.push(
+                db.prepare("DELETE FROM devices WHERE id = ?1 AND user_id = ?2")
+                    .bind(&[d, u.clone()])?,
+            );
+        }
+        batch.push(
+            db.prepare("DELETE FROM epoch_wraps WHERE user_id = ?1")
+                .bind(std::slice::from_ref(&u))?,
+        );
+        let (sender, public, cert) = (
+            js_u64(r.sender.0),
+            JsValue::from_str(&hex::encode(&r.sender_public)),
+            JsValue::from_str(&hex::encode(&r.sender_cert)),
+        );
+        for (d, w) in &r.wraps {
+            batch.push(
+                db.prepare(
+                    "INSERT INTO epoch_wraps (device_id, user_id, epoch, sender, sender_public, sender_cert, wrap) \
+                     SELECT id, user_id, ?3, ?4, ?5, ?6, ?7 FROM devices WHERE id = ?1 AND user_id = ?2",
+                )
+                .bind(&[
+                    js_u64(d.0),
+                    u.clone(),
+                    e.clone(),
+                    sender.clone(),
+                    public.clone(),
+                    cert.clone(),
+                    JsValue::from_str(&hex::encode(w)),
+                ])?,
+            );
+        }
+        for (d, c) in &r.certs {
+            batch.push(
+                db.prepare(
+                    "UPDATE devices SET key_epoch = ?3, key_cert = ?4 \
+                     WHERE id = ?1 AND user_id = ?2 AND public_key IS NOT NULL",
+                )
+                .bind(&[
+                    js_u64(d.0),
+                    u.clone(),
+                    e.clone(),
+                    JsValue::from_str(&hex::encode(c)),
+                ])?,
+            );
+        }
+    }
+    db.batch(batch).await?;
+    for t in revoked_tokens {
+        session::forget_token(env, &t).await?;
+    }
+    if let Some(r) = &rotation {
+        for d in &r.revoke {
+            crate::room::revoke(env, user, *d).await;
+        }
+    }
     if body.end_other_sessions {
         for d in account::device_ids(env, user).await? {
             if d != me.device && session::delete_device(env, user, d).await? {
@@ -525,7 +604,69 @@ pub async fn password_finish(mut req: Request, env: &Env) -> Answer {
             }
         }
     }
+    if new_epoch {
+        // Online devices reconnect and pick the new epoch up on join.
+        crate::room::rekey(env, user).await;
+    }
     api::no_content()
+}
+
+/// The account's devices with their published keys, for
+/// [`epoch::check_rotation`].
+async fn account_devices(env: &Env, user: UserId) -> Result<Vec<AccountDevice>, ApiError> {
+    #[derive(Deserialize)]
+    struct D {
+        id: u64,
+        public_key: Option<String>,
+    }
+    let rows: Vec<D> = env
+        .d1(DB)?
+        .prepare("SELECT id, public_key FROM devices WHERE user_id = ?1 ORDER BY id")
+        .bind(&[js_u64(user.0)])?
+        .all()
+        .await?
+        .results()?;
+    rows.into_iter()
+        .map(|d| {
+            Ok(AccountDevice {
+                id: DeviceId(d.id),
+                public_key: d
+                    .public_key
+                    .map(|k| hex::decode(k).map_err(ApiError::internal))
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// The session token hashes of one of the user's devices, the current one
+/// and the one its last renewal replaced (to drop from KV once its rows
+/// are gone).
+async fn session_tokens(
+    env: &Env,
+    user: UserId,
+    device: &JsValue,
+) -> Result<Vec<String>, ApiError> {
+    #[derive(Deserialize)]
+    struct Tok {
+        token_sha256: String,
+        prev_sha256: Option<String>,
+    }
+    let rows: Vec<Tok> = env
+        .d1(DB)?
+        .prepare(
+            "SELECT s.token_sha256 AS token_sha256, s.prev_sha256 AS prev_sha256 \
+             FROM sessions s JOIN devices d ON d.id = s.device_id \
+             WHERE d.id = ?1 AND d.user_id = ?2",
+        )
+        .bind(&[device.clone(), js_u64(user.0)])?
+        .all()
+        .await?
+        .results()?;
+    Ok(rows
+        .into_iter()
+        .flat_map(|t| std::iter::once(t.token_sha256).chain(t.prev_sha256))
+        .collect())
 }
 
 /// `PUT /api/v2/device-key` (token): publishes the caller's public keys
@@ -610,5 +751,43 @@ pub async fn device_keys(req: Request, env: &Env) -> Answer {
                 cert: d.key_cert,
             })
             .collect(),
+    })
+}
+
+/// `GET /api/v2/epoch-wrap` (token): the current epoch's key wrapped to
+/// the caller by the device that started the epoch, with that device's
+/// public key and its certificate under the previous epoch (`wrap: null`
+/// when there is none). The Worker can open none of it; the caller checks
+/// the signer against its roster.
+pub async fn epoch_wrap(req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    let me = me(&req, env, &s).await?;
+    #[derive(Deserialize)]
+    struct W {
+        epoch: u32,
+        sender: u64,
+        sender_public: String,
+        sender_cert: String,
+        wrap: String,
+    }
+    let w: Option<W> = env
+        .d1(DB)?
+        .prepare(
+            "SELECT w.epoch AS epoch, w.sender AS sender, w.sender_public AS sender_public, \
+             w.sender_cert AS sender_cert, w.wrap AS wrap \
+             FROM epoch_wraps w JOIN users u ON u.id = w.user_id \
+             WHERE w.device_id = ?1 AND w.user_id = ?2 AND w.epoch = u.epoch",
+        )
+        .bind(&[js_u64(me.device.0), js_u64(me.user.0)])?
+        .first(None)
+        .await?;
+    api::ok_json(&EpochWrapResponse {
+        wrap: w.map(|w| EpochWrapRecord {
+            epoch: w.epoch,
+            sender: DeviceId(w.sender),
+            sender_public: w.sender_public,
+            sender_cert: w.sender_cert,
+            wrap: w.wrap,
+        }),
     })
 }

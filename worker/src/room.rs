@@ -553,6 +553,20 @@ impl DurableObject for UserRoom {
                 }
                 Response::empty()
             }
+            "/rekey" => {
+                // A new key epoch: every socket of the account closes with
+                // 1012, members and sockets still waiting for their Hello,
+                // so each device reconnects and fetches its wrap on join.
+                self.ensure_loaded(None).await?;
+                if let Some(inner) = self.inner.borrow_mut().as_mut() {
+                    inner.room.reconnect_all();
+                }
+                let c = CloseCode::ServiceRestart;
+                for ws in self.state.get_websockets() {
+                    let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
+                }
+                Response::empty()
+            }
             "/online" => {
                 self.ensure_loaded(None).await?;
                 let ids: Vec<u64> = self
@@ -664,6 +678,18 @@ pub async fn revoke(env: &Env, user: UserId, device: DeviceId) {
         let url = format!("https://room/revoke?user={}&device={}", user.0, device.0);
         if let Err(e) = st.fetch_with_str(&url).await {
             worker::console_warn!("revoke in room failed: {e}");
+        }
+    }
+}
+
+/// Closes every socket of the user's room with 1012 after a new key epoch
+/// (best effort: a device that misses it fetches the new epoch's wrap on
+/// its next join, and until then its clips fail to open elsewhere).
+pub async fn rekey(env: &Env, user: UserId) {
+    if let Ok(st) = stub(env, user) {
+        let url = format!("https://room/rekey?user={}", user.0);
+        if let Err(e) = st.fetch_with_str(&url).await {
+            worker::console_warn!("rekey in room failed: {e}");
         }
     }
 }

@@ -256,6 +256,15 @@ pub async fn renew(env: &Env, old: &[u8; 32], new: &[u8; 32]) -> Result<bool, Ap
     Ok(r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) > 0)
 }
 
+/// Drops a session's cache entry (by the token's SHA-256, hex) from KV,
+/// once its D1 rows are gone.
+pub async fn forget_token(env: &Env, token_sha256: &str) -> Result<(), ApiError> {
+    env.kv(SESSIONS)?
+        .delete(&format!("sess:{token_sha256}"))
+        .await
+        .map_err(ApiError::internal)
+}
+
 /// A D1 integer parameter (D1 numbers are f64; ids stay below 2^53).
 pub fn js_u64(v: u64) -> JsValue {
     JsValue::from_f64(v as f64)
