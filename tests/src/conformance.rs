@@ -12,8 +12,11 @@
 //! delete; and protocol v2 accounts (OPAQUE): signup, login (a replayed or
 //! forged KE3 refused, unknown names answered alike), the v1 → v2 upgrade
 //! after which v1 login stops, password change ending other sessions, and
-//! device keys; and session renewal. [`lifetimes`] and [`blob_expiry`] run
-//! against relays configured with short lifetimes.
+//! device keys; session renewal; and v2 key epochs: bad rotations
+//! refused and nothing stored, a rotation with a revoke accepted, each
+//! remaining device's wrap from `epoch-wrap`, the account's sockets closed
+//! with 1012 (the revoked one's with 4001). [`lifetimes`] and
+//! [`blob_expiry`] run against relays configured with short lifetimes.
 //! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
 //!
 //! Every wait is bounded by a socket read timeout; nothing sleeps.
@@ -363,6 +366,7 @@ pub fn run(base: &str) -> Result<()> {
     revoke_and_logout(&t, &a).context("revoke and logout")?;
     renew(&t).context("session renew")?;
     accounts_v2(&t).context("accounts v2")?;
+    epochs(&t).context("key epochs")?;
     Ok(())
 }
 
@@ -1183,5 +1187,195 @@ fn accounts_v2(t: &Target) -> Result<()> {
     let kept = t.get("/api/v1/devices", Some(&first.token))?;
     ensure!(kept.status == 200, "this session kept: {kept:?}");
 
+    Ok(())
+}
+
+/// A password change (password "pw" both ways) by the device holding
+/// `token`, naming `epoch` (its key `key` under the new export key), with
+/// `extra` fields merged into `password/finish`.
+fn change_with(
+    t: &Target,
+    user: &str,
+    token: &str,
+    epoch: u32,
+    key: &clipmesh_proto::EpochKey,
+    extra: Value,
+) -> Result<Answer> {
+    use clipmesh_proto::opaque::{
+        ClientLogin, ClientRegistration, LoginResponseBytes, RegistrationResponseBytes,
+    };
+    use clipmesh_proto::Epoch;
+    let mut rng = rand::rngs::OsRng;
+    let (c, ke1) = ClientLogin::start(&mut rng, b"pw")?;
+    let (reg, req) = ClientRegistration::start(&mut rng, b"pw")?;
+    let ps = t.post(
+        "/api/v2/password/start",
+        &json!({"login": ke1.to_hex(), "registration": req.to_hex()}),
+        Some(token),
+    )?;
+    ensure!(ps.status == 200, "password start: {ps:?}");
+    let ke2 = LoginResponseBytes::from_hex(ps.body["response"].as_str().context("response")?)?;
+    let out = c
+        .finish(b"pw", user, &ke2, &KdfParams::default())
+        .map_err(|e| anyhow!("password start KE2: {e}"))?;
+    let rr = RegistrationResponseBytes::from_hex(
+        ps.body["registration"].as_str().context("registration")?,
+    )?;
+    let (rec, ek) = reg.finish(&mut rng, b"pw", user, &rr, &KdfParams::default())?;
+    let mut body = json!({"login_id": ps.body["login_id"], "finish": out.finish.to_hex(),
+        "record": rec.to_hex(), "kdf": KdfParams::default(), "epoch": epoch,
+        "export_wrap": ek.kek().wrap(Epoch(epoch), key).to_hex()});
+    for (k, v) in extra.as_object().context("extra")? {
+        body[k] = v.clone();
+    }
+    t.post("/api/v2/password/finish", &body, Some(token))
+}
+
+/// Key epochs: three devices publish keys; bad rotations are refused and
+/// change nothing; a rotation by A that revokes C and wraps the new key to
+/// A and B is accepted: C's session ends, B's socket closes with 1012, B
+/// gets its wrap (signed by A, opening to the new key) and both remaining
+/// devices are certified in the new epoch.
+fn epochs(t: &Target) -> Result<()> {
+    use clipmesh_proto::{DeviceSecrets, DeviceWrappedKey, Epoch, EpochKey};
+    let mut rng = rand::rngs::OsRng;
+    let name = unique("epo");
+    let (record, ek) = v2_register(t, &name, b"pw", None)?;
+    let k1 = EpochKey::generate(&mut rng);
+    let a = t.post(
+        "/api/v2/signup/finish",
+        &json!({"username": name, "record": record, "kdf": KdfParams::default(), "epoch": 1,
+                "export_wrap": ek.kek().wrap(Epoch(1), &k1).to_hex(), "device_name": "a",
+                "setup_token": crate::procs::SETUP_TOKEN}),
+        None,
+    )?;
+    ensure!(a.status == 200, "v2 signup: {a:?}");
+    let mut devs = vec![login_of(&a.body)?];
+    for _ in 0..2 {
+        let (l, _) = v2_login(t, &name, b"pw")?.map_err(|e| anyhow!("v2 login: {e}"))?;
+        devs.push(login_of(&l)?);
+    }
+    let secrets: Vec<DeviceSecrets> = devs
+        .iter()
+        .map(|_| DeviceSecrets::generate(&mut rng))
+        .collect();
+    for (d, sec) in devs.iter().zip(&secrets) {
+        let p = sec.public();
+        let cert = k1.certify(Epoch(1), DeviceId(d.device), &p);
+        let r = t.raw(
+            "PUT",
+            "/api/v2/device-key",
+            Some(&d.token),
+            &[("Content-Type", "application/json".to_owned())],
+            json!({"public_key": p.to_hex(), "epoch": 1, "cert": hex::encode(cert)})
+                .to_string()
+                .as_bytes(),
+        )?;
+        ensure!(r.status == 204, "device key: {r:?}");
+    }
+    let (a, b, c) = (&devs[0], &devs[1], &devs[2]);
+    let (a_id, b_id, c_id) = (DeviceId(a.device), DeviceId(b.device), DeviceId(c.device));
+    let (a_sec, b_sec) = (&secrets[0], &secrets[1]);
+    let w = t.get("/api/v2/epoch-wrap", Some(&b.token))?;
+    ensure!(
+        w.status == 200 && w.body["wrap"].is_null(),
+        "no wrap before a new epoch: {w:?}"
+    );
+
+    let k2 = EpochKey::generate(&mut rng);
+    let wrap_to = |id: DeviceId, to: &DeviceSecrets| -> Result<String> {
+        Ok(k2
+            .wrap_to_device(
+                &mut rand::rngs::OsRng,
+                Epoch(2),
+                (a_id, a_sec),
+                (id, &to.public()),
+            )
+            .map_err(|e| anyhow!("wrap: {e}"))?
+            .to_hex())
+    };
+    let wraps = json!([{"device": a_id, "wrap": wrap_to(a_id, a_sec)?},
+                       {"device": b_id, "wrap": wrap_to(b_id, b_sec)?}]);
+    let certs = json!([
+        {"device": a_id, "cert": hex::encode(k2.certify(Epoch(2), a_id, &a_sec.public()))},
+        {"device": b_id, "cert": hex::encode(k2.certify(Epoch(2), b_id, &b_sec.public()))}]);
+    let sender_cert = hex::encode(k1.certify(Epoch(1), a_id, &a_sec.public()));
+    let bad = [
+        (1, json!({"revoke": [c_id]}), "a revoke without a new epoch"),
+        (3, json!({}), "an epoch jump"),
+        (
+            2,
+            json!({"revoke": [c_id], "wraps": [{"device": c_id, "wrap": wrap_to(c_id, &secrets[2])?}],
+                   "sender_cert": sender_cert}),
+            "a wrap to the revoked device",
+        ),
+        (2, json!({"wraps": wraps}), "wraps without sender_cert"),
+    ];
+    for (epoch, extra, what) in bad {
+        let r = change_with(t, &name, &a.token, epoch, &k2, extra)?;
+        ensure!(r.status == 400, "{what}: {r:?}");
+    }
+    let keys = t.get("/api/v2/device-keys", Some(&c.token))?;
+    ensure!(
+        keys.status == 200 && keys.body["epoch"] == 1,
+        "nothing changed after refused rotations: {keys:?}"
+    );
+
+    let (mut b_ws, _) = t.join(&b.token, 0)?;
+    let (mut c_ws, _) = t.join(&c.token, 0)?;
+    let r = change_with(
+        t,
+        &name,
+        &a.token,
+        2,
+        &k2,
+        json!({"revoke": [c_id], "wraps": wraps, "certs": certs, "sender_cert": sender_cert}),
+    )?;
+    ensure!(r.status == 204, "a rotation: {r:?}");
+    let closed = b_ws.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::ServiceRestart.as_u16()),
+        "a remaining device's socket after a new epoch: {closed:?}"
+    );
+    let closed = c_ws.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::Unauthorized.as_u16()),
+        "the revoked device's socket: {closed:?}"
+    );
+    let gone = t.get("/api/v2/device-keys", Some(&c.token))?;
+    ensure!(gone.status == 401, "the revoked device's session: {gone:?}");
+
+    // B's wrap, signed by A, opens to the new key; C has none.
+    let r = t.get("/api/v2/epoch-wrap", Some(&b.token))?;
+    ensure!(r.status == 200, "epoch-wrap: {r:?}");
+    let w = &r.body["wrap"];
+    ensure!(
+        w["epoch"] == 2
+            && w["sender"].as_u64() == Some(a.device)
+            && w["sender_public"].as_str() == Some(a_sec.public().to_hex().as_str())
+            && w["sender_cert"].as_str() == Some(sender_cert.as_str()),
+        "B's wrap: {w}"
+    );
+    let opened = DeviceWrappedKey::from_hex(w["wrap"].as_str().context("wrap")?)
+        .context("wrap")?
+        .open(Epoch(2), (a_id, &a_sec.public()), (b_id, b_sec))
+        .map_err(|e| anyhow!("B opens its wrap: {e}"))?;
+    ensure!(opened.expose() == k2.expose(), "B's wrap holds the new key");
+    let keys = t.get("/api/v2/device-keys", Some(&b.token))?;
+    let listed: Vec<(Option<u64>, Value)> = keys.body["devices"]
+        .as_array()
+        .context("devices")?
+        .iter()
+        .map(|d| (d["id"].as_u64(), d["epoch"].clone()))
+        .collect();
+    ensure!(
+        keys.status == 200
+            && keys.body["epoch"] == 2
+            && listed == vec![(Some(a.device), json!(2)), (Some(b.device), json!(2))],
+        "device keys after the rotation: {keys:?}"
+    );
+    // B rejoins.
+    t.join(&b.token, 0)
+        .context("B rejoins after the new epoch")?;
     Ok(())
 }
