@@ -171,8 +171,7 @@ pub fn signup(dir: &Path, creds: &Credentials<'_>) -> Result<Account, AccountErr
 /// still pass the floor or later logins refuse them).
 ///
 /// Signs up with protocol v2 (OPAQUE) when the relay offers it, and with v1
-/// when it answers `/api/v2` with 404 (a relay of an older release, or the
-/// Cloudflare Worker host, which has no v2 yet).
+/// when it answers `/api/v2` with 404 (a relay of an older release).
 pub fn signup_with_params(
     dir: &Path,
     creds: &Credentials<'_>,

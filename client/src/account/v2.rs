@@ -233,8 +233,8 @@ pub fn store(
 /// recipients); with `end_other_sessions` every other device is logged out
 /// and only this one gets the key.
 ///
-/// A relay without key epochs (`GET /api/v2/epoch-wrap` answers 404: the
-/// Worker host so far) gets a password change that keeps the current
+/// A relay without key epochs (`GET /api/v2/epoch-wrap` answers 404: a
+/// release from before them) gets a password change that keeps the current
 /// epoch, and a revoke is refused there ([`AccountError::NoEpochs`]).
 pub fn change_password(
     dir: &Path,
