@@ -7,8 +7,9 @@
 //!   connection id, whether `Hello` was seen). After a wake the room's
 //!   membership is rebuilt from `getWebSockets()` and those attachments.
 //! - The newest clip and the sequence number live in DO storage (`clip`,
-//!   `seq`), written on every publish before the room handles the next
-//!   event, so a restart or eviction resumes exactly where it stopped.
+//!   which carries its sequence number, and `seq` when the two differ),
+//!   one write per publish before the room handles the next event, so a
+//!   restart or eviction resumes exactly where it stopped.
 //! - `wakes` in storage counts how often the object was constructed to
 //!   handle an event (a cold start or a wake from hibernation); `/status`
 //!   reports it, which is how the hibernation test sees eviction and
@@ -143,8 +144,14 @@ impl UserRoom {
             return Ok(());
         }
         let storage = self.state.storage();
-        let seq: u64 = storage.get("seq").await?.unwrap_or(0);
         let clip: Option<StoredClip> = storage.get("clip").await?;
+        // A publish writes only the clip record, which carries its
+        // sequence number; `seq` is written when the two differ.
+        let seq: u64 = storage
+            .get::<u64>("seq")
+            .await?
+            .unwrap_or(0)
+            .max(clip.as_ref().map_or(0, |c| c.seq));
         let user = match user {
             Some(u) => u,
             None => UserId(storage.get::<u64>("user").await?.unwrap_or(0)),
@@ -189,18 +196,27 @@ impl UserRoom {
         Ok(())
     }
 
+    /// Stores the room's sequence number and newest clip: one write when
+    /// there is a clip (its record carries its sequence number, which is
+    /// the room's; [`Self::ensure_loaded`] takes the larger of the two
+    /// keys), so a publish costs one storage write.
     async fn persist(&self, seq: u64, clip: Option<Clip>) -> worker::Result<()> {
         let storage = self.state.storage();
-        if let Some(c) = clip {
-            let stored = StoredClip {
-                seq: c.seq,
-                from: c.from.0,
-                envelope: c.envelope.map(hex::encode),
-                stored_at: c.stored_at,
-            };
-            storage.put("clip", stored).await?;
+        let Some(c) = clip else {
+            return storage.put("seq", seq).await;
+        };
+        let clip_seq = c.seq;
+        let stored = StoredClip {
+            seq: c.seq,
+            from: c.from.0,
+            envelope: c.envelope.map(hex::encode),
+            stored_at: c.stored_at,
+        };
+        storage.put("clip", stored).await?;
+        if clip_seq != seq {
+            storage.put("seq", seq).await?;
         }
-        storage.put("seq", seq).await
+        Ok(())
     }
 
     async fn accept(&self, req: Request) -> worker::Result<Response> {
