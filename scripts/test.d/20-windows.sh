@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Windows (docs/windows.md): clippy with warnings denied for the client on
 # x86_64-pc-windows-gnu and aarch64-pc-windows-gnullvm (Debian's Rust with -Zbuild-std, scripts/cross), the
-# release exe and MSI (scripts/build-windows), then under Wine 8 on Xvfb the
-# end-to-end test against a Linux daemon and the MSI install / --version /
-# upgrade / uninstall test. Each Wine test makes its own fresh WINEPREFIX in
+# release exes (clipmesh, clipmeshw, clipmesh-tray) and MSI
+# (scripts/build-windows), then under Wine 8 on Xvfb the end-to-end test
+# against a Linux daemon, the tray test (it connects, its icon docks in
+# trayer, a second start says it runs) and the MSI install / --version / upgrade / uninstall test. Each Wine test makes its own fresh WINEPREFIX in
 # its temp dir and ends it with `wineserver -k` on that prefix.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/lib/apt.sh
 . scripts/lib/apt.sh
-apt_install wine wine64 gcc-mingw-w64-x86-64 wixl xvfb xclip
+apt_install wine wine64 gcc-mingw-w64-x86-64 wixl xvfb xclip trayer
 
 echo "--> clippy x86_64-pc-windows-gnu"
 scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh --all-targets -- -D warnings
+echo "--> clippy x86_64-pc-windows-gnu: the tray"
+scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh-tray-shell -p clipmesh-tray -- -D warnings
 echo "--> clippy aarch64-pc-windows-gnullvm (check only)"
 scripts/cross aarch64-pc-windows-gnullvm clippy --locked -p clipmesh -- -D warnings
 echo "--> release exe and MSI"
@@ -23,3 +26,6 @@ echo "--> under Wine: Windows <-> Linux end to end, and the MSI"
 # feature unification matches and nothing is compiled a second time.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --test e2e windows_ -- --test-threads 1
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+mkdir -p "$target_dir/tray-screenshots"
+cp "$target_dir"/tmp/desktop-test/windows-*.png "$target_dir/tray-screenshots/"

@@ -151,14 +151,6 @@ pub fn embedded_icon(display: &str, timeout: Duration) -> Result<(Window, Window
     )
 }
 
-/// Where `window`'s top left corner is on the screen.
-pub fn position(display: &str, window: Window) -> Result<(i16, i16)> {
-    let (conn, screen) = RustConnection::connect(Some(display))?;
-    let root = conn.setup().roots[screen].root;
-    let t = conn.translate_coordinates(window, root, 0, 0)?.reply()?;
-    Ok((t.dst_x, t.dst_y))
-}
-
 /// The pixels of `window` (the root when None) as RGBA, with its size.
 pub fn grab(display: &str, window: Option<Window>) -> Result<(Vec<u8>, u16, u16)> {
     let (conn, screen) = RustConnection::connect(Some(display))?;

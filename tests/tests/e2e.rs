@@ -48,5 +48,8 @@ mod wayland;
 #[path = "e2e/windows.rs"]
 mod windows;
 
+#[path = "e2e/windows_tray.rs"]
+mod windows_tray;
+
 #[path = "e2e/clipcascade.rs"]
 mod clipcascade;

@@ -266,14 +266,14 @@ fn run_value(prefix: &WinePrefix) -> Option<String> {
             "query",
             r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run",
             "/v",
-            "clipmesh",
+            "clipmesh-tray",
         ])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
-        .find(|l| l.contains("clipmesh") && l.contains("REG_SZ"))
+        .find(|l| l.contains("clipmesh-tray") && l.contains("REG_SZ"))
         .map(str::to_owned)
 }
 
@@ -294,29 +294,37 @@ fn windows_msi_installs_upgrades_and_uninstalls_under_wine() {
     // The Start Menu entry: all users' Start Menu (what a per-machine
     // install asks for), or the installing user's (where Wine 8's msiexec
     // puts it).
-    let shortcuts = |drive_c: &Path| -> Vec<PathBuf> {
-        let rel = "Microsoft/Windows/Start Menu/Programs/clipmesh/clipmesh.lnk";
-        let mut v = vec![drive_c.join("ProgramData").join(rel)];
+    // "clipmesh" starts the tray, "clipmesh command line" opens a console.
+    let shortcuts = |drive_c: &Path, name: &str| -> Vec<PathBuf> {
+        let rel = format!("Microsoft/Windows/Start Menu/Programs/clipmesh/{name}.lnk");
+        let mut v = vec![drive_c.join("ProgramData").join(&rel)];
         if let Ok(users) = std::fs::read_dir(drive_c.join("users")) {
             v.extend(
-                users.filter_map(|e| e.ok().map(|e| e.path().join("AppData/Roaming").join(rel))),
+                users.filter_map(|e| e.ok().map(|e| e.path().join("AppData/Roaming").join(&rel))),
             );
         }
         v
     };
+    let names = ["clipmesh", "clipmesh command line"];
 
     // Install with the optional start-at-login feature.
     msiexec(&prefix, &["/i", &win_path(&msi), "INSTALLLEVEL=2"]);
     assert!(installed.is_file(), "clipmesh.exe not in Program Files");
-    assert!(drive_c
-        .join("Program Files/clipmesh/clipmeshw.exe")
-        .is_file());
-    assert!(
-        shortcuts(&drive_c).iter().any(|p| p.is_file()),
-        "no Start Menu entry"
-    );
+    for exe in ["clipmeshw.exe", "clipmesh-tray.exe"] {
+        assert!(
+            drive_c.join("Program Files/clipmesh").join(exe).is_file(),
+            "{exe} not in Program Files"
+        );
+    }
+    for name in names {
+        assert!(
+            shortcuts(&drive_c, name).iter().any(|p| p.is_file()),
+            "no Start Menu entry {name:?}"
+        );
+    }
+    // Start at login starts the tray (the value its menu item reads).
     let run = run_value(&prefix).expect("no HKCU Run value");
-    assert!(run.contains(r"clipmesh\clipmeshw.exe"), "{run}");
+    assert!(run.contains(r"clipmesh\clipmesh-tray.exe"), "{run}");
     let out = prefix
         .exe(&installed)
         .command()
@@ -363,10 +371,12 @@ fn windows_msi_installs_upgrades_and_uninstalls_under_wine() {
     msiexec(&prefix, &["/x", &win_path(&newer)]);
 
     assert!(!installed.exists(), "clipmesh.exe left after uninstall");
-    assert!(
-        shortcuts(&drive_c).iter().all(|p| !p.exists()),
-        "Start Menu entry left after uninstall"
-    );
+    for name in names {
+        assert!(
+            shortcuts(&drive_c, name).iter().all(|p| !p.exists()),
+            "Start Menu entry {name:?} left after uninstall"
+        );
+    }
     assert_eq!(run_value(&prefix), None, "Run value left after uninstall");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "# kept\n");
     drop(prefix);
