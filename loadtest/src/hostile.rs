@@ -17,9 +17,12 @@
 //!
 //! The legitimate client connects from 127.0.0.1; attackers from 127.0.0.2
 //! and up (`--attacker-ips`), so per-network limits tell them apart as they
-//! would on the internet. With `--check` the run fails unless every
-//! scenario keeps ≥ 99 % success and a median login latency within 3× the
-//! quiet one.
+//! would on the internet. Each scenario is reported against two targets:
+//! ≥ 99 % success and a median login latency within 3× the quiet one.
+//! With `--check` the run fails when a scenario misses the success target
+//! (or no login completed). The latency target is a benchmark figure
+//! (docs/benchmarks.md, "Hostile load") and is only reported: a timed
+//! threshold would fail CI on a busy shared machine without a defect.
 //!
 //! **Invariant:** loopback only, every phase bounded in time; attack tasks
 //! are owned by a tracker and cancelled at the end of their phase.
@@ -46,9 +49,10 @@ use tokio_util::task::TaskTracker;
 pub const CYCLE_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause between legitimate cycles.
 const CYCLE_GAP: Duration = Duration::from_millis(150);
-/// Success rate every scenario must keep (`--check`).
+/// Success rate every scenario must keep (`--check` fails below it).
 pub const MIN_SUCCESS: f64 = 0.99;
-/// Largest median login latency, as a multiple of the quiet one (`--check`).
+/// Target for the median login latency, as a multiple of the quiet one
+/// (reported, not checked).
 pub const MAX_LATENCY_RATIO: f64 = 3.0;
 /// Longest `Retry-After` the legitimate client honours within a cycle.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(3);
@@ -189,6 +193,7 @@ async fn run_on(args: HostileArgs, legit_rt: &tokio::runtime::Runtime) -> anyhow
     let setup = attacks::Setup::new(attack_target.clone(), &args, &scenarios).await?;
 
     let mut failed = Vec::new();
+    let mut slow = Vec::new();
     // Quiet phases bracket every attack: a shared machine's background load
     // drifts over a run, so each attack is compared with the mean of the
     // quiet medians just before and just after it.
@@ -232,12 +237,14 @@ async fn run_on(args: HostileArgs, legit_rt: &tokio::runtime::Runtime) -> anyhow
         let ratio = phase.percentile(0.5) / ((quiet_before + quiet_after) / 2.0);
         report(scenario.name(), &phase, Some(ratio), &counters);
         report("quiet", &quiet, None, &Counters::default());
-        if phase.success() < MIN_SUCCESS || ratio.is_nan() || ratio > MAX_LATENCY_RATIO {
+        if phase.success() < MIN_SUCCESS || ratio.is_nan() {
             failed.push(format!(
                 "{}: success {:.1}%, login p50 ratio {ratio:.2}",
                 scenario.name(),
                 phase.success() * 100.0
             ));
+        } else if ratio > MAX_LATENCY_RATIO {
+            slow.push(format!("{}: login p50 ratio {ratio:.2}", scenario.name()));
         }
         quiet_before = quiet_after;
     }
@@ -246,8 +253,14 @@ async fn run_on(args: HostileArgs, legit_rt: &tokio::runtime::Runtime) -> anyhow
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     legit.received.close();
     drop(legit);
+    if !slow.is_empty() {
+        println!(
+            "hostile: latency target (login p50 <= {MAX_LATENCY_RATIO}x quiet) missed: {}",
+            slow.join("; ")
+        );
+    }
     if failed.is_empty() {
-        println!("hostile: every scenario met the targets (success >= 99%, login p50 <= 3x quiet)");
+        println!("hostile: every scenario kept the legitimate client's success >= 99%");
     } else {
         println!("hostile: targets missed: {}", failed.join("; "));
         if args.check {

@@ -4,8 +4,10 @@
 # flood, a login flood against one user, a WebSocket connect flood and a
 # frame flood at the publish rate limit, while a legitimate client keeps
 # logging in, joining and syncing. `clipmesh-load hostile --check` fails the
-# step unless that client keeps >= 99% success in every scenario and a median
-# login latency within 3x of the quiet phase measured just before it.
+# step unless that client keeps >= 99% success in every scenario. Its median
+# login latency against the quiet phases is printed; the 3x target for it is
+# a benchmark figure (docs/benchmarks.md, "Hostile load"), not checked here,
+# since a timed threshold fails on a busy machine without a defect.
 # HOSTILE_FULL=1 runs the full size (4200 stalled uploads, 20 s phases) whose
 # figures are in docs/benchmarks.md ("Hostile load").
 set -euo pipefail
