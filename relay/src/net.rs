@@ -7,7 +7,7 @@
 //! HTTP connection until it upgrades to a WebSocket. Three things keep one
 //! client from taking all of it: slow headers and slow non-blob requests
 //! end after their timeouts; one network (IPv4 address or IPv6 /64) holds
-//! at most `max_per_net` connections ([`caps`]); and blob transfers, the
+//! at most `max_per_net` connections (`caps`); and blob transfers, the
 //! only long-lived requests, are capped per user and in total below the
 //! pool's size (`blobs/slots.rs`), so the rest is reserved for logins, the
 //! API and WebSocket joins.
@@ -230,7 +230,7 @@ pub struct HttpLimits {
 /// Every connection task belongs to `tracker`. A connection that upgrades to
 /// a WebSocket leaves this loop's accounting; WebSockets are limited by
 /// `limits.max_connections` in `ws.rs`. A connection that ends without an
-/// upgrade gets a lingering close ([`sockio::linger`]) while it still holds its
+/// upgrade gets a lingering close (`sockio::linger`) while it still holds its
 /// slots.
 pub async fn accept_loop(
     tcp: TcpListener,
