@@ -57,8 +57,39 @@ mod backend {
     /// program may hold it for a moment; clipboard-win waits between tries).
     const OPEN_ATTEMPTS: usize = 10;
 
+    /// How often the watcher reads one update before it gives up on it,
+    /// and the pause before the first retry (doubled each time): 10 + 20 +
+    /// 40 + 80 ms at most.
+    const READ_ATTEMPTS: u32 = 5;
+    const READ_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
     fn backend_err(what: &str, e: impl std::fmt::Display) -> ClipboardError {
         ClipboardError::Backend(format!("{what}: {e}"))
+    }
+
+    /// Why reading an update failed.
+    enum ReadError {
+        /// A clipboard call failed: another program held the clipboard, or
+        /// the owner of a delayed-rendered format did not render it in time
+        /// (under Wine, `GetClipboardData` then fails with "Clipboard not
+        /// open" while an item imported from the X selection is replaced).
+        /// Worth another try.
+        Os(ClipboardError),
+        /// The item itself cannot be taken (too large, an image that does
+        /// not convert): another read gives the same answer.
+        Content(ClipboardError),
+    }
+
+    impl ReadError {
+        fn os(what: &'static str) -> impl Fn(clipboard_win::ErrorCode) -> Self {
+            move |e| Self::Os(backend_err(what, e))
+        }
+
+        fn into_inner(self) -> ClipboardError {
+            match self {
+                Self::Os(e) | Self::Content(e) => e,
+            }
+        }
     }
 
     /// The ids of the registered formats this backend uses.
@@ -180,7 +211,7 @@ mod backend {
                         break;
                     }
                 }
-                let item = match self.read() {
+                let item = match self.read_retrying() {
                     Ok(Some(item)) => item,
                     Ok(None) => continue,
                     Err(e) => {
@@ -203,21 +234,45 @@ mod backend {
         }
 
         /// Reads the bytes of `format` within the size bound.
-        fn bytes(&self, format: u32) -> Result<Vec<u8>, ClipboardError> {
+        fn bytes(&self, format: u32) -> Result<Vec<u8>, ReadError> {
             let size = raw::size(format).map_or(0, usize::from);
             if size > self.max_read {
-                return Err(ClipboardError::Backend("item too large to read".into()));
+                return Err(ReadError::Content(ClipboardError::Backend(
+                    "item too large to read".into(),
+                )));
             }
             let mut out = Vec::with_capacity(size);
-            raw::get_vec(format, &mut out).map_err(|e| backend_err("read", e))?;
+            raw::get_vec(format, &mut out).map_err(ReadError::os("read"))?;
             Ok(out)
+        }
+
+        /// [`Self::read`], tried again after a failed clipboard call, up to
+        /// [`READ_ATTEMPTS`] times: each update is read once, so a read
+        /// that fails for a moment would otherwise lose the item. Reading
+        /// again always takes what the clipboard holds now, and a newer
+        /// update that arrived meanwhile is deduplicated by its hash.
+        fn read_retrying(&self) -> Result<Option<ReadItem>, ClipboardError> {
+            let mut pause = READ_RETRY;
+            let mut attempt = 1;
+            loop {
+                match self.read() {
+                    Ok(item) => return Ok(item),
+                    Err(ReadError::Os(e)) if attempt < READ_ATTEMPTS => {
+                        tracing::trace!(error = %e, attempt, "clipboard read failed; trying again");
+                    }
+                    Err(e) => return Err(e.into_inner()),
+                }
+                std::thread::sleep(pause);
+                pause *= 2;
+                attempt += 1;
+            }
         }
 
         /// One item from the clipboard, `None` if it holds nothing to sync
         /// or is marked sensitive.
-        fn read(&self) -> Result<Option<ReadItem>, ClipboardError> {
+        fn read(&self) -> Result<Option<ReadItem>, ReadError> {
             let open = clipboard_win::Clipboard::new_attempts(OPEN_ATTEMPTS)
-                .map_err(|e| backend_err("open clipboard", e))?;
+                .map_err(ReadError::os("open clipboard"))?;
             let available: Vec<u32> = raw::EnumFormats::new().collect();
             let names: Vec<(String, u32)> = available
                 .iter()
@@ -240,12 +295,12 @@ mod backend {
             let has = |f: u32| available.contains(&f);
             if has(formats::CF_HDROP) {
                 let mut paths = Vec::new();
-                raw::get_file_list_path(&mut paths).map_err(|e| backend_err("file list", e))?;
+                raw::get_file_list_path(&mut paths).map_err(ReadError::os("file list"))?;
                 return Ok((!paths.is_empty()).then_some(ReadItem::Files(paths)));
             }
             let text = if has(formats::CF_UNICODETEXT) {
                 let mut out = Vec::new();
-                raw::get_string(&mut out).map_err(|e| backend_err("text", e))?;
+                raw::get_string(&mut out).map_err(ReadError::os("text"))?;
                 Some(String::from_utf8_lossy(&out).into_owned())
             } else {
                 None
@@ -275,7 +330,7 @@ mod backend {
             };
             match image {
                 Ok(c) => Ok(Some(ReadItem::Content(c))),
-                Err(e) => Err(ClipboardError::Backend(e.to_string())),
+                Err(e) => Err(ReadError::Content(ClipboardError::Backend(e.to_string()))),
             }
         }
     }
