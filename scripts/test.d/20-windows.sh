@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 apt_install wine wine64 gcc-mingw-w64-x86-64 wixl xvfb xclip trayer
 
 echo "--> clippy x86_64-pc-windows-gnu"
-scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh --all-targets -- -D warnings
+scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh -p clipmesh-winmeter --all-targets -- -D warnings
 echo "--> clippy x86_64-pc-windows-gnu: the tray"
 scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh-tray-shell -p clipmesh-tray -- -D warnings
 echo "--> clippy aarch64-pc-windows-gnullvm (check only)"

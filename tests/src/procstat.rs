@@ -116,6 +116,30 @@ pub fn ctxt_switches(pid: u32) -> Result<Vec<(String, u64, u64)>> {
     Ok(out)
 }
 
+/// The start times (since the call) of the wake-ups of `pid` over `span`:
+/// see [`idle_report`].
+pub fn sample_wakes(pid: u32, span: Duration) -> Result<Vec<Duration>> {
+    let started = std::time::Instant::now();
+    let counts = |v: Vec<(String, u64, u64)>| -> std::collections::HashMap<String, u64> {
+        v.into_iter().map(|(k, a, b)| (k, a + b)).collect()
+    };
+    let mut prev = counts(ctxt_switches(pid)?);
+    let mut busy = false;
+    let mut wakes = Vec::new();
+    // Bounded by `span`; sleeping between samples is the point here.
+    while started.elapsed() < span {
+        std::thread::sleep(WAKE_SAMPLE);
+        let now = counts(ctxt_switches(pid)?);
+        let grew = now.iter().any(|(k, n)| prev.get(k).is_none_or(|p| n > p));
+        if grew && !busy {
+            wakes.push(started.elapsed());
+        }
+        busy = grew;
+        prev = now;
+    }
+    Ok(wakes)
+}
+
 /// A `kB` field of `/proc/PID/status` (e.g. `VmRSS:`), in KiB.
 pub fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -126,15 +150,25 @@ pub fn status_kib(pid: u32, key: &str) -> Result<u64> {
         .with_context(|| format!("{key} in /proc/{pid}/status"))
 }
 
+/// How often [`idle_report`] samples the threads' context switches.
+pub const WAKE_SAMPLE: Duration = Duration::from_millis(10);
+
 /// Samples process `pid` for `secs` with nothing happening and prints its
-/// CPU time (ticks and schedstat), its context switches per thread (every
-/// wake-up) and its memory.
+/// CPU time (ticks and schedstat), its context switches per thread, its
+/// wake-ups and its memory.
+///
+/// Wake-ups are counted as bursts: every [`WAKE_SAMPLE`] the tool reads each
+/// thread's context switches, and a sample in which any thread's count grew
+/// (or a new thread appeared), after one in which none did, is one wake-up.
+/// One wake-up of a thread can be several context switches: under Wine
+/// every call into wineserver blocks on a pipe and counts as one, so the
+/// raw switch count is not comparable across platforms; the burst count is.
 pub fn idle_report(pid: u32, secs: u64) -> Result<()> {
     let cpu0 = cpu_ticks(pid)?;
     let ns0 = cpu_ns(pid)?;
     let sw0 = ctxt_switches(pid)?;
     let started = std::time::Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
+    let wakes = sample_wakes(pid, Duration::from_secs(secs))?;
     let elapsed = started.elapsed();
     let cpu1 = cpu_ticks(pid)?;
     let ns1 = cpu_ns(pid)?;
@@ -164,7 +198,17 @@ pub fn idle_report(pid: u32, secs: u64) -> Result<()> {
             println!("  {name}: {d} context switches");
         }
     }
-    println!("wake-ups (context switches, all threads): {total}");
+    println!("context switches, all threads: {total}");
+    let at: Vec<String> = wakes
+        .iter()
+        .map(|t| format!("{:.2}", t.as_secs_f64()))
+        .collect();
+    println!(
+        "wake-ups (bursts of context switches, sampled every {} ms): {} at [{}] s",
+        WAKE_SAMPLE.as_millis(),
+        wakes.len(),
+        at.join(", ")
+    );
     println!(
         "memory: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
         rss as f64 / 1024.0,

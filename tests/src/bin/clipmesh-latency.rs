@@ -7,9 +7,9 @@
 //! ```
 //!
 //! `--wine` adds a third device, the Windows `clipmesh.exe` under Wine on
-//! its own display (relay mode): Linux -> Linux and Windows -> Linux
-//! latency in the same run, their p50 ratio, and the Wine daemon's idle
-//! cost (see `run_wine`).
+//! its own display (relay mode): Linux -> Linux, Linux -> Windows and
+//! Windows -> Linux latency in the same run, their p50 ratios, and the idle
+//! cost of a Linux daemon and of the Wine daemon (see `run_wine`).
 //!
 //! `--profile clipcascade` runs the clipcascade profile next to the native
 //! protocol in the same run: two more devices of the same account log in
@@ -180,10 +180,17 @@ fn timed_copies(
 
 /// `--wine EXE`: a third device, the Windows `clipmesh.exe` under Wine on
 /// its own display W, next to the two Linux devices A and B (one account,
-/// relay mode). Copies on A are timed to B (Linux -> Linux); copies on W
-/// to A and B (Windows -> Linux). Linux -> Windows is not timed: Wine keeps
-/// owning W's X selection while the Windows clipboard changes, so W shows no
-/// owner change to time by. Then the Wine daemon's idle cost.
+/// relay mode). Copies on A are timed to B (Linux -> Linux) and to W
+/// (Linux -> Windows); copies on W to A and B (Windows -> Linux). Then the
+/// idle cost of the Linux daemon B and of the Wine daemon, one after the
+/// other.
+///
+/// W's X selection does not change when the Windows clipboard does (Wine
+/// keeps owning it), so arrivals on W are timed by `clipmesh-winmeter.exe`
+/// (next to `clipmesh.exe`), a clipboard format listener under the same
+/// Wine prefix: it prints the wall-clock time of each `WM_CLIPBOARDUPDATE`,
+/// which Wine reads from the host's `CLOCK_REALTIME`, and this tool maps it
+/// onto its own monotonic clock (see [`WinMeter`]).
 fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
     use clipmesh_tests::procstat::{percentile, summary};
     use clipmesh_tests::wine::WinePrefix;
@@ -198,10 +205,12 @@ fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
     let a_events = spawn_watcher(xa.display())?;
     let b_events = spawn_watcher(xb.display())?;
     let w_events = spawn_watcher(xw.display())?;
+    let meter_exe = exe.with_file_name("clipmesh-winmeter.exe");
+    let w_meter = WinMeter::start(&prefix.exe(&meter_exe), &xw.display())?;
     let _daemon_a = pair
         .dev_a
         .run_mode(&xa.display(), "relay", &args.rust_log)?;
-    let _daemon_b = pair
+    let daemon_b = pair
         .dev_b
         .run_mode(&xb.display(), "relay", &args.rust_log)?;
     let daemon_w = dev_w.run_mode(&xw.display(), "relay", &args.rust_log)?;
@@ -213,13 +222,23 @@ fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
         load_average(),
         cpu_pressure()
     );
+    // A failed copy shows the end of the Wine daemon's log (the temporary
+    // directory with all logs goes away when this returns).
+    let w_log = pair.logs.join("w-run.log");
+    let with_w_log = |e: anyhow::Error| {
+        let log = std::fs::read_to_string(&w_log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        e.context(format!("the Wine daemon's log ends:\n{}", tail.join("\n")))
+    };
     let owner_a = SelectionOwner::connect(&xa.display())?;
-    // Only B: Wine keeps owning W's X selection while the Windows clipboard
-    // changes, so W shows no owner change to time an arrival by.
-    let mut from_a = timed_copies(args, &owner_a, &a_events, &[&b_events])?;
+    let mut from_a = timed_copies(args, &owner_a, &a_events, &[&b_events, &w_meter.events])
+        .context("copies on Linux A (destinations: 0 = Linux B, 1 = Windows W)")
+        .map_err(with_w_log)?;
     drop(owner_a);
     let owner_w = SelectionOwner::connect(&xw.display())?;
-    let mut from_w = timed_copies(args, &owner_w, &w_events, &[&a_events, &b_events])?;
+    let mut from_w =
+        timed_copies(args, &owner_w, &w_events, &[&a_events, &b_events]).map_err(with_w_log)?;
     drop(owner_w);
     println!(
         "load average at end: {}, cpu pressure {}",
@@ -228,6 +247,7 @@ fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
     );
     println!("## copy-to-paste latency, relay mode, same run");
     summary("Linux A -> Linux B", &mut from_a[0]);
+    summary("Linux A -> Windows under Wine W", &mut from_a[1]);
     summary("Windows under Wine W -> Linux A", &mut from_w[0]);
     summary("Windows under Wine W -> Linux B", &mut from_w[1]);
     let p50 = |v: &mut Vec<Duration>| {
@@ -237,21 +257,103 @@ fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
     let base = p50(&mut from_a[0]);
     if base > 0.0 {
         println!(
-            "p50 ratio, Wine -> Linux over Linux -> Linux: {:.2}x (to A), {:.2}x (to B)",
+            "p50 ratio over Linux -> Linux: Linux -> Wine {:.2}x; Wine -> Linux {:.2}x (to A), {:.2}x (to B)",
+            p50(&mut from_a[1]) / base,
             p50(&mut from_w[0]) / base,
             p50(&mut from_w[1]) / base
         );
     }
     if args.idle_secs > 0 {
         while w_events.recv_timeout(Duration::from_millis(500)).is_ok() {}
+        println!("## idle: the Linux daemon B");
+        idle_report(daemon_b.pid(), args.idle_secs)?;
         println!(
             "## idle: the Windows daemon under Wine (the wine64 process running clipmesh.exe)"
         );
         idle_report(daemon_w.pid(), args.idle_secs)?;
     }
+    drop(w_meter);
     drop(daemon_w);
     drop(prefix);
     Ok(())
+}
+
+/// `clipmesh-winmeter.exe` under Wine: each clipboard update on the Windows
+/// side whose text is a latency probe, as an `Instant` of this process.
+/// Wine reports the time on the host's wall clock; it is mapped onto the
+/// monotonic clock through one (`Instant`, `SystemTime`) pair taken at
+/// start (drift over one run is far below the figures measured).
+struct WinMeter {
+    child: std::process::Child,
+    events: mpsc::Receiver<Instant>,
+}
+
+impl WinMeter {
+    fn start(exe: &clipmesh_tests::wine::WineExe, display: &str) -> Result<Self> {
+        use std::io::BufRead;
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let mut child = exe
+            .command()
+            .env("DISPLAY", display)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("start {} under Wine", exe.exe.display()))?;
+        let stdout = child.stdout.take().context("meter stdout")?;
+        let (mono0, wall0) = (Instant::now(), SystemTime::now());
+        let wall0 = wall0.duration_since(UNIX_EPOCH)?.as_nanos();
+        // CLIPMESH_WINMETER_DEBUG=1 echoes every line of the meter.
+        let debug = std::env::var_os("CLIPMESH_WINMETER_DEBUG").is_some();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line == "ready" {
+                    let _ = ready_tx.send(());
+                    continue;
+                }
+                if debug {
+                    eprintln!("clipmesh-winmeter: {line}");
+                }
+                let Some((at, text)) = line.split_once(' ') else {
+                    continue;
+                };
+                let Ok(at) = at.parse::<u128>() else { continue };
+                if !text.starts_with("latency probe ") {
+                    continue;
+                }
+                let mono = if at >= wall0 {
+                    mono0.checked_add(Duration::from_nanos((at - wall0) as u64))
+                } else {
+                    mono0.checked_sub(Duration::from_nanos((wall0 - at) as u64))
+                };
+                if let Some(t) = mono {
+                    if tx.send(t).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut this = Self { child, events };
+        if ready_rx.recv_timeout(STEP * 3).is_err() {
+            this.stop();
+            bail!("clipmesh-winmeter.exe did not register its clipboard listener (build it with scripts/build-windows)");
+        }
+        Ok(this)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WinMeter {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// `--profile clipcascade`: native devices A and B and ClipCascade-profile
