@@ -78,6 +78,12 @@ mod backend {
         /// The item itself cannot be taken (too large, an image that does
         /// not convert): another read gives the same answer.
         Content(ClipboardError),
+        /// The clipboard offered no format at all. An empty clipboard is
+        /// legitimate (a program emptied it), but under Wine an update for
+        /// an item imported from the X selection can arrive before its
+        /// formats are listed, with no second update when they are: worth
+        /// another look, then nothing to sync.
+        Empty,
     }
 
     impl ReadError {
@@ -85,9 +91,11 @@ mod backend {
             move |e| Self::Os(backend_err(what, e))
         }
 
-        fn into_inner(self) -> ClipboardError {
+        /// The outcome once no more tries are left.
+        fn give_up(self) -> Result<Option<ReadItem>, ClipboardError> {
             match self {
-                Self::Os(e) | Self::Content(e) => e,
+                Self::Os(e) | Self::Content(e) => Err(e),
+                Self::Empty => Ok(None),
             }
         }
     }
@@ -246,8 +254,8 @@ mod backend {
             Ok(out)
         }
 
-        /// [`Self::read`], tried again after a failed clipboard call, up to
-        /// [`READ_ATTEMPTS`] times: each update is read once, so a read
+        /// [`Self::read`], tried again after a failed clipboard call or an
+        /// update that lists no format, up to [`READ_ATTEMPTS`] times: each update is read once, so a read
         /// that fails for a moment would otherwise lose the item. Reading
         /// again always takes what the clipboard holds now, and a newer
         /// update that arrived meanwhile is deduplicated by its hash.
@@ -260,7 +268,10 @@ mod backend {
                     Err(ReadError::Os(e)) if attempt < READ_ATTEMPTS => {
                         tracing::trace!(error = %e, attempt, "clipboard read failed; trying again");
                     }
-                    Err(e) => return Err(e.into_inner()),
+                    Err(ReadError::Empty) if attempt < READ_ATTEMPTS => {
+                        tracing::trace!(attempt, "clipboard update with no formats; looking again");
+                    }
+                    Err(e) => return e.give_up(),
                 }
                 std::thread::sleep(pause);
                 pause *= 2;
@@ -274,6 +285,9 @@ mod backend {
             let open = clipboard_win::Clipboard::new_attempts(OPEN_ATTEMPTS)
                 .map_err(ReadError::os("open clipboard"))?;
             let available: Vec<u32> = raw::EnumFormats::new().collect();
+            if available.is_empty() {
+                return Err(ReadError::Empty);
+            }
             let names: Vec<(String, u32)> = available
                 .iter()
                 .filter(|&&f| f >= 0xC000)
