@@ -58,10 +58,10 @@ mod backend {
     const OPEN_ATTEMPTS: usize = 10;
 
     /// How often the watcher reads one update before it gives up on it,
-    /// and the pause before the first retry (doubled each time): 10 + 20 +
-    /// 40 + 80 ms at most.
-    const READ_ATTEMPTS: u32 = 5;
-    const READ_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+    /// and the pause before the first retry (doubled each time): 2 + 4 + 8
+    /// + 16 + 32 ms at most, so a retry that succeeds early costs little.
+    const READ_ATTEMPTS: u32 = 6;
+    const READ_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
 
     fn backend_err(what: &str, e: impl std::fmt::Display) -> ClipboardError {
         ClipboardError::Backend(format!("{what}: {e}"))
