@@ -10,12 +10,21 @@
 # since a timed threshold fails on a busy machine without a defect.
 # HOSTILE_FULL=1 runs the full size (4200 stalled uploads, 20 s phases) whose
 # figures are in docs/benchmarks.md ("Hostile load").
+# HOSTILE_PROFILE=release builds and runs release binaries instead (default
+# debug, which is what CI runs). HOSTILE_SCENARIOS=a,b runs only those
+# scenarios (`clipmesh-load hostile --scenarios`; default all).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build -q -p clipmesh-relay -p clipmesh-loadtest --locked
-relay=target/debug/clipmesh-relay
-load=target/debug/clipmesh-load
+case "${HOSTILE_PROFILE:-debug}" in
+    debug) profile_flag=() dir=debug ;;
+    release) profile_flag=(--release) dir=release ;;
+    *) echo "HOSTILE_PROFILE must be debug or release" >&2; exit 2 ;;
+esac
+cargo build -q "${profile_flag[@]}" -p clipmesh-relay -p clipmesh-loadtest --locked
+target_dir=${CARGO_TARGET_DIR:-target}
+relay=$target_dir/$dir/clipmesh-relay
+load=$target_dir/$dir/clipmesh-load
 work=$(mktemp -d)
 pid=
 cleanup() {
@@ -72,5 +81,8 @@ else
         --flood-concurrency 32 --publishers 20 --attacker-ips 16)
     limit=300
 fi
-echo "# $(date -u +%FT%TZ) nproc=$(nproc) ${pin_relay[*]:-unpinned} $(lscpu | sed -n 's/^Model name: *//p')"
+echo "# $(date -u +%FT%TZ) $dir nproc=$(nproc) load: $(cut -d' ' -f1-3 /proc/loadavg) ${pin_relay[*]:-unpinned} $(lscpu | sed -n 's/^Model name: *//p')"
+if [ -n "${HOSTILE_SCENARIOS:-}" ]; then
+    size+=(--scenarios "$HOSTILE_SCENARIOS")
+fi
 timeout "$limit" "${pin_tool[@]}" "$load" hostile --target "$url" --check "${size[@]}"
