@@ -84,28 +84,48 @@ pub(crate) enum Verdict {
     Echo,
 }
 
-/// Remembers the last item this backend wrote, until a different one is
+/// How many of this backend's latest writes [`OwnWrites`] remembers.
+const OWN_WRITES_KEPT: usize = 4;
+
+/// Remembers the items this backend wrote lately, until something else is
 /// read.
+///
+/// More than the last one: the engine can apply two items back to back
+/// (a text, then an image), and the watcher may read the first one's
+/// change only after the second was recorded but before it is on the
+/// clipboard. With only the last write remembered, that read of the first
+/// item looked like a copy and was sent back (seen in the ClipCascade
+/// end-to-end test on a loaded machine).
 #[derive(Debug, Default)]
 pub(crate) struct OwnWrites {
-    /// Hash of the read-back form of the last item written.
-    last_applied: Option<ContentHash>,
+    /// Hashes of the read-back forms of the latest writes, oldest first.
+    recent: std::collections::VecDeque<ContentHash>,
 }
 
 impl OwnWrites {
     /// Records that we are about to put an item reading back as `h` on the
     /// clipboard.
     pub(crate) fn applied(&mut self, h: ContentHash) {
-        self.last_applied = Some(h);
+        if self.recent.len() == OWN_WRITES_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(h);
     }
 
-    /// Classifies an item read from the clipboard after a change hint.
+    /// Classifies an item read from the clipboard after a change hint. An
+    /// echo of a write also forgets the writes before it (the clipboard has
+    /// moved past them); anything else forgets them all.
     pub(crate) fn observe(&mut self, h: ContentHash) -> Verdict {
-        if self.last_applied == Some(h) {
-            return Verdict::Echo;
+        match self.recent.iter().rposition(|w| *w == h) {
+            Some(i) => {
+                self.recent.drain(..i);
+                Verdict::Echo
+            }
+            None => {
+                self.recent.clear();
+                Verdict::Emit
+            }
         }
-        self.last_applied = None;
-        Verdict::Emit
     }
 }
 
@@ -141,6 +161,28 @@ mod tests {
         assert_eq!(d.observe(text("local")), Verdict::Emit);
         // The user copies the earlier remote item again: that is a real copy.
         assert_eq!(d.observe(text("remote")), Verdict::Emit);
+    }
+
+    #[test]
+    fn first_of_two_back_to_back_writes_read_late_is_still_an_echo() {
+        // The first write's change is read after the second was recorded
+        // but before it reached the clipboard: both reads are echoes.
+        let mut d = OwnWrites::default();
+        d.applied(text("one"));
+        d.applied(text("two"));
+        assert_eq!(d.observe(text("one")), Verdict::Echo);
+        assert_eq!(d.observe(text("two")), Verdict::Echo);
+        // The clipboard moved past "one": copying it again is a real copy.
+        assert_eq!(d.observe(text("one")), Verdict::Emit);
+    }
+
+    #[test]
+    fn only_the_latest_writes_are_remembered() {
+        let mut d = OwnWrites::default();
+        for i in 0..=OWN_WRITES_KEPT {
+            d.applied(text(&format!("w{i}")));
+        }
+        assert_eq!(d.observe(text("w0")), Verdict::Emit);
     }
 
     #[test]
