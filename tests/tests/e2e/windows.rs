@@ -222,14 +222,47 @@ fn windows_under_wine_syncs_text_html_image_and_files_with_linux() {
         },
     )
     .unwrap();
+    // Then an ordinary copy arrives on A, and A never holds the secret.
+    // Wine 8 sometimes delivers no WM_CLIPBOARDUPDATE at all for the X
+    // selection taken right after the marked item (about 1 run in 5; the
+    // daemon's listener sees nothing, see docs/windows.md), so the copy is
+    // made again, up to 3 times; every change A sees is checked.
     a.watcher.drain().unwrap();
-    let after = unique("after the secret");
-    xclip_set(&b, &after).unwrap();
-    let changes = a.watcher.wait_for_text(&after, WSTEP).unwrap();
-    assert_eq!(changes, 1, "A's clipboard changed before the ordinary copy");
+    let mut arrived = false;
+    for attempt in 0..3 {
+        let after = unique(&format!("after the secret {attempt}"));
+        xclip_set(&b, &after).unwrap();
+        if wait_for_text_not(&mut a.watcher, &after, &secret, WSTEP / 3) {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(arrived, "no ordinary copy after the marked item reached A");
     let log = std::fs::read_to_string(&run_log).unwrap();
     assert!(!log.contains(&secret), "the secret reached the log");
     drop(marked);
+}
+
+/// Waits up to `timeout` for `watcher`'s CLIPBOARD to hold `text`, reading
+/// it after every owner change; panics if it ever holds `never`.
+fn wait_for_text_not(
+    watcher: &mut clipmesh_tests::xsel::SelectionWatcher,
+    text: &str,
+    never: &str,
+    timeout: Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = watcher.read_text().unwrap();
+        assert_ne!(now.as_deref(), Some(never), "the marked item reached A");
+        if now.as_deref() == Some(text) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || watcher.next_change(left).unwrap().is_none() {
+            return false;
+        }
+    }
 }
 
 /// The MSI `scripts/build-windows` makes, if it was built.
