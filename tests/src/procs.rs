@@ -28,6 +28,12 @@ const ENV_SECRET_STORE: &str = "CLIPMESH_SECRET_STORE";
 
 /// Sends SIGTERM, waits up to [`STOP_TIMEOUT`], then kills.
 fn terminate(child: &mut Child) -> Result<()> {
+    terminate_within(child, STOP_TIMEOUT)
+}
+
+/// Ends `child` by its PID: SIGTERM, up to `grace` to exit, then SIGKILL;
+/// an error if it needed the SIGKILL.
+pub fn terminate_within(child: &mut Child, grace: Duration) -> Result<()> {
     if child.try_wait()?.is_some() {
         return Ok(());
     }
@@ -36,7 +42,7 @@ fn terminate(child: &mut Child) -> Result<()> {
         .and_then(rustix::process::Pid::from_raw)
         .context("pid")?;
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let deadline = Instant::now() + STOP_TIMEOUT;
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if child.try_wait()?.is_some() {
             return Ok(());
@@ -45,10 +51,7 @@ fn terminate(child: &mut Child) -> Result<()> {
     }
     let _ = child.kill();
     child.wait()?;
-    bail!(
-        "process {} ignored SIGTERM for {STOP_TIMEOUT:?}",
-        child.id()
-    );
+    bail!("process {} ignored SIGTERM for {grace:?}", child.id());
 }
 
 /// Copies a child's stdout and stderr, line by line, into one log file,

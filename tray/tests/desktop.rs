@@ -69,17 +69,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .arg(self.child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        let _ = clipmesh_tests::procs::terminate_within(&mut self.child, Duration::from_secs(5));
     }
 }
 
