@@ -547,7 +547,18 @@ fn handle(
         }
         RoomMsg::Revoke { device } => state.revoke(Some(device)),
         RoomMsg::RevokeAll => state.revoke(None),
-        RoomMsg::Rekey => state.reconnect_all(),
+        RoomMsg::Rekey => {
+            state.reconnect_all();
+            // The old epoch's clip goes from memory, and a write of it still
+            // queued or in flight may land after the rotation cleared the
+            // stored copy: an empty write queued behind it clears it again.
+            if let Some(old) = state.forget_newest() {
+                p.dirty = Some(Clip {
+                    envelope: None,
+                    ..old
+                });
+            }
+        }
         RoomMsg::Online { reply } => {
             let _ = reply.send(state.online().into_iter().map(|d| d.id).collect());
         }
@@ -571,6 +582,98 @@ mod tests {
             envelope: Some(Bytes::from_static(b"sealed")),
             stored_at: 1,
         }
+    }
+
+    /// An epoch change with a live room (`RoomMsg::Rekey`): the rotation's
+    /// transaction clears the stored clip while the room's write-behind of
+    /// an old-epoch clip is still queued. A device joining afterwards must
+    /// not get that clip from memory, and once the writes have run the
+    /// store must not hold it.
+    #[tokio::test]
+    async fn a_rekey_forgets_the_newest_clip_in_memory_and_in_the_store() {
+        let mut db = Db::open_in_memory().unwrap();
+        let user = crate::store::test_support::user(&mut db, "ann");
+        let store = Store::new(db);
+        let metrics = Arc::new(Metrics::default());
+        let limits = RoomLimits {
+            max_devices: 4,
+            max_frame: 1024,
+            ping_interval_s: 30,
+            idle_timeout_s: 45,
+            clip_ttl_s: 600,
+        };
+        let ctx = RoomCtx {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            limits,
+            evict_after: Duration::from_secs(60),
+            shutdown: CancellationToken::new(),
+        };
+        let mut state = RoomState::new(user, limits, 0, None, Vec::new());
+        let mut p = Persistence {
+            user,
+            store: store.clone(),
+            in_flight: None,
+            in_flight_acks: Vec::new(),
+            dirty: None,
+            dirty_acks: Vec::new(),
+            reserved: SEQ_RESERVE,
+        };
+        let member = |device: u64| {
+            let port = crate::outbox::Outbox::new(64, 1 << 20, metrics.clone());
+            let m = Member {
+                device: DeviceId(device),
+                name: format!("d{device}"),
+                conn: ConnId(device),
+                port: port.clone(),
+                kind: MemberKind::Native,
+            };
+            (
+                RoomMsg::Join(Box::new(Join {
+                    member: m,
+                    last_seen: 0,
+                })),
+                port,
+            )
+        };
+        let (join_a, _a) = member(1);
+        assert!(!handle(&mut state, join_a, &ctx, &mut p));
+        let publish = RoomMsg::Publish(Box::new(Publish {
+            conn: ConnId(1),
+            id: 1,
+            envelope: b"sealed under the old epoch".to_vec(),
+        }));
+        assert!(!handle(&mut state, publish, &ctx, &mut p));
+        // The write-behind is queued (it commits after the batch window)...
+        p.start_write();
+        assert!(p.in_flight.is_some());
+        // ...when the rotation's transaction clears the stored clip, and the
+        // relay tells the room.
+        store.call(|db| db.expire_clips(i64::MAX)).await.unwrap();
+        assert!(!handle(&mut state, RoomMsg::Rekey, &ctx, &mut p));
+        // A device joining now gets its Welcome and nothing else.
+        let (join_b, b) = member(2);
+        assert!(!handle(&mut state, join_b, &ctx, &mut p));
+        assert!(matches!(b.pop(), crate::outbox::Next::Frame(_)), "welcome");
+        assert_eq!(
+            b.pop(),
+            crate::outbox::Next::Empty,
+            "the old-epoch clip was replayed from memory after the rekey"
+        );
+        // Every write the room has started or queued runs to the end.
+        for _ in 0..4 {
+            if let Some(f) = p.in_flight.take() {
+                let floor = f.await;
+                p.written(floor, &mut state);
+            }
+            p.start_write();
+        }
+        assert!(p.idle());
+        let stored = store.call(move |db| db.load_room(user)).await.unwrap();
+        assert!(
+            stored.as_ref().is_some_and(|r| r.envelope.is_none()),
+            "the store holds the old-epoch clip after the write-behind: {stored:?}"
+        );
     }
 
     /// Regression: every store permit held by a room's in-flight clip write

@@ -302,6 +302,14 @@ impl<P: Port> RoomState<P> {
         self.settle(Vec::new(), true, None);
     }
 
+    /// The account moved to a new key epoch: the newest clip (sealed under
+    /// the old epoch) is no longer replayed to a device that joins. Returns
+    /// it, so the host can make sure its copy in storage goes too. The
+    /// sequence number is kept.
+    pub fn forget_newest(&mut self) -> Option<Clip> {
+        self.newest.take()
+    }
+
     /// A member publishes a clip: it gets the next sequence number, is
     /// delivered to every other member, acknowledged to the publisher and
     /// kept as the newest clip. For a host whose writes are durable before
