@@ -21,9 +21,11 @@
 //!   revoked device drops out) and reviewed for new devices to announce.
 //!
 //! No network IO here except [`fetch_listing`] (blocking, for the callers'
-//! blocking tasks); the roster file is written when it changes, and the
+//! blocking tasks; when the daemon fetches is [`crate::keyfetch`]'s
+//! decision); the roster file is written when it changes, and the
 //! caller persists a new epoch key ([`Refreshed::moved_to`]).
 
+use crate::keyfetch::Need;
 use crate::roster::{Roster, Trust};
 use clipmesh_proto::api::v2::{DeviceKeysResponse, EpochWrapRecord};
 use clipmesh_proto::content::ClipMeta;
@@ -94,7 +96,7 @@ pub enum Opened {
     /// Needs the relay's listing first (an unknown sender, or a newer
     /// epoch); call [`ClipKeys::refresh`] and open again with
     /// `refreshed = true`.
-    Refresh,
+    Refresh(Need),
     /// Refused; the one line to log. Nothing may be applied.
     Refused(String),
 }
@@ -246,7 +248,11 @@ impl ClipKeys {
         let pinned = self.roster.get(h.sender);
         if h.epoch > self.epoch || pinned.is_none() {
             if !refreshed {
-                return Opened::Refresh;
+                return Opened::Refresh(if h.epoch > self.epoch {
+                    Need::Epoch(h.epoch)
+                } else {
+                    Need::Sender(h.sender)
+                });
             }
             return Opened::Refused(if h.epoch > self.epoch {
                 format!(
@@ -539,7 +545,7 @@ mod tests {
         let env = a.keys.seal(5, &item("hi"));
         assert_eq!(env[0], SIGNED_ENVELOPE_VERSION);
         // Unknown sender: ask for the listing, then refuse if still unknown.
-        assert!(matches!(b.keys.open(a.id, &env, false), Opened::Refresh));
+        assert!(matches!(b.keys.open(a.id, &env, false), Opened::Refresh(_)));
         assert!(refused(b.keys.open(a.id, &env, true)).contains("not in this device's roster"));
         let r = b
             .keys
@@ -607,7 +613,7 @@ mod tests {
         let signed = c.keys.seal(2, &item("signed"));
         assert!(matches!(
             v1dev.keys.open(c.id, &signed, false),
-            Opened::Refresh
+            Opened::Refresh(Need::Sender(_))
         ));
         v1dev
             .keys
@@ -686,7 +692,7 @@ mod tests {
         );
         assert!(matches!(
             b.keys.open(c.id, &c_forged, false),
-            Opened::Refresh
+            Opened::Refresh(Need::Sender(_))
         ));
         assert!(refused(b.keys.open(c.id, &c_forged, true)).contains("not in this device's roster"));
         // C itself cannot adopt: it has no wrap, and B's does not open for it.

@@ -19,6 +19,10 @@
 //! back as inputs, write the replay and state files, answer the control
 //! socket.
 //!
+//! The account's key listing (an unknown sender, a newer epoch, a join or
+//! presence change) is fetched by a task too, when [`KeyFetch`] says so;
+//! clips that need it wait in it and reach the engine when it arrives.
+//!
 //! The engine and the files are owned by one task, the loop in
 //! [`run_daemon_mode`]; the link, the direct-link manager, the control
 //! socket, transfer tasks and ack waiters are tasks in its [`TaskTracker`],
@@ -27,15 +31,17 @@
 
 use crate::account::Device;
 use crate::clipboard::LocalEvent;
-use crate::clipkeys::{ClipKeys, Opened};
+use crate::clipkeys::{ClipKeys, Listing, Opened};
 use crate::clock::now_ms;
 use crate::control::{ControlError, ControlServer, Incoming, Response};
 use crate::engine::{Downloaded, Engine, Input, JobId, Output, Ticket, Via};
+use crate::keyfetch::{self, KeyFetch, Why};
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit, LinkHandle, PublishError};
 use crate::p2p::{self, Mode, P2pEvent, P2pHandle};
 use crate::replay::ReplayFile;
 use crate::state::State;
 use crate::transfer::{self, BlobClient, TransferError, Transfers};
+use clipmesh_proto::content::ClipMeta;
 use clipmesh_proto::{ClipContent, ClipItem, DeviceId};
 use std::collections::HashMap;
 use std::future::Future;
@@ -133,11 +139,30 @@ impl Transport {
     }
 }
 
+/// A received clip waiting for the account's key listing.
+#[derive(Debug)]
+struct Parked {
+    via: Via,
+    from: DeviceId,
+    envelope: Vec<u8>,
+}
+
+/// What a key listing fetch task reports: the listing (`None`: the relay
+/// has no v2), or why it failed.
+type Fetched = Result<Option<Listing>, String>;
+
 /// What carries the engine's outputs out: the IO half of the daemon.
 struct Driver<C> {
     /// Seals and opens clips; the roster senders are checked against.
     keys: ClipKeys,
-    /// The relay's API, for the key listing ([`Driver::refresh_keys`]).
+    /// When the key listing is fetched (one at a time, throttled), and the
+    /// clips waiting for it.
+    fetch: KeyFetch<Parked>,
+    /// Where a listing fetch task reports (one in flight at a time).
+    listings: mpsc::Sender<Fetched>,
+    /// The link dropped with 1012: its next connection spreads the fetch.
+    after_rekey: bool,
+    /// The relay's API, for the key listing ([`Driver::spawn_fetch`]).
     api: crate::api::Api,
     /// The device token (renewed by [`crate::renew`]).
     token: crate::token::TokenCell,
@@ -252,8 +277,12 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         drop(p2p_tx);
         None
     };
+    let (listings_tx, mut listings_rx) = mpsc::channel::<Fetched>(1);
     let mut d = Driver {
         keys,
+        fetch: KeyFetch::new(rand::random()),
+        listings: listings_tx,
+        after_rekey: false,
         api: crate::api::Api::with_roots(&device.account.server, &roots),
         token: token.clone(),
         secrets: (dir.to_path_buf(), store_kind),
@@ -274,12 +303,9 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         next_ticket: 0,
     };
     tracing::info!(device = %device_id, epoch = d.keys.epoch().0, signs = d.keys.signs(), "daemon started");
-    // Devices that joined (or an epoch that started) while this one was
-    // off are announced (or adopted) before anything is opened.
-    d.refresh_keys().await;
-    for input in d.extra.drain(..) {
-        engine.handle(input, now_ms());
-    }
+    // Devices that joined (or an epoch that started) while this one was off
+    // are announced (or adopted) by the fetch the link's first connection
+    // asks for; a clip that needs them waits for it.
     let mut local_open = true;
     let mut events_open = true;
     let mut control_open = true;
@@ -290,6 +316,16 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         let wake = engine.poll_timeout();
         let timer = async move {
             match wake {
+                Some(at) => {
+                    let ms = at.saturating_sub(now_ms());
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let fetch_wake = d.fetch.poll_timeout();
+        let fetch_timer = async move {
+            match fetch_wake {
                 Some(at) => {
                     let ms = at.saturating_sub(now_ms());
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -310,22 +346,19 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
                 };
             }
             ch = local.recv(), if local_open => match ch {
-                Some(LocalEvent::Clip(c)) => Input::LocalClip { content: c.content, at_ms: c.at_ms },
-                Some(LocalEvent::Files(f)) => Input::LocalFiles { paths: f.paths, at_ms: f.at_ms },
+                Some(LocalEvent::Clip(c)) => Some(Input::LocalClip { content: c.content, at_ms: c.at_ms }),
+                Some(LocalEvent::Files(f)) => Some(Input::LocalFiles { paths: f.paths, at_ms: f.at_ms }),
                 None => {
                     local_open = false;
-                    Input::WatcherStopped
+                    Some(Input::WatcherStopped)
                 }
             },
             ev = events.recv(), if events_open => match ev {
-                Some(ev) => match d.on_link(ev).await {
-                    Some(input) => input,
-                    None => continue,
-                },
+                Some(ev) => d.on_link(ev).await,
                 // The link ended; its task result arrives next.
                 None => {
                     events_open = false;
-                    continue;
+                    None
                 }
             },
             req = control_rx.recv(), if control_open => match req {
@@ -333,21 +366,33 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
                     d.next_ticket += 1;
                     let ticket = Ticket(d.next_ticket);
                     d.answers.insert(ticket, answer);
-                    Input::Control { ticket, request }
+                    Some(Input::Control { ticket, request })
                 }
                 None => {
                     control_open = false;
-                    continue;
+                    None
                 }
             },
-            Some(input) = inputs_rx.recv() => input,
+            Some(input) = inputs_rx.recv() => Some(input),
             Some(ev) = p2p_rx.recv() => match ev {
-                P2pEvent::Deliver { from, envelope } => d.opened(Via::Direct, from, &envelope).await,
-                P2pEvent::Peers(peers) => Input::Peers(peers),
+                P2pEvent::Deliver { from, envelope } => d.opened(Via::Direct, from, envelope),
+                P2pEvent::Peers(peers) => Some(Input::Peers(peers)),
             },
-            () = timer => Input::Timeout,
+            Some(fetched) = listings_rx.recv() => {
+                d.on_listing(fetched);
+                None
+            }
+            () = fetch_timer => {
+                d.fetch.handle_timeout(now_ms());
+                d.pump_fetch();
+                None
+            }
+            () = timer => Some(Input::Timeout),
         };
-        engine.handle(input, now_ms());
+        if let Some(input) = input {
+            engine.handle(input, now_ms());
+        }
+        // What opening, a listing or a reopened clip produced.
         for input in d.extra.drain(..) {
             engine.handle(input, now_ms());
         }
@@ -362,51 +407,126 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
 }
 
 impl<C: ClipboardSink> Driver<C> {
-    /// Opens an envelope for the engine; an unknown sender or a newer
-    /// epoch fetches the relay's key listing first.
-    async fn opened(&mut self, via: Via, from: DeviceId, envelope: &[u8]) -> Input {
-        let mut out = self.keys.open(from, envelope, false);
-        if matches!(out, Opened::Refresh) {
-            self.refresh_keys().await;
-            out = self.keys.open(from, envelope, true);
-        }
-        let opened = match out {
+    /// Opens an envelope for the engine. One from an unknown sender or
+    /// under a newer epoch waits for the account's key listing
+    /// ([`KeyFetch`]: one fetch at a time, throttled) and reaches the engine
+    /// through [`Driver::pump_fetch`] (`None` now).
+    fn opened(&mut self, via: Via, from: DeviceId, envelope: Vec<u8>) -> Option<Input> {
+        let opened = match self.keys.open(from, &envelope, false) {
+            Opened::Refresh(need) if self.v2_offered => {
+                let parked = Parked {
+                    via,
+                    from,
+                    envelope,
+                };
+                match self.fetch.handle_clip(need, parked, now_ms()) {
+                    Ok(()) => {
+                        self.pump_fetch();
+                        return None;
+                    }
+                    Err(_) => Err(format!(
+                        "clip from device {from} refused: {} clips are already waiting for the account's device listing",
+                        keyfetch::MAX_WAITING
+                    )),
+                }
+            }
+            Opened::Refresh(_) => self.open_listed(from, &envelope),
             Opened::Clip(meta, item) => Ok((meta, item)),
             Opened::Refused(line) => Err(line),
-            Opened::Refresh => Err(format!("clip from device {from} refused")),
         };
-        Input::Received { via, from, opened }
+        Some(Input::Received { via, from, opened })
     }
 
-    /// Fetches the relay's key listing (protocol v2) and takes it: a newer
-    /// epoch's key wrapped to this device is opened and stored, new devices
-    /// are announced (log and status), refused keys get one line each.
-    async fn refresh_keys(&mut self) {
-        if !self.v2_offered {
-            return;
+    /// Opens an envelope with the listing this device has: an unknown
+    /// sender or a newer epoch is refused.
+    fn open_listed(&self, from: DeviceId, envelope: &[u8]) -> Result<(ClipMeta, ClipItem), String> {
+        match self.keys.open(from, envelope, true) {
+            Opened::Clip(meta, item) => Ok((meta, item)),
+            Opened::Refused(line) => Err(line),
+            Opened::Refresh(_) => Err(format!("clip from device {from} refused")),
         }
+    }
+
+    /// Asks for the key listing (protocol v2).
+    fn want_listing(&mut self, why: Why) {
+        if self.v2_offered {
+            self.fetch.handle_want(why, now_ms());
+            self.pump_fetch();
+        }
+    }
+
+    /// Carries out what the fetch scheduler wants: start a fetch, or hand a
+    /// parked clip to the engine (through [`Driver::extra`]).
+    fn pump_fetch(&mut self) {
+        while let Some(o) = self.fetch.poll_output() {
+            match o {
+                keyfetch::Output::Fetch => self.spawn_fetch(),
+                keyfetch::Output::Reopen { item, listed } => {
+                    let Parked {
+                        via,
+                        from,
+                        envelope,
+                    } = item;
+                    let opened = if listed || !self.v2_offered {
+                        self.open_listed(from, &envelope)
+                    } else {
+                        Err(format!(
+                            "clip from device {from} refused: opening it needs the account's device listing, which could not be fetched"
+                        ))
+                    };
+                    self.extra.push(Input::Received { via, from, opened });
+                }
+            }
+        }
+    }
+
+    /// Fetches the relay's key listing in a task of the tracker (the HTTP
+    /// calls in a blocking thread); the loop gets it on `listings`.
+    fn spawn_fetch(&self) {
         let (api, token, holds) = (self.api.clone(), self.token.get(), self.keys.epoch());
-        let listing = match tokio::task::spawn_blocking(move || {
-            crate::clipkeys::fetch_listing(&api, &token, holds)
-        })
-        .await
-        {
-            Ok(Ok(Some(l))) => l,
-            Ok(Ok(None)) => {
+        let (tx, cancel) = (self.listings.clone(), self.cancel.clone());
+        self.tracker.spawn(async move {
+            let work = tokio::task::spawn_blocking(move || {
+                crate::clipkeys::fetch_listing(&api, &token, holds).map_err(|e| e.to_string())
+            });
+            let fetched = tokio::select! {
+                r = work => r.unwrap_or_else(|e| Err(format!("device key task failed: {e}"))),
+                _ = cancel.cancelled() => return,
+            };
+            let _ = tx.send(fetched).await;
+        });
+    }
+
+    /// A fetch ended: takes the listing, then hands the clips that waited
+    /// for it to the engine.
+    fn on_listing(&mut self, fetched: Fetched) {
+        let listed = match fetched {
+            Ok(Some(listing)) => {
+                self.take_listing(&listing);
+                true
+            }
+            Ok(None) => {
                 tracing::debug!("the relay has no v2 key listing");
                 self.v2_offered = false;
-                return;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot fetch the account's device keys");
-                return;
+                false
             }
             Err(e) => {
-                tracing::warn!(error = %e, "device key task failed");
-                return;
+                tracing::warn!(error = %e, "cannot fetch the account's device keys");
+                false
             }
         };
-        let result = self.keys.refresh(&listing);
+        self.fetch.handle_done(listed, now_ms());
+        if !self.v2_offered {
+            self.fetch.give_up();
+        }
+        self.pump_fetch();
+    }
+
+    /// Takes the relay's key listing (protocol v2): a newer epoch's key
+    /// wrapped to this device is opened and stored, new devices are
+    /// announced (log and status), refused keys get one line each.
+    fn take_listing(&mut self, listing: &Listing) {
+        let result = self.keys.refresh(listing);
         let refreshed = match result {
             Ok(r) => r,
             Err(line) => {
@@ -446,18 +566,26 @@ impl<C: ClipboardSink> Driver<C> {
     async fn on_link(&mut self, ev: LinkEvent) -> Option<Input> {
         Some(match ev {
             LinkEvent::Connected { online, .. } => {
-                // Offline devices pick up a new epoch (and new devices) on join.
-                self.refresh_keys().await;
+                // Offline devices pick up a new epoch (and new devices) on
+                // join; after a 1012 every device of the account does so at
+                // once, so the fetch is spread.
+                let rekey = std::mem::take(&mut self.after_rekey);
+                self.want_listing(Why::Joined { rekey });
                 Input::LinkUp { online }
             }
-            LinkEvent::Disconnected { reason, retry_in } => {
+            LinkEvent::Disconnected {
+                reason,
+                retry_in,
+                rekey,
+            } => {
                 tracing::info!(%reason, retry_in_ms = retry_in.as_millis() as u64, "relay link down");
+                self.after_rekey |= rekey;
                 Input::LinkDown { reason }
             }
             LinkEvent::Presence { online } => {
                 // A device came or went (a revoke ends its connection
                 // after the new epoch is stored): look at the listing.
-                self.refresh_keys().await;
+                self.want_listing(Why::Presence);
                 Input::Presence { online }
             }
             LinkEvent::Signal {
@@ -477,7 +605,7 @@ impl<C: ClipboardSink> Driver<C> {
                 seq,
                 from,
                 envelope,
-            } => self.opened(Via::Relay { seq }, from, &envelope).await,
+            } => return self.opened(Via::Relay { seq }, from, envelope),
         })
     }
 

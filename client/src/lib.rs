@@ -38,6 +38,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod keyfetch;
 pub mod link;
 pub mod oneshot;
 pub mod p2p;

@@ -97,6 +97,9 @@ pub enum LinkEvent {
         reason: String,
         /// Delay before the next attempt.
         retry_in: Duration,
+        /// The relay closed with 1012 (a new key epoch, or a restart):
+        /// every device of the account reconnects at once.
+        rekey: bool,
     },
     /// The online set changed.
     Presence {
@@ -317,6 +320,7 @@ pub async fn run(
             .send(LinkEvent::Disconnected {
                 reason: describe(how),
                 retry_in: delay,
+                rekey: how == Disconnect::Closed(CloseCode::ServiceRestart),
             })
             .await;
         let wake = tokio::time::Instant::now() + delay;
@@ -799,7 +803,12 @@ mod tests {
             LinkEvent::Connected { .. }
         ));
         match next_event(&mut erx).await {
-            LinkEvent::Disconnected { retry_in, reason } => {
+            LinkEvent::Disconnected {
+                retry_in,
+                reason,
+                rekey,
+            } => {
+                assert!(rekey);
                 assert_eq!(retry_in, Duration::ZERO);
                 assert!(reason.contains("1012"), "{reason}");
             }

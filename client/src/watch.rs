@@ -90,7 +90,7 @@ pub async fn watch(
                 Some(LinkEvent::Deliver { seq, from, envelope }) => {
                     let mut go_on = true;
                     let mut opened = keys.open(from, &envelope, false);
-                    if matches!(opened, Opened::Refresh) {
+                    if matches!(opened, Opened::Refresh(_)) {
                         let (a, t, holds) = (api.clone(), device.secrets.token.clone(), keys.epoch());
                         match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&a, &t, holds)).await {
                             Ok(Ok(Some(listing))) => {
@@ -116,7 +116,7 @@ pub async fn watch(
                             }
                         }
                         Opened::Refused(line) => tracing::warn!(%from, "{line}"),
-                        Opened::Refresh => {}
+                        Opened::Refresh(_) => {}
                     }
                     if let Err(e) = state.set_last_seen(seq) {
                         tracing::warn!(error = %e, "cannot write state file");
@@ -128,7 +128,7 @@ pub async fn watch(
                 Some(LinkEvent::Connected { online, .. }) => {
                     tracing::info!(online = online.len(), "watching");
                 }
-                Some(LinkEvent::Disconnected { reason, retry_in }) => {
+                Some(LinkEvent::Disconnected { reason, retry_in, .. }) => {
                     tracing::warn!(
                         %reason,
                         retry_in_ms = retry_in.as_millis() as u64,
