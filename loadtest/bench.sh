@@ -17,7 +17,9 @@
 # MAX_USERS (users in the max run, default 100).
 # Cloudflare Workers kinds (docs/benchmarks.md, "relay on Workers"): "worker"
 # is the clipmesh Worker (build it first with scripts/worker-dev
-# --build-only) and "reference" the plain Durable Object relay of
+# --build-only; WORKER_BUNDLE names another build's bundle directory, for
+# comparing two builds; give each its own WORK, since a newer build's
+# stored state need not read in an older one) and "reference" the plain Durable Object relay of
 # loadtest/reference/, both on the same local workerd (miniflare from
 # worker/package-lock.json); memory and CPU are read from the workerd
 # process. They need PRIO=nice: workerd's threads wait on each other
@@ -130,7 +132,7 @@ start_server() {
             proto=relay
             # Persistent state across runs, so the accounts are made once.
             sessions=$work/sessions-worker.json
-            $pin_node node "$root/worker/dev/serve.mjs" --build "$root/target/worker/bundle" \
+            $pin_node node "$root/worker/dev/serve.mjs" --build "${WORKER_BUNDLE:-$root/target/worker/bundle}" \
                 --port "$port" --state "$work/worker-state" "${worker_vars[@]}" \
                 > "$out" 2> "$work/worker.err" &
         else

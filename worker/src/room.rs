@@ -4,28 +4,35 @@
 //!
 //! - Sockets are accepted with `acceptWebSocket`, tagged `d<device>`, and
 //!   carry a serialized attachment ([`Attachment`]: user, device, name,
-//!   connection id, whether `Hello` was seen). After a wake the room's
-//!   membership is rebuilt from `getWebSockets()` and those attachments.
-//! - The newest clip and the sequence number live in DO storage (`clip`,
-//!   which carries its sequence number, and `seq` when the two differ),
-//!   one write per publish before the room handles the next event, so a
-//!   restart or eviction resumes exactly where it stopped.
+//!   connection id, whether `Hello` was seen, last message). After a wake
+//!   the room's membership is rebuilt from `getWebSockets()` and those
+//!   attachments. A member's messages find its connection through an
+//!   in-memory map from the socket object, so the hot path reads and
+//!   writes no attachment.
+//! - **The newest clip** and the sequence number live in DO storage
+//!   (`clip`, which carries its sequence number and the sealed envelope as
+//!   bytes, and `seq` when the two differ). A publish fans out at once,
+//!   then writes the clip with `allowUnconfirmed` (so later messages are
+//!   not held behind the write) and sends the publisher's `Ack` only after
+//!   `storage.sync()` confirms it: an acknowledged clip is stored, as on
+//!   the native relay. A failed write closes the publisher with 1013
+//!   instead of acknowledging it.
 //! - `wakes` in storage counts how often the object was constructed to
 //!   handle an event (a cold start or a wake from hibernation); `/status`
 //!   reports it, which is how the hibernation test sees eviction and
 //!   wakes.
-//! - Per-connection state (bad-frame strikes, the publish limiter) lives
-//!   in memory only and starts afresh after a wake.
-//! - **Metering:** every inbound message counts (messages, bytes) in its
-//!   socket's attachment, which the runtime keeps with the socket while
-//!   the object is evicted; a socket's first uncounted message arms the
-//!   alarm for [`USAGE_FLUSH_MS`] later, which adds every socket's counts
-//!   to the day's `usage:<day>` in storage and zeroes them. A closing
-//!   socket's counts go to storage in its close handler. So eviction loses
-//!   nothing; what can be lost is at most [`USAGE_FLUSH_MS`] of counts
-//!   held by sockets that the runtime itself drops without running their
-//!   close handler (a runtime restart). A connect when the day's messages
-//!   reach `DAILY_MESSAGE_QUOTA` (0: none) is answered 101, then
+//! - Per-connection state (bad-frame strikes, the publish limiter, usage
+//!   counts not yet stored, the last message time) lives in memory.
+//! - **Metering:** every inbound message counts (messages, bytes) in
+//!   memory; the first uncounted one arms the alarm for
+//!   [`USAGE_FLUSH_MS`] later, which adds the counts to the day's
+//!   `usage:<day>` in storage and writes each socket's last message time
+//!   into its attachment. A closing socket's counts go to storage in its
+//!   close handler. The flush is shorter than the idle time after which
+//!   the runtime may evict the object (about 10 s), so eviction loses
+//!   nothing; a crash or restart of the runtime loses at most
+//!   [`USAGE_FLUSH_MS`] of counts. A connect when the day's messages reach
+//!   `DAILY_MESSAGE_QUOTA` (0: none) is answered 101, then
 //!   `Error{RateLimited, "quota exceeded: …"}` and close 4003.
 //! - One alarm serves both the `Hello` timeout and the usage flush.
 
@@ -39,9 +46,12 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::js_sys::{self, Reflect, Uint8Array};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
     durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, State,
-    WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    Storage, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 /// The Durable Object binding.
@@ -65,16 +75,16 @@ pub struct Attachment {
     /// When it connected, Unix seconds.
     pub since: i64,
     /// When it last sent a message the room handled, Unix seconds (0: none
-    /// yet). Protocol pings never reach the room, so they do not count.
+    /// yet), as of the last usage flush. Protocol pings never reach the
+    /// room, so they do not count.
     #[serde(default)]
     pub last_msg: i64,
-    /// Messages and bytes it sent that are not yet in the day's usage.
-    #[serde(default)]
-    pub unmetered: Usage,
 }
 
-/// How long usage counts stay in memory before the alarm writes them.
-const USAGE_FLUSH_MS: u64 = 60_000;
+/// How long usage counts stay in memory before the alarm writes them:
+/// shorter than the idle time after which the runtime may evict the
+/// object, so an eviction finds them stored.
+const USAGE_FLUSH_MS: u64 = 5_000;
 
 /// Messages and bytes a user's devices sent (metering).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -83,19 +93,16 @@ pub struct Usage {
     bytes: u64,
 }
 
+impl Usage {
+    fn add(&mut self, o: Usage) {
+        self.messages += o.messages;
+        self.bytes += o.bytes;
+    }
+}
+
 /// The storage key of a day's usage (`usage:<days since the epoch>`).
 fn usage_key(unix_s: i64) -> String {
     format!("usage:{}", unix_s.max(0) / 86_400)
-}
-
-/// The room's persisted newest clip.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct StoredClip {
-    seq: u64,
-    from: u64,
-    /// Hex of the sealed envelope (`None` when the clip TTL is 0).
-    envelope: Option<String>,
-    stored_at: i64,
 }
 
 /// A socket as a room [`Port`]: sends never block (the runtime buffers).
@@ -111,13 +118,61 @@ impl Port for WsPort {
     }
 }
 
+/// A connection's state in memory.
+#[derive(Default)]
+struct Conn {
+    /// Bad-frame strikes and the publish limiter.
+    state: ConnState,
+    /// Messages and bytes not yet in storage.
+    unmetered: Usage,
+    /// When it last sent a message, Unix seconds (0: not since the wake).
+    last_msg: i64,
+    /// Whether `last_msg` is newer than its attachment's.
+    last_msg_dirty: bool,
+}
+
 struct Inner {
     room: RoomState<WsPort>,
-    conns: HashMap<u64, ConnState>,
+    conns: HashMap<u64, Conn>,
+    /// Joined sockets (the runtime's socket objects, stable while the
+    /// object lives) to their connection id.
+    members: js_sys::Map,
+    /// Counts of connections that closed before the flush.
+    closed: Usage,
+    /// When the armed usage flush is due (Unix ms), if counts wait for one.
+    flush_due: Option<u64>,
     settings: Settings,
     wakes: u64,
     /// WebSocket messages handled since this construction (memory only).
     messages: u64,
+}
+
+impl Inner {
+    /// Counts one inbound message of `conn`; gives the flush due time
+    /// when this message has to arm it.
+    fn count(&mut self, conn: u64, len: u64, now_s: i64) -> Option<u64> {
+        self.messages += 1;
+        let c = self.conns.entry(conn).or_default();
+        c.unmetered.add(Usage {
+            messages: 1,
+            bytes: len,
+        });
+        c.last_msg = now_s;
+        c.last_msg_dirty = true;
+        if self.flush_due.is_some() {
+            return None;
+        }
+        let due = now_ms() + USAGE_FLUSH_MS;
+        self.flush_due = Some(due);
+        Some(due)
+    }
+
+    /// The counts in memory.
+    fn unmetered(&self) -> Usage {
+        let mut sum = self.closed;
+        self.conns.values().for_each(|c| sum.add(c.unmetered));
+        sum
+    }
 }
 
 /// One user's room.
@@ -136,6 +191,63 @@ fn attachment(ws: &WebSocket) -> Option<Attachment> {
     ws.deserialize_attachment::<Attachment>().ok().flatten()
 }
 
+/// The runtime's object for a socket (the key of [`Inner::members`]).
+fn js_key(ws: &WebSocket) -> &JsValue {
+    AsRef::<worker::web_sys::WebSocket>::as_ref(ws).as_ref()
+}
+
+fn js_set(obj: &js_sys::Object, key: &str, value: &JsValue) -> worker::Result<()> {
+    Reflect::set(obj, &JsValue::from_str(key), value)?;
+    Ok(())
+}
+
+/// `storage.put(key, value, {allowUnconfirmed: true})`: outgoing messages
+/// are not held until the write is confirmed (`storage.sync()` waits for
+/// it where that matters).
+async fn put_unconfirmed(storage: &Storage, key: &str, value: &JsValue) -> worker::Result<()> {
+    let raw: &JsValue = storage.as_raw().as_ref();
+    let put: js_sys::Function = Reflect::get(raw, &JsValue::from_str("put"))?.dyn_into()?;
+    let opts = js_sys::Object::new();
+    js_set(&opts, "allowUnconfirmed", &JsValue::TRUE)?;
+    let ret = put.call3(raw, &JsValue::from_str(key), value, &opts)?;
+    if let Ok(p) = ret.dyn_into::<js_sys::Promise>() {
+        JsFuture::from(p).await?;
+    }
+    Ok(())
+}
+
+/// The stored newest clip: `{seq, from, envelope, stored_at}`, the
+/// envelope as bytes (or, as earlier versions wrote it, hex), `null` when
+/// the clip TTL is 0.
+async fn load_clip(storage: &Storage) -> worker::Result<Option<Clip>> {
+    let v = JsFuture::from(storage.as_raw().get("clip")?).await?;
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    let num = |k: &str| {
+        Reflect::get(&v, &JsValue::from_str(k))
+            .ok()
+            .and_then(|x| x.as_f64())
+            .unwrap_or(0.0)
+    };
+    let env = Reflect::get(&v, &JsValue::from_str("envelope"))?;
+    let envelope = if let Some(h) = env.as_string() {
+        hex::decode(h).ok().map(bytes::Bytes::from)
+    } else if env.is_instance_of::<Uint8Array>() {
+        Some(bytes::Bytes::from(
+            env.unchecked_into::<Uint8Array>().to_vec(),
+        ))
+    } else {
+        None
+    };
+    Ok(Some(Clip {
+        seq: num("seq") as u64,
+        from: DeviceId(num("from") as u64),
+        envelope,
+        stored_at: num("stored_at") as i64,
+    }))
+}
+
 impl UserRoom {
     /// Loads the room after a construction (cold start or wake): sequence
     /// number, newest clip, and the joined sockets as members.
@@ -144,7 +256,7 @@ impl UserRoom {
             return Ok(());
         }
         let storage = self.state.storage();
-        let clip: Option<StoredClip> = storage.get("clip").await?;
+        let clip = load_clip(&storage).await?;
         // A publish writes only the clip record, which carries its
         // sequence number; `seq` is written when the two differ.
         let seq: u64 = storage
@@ -161,22 +273,18 @@ impl UserRoom {
         if self.inner.borrow().is_some() {
             return Ok(());
         }
-        let newest = clip.map(|c| Clip {
-            seq: c.seq,
-            from: DeviceId(c.from),
-            envelope: c
-                .envelope
-                .and_then(|h| hex::decode(h).ok())
-                .map(bytes::Bytes::from),
-            stored_at: c.stored_at,
-        });
+        let index = js_sys::Map::new();
         let members = self
             .state
             .get_websockets()
             .into_iter()
             .filter_map(|ws| {
                 let a = attachment(&ws)?;
-                a.joined.then(|| Member {
+                if !a.joined {
+                    return None;
+                }
+                index.set(js_key(&ws), &JsValue::from_f64(a.conn as f64));
+                Some(Member {
                     device: DeviceId(a.device),
                     name: a.name,
                     conn: ConnId(a.conn),
@@ -187,8 +295,11 @@ impl UserRoom {
             .collect();
         let settings = Settings::from_env(&self.env);
         *self.inner.borrow_mut() = Some(Inner {
-            room: RoomState::new(user, settings.room, seq, newest, members),
+            room: RoomState::new(user, settings.room, seq, clip, members),
             conns: HashMap::new(),
+            members: index,
+            closed: Usage::default(),
+            flush_due: None,
             settings,
             wakes,
             messages: 0,
@@ -196,27 +307,26 @@ impl UserRoom {
         Ok(())
     }
 
-    /// Stores the room's sequence number and newest clip: one write when
-    /// there is a clip (its record carries its sequence number, which is
-    /// the room's; [`Self::ensure_loaded`] takes the larger of the two
-    /// keys), so a publish costs one storage write.
-    async fn persist(&self, seq: u64, clip: Option<Clip>) -> worker::Result<()> {
+    /// Stores the room's sequence number and newest clip (one write when
+    /// the clip carries the room's sequence number, which a publish's
+    /// does; [`Self::ensure_loaded`] takes the larger of the two keys),
+    /// and waits until the runtime confirms it.
+    async fn persist(&self, seq: u64, c: &Clip) -> worker::Result<()> {
         let storage = self.state.storage();
-        let Some(c) = clip else {
-            return storage.put("seq", seq).await;
+        let v = js_sys::Object::new();
+        js_set(&v, "seq", &JsValue::from_f64(c.seq as f64))?;
+        js_set(&v, "from", &JsValue::from_f64(c.from.0 as f64))?;
+        let envelope = match &c.envelope {
+            Some(e) => Uint8Array::from(&e[..]).into(),
+            None => JsValue::NULL,
         };
-        let clip_seq = c.seq;
-        let stored = StoredClip {
-            seq: c.seq,
-            from: c.from.0,
-            envelope: c.envelope.map(hex::encode),
-            stored_at: c.stored_at,
-        };
-        storage.put("clip", stored).await?;
-        if clip_seq != seq {
-            storage.put("seq", seq).await?;
+        js_set(&v, "envelope", &envelope)?;
+        js_set(&v, "stored_at", &JsValue::from_f64(c.stored_at as f64))?;
+        put_unconfirmed(&storage, "clip", &v).await?;
+        if c.seq != seq {
+            put_unconfirmed(&storage, "seq", &JsValue::from_f64(seq as f64)).await?;
         }
-        Ok(())
+        storage.sync().await
     }
 
     async fn accept(&self, req: Request) -> worker::Result<Response> {
@@ -238,7 +348,6 @@ impl UserRoom {
             joined: false,
             since: api::unix_now(),
             last_msg: 0,
-            unmetered: Usage::default(),
         })?;
         let quota = self
             .inner
@@ -268,45 +377,56 @@ impl UserRoom {
 
     /// Today's usage: stored plus not yet flushed.
     async fn usage_today(&self) -> worker::Result<Usage> {
-        let stored: Usage = self
+        let mut day: Usage = self
             .state
             .storage()
             .get(&usage_key(api::unix_now()))
             .await?
             .unwrap_or_default();
-        let mem = self.unmetered();
-        Ok(Usage {
-            messages: stored.messages + mem.messages,
-            bytes: stored.bytes + mem.bytes,
-        })
+        day.add(self.unmetered());
+        Ok(day)
     }
 
-    /// The counts the sockets hold that are not in storage yet.
+    /// The counts in memory, not in storage yet.
     fn unmetered(&self) -> Usage {
-        let mut sum = Usage::default();
-        for a in self.state.get_websockets().iter().filter_map(attachment) {
-            sum.messages += a.unmetered.messages;
-            sum.bytes += a.unmetered.bytes;
-        }
-        sum
+        self.inner
+            .borrow()
+            .as_ref()
+            .map(Inner::unmetered)
+            .unwrap_or_default()
     }
 
-    /// Moves every socket's counts to today's stored usage.
+    /// Moves the counts in memory to today's stored usage, and each
+    /// socket's last message time into its attachment.
     async fn flush_usage(&self) -> worker::Result<()> {
-        let mut mem = Usage::default();
-        for ws in self.state.get_websockets() {
-            let Some(mut a) = attachment(&ws) else {
-                continue;
+        let mut sum = Usage::default();
+        let mut last: HashMap<u64, i64> = HashMap::new();
+        {
+            let mut guard = self.inner.borrow_mut();
+            let Some(inner) = guard.as_mut() else {
+                return Ok(());
             };
-            if a.unmetered.messages == 0 {
-                continue;
+            inner.flush_due = None;
+            sum.add(std::mem::take(&mut inner.closed));
+            for (id, c) in inner.conns.iter_mut() {
+                sum.add(std::mem::take(&mut c.unmetered));
+                if std::mem::take(&mut c.last_msg_dirty) {
+                    last.insert(*id, c.last_msg);
+                }
             }
-            mem.messages += a.unmetered.messages;
-            mem.bytes += a.unmetered.bytes;
-            a.unmetered = Usage::default();
-            ws.serialize_attachment(&a)?;
         }
-        self.add_usage(mem).await
+        if !last.is_empty() {
+            for ws in self.state.get_websockets() {
+                let Some(mut a) = attachment(&ws) else {
+                    continue;
+                };
+                if let Some(&t) = last.get(&a.conn) {
+                    a.last_msg = t;
+                    ws.serialize_attachment(&a)?;
+                }
+            }
+        }
+        self.add_usage(sum).await
     }
 
     /// Adds `mem` to today's stored usage.
@@ -317,8 +437,7 @@ impl UserRoom {
         let key = usage_key(api::unix_now());
         let storage = self.state.storage();
         let mut day: Usage = storage.get(&key).await?.unwrap_or_default();
-        day.messages += mem.messages;
-        day.bytes += mem.bytes;
+        day.add(mem);
         storage.put(&key, day).await
     }
 
@@ -376,7 +495,9 @@ impl UserRoom {
             .iter()
             .filter_map(attachment)
             .map(|a| {
-                let last = (a.last_msg > 0).then_some(a.last_msg);
+                let mem = inner.conns.get(&a.conn).map_or(0, |c| c.last_msg);
+                let last_msg = a.last_msg.max(mem);
+                let last = (last_msg > 0).then_some(last_msg);
                 serde_json::json!({
                     "device": a.device, "name": a.name, "joined": a.joined,
                     "connected_s": now.saturating_sub(a.since),
@@ -392,86 +513,64 @@ impl UserRoom {
             "sockets": devices,
             "wakes": inner.wakes,
             "messages_since_wake": inner.messages,
-            "unflushed_messages": self.unmetered().messages,
+            "unflushed_messages": inner.unmetered().messages,
         })
     }
 
     /// Handles one inbound message of a joined or joining socket.
     async fn message(&self, ws: WebSocket, msg: WebSocketIncomingMessage) -> worker::Result<()> {
         self.ensure_loaded(None).await?;
-        let Some(mut att) = attachment(&ws) else {
-            let _ = ws.close(Some(CloseCode::ProtocolError.as_u16()), Some("no session"));
-            return Ok(());
-        };
         let len = match &msg {
             WebSocketIncomingMessage::Binary(b) => b.len(),
             WebSocketIncomingMessage::String(t) => t.len(),
         } as u64;
-        if let Some(i) = self.inner.borrow_mut().as_mut() {
-            i.messages += 1;
-        }
         let now_s = api::unix_now();
-        // Counted with the socket, so an eviction does not lose it.
-        att.last_msg = now_s;
-        att.unmetered.messages += 1;
-        att.unmetered.bytes += len;
-        ws.serialize_attachment(&att)?;
-        if att.unmetered.messages == 1 {
-            self.arm_alarm(now_ms() + USAGE_FLUSH_MS).await?;
-        }
+        let known = self
+            .inner
+            .borrow()
+            .as_ref()
+            .and_then(|i| i.members.get(js_key(&ws)).as_f64());
+        let conn = match known {
+            Some(c) => c as u64,
+            None => {
+                let Some(att) = attachment(&ws) else {
+                    let _ = ws.close(Some(CloseCode::ProtocolError.as_u16()), Some("no session"));
+                    return Ok(());
+                };
+                if !att.joined {
+                    return self.before_hello(ws, att, msg, len, now_s).await;
+                }
+                if let Some(i) = self.inner.borrow().as_ref() {
+                    i.members
+                        .set(js_key(&ws), &JsValue::from_f64(att.conn as f64));
+                }
+                att.conn
+            }
+        };
+        let arm;
         let mut persist = None;
         {
             let mut guard = self.inner.borrow_mut();
             let Some(inner) = guard.as_mut() else {
                 return Ok(());
             };
-            if !att.joined {
-                // Before Hello: only Hello or Ping.
-                let frame = match &msg {
-                    WebSocketIncomingMessage::Binary(b) => Frame::decode(b).ok(),
-                    WebSocketIncomingMessage::String(_) => None,
-                };
-                match frame {
-                    Some(Frame::Hello { last_seen }) => {
-                        att.joined = true;
-                        ws.serialize_attachment(&att)?;
-                        inner.room.join(
-                            Member {
-                                device: DeviceId(att.device),
-                                name: att.name.clone(),
-                                conn: ConnId(att.conn),
-                                port: WsPort(ws.clone()),
-                                kind: MemberKind::Native,
-                            },
-                            last_seen,
-                            now_s,
-                        );
-                    }
-                    Some(Frame::Ping { nonce }) => {
-                        let _ = ws.send_with_bytes(Frame::Pong { nonce }.encode());
-                    }
-                    _ => {
-                        let c = CloseCode::ProtocolError;
-                        let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
-                    }
-                }
-                return Ok(());
-            }
+            arm = inner.count(conn, len, now_s);
             let limits = inner.settings.conn;
-            let cs = inner.conns.entry(att.conn).or_default();
+            let cs = &mut inner.conns.entry(conn).or_default().state;
             let decided = match &msg {
                 WebSocketIncomingMessage::Binary(b) => {
                     cs.handle_binary(b, &limits, Duration::from_millis(now_ms()))
                 }
                 WebSocketIncomingMessage::String(_) => cs.handle_text(&limits),
             };
-            let conn = ConnId(att.conn);
+            let id = ConnId(conn);
             match decided {
                 Inbound::Nothing => {}
-                Inbound::Publish { id, envelope } => {
-                    let out = inner.room.publish(conn, id, envelope, now_s);
-                    if out.persist.is_some() {
-                        persist = Some((inner.room.seq(), out.persist));
+                Inbound::Publish { id: pid, envelope } => {
+                    // `Deliver`s go out now; the `Ack` once the clip is stored.
+                    let out = inner.room.publish_held(id, pid, envelope, now_s);
+                    if let (Some(clip), Some(ack)) = (out.persist, out.held_ack) {
+                        persist = Some((inner.room.seq(), clip, ack));
                     }
                 }
                 Inbound::Signal {
@@ -479,37 +578,111 @@ impl UserRoom {
                     kind,
                     payload,
                 } => {
-                    inner.room.signal(conn, peer, kind, payload);
+                    inner.room.signal(id, peer, kind, payload);
                 }
                 Inbound::Reply(f) => {
                     let _ = ws.send_with_bytes(f.encode());
                 }
                 Inbound::Close(code) => {
                     let _ = ws.close(Some(code.as_u16()), Some(code.reason()));
-                    inner.room.leave(conn);
-                    inner.conns.remove(&att.conn);
+                    inner.room.leave(id);
+                    inner.members.delete(js_key(&ws));
+                    if let Some(c) = inner.conns.remove(&conn) {
+                        inner.closed.add(c.unmetered);
+                    }
                 }
             }
         }
-        if let Some((seq, clip)) = persist {
-            self.persist(seq, clip).await?;
+        if let Some((seq, clip, ack)) = persist {
+            let stored = self.persist(seq, &clip).await;
+            if let Some(inner) = self.inner.borrow_mut().as_mut() {
+                match stored {
+                    Ok(()) => inner.room.release_ack(ack),
+                    Err(e) => {
+                        worker::console_warn!("storing the newest clip failed: {e}");
+                        inner.room.fail_ack(ack);
+                    }
+                }
+            }
+        }
+        if let Some(due) = arm {
+            self.arm_alarm(due).await?;
+        }
+        Ok(())
+    }
+
+    /// A message of a socket that has not joined yet: only `Hello` or
+    /// `Ping` (anything else closes it with 4002).
+    async fn before_hello(
+        &self,
+        ws: WebSocket,
+        mut att: Attachment,
+        msg: WebSocketIncomingMessage,
+        len: u64,
+        now_s: i64,
+    ) -> worker::Result<()> {
+        let arm = {
+            let mut guard = self.inner.borrow_mut();
+            let Some(inner) = guard.as_mut() else {
+                return Ok(());
+            };
+            let arm = inner.count(att.conn, len, now_s);
+            let frame = match &msg {
+                WebSocketIncomingMessage::Binary(b) => Frame::decode(b).ok(),
+                WebSocketIncomingMessage::String(_) => None,
+            };
+            match frame {
+                Some(Frame::Hello { last_seen }) => {
+                    att.joined = true;
+                    att.last_msg = now_s;
+                    ws.serialize_attachment(&att)?;
+                    inner
+                        .members
+                        .set(js_key(&ws), &JsValue::from_f64(att.conn as f64));
+                    inner.room.join(
+                        Member {
+                            device: DeviceId(att.device),
+                            name: att.name,
+                            conn: ConnId(att.conn),
+                            port: WsPort(ws),
+                            kind: MemberKind::Native,
+                        },
+                        last_seen,
+                        now_s,
+                    );
+                }
+                Some(Frame::Ping { nonce }) => {
+                    let _ = ws.send_with_bytes(Frame::Pong { nonce }.encode());
+                }
+                _ => {
+                    let c = CloseCode::ProtocolError;
+                    let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
+                }
+            }
+            arm
+        };
+        if let Some(due) = arm {
+            self.arm_alarm(due).await?;
         }
         Ok(())
     }
 
     /// A socket closed or failed: it leaves the room, and the counts it
-    /// held go to storage now (its attachment goes with it).
+    /// held go to storage now.
     async fn left(&self, ws: &WebSocket) -> worker::Result<()> {
-        let Some(mut a) = attachment(ws) else {
+        let Some(a) = attachment(ws) else {
             return Ok(());
         };
+        let mut counts = Usage::default();
         if let Some(inner) = self.inner.borrow_mut().as_mut() {
             inner.room.leave(ConnId(a.conn));
-            inner.conns.remove(&a.conn);
+            inner.members.delete(js_key(ws));
+            // A close and an error for one socket must not count it twice:
+            // the entry goes with the first.
+            if let Some(c) = inner.conns.remove(&a.conn) {
+                counts = c.unmetered;
+            }
         }
-        let counts = std::mem::take(&mut a.unmetered);
-        // A close and an error for one socket must not count it twice.
-        let _ = ws.serialize_attachment(&a);
         self.add_usage(counts).await
     }
 }
@@ -609,7 +782,14 @@ impl DurableObject for UserRoom {
     async fn alarm(&self) -> worker::Result<Response> {
         self.ensure_loaded(None).await?;
         self.flush_usage().await?;
-        if let Some(t) = self.sweep_hello() {
+        // The next Hello deadline, or a flush armed by messages that came
+        // while this one ran, whichever is first.
+        let flush = self.inner.borrow().as_ref().and_then(|i| i.flush_due);
+        let next = match (self.sweep_hello(), flush) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = next {
             // An i64 is an offset from now, in milliseconds.
             self.state
                 .storage()
