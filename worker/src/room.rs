@@ -12,11 +12,15 @@
 //! - **The newest clip** and the sequence number live in DO storage
 //!   (`clip`, which carries its sequence number and the sealed envelope as
 //!   bytes, and `seq` when the two differ). A publish fans out at once,
-//!   then writes the clip with `allowUnconfirmed` (so later messages are
-//!   not held behind the write) and sends the publisher's `Ack` only after
-//!   `storage.sync()` confirms it: an acknowledged clip is stored, as on
-//!   the native relay. A failed write closes the publisher with 1013
-//!   instead of acknowledging it.
+//!   then issues the write and sends the publisher's `Ack` right after
+//!   it, without waiting: the runtime's output gate holds the `Ack` (and
+//!   anything else the object sends after the write) until the write is
+//!   confirmed, so an acknowledged clip is stored, as on the native relay,
+//!   while the socket's next message is handled at once. A write the
+//!   runtime refuses at once closes the publisher with 1013 instead; one
+//!   that fails later breaks the output gate and the runtime resets the
+//!   object (its sockets close, and the devices publish their
+//!   unacknowledged clips again after they reconnect).
 //! - `wakes` in storage counts how often the object was constructed to
 //!   handle an event (a cold start or a wake from hibernation); `/status`
 //!   reports it, which is how the hibernation test sees eviction and
@@ -201,18 +205,13 @@ fn js_set(obj: &js_sys::Object, key: &str, value: &JsValue) -> worker::Result<()
     Ok(())
 }
 
-/// `storage.put(key, value, {allowUnconfirmed: true})`: outgoing messages
-/// are not held until the write is confirmed (`storage.sync()` waits for
-/// it where that matters).
-async fn put_unconfirmed(storage: &Storage, key: &str, value: &JsValue) -> worker::Result<()> {
-    let raw: &JsValue = storage.as_raw().as_ref();
-    let put: js_sys::Function = Reflect::get(raw, &JsValue::from_str("put"))?.dyn_into()?;
-    let opts = js_sys::Object::new();
-    js_set(&opts, "allowUnconfirmed", &JsValue::TRUE)?;
-    let ret = put.call3(raw, &JsValue::from_str(key), value, &opts)?;
-    if let Ok(p) = ret.dyn_into::<js_sys::Promise>() {
-        JsFuture::from(p).await?;
-    }
+/// `storage.put(key, value)`, not awaited: the runtime's output gate
+/// holds every message the object sends after it until the write is
+/// confirmed (and resets the object if it fails), so the event need not
+/// wait for it.
+fn put_gated(storage: &Storage, key: &str, value: JsValue) -> worker::Result<()> {
+    // Not awaited: the output gate is what waits for it.
+    let _confirmed = storage.as_raw().put(key, value)?;
     Ok(())
 }
 
@@ -307,11 +306,11 @@ impl UserRoom {
         Ok(())
     }
 
-    /// Stores the room's sequence number and newest clip (one write when
-    /// the clip carries the room's sequence number, which a publish's
-    /// does; [`Self::ensure_loaded`] takes the larger of the two keys),
-    /// and waits until the runtime confirms it.
-    async fn persist(&self, seq: u64, c: &Clip) -> worker::Result<()> {
+    /// Issues the write of the room's sequence number and newest clip (one
+    /// write when the clip carries the room's sequence number, which a
+    /// publish's does; [`Self::ensure_loaded`] takes the larger of the two
+    /// keys). Messages sent after it wait for its confirmation.
+    fn persist(&self, seq: u64, c: &Clip) -> worker::Result<()> {
         let storage = self.state.storage();
         let v = js_sys::Object::new();
         js_set(&v, "seq", &JsValue::from_f64(c.seq as f64))?;
@@ -322,11 +321,11 @@ impl UserRoom {
         };
         js_set(&v, "envelope", &envelope)?;
         js_set(&v, "stored_at", &JsValue::from_f64(c.stored_at as f64))?;
-        put_unconfirmed(&storage, "clip", &v).await?;
+        put_gated(&storage, "clip", v.into())?;
         if c.seq != seq {
-            put_unconfirmed(&storage, "seq", &JsValue::from_f64(seq as f64)).await?;
+            put_gated(&storage, "seq", JsValue::from_f64(seq as f64))?;
         }
-        storage.sync().await
+        Ok(())
     }
 
     async fn accept(&self, req: Request) -> worker::Result<Response> {
@@ -548,7 +547,6 @@ impl UserRoom {
             }
         };
         let arm;
-        let mut persist = None;
         {
             let mut guard = self.inner.borrow_mut();
             let Some(inner) = guard.as_mut() else {
@@ -567,10 +565,18 @@ impl UserRoom {
             match decided {
                 Inbound::Nothing => {}
                 Inbound::Publish { id: pid, envelope } => {
-                    // `Deliver`s go out now; the `Ack` once the clip is stored.
+                    // `Deliver`s go out now, before the write; the `Ack`
+                    // after it, so the output gate holds it until the
+                    // clip is stored.
                     let out = inner.room.publish_held(id, pid, envelope, now_s);
                     if let (Some(clip), Some(ack)) = (out.persist, out.held_ack) {
-                        persist = Some((inner.room.seq(), clip, ack));
+                        match self.persist(inner.room.seq(), &clip) {
+                            Ok(()) => inner.room.release_ack(ack),
+                            Err(e) => {
+                                worker::console_warn!("storing the newest clip failed: {e}");
+                                inner.room.fail_ack(ack);
+                            }
+                        }
                     }
                 }
                 Inbound::Signal {
@@ -589,18 +595,6 @@ impl UserRoom {
                     inner.members.delete(js_key(&ws));
                     if let Some(c) = inner.conns.remove(&conn) {
                         inner.closed.add(c.unmetered);
-                    }
-                }
-            }
-        }
-        if let Some((seq, clip, ack)) = persist {
-            let stored = self.persist(seq, &clip).await;
-            if let Some(inner) = self.inner.borrow_mut().as_mut() {
-                match stored {
-                    Ok(()) => inner.room.release_ack(ack),
-                    Err(e) => {
-                        worker::console_warn!("storing the newest clip failed: {e}");
-                        inner.room.fail_ack(ack);
                     }
                 }
             }
