@@ -10,14 +10,15 @@
 //! /64), so rotating addresses inside one /64 does not escape it.
 //!
 //! After `free` failures for a key, each further failure blocks that key for
-//! `base * 2^(n - 1)` (capped at `max`). A success clears the key. The map is
+//! `base * 2^(n - 1)` (capped at `max`): the rules of
+//! `clipmesh_room::throttle`, shared with the Worker. A success clears the key. The map is
 //! bounded: when it grows past [`MAX_TRACKED`], entries whose block has run
 //! out and that are older than `max` are pruned, and if it is still full the
 //! oldest entries go.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -65,24 +66,29 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
         if self.entries.len() >= MAX_TRACKED && !self.entries.contains_key(&key) {
             self.prune(now);
         }
+        let backoff = self.backoff();
         let e = self.entries.entry(key).or_insert(Entry {
             failures: 0,
             blocked_until: now,
             last_failure: now,
         });
         // Forget old history: a key quiet for longer than `max` starts over.
-        if now.saturating_duration_since(e.last_failure) > self.max {
+        if backoff.restarts(now.saturating_duration_since(e.last_failure)) {
             e.failures = 0;
         }
         e.failures = e.failures.saturating_add(1);
         e.last_failure = now;
-        if e.failures <= self.free {
-            return None;
-        }
-        let exp = (e.failures - self.free - 1).min(30);
-        let wait = self.base.saturating_mul(1u32 << exp).min(self.max);
+        let wait = backoff.block_for(e.failures)?;
         e.blocked_until = now + wait;
         Some(wait)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            free: self.free,
+            base: self.base,
+            max: self.max,
+        }
     }
 
     /// Records a success: the key starts over.
@@ -115,29 +121,10 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
     }
 }
 
-/// The network a client address counts as for throttling: an IPv4 address
-/// itself (also when written IPv4-mapped), or the /64 an IPv6 address is in,
-/// because one IPv6 subscriber usually holds a whole /64.
-pub fn net_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-    }
-}
-
-/// Back-off settings shared by the throttles of a [`LoginGuard`].
-#[derive(Clone, Copy, Debug)]
-pub struct Backoff {
-    /// Failures allowed per key before back-off starts.
-    pub free: u32,
-    /// First block; doubles with each further failure.
-    pub base: Duration,
-    /// Longest block.
-    pub max: Duration,
-}
+/// The network a client address counts as, and the back-off settings:
+/// the shared rules (`clipmesh_room::throttle`), which the Worker applies
+/// too.
+pub use clipmesh_room::throttle::{net_key, Backoff};
 
 /// Login throttling for one kind of login: per (account, client network)
 /// and per client network. Cheap to share (`&self` methods, short locks).
@@ -266,6 +253,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     fn t() -> Throttle<&'static str> {
         Throttle::new(2, Duration::from_secs(1), Duration::from_secs(8))

@@ -16,6 +16,8 @@
 //! - [`epoch`]: the checks of a v2 key epoch change (`password/finish`
 //!   with a new epoch: revokes, wraps, certificates) against the account's
 //!   devices.
+//! - [`throttle`]: the login throttle's rules (back-off per failure, the
+//!   network a client address counts as); each host keeps the counters.
 //!
 //! **Architecture Invariant:** this crate does no IO and has no runtime:
 //! it depends on `clipmesh-proto`, `bytes` and pure-Rust hashing crates
@@ -29,6 +31,7 @@ pub mod epoch;
 pub mod opaque;
 pub mod ratelimit;
 pub mod state;
+pub mod throttle;
 pub mod validate;
 
 pub use ratelimit::{PublishLimiter, TokenBucket, Verdict};

@@ -5,8 +5,9 @@
 # against the native relay in `cargo test`, tests/tests/conformance.rs),
 # then the hibernation check (idle keepalives do not wake the room; it is
 # evicted and the next message reaches every device), metering, the
-# connect-time quota and the admin's per-room status, session lifetimes,
-# blob expiry (natively in tests/tests/conformance.rs), and stock daemons
+# connect-time quota and the admin's per-room status, the cron sweep of
+# expired blobs, session lifetimes, blob expiry and the login throttle
+# (the last two natively in tests/tests/conformance.rs), and stock daemons
 # on Xvfb through the Worker, across a restart of the runtime
 # (tests/tests/worker.rs).
 set -euo pipefail
@@ -29,7 +30,10 @@ cargo build --quiet -p clipmesh-tests --bin clipmesh-conformance
 state=$(mktemp -d)
 log=$state/worker.log
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-scripts/worker-dev --port "$port" --state "$state/state" --var SIGNUP=open >"$log" 2>&1 &
+# The suite fails logins on purpose: the throttle is checked on the third
+# Worker instead (as natively, tests/tests/conformance.rs).
+scripts/worker-dev --port "$port" --state "$state/state" --var SIGNUP=open \
+    --var THROTTLE_FREE_FAILURES=1000 >"$log" 2>&1 &
 pid=$!
 qpid=
 cleanup() {
@@ -65,19 +69,24 @@ kill "$qpid"
 wait "$qpid" 2>/dev/null || true
 qpid=
 
-echo "--- Worker: session lifetimes and blob expiry (a third Worker, SESSION_IDLE_S=2, BLOB_TTL_S=2)"
+echo "--- Worker: the cron sweep, session lifetimes, blob expiry and the login throttle (a third Worker, SESSION_IDLE_S=2, BLOB_TTL_S=2, THROTTLE_FREE_FAILURES=2, THROTTLE_BASE_S=300)"
 qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
     node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/life-state" \
-    --var SIGNUP=open --var SESSION_IDLE_S=2 --var BLOB_TTL_S=2 >"$state/life.log" 2>&1 &
+    --var SIGNUP=open --var SESSION_IDLE_S=2 --var BLOB_TTL_S=2 \
+    --var THROTTLE_FREE_FAILURES=2 --var THROTTLE_BASE_S=300 >"$state/life.log" 2>&1 &
 qpid=$!
 for _ in $(seq 1 120); do
     grep -q "listening on" "$state/life.log" && break
     kill -0 "$qpid" 2>/dev/null || { cat "$state/life.log"; exit 1; }
     sleep 0.5
 done
+# First (its first account is the admin), and the throttle last (it blocks
+# this network).
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --cron-sweep 2
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --lifetimes 2
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --blob-expiry 2
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --throttle 2
 kill "$qpid"
 wait "$qpid" 2>/dev/null || true
 qpid=

@@ -12,11 +12,15 @@
 //! delete; and protocol v2 accounts (OPAQUE): signup, login (a replayed or
 //! forged KE3 refused, unknown names answered alike), the v1 → v2 upgrade
 //! after which v1 login stops, password change ending other sessions, and
-//! device keys; session renewal; and v2 key epochs: bad rotations
+//! device keys; session renewal; the v1 password change; the admin
+//! endpoints (list, disable, delete); and v2 key epochs: bad rotations
 //! refused and nothing stored, a rotation with a revoke accepted, each
 //! remaining device's wrap from `epoch-wrap`, the account's sockets closed
-//! with 1012 (the revoked one's with 4001). [`lifetimes`] and
-//! [`blob_expiry`] run against relays configured with short lifetimes.
+//! with 1012 (the revoked one's with 4001), and the room's stored clip of
+//! the old epoch not replayed after it. [`lifetimes`] and
+//! [`blob_expiry`] run against relays configured with short lifetimes,
+//! [`login_throttle`] against relays with a small failure allowance, and
+//! the Worker-only [`cron_sweep`] against a fresh Worker.
 //! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
 //!
 //! Every wait is bounded by a socket read timeout; nothing sleeps.
@@ -359,8 +363,10 @@ fn unique(prefix: &str) -> String {
 pub fn run(base: &str) -> Result<()> {
     let t = Target::new(base)?;
     health(&t).context("health")?;
-    fake_kdf(&t).context("fake kdf")?;
+    let admin = fake_kdf(&t).context("fake kdf")?;
     let a = accounts(&t).context("accounts")?;
+    password_v1(&t).context("v1 password change")?;
+    admin_api(&t, &admin, &a).context("admin endpoints")?;
     rooms(&t, &a).context("rooms")?;
     blobs(&t, &a).context("blobs")?;
     revoke_and_logout(&t, &a).context("revoke and logout")?;
@@ -387,7 +393,8 @@ fn health(t: &Target) -> Result<()> {
 /// accounts use, so an account with unusual parameters does not stand out.
 /// Runs first on a fresh relay: both hosts cache their census of parameter
 /// sets for a minute from the first pre-login on.
-fn fake_kdf(t: &Target) -> Result<()> {
+/// Returns the first account's login, the relay's admin.
+fn fake_kdf(t: &Target) -> Result<Login> {
     let odd = KdfParams {
         t: KdfParams::default().t + 1,
         ..KdfParams::default()
@@ -402,7 +409,24 @@ fn fake_kdf(t: &Target) -> Result<()> {
         None,
     )?;
     ensure!(a.status == 200, "signup with odd kdf: {a:?}");
-    t.signup(&unique("even"), "e1")?;
+    ensure!(
+        a.body["is_admin"] == true,
+        "a fresh relay's first account is its admin: {a:?}"
+    );
+    let admin = login_of(&a.body)?;
+    let even = t.post(
+        "/api/v1/signup",
+        &json!({
+            "username": unique("even"), "salt": hex_rand(16), "kdf": KdfParams::default(),
+            "auth_key": hex_rand(32), "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+            "device_name": "e1",
+        }),
+        None,
+    )?;
+    ensure!(
+        even.status == 200 && even.body["is_admin"] == false,
+        "a later account is no admin: {even:?}"
+    );
     let mut odd_seen = 0;
     for _ in 0..64 {
         let p = t.post(
@@ -421,6 +445,193 @@ fn fake_kdf(t: &Target) -> Result<()> {
     // One of two accounts has the odd set: 64 names all missing it has
     // odds of 2^-64 on a fresh relay.
     ensure!(odd_seen > 0, "no unknown name drew the odd parameter set");
+    Ok(admin)
+}
+
+/// A v1 password change body: `current` proves the password; the new
+/// salt, key and wrapped data key are random.
+fn password_body(current: &str, end_others: bool) -> (Value, String, String) {
+    let (salt, key) = (hex_rand(16), hex_rand(32));
+    let body = json!({
+        "current_auth_key": current, "new_salt": salt, "new_kdf": KdfParams::default(),
+        "new_auth_key": key, "new_wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+        "end_other_sessions": end_others,
+    });
+    (body, salt, key)
+}
+
+/// `POST /api/v1/password`: a wrong current key is 401 and changes
+/// nothing, bad input 400; a change with `end_other_sessions` ends the
+/// other device's session (its socket closes with 4001), keeps the
+/// caller's, and from then on only the new key logs in, with the new salt.
+fn password_v1(t: &Target) -> Result<()> {
+    let name = unique("pw");
+    let (p1, key) = t.signup(&name, "p1")?;
+    let p2 = login_of(&t.login(&name, &key, "p2")?.body)?;
+    let (mut p2_ws, _) = t.join(&p2.token, 0)?;
+    let (wrong, _, _) = password_body(&hex_rand(32), true);
+    let r = t.post("/api/v1/password", &wrong, Some(&p1.token))?;
+    ensure!(
+        r.status == 401 && r.body["error"] == "invalid_credentials",
+        "wrong current key: {r:?}"
+    );
+    let (mut bad, _, _) = password_body(&key, true);
+    bad["new_salt"] = json!("zz");
+    let r = t.post("/api/v1/password", &bad, Some(&p1.token))?;
+    ensure!(
+        r.status == 400 && r.body["error"] == "bad_request",
+        "bad salt: {r:?}"
+    );
+    let (body, _, _) = password_body(&key, true);
+    let r = t.post("/api/v1/password", &body, None)?;
+    ensure!(r.status == 401, "no token: {r:?}");
+    let l = t.login(&name, &key, "p3")?;
+    ensure!(
+        l.status == 200,
+        "the old key still works after refusals: {l:?}"
+    );
+    let p3 = login_of(&l.body)?;
+    let (body, salt, new_key) = password_body(&key, true);
+    let r = t.post("/api/v1/password", &body, Some(&p1.token))?;
+    ensure!(r.status == 204, "password change: {r:?}");
+    let closed = p2_ws.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::Unauthorized.as_u16()),
+        "another device's socket after end_other_sessions: {closed:?}"
+    );
+    for other in [&p2, &p3] {
+        let d = t.get("/api/v1/devices", Some(&other.token))?;
+        ensure!(d.status == 401, "another device's session ended: {d:?}");
+    }
+    let d = t.get("/api/v1/devices", Some(&p1.token))?;
+    ensure!(
+        d.status == 200 && d.body["devices"].as_array().map(Vec::len) == Some(1),
+        "the caller's session stays, alone: {d:?}"
+    );
+    let old = t.login(&name, &key, "p4")?;
+    ensure!(
+        old.status == 401 && old.body["error"] == "invalid_credentials",
+        "the old key after the change: {old:?}"
+    );
+    let new = t.login(&name, &new_key, "p4")?;
+    ensure!(
+        new.status == 200 && new.body["salt"] == salt.as_str(),
+        "the new key logs in, with the new salt: {new:?}"
+    );
+    let p = t.post("/api/v1/prelogin", &json!({"username": name}), None)?;
+    ensure!(p.body["salt"] == salt.as_str(), "prelogin's salt: {p:?}");
+    Ok(())
+}
+
+/// The admin endpoints: others get 403; the list shows accounts with
+/// their device counts; an admin cannot disable or delete itself (400);
+/// disabling closes the user's sockets (4001), its tokens answer 401
+/// `account_disabled` and its login 403; deleting removes the account
+/// (its token 401, its name unknown); unknown ids are 404.
+fn admin_api(t: &Target, admin: &Login, acc: &Accounts) -> Result<()> {
+    let r = t.get("/api/v1/admin/users", Some(&acc.a1.token))?;
+    ensure!(
+        r.status == 403 && r.body["error"] == "forbidden",
+        "a user's list: {r:?}"
+    );
+    let r = t.get("/api/v1/admin/users", None)?;
+    ensure!(r.status == 401, "no token: {r:?}");
+    let r = t.get("/api/v1/admin/users", Some(&admin.token))?;
+    ensure!(r.status == 200, "the admin's list: {r:?}");
+    let users = r.body["users"].as_array().context("users")?;
+    let a = users
+        .iter()
+        .find(|u| u["id"].as_u64() == Some(acc.a1.user))
+        .with_context(|| format!("A in the list: {r:?}"))?;
+    ensure!(
+        a["username"] == acc.a_name.as_str()
+            && a["is_admin"] == false
+            && a["disabled"] == false
+            && a["devices"].as_u64().is_some_and(|n| n >= 1)
+            && a["created_at"].as_i64().is_some_and(|t| t > 0),
+        "A's record: {a}"
+    );
+    ensure!(
+        users
+            .iter()
+            .any(|u| u["id"].as_u64() == Some(admin.user) && u["is_admin"] == true),
+        "the admin in the list: {r:?}"
+    );
+    let me = format!("/api/v1/admin/users/{}", admin.user);
+    let r = t.post(&format!("{me}/disable"), &json!({}), Some(&admin.token))?;
+    ensure!(r.status == 400, "disabling itself: {r:?}");
+    let r = t.delete(&me, &admin.token)?;
+    ensure!(r.status == 400, "deleting itself: {r:?}");
+    let r = t.post(
+        "/api/v1/admin/users/999999999/disable",
+        &json!({}),
+        Some(&admin.token),
+    )?;
+    ensure!(
+        r.status == 404 && r.body["error"] == "not_found",
+        "disabling no one: {r:?}"
+    );
+    let r = t.delete("/api/v1/admin/users/999999999", &admin.token)?;
+    ensure!(r.status == 404, "deleting no one: {r:?}");
+
+    // Disable.
+    let name = unique("dis");
+    let (v, key) = t.signup(&name, "v1")?;
+    let (mut v_ws, _) = t.join(&v.token, 0)?;
+    let path = format!("/api/v1/admin/users/{}", v.user);
+    let r = t.post(&format!("{path}/disable"), &json!({}), Some(&acc.a1.token))?;
+    ensure!(r.status == 403, "a user disabling another: {r:?}");
+    let r = t.post(&format!("{path}/disable"), &json!({}), Some(&admin.token))?;
+    ensure!(r.status == 204, "disable: {r:?}");
+    let closed = v_ws.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::Unauthorized.as_u16()),
+        "a disabled user's socket: {closed:?}"
+    );
+    let d = t.get("/api/v1/devices", Some(&v.token))?;
+    ensure!(
+        d.status == 401 && d.body["error"] == "account_disabled",
+        "a disabled user's token: {d:?}"
+    );
+    let l = t.login(&name, &key, "v2")?;
+    ensure!(
+        l.status == 403 && l.body["error"] == "account_disabled",
+        "a disabled user's login: {l:?}"
+    );
+    let r = t.get("/api/v1/admin/users", Some(&admin.token))?;
+    ensure!(
+        r.body["users"]
+            .as_array()
+            .context("users")?
+            .iter()
+            .any(|u| u["id"].as_u64() == Some(v.user) && u["disabled"] == true),
+        "listed as disabled: {r:?}"
+    );
+
+    // Delete.
+    let name = unique("del");
+    let (w, key) = t.signup(&name, "w1")?;
+    let (mut w_ws, _) = t.join(&w.token, 0)?;
+    let path = format!("/api/v1/admin/users/{}", w.user);
+    let r = t.delete(&path, &admin.token)?;
+    ensure!(r.status == 204, "delete: {r:?}");
+    let closed = w_ws.closed()?;
+    ensure!(
+        closed == Closed::Code(CloseCode::Unauthorized.as_u16()),
+        "a deleted user's socket: {closed:?}"
+    );
+    let d = t.get("/api/v1/devices", Some(&w.token))?;
+    ensure!(d.status == 401, "a deleted user's token: {d:?}");
+    let l = t.login(&name, &key, "w2")?;
+    ensure!(
+        l.status == 401 && l.body["error"] == "invalid_credentials",
+        "a deleted user's login: {l:?}"
+    );
+    let r = t.delete(&path, &admin.token)?;
+    ensure!(r.status == 404, "deleting again: {r:?}");
+    // The name is free again.
+    t.signup(&name, "w3")
+        .context("the deleted name signs up again")?;
     Ok(())
 }
 
@@ -928,6 +1139,139 @@ pub fn blob_expiry(base: &str, ttl: u64) -> Result<()> {
     Ok(())
 }
 
+/// The login throttle, against a fresh relay configured with `free`
+/// failures allowed per key and a first block of a minute or more (so
+/// nothing here runs into its end): `free` wrong logins and one more are
+/// 401; then the right key is refused with 429 `rate_limited` and a
+/// `Retry-After`, and so are the other password checks of that account
+/// (v1 password change, v2 login start); pre-login is not throttled.
+/// Blocks this client's network for the block's length: run it last.
+pub fn login_throttle(base: &str, free: u32) -> Result<()> {
+    let t = Target::new(base)?;
+    let name = unique("thr");
+    let (l, key) = t.signup(&name, "t1")?;
+    for i in 0..=free {
+        let r = t.login(&name, &hex_rand(32), "t2")?;
+        ensure!(
+            r.status == 401 && r.body["error"] == "invalid_credentials",
+            "wrong key {} of {}: {r:?}",
+            i + 1,
+            free + 1
+        );
+    }
+    let body = json!({"username": name, "auth_key": key, "device_name": "t2"}).to_string();
+    let json_ct = [("Content-Type", "application/json".to_owned())];
+    let r = t.raw("POST", "/api/v1/login", None, &json_ct, body.as_bytes())?;
+    ensure!(
+        r.status == 429
+            && r.error() == "rate_limited"
+            && r.u64("retry-after").is_some_and(|s| s >= 1),
+        "the right key while blocked: {} {} {:?}",
+        r.status,
+        r.error(),
+        r.headers.get("retry-after")
+    );
+    let (change, _, _) = password_body(&key, false);
+    let r = t.post("/api/v1/password", &change, Some(&l.token))?;
+    ensure!(
+        r.status == 429 && r.body["error"] == "rate_limited",
+        "a password change while blocked: {r:?}"
+    );
+    let (_, ke1) = clipmesh_proto::opaque::ClientLogin::start(&mut rand::rngs::OsRng, b"pw")?;
+    let r = t.post(
+        "/api/v2/login/start",
+        &json!({"username": name, "request": ke1.to_hex()}),
+        None,
+    )?;
+    ensure!(
+        r.status == 429 && r.body["error"] == "rate_limited",
+        "a v2 login start while blocked: {r:?}"
+    );
+    let p = t.post("/api/v1/prelogin", &json!({"username": name}), None)?;
+    ensure!(p.status == 200, "prelogin is not throttled: {p:?}");
+    Ok(())
+}
+
+/// The Worker's cron sweep, against a fresh Worker (its first account is
+/// the admin) with a blob lifetime of `ttl` seconds: a user's stored blob
+/// shows as R2 objects in the admin's view; once it has expired, running
+/// the scheduled handler (`/cdn-cgi/handler/scheduled`, the local
+/// runtime's trigger) deletes them, and the blob still answers 410
+/// `blob_expired` (its row stays as a tombstone). Waits `ttl` + 2 s.
+pub fn cron_sweep(base: &str, ttl: u64) -> Result<()> {
+    use clipmesh_proto::BlobLayout;
+    let t = Target::new(base)?;
+    let admin_name = unique("root");
+    let (admin, admin_key) = t.signup(&admin_name, "r1")?;
+    let me = t.get(
+        &format!("/api/v1/admin/users/{}/blobs", admin.user),
+        Some(&admin.token),
+    )?;
+    ensure!(
+        me.status == 200,
+        "the cron sweep check needs a fresh Worker (first account = admin): {me:?}"
+    );
+    // Tokens are fetched afresh before each use: sessions on this Worker
+    // may have a short idle lifetime.
+    let fresh = |name: &str, key: &str| -> Result<String> {
+        let l = t.login(name, key, "again")?;
+        ensure!(l.status == 200, "login: {l:?}");
+        Ok(l.body["token"].as_str().context("token")?.to_owned())
+    };
+    let u_name = unique("swp");
+    let (u, key) = t.signup(&u_name, "s1")?;
+    let len = BlobLayout::new(100)?.sealed_len();
+    let mut data = vec![0u8; len as usize];
+    rand::rngs::OsRng.fill_bytes(&mut data);
+    let path = format!("/api/v1/blobs/{}", hex_rand(16));
+    let tok = Some(u.token.as_str());
+    let r = t.raw(
+        "POST",
+        &path,
+        tok,
+        &[("Upload-Length", len.to_string())],
+        b"",
+    )?;
+    ensure!(r.status == 201, "create: {}", r.status);
+    let r = t.raw(
+        "PATCH",
+        &path,
+        tok,
+        &[("Upload-Offset", "0".to_owned())],
+        &data,
+    )?;
+    ensure!(r.status == 204, "upload: {}", r.status);
+    let usage = format!("/api/v1/admin/users/{}/blobs", u.user);
+    let r = t.get(&usage, Some(&fresh(&admin_name, &admin_key)?))?;
+    ensure!(
+        r.status == 200
+            && r.body["objects"].as_u64().is_some_and(|n| n >= 1)
+            && r.body["bytes"] == len,
+        "the stored blob on R2: {r:?}"
+    );
+    std::thread::sleep(Duration::from_secs(ttl + 2));
+    let (status, outcome) = t.get_text("/cdn-cgi/handler/scheduled")?;
+    ensure!(
+        status == 200 && outcome == "ok",
+        "the scheduled handler: {status} {outcome:?}"
+    );
+    let admin_token = fresh(&admin_name, &admin_key)?;
+    let r = t.get(&usage, Some(&admin_token))?;
+    ensure!(
+        r.status == 200 && r.body["objects"] == 0 && r.body["bytes"] == 0,
+        "R2 after the sweep: {r:?}"
+    );
+    let u_token = fresh(&u_name, &key)?;
+    let r = t.raw("GET", &path, Some(&u_token), &[], b"")?;
+    ensure!(
+        r.status == 410 && r.error() == "blob_expired",
+        "the swept blob: {} {}",
+        r.status,
+        r.error()
+    );
+    Ok(())
+}
+
 /// A v2 registration: step 1 at `start` (`token` for the caller's own
 /// account), then the client's record and export key.
 fn v2_register(
@@ -1235,7 +1579,8 @@ fn change_with(
 /// change nothing; a rotation by A that revokes C and wraps the new key to
 /// A and B is accepted: C's session ends, B's socket closes with 1012, B
 /// gets its wrap (signed by A, opening to the new key) and both remaining
-/// devices are certified in the new epoch.
+/// devices are certified in the new epoch; the clip B published under the
+/// old epoch is not replayed to A when it joins afterwards.
 fn epochs(t: &Target) -> Result<()> {
     use clipmesh_proto::{DeviceSecrets, DeviceWrappedKey, Epoch, EpochKey};
     let mut rng = rand::rngs::OsRng;
@@ -1323,6 +1668,24 @@ fn epochs(t: &Target) -> Result<()> {
 
     let (mut b_ws, _) = t.join(&b.token, 0)?;
     let (mut c_ws, _) = t.join(&c.token, 0)?;
+    // A clip sealed under epoch 1 becomes the room's newest clip.
+    b_ws.send(&Frame::Publish {
+        id: 1,
+        envelope: b"sealed-under-epoch-1".to_vec(),
+    })?;
+    let ack = b_ws.recv()?;
+    let Frame::Ack {
+        id: 1,
+        seq: old_seq,
+    } = ack
+    else {
+        bail!("expected Ack for the epoch-1 clip, got {ack:?}")
+    };
+    let d = c_ws.recv()?;
+    ensure!(
+        matches!(d, Frame::Deliver { seq, .. } if seq == old_seq),
+        "the epoch-1 clip reaches C: {d:?}"
+    );
     let r = change_with(
         t,
         &name,
@@ -1374,8 +1737,37 @@ fn epochs(t: &Target) -> Result<()> {
             && listed == vec![(Some(a.device), json!(2)), (Some(b.device), json!(2))],
         "device keys after the rotation: {keys:?}"
     );
-    // B rejoins.
-    t.join(&b.token, 0)
+    // A joins from zero: the clip B sealed under epoch 1 is not replayed
+    // (both hosts drop the room's newest clip on a new epoch), so A's
+    // first frame after its Welcome is B's next clip, not the old one.
+    let (mut a_ws, _) = t.join(&a.token, 0)?;
+    let (mut b_ws, _) = t
+        .join(&b.token, old_seq)
         .context("B rejoins after the new epoch")?;
+    b_ws.send(&Frame::Publish {
+        id: 2,
+        envelope: b"sealed-under-epoch-2".to_vec(),
+    })?;
+    let ack = b_ws.recv()?;
+    let Frame::Ack {
+        id: 2,
+        seq: new_seq,
+    } = ack
+    else {
+        bail!("expected Ack for the epoch-2 clip, got {ack:?}")
+    };
+    ensure!(
+        new_seq > old_seq,
+        "sequence goes on: {old_seq} then {new_seq}"
+    );
+    let d = a_ws.recv()?;
+    ensure!(
+        d == Frame::Deliver {
+            seq: new_seq,
+            from: b_id,
+            envelope: b"sealed-under-epoch-2".to_vec()
+        },
+        "after a new epoch A gets only the new clip, not the stored epoch-1 one: {d:?}"
+    );
     Ok(())
 }

@@ -10,8 +10,8 @@ use clipmesh_tests::procs::Relay;
 fn native_relay_conforms() {
     let dir = tempfile::tempdir().unwrap();
     // The suite fails logins on purpose from one address; the login
-    // throttle (tested in the relay's own tests; the Worker has none yet)
-    // would answer 429 to its later checks.
+    // throttle (checked by `native_relay_throttles_logins`) would answer
+    // 429 to its later checks.
     let mut relay = Relay::start_with(
         &dir.path().join("data"),
         &dir.path().join("relay.log"),
@@ -41,6 +41,24 @@ fn native_relay_expires_blobs() {
     )
     .unwrap();
     let res = clipmesh_tests::conformance::blob_expiry(&relay.url(), 2);
+    relay.stop().unwrap();
+    res.unwrap();
+}
+
+/// The login throttle on the native relay (the Worker's runs in
+/// 50-workers.sh): two free failures, then blocks of at least 5 minutes.
+#[test]
+fn native_relay_throttles_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("relay.log"),
+        0,
+        "info",
+        "throttle_free_failures = 2\nthrottle_base_s = 300",
+    )
+    .unwrap();
+    let res = clipmesh_tests::conformance::login_throttle(&relay.url(), 2);
     relay.stop().unwrap();
     res.unwrap();
 }

@@ -73,6 +73,10 @@ const mf = new Miniflare({
   kvPersist: path.join(opt.state, "kv"),
   r2Persist: path.join(opt.state, "r2"),
   durableObjectsPersist: path.join(opt.state, "do"),
+  // `GET /cdn-cgi/handler/scheduled` runs the cron handler (the sweep) at
+  // once, as the tests do; on Cloudflare the cron trigger in wrangler.toml
+  // runs it. Loopback only, like everything here.
+  unsafeTriggerHandlers: true,
 });
 await mf.ready;
 // Apply the D1 migrations not applied yet, in order, recording each in

@@ -1,5 +1,5 @@
 // Entry module of the clipmesh Worker: instantiates the wasm-bindgen
-// output and exports the fetch handler and the UserRoom Durable Object
+// output and exports the fetch and scheduled (cron) handlers and the UserRoom Durable Object
 // class (a JS class extending DurableObject that forwards to the Rust one,
 // so the runtime sees the Hibernation API handlers on its prototype).
 import { DurableObject } from "cloudflare:workers";
@@ -10,7 +10,7 @@ const instance = new WebAssembly.Instance(wasmModule, { "./index_bg.js": bg });
 bg.__wbg_set_wasm(instance.exports);
 if (instance.exports.__wbindgen_start) instance.exports.__wbindgen_start();
 
-export default { fetch: bg.fetch };
+export default { fetch: bg.fetch, scheduled: bg.scheduled };
 
 export class UserRoom extends DurableObject {
   constructor(state, env) {

@@ -1,15 +1,16 @@
 //! Account endpoints on D1: prelogin, signup, login, logout, devices,
-//! device revoke, and `/readyz`. Same paths, bodies, status codes and
+//! device revoke, password change, and `/readyz`. Same paths, bodies, status codes and
 //! error codes as the native relay's `http/account.rs`; the validation and
 //! token rules are `clipmesh-room`'s.
 
 use crate::api::{self, ApiError};
 use crate::config::{Settings, SignupPolicy};
 use crate::session::{self, js_u64, DB};
+use crate::throttle;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use clipmesh_proto::api::{
-    DeviceRecord, DevicesResponse, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse,
-    SignupRequest,
+    ChangePasswordRequest, DeviceRecord, DevicesResponse, LoginRequest, LoginResponse,
+    PreloginRequest, PreloginResponse, SignupRequest,
 };
 use clipmesh_proto::{DeviceId, KdfParams, UserId};
 use clipmesh_room::{auth, validate};
@@ -36,6 +37,7 @@ fn fake_salt_secret(env: &Env) -> Result<String, ApiError> {
 #[derive(Deserialize)]
 pub(crate) struct UserRow {
     id: u64,
+    pub(crate) username: String,
     salt: String,
     kdf: String,
     pub(crate) auth_hash: String,
@@ -53,7 +55,7 @@ impl UserRow {
 }
 
 const USER_COLUMNS: &str =
-    "id, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, opaque_record FROM users";
+    "id, username, salt, kdf, auth_hash, wrapped_data_key, is_admin, disabled, opaque_record FROM users";
 
 async fn user_by_name(env: &Env, name: &str) -> Result<Option<UserRow>, ApiError> {
     Ok(env
@@ -348,10 +350,12 @@ fn login_response(u: &UserRow, device: DeviceId, token: String) -> Answer {
 /// `POST /api/v1/login`.
 pub async fn login(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let net = throttle::client_net(&req);
     let req: LoginRequest = api::json(&mut req, s.max_json).await?;
     validate::username(&req.username)?;
     validate::device_name(&req.device_name)?;
     let auth_key = validate::key_hex("auth_key", &req.auth_key)?;
+    throttle::check(env, &req.username, net).await?;
     let user = user_by_name(env, &req.username).await?;
     // v1 login works only until the account has upgraded to v2: after
     // that it is checked like an unknown name.
@@ -361,11 +365,8 @@ pub async fn login(mut req: Request, env: &Env) -> Answer {
         .map(|u| u.auth_hash.as_str());
     let ok = verify_v1(&s, phc, &auth_key);
     let Some(user) = user.filter(|u| ok && !u.is_v2()) else {
-        return Err(ApiError::new(
-            401,
-            "invalid_credentials",
-            "wrong username or password",
-        ));
+        throttle::failure(env, &s, &req.username, net).await?;
+        return Err(invalid_credentials());
     };
     if user.disabled != 0 {
         return Err(ApiError::new(
@@ -374,9 +375,77 @@ pub async fn login(mut req: Request, env: &Env) -> Answer {
             "this account is disabled",
         ));
     }
+    throttle::success(env, &req.username, net).await?;
     let (token, token_hash) = auth::new_token();
     let device = new_session(env, user.id, &req.device_name, &token_hash).await?;
     login_response(&user, device, token)
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(401, "invalid_credentials", "wrong username or password")
+}
+
+/// `POST /api/v1/password` (token): a v1 password change, as natively: the
+/// current `auth_key` (through the login throttle) proves the password, then
+/// the new salt, parameters, `auth_key` hash and wrapped data key replace
+/// the old ones; with `end_other_sessions` every other device is logged out
+/// and its socket closed. The data key stays, so the stored clip stays
+/// readable.
+pub async fn change_password(mut req: Request, env: &Env) -> Answer {
+    let s = Settings::from_env(env);
+    // The body first (see `api::body`), checked after the token, as
+    // natively.
+    let raw = api::body(&mut req).await?;
+    let (token, _) = session::request_token(&req);
+    let me = session::authenticate(env, &s, token.as_deref()).await?;
+    let net = throttle::client_net(&req);
+    let body: ChangePasswordRequest = api::parse(&raw, s.max_json)?;
+    let current = validate::key_hex("current_auth_key", &body.current_auth_key)?;
+    let new_key = validate::key_hex("new_auth_key", &body.new_auth_key)?;
+    let creds = validate::credentials(&body.new_salt, &body.new_kdf, &body.new_wrapped_data_key)?;
+    let user = user_by_id(env, me.user)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    throttle::check(env, &user.username, net).await?;
+    let v1 = clipmesh_room::opaque::v1_login_allowed(user.is_v2());
+    if !verify_v1(&s, v1.then_some(user.auth_hash.as_str()), &current) {
+        throttle::failure(env, &s, &user.username, net).await?;
+        return Err(invalid_credentials());
+    }
+    let auth_hash = hash_key(&s, &new_key)?;
+    let kdf = serde_json::to_string(&creds.kdf).map_err(ApiError::internal)?;
+    let changed = env
+        .d1(DB)?
+        .prepare(
+            "UPDATE users SET salt = ?2, kdf = ?3, auth_hash = ?4, wrapped_data_key = ?5 \
+             WHERE id = ?1 AND opaque_record IS NULL",
+        )
+        .bind(&[
+            js_u64(me.user.0),
+            JsValue::from_str(&hex::encode(creds.salt)),
+            JsValue::from_str(&kdf),
+            JsValue::from_str(&auth_hash),
+            JsValue::from_str(&hex::encode(creds.wrapped_data_key)),
+        ])?
+        .run()
+        .await?
+        .meta()
+        .ok()
+        .flatten()
+        .and_then(|m| m.changes)
+        .unwrap_or(0);
+    if changed == 0 {
+        // The account moved to v2 meanwhile.
+        return Err(invalid_credentials());
+    }
+    if body.end_other_sessions {
+        for d in device_ids(env, me.user).await? {
+            if d != me.device && session::delete_device(env, me.user, d).await? {
+                crate::room::revoke(env, me.user, d).await;
+            }
+        }
+    }
+    api::no_content()
 }
 
 /// `POST /api/v1/session/renew`: a new token for the caller's device with

@@ -92,17 +92,27 @@ impl From<Invalid> for ApiError {
 
 /// Reads a JSON body of at most `max` bytes.
 pub async fn json<T: DeserializeOwned>(req: &mut Request, max: usize) -> Result<T, ApiError> {
-    // The body is read before answering 413: answering early and dropping
-    // the rest makes the runtime reset a client that is still sending.
-    // (The Workers runtime itself caps request bodies.)
-    let bytes = req
-        .bytes()
+    let bytes = body(req).await?;
+    parse(&bytes, max)
+}
+
+/// Reads the whole request body. Every handler reads its body before it
+/// answers, also with an error: answering early and dropping the rest
+/// makes the runtime reset a client that is still sending, and close a
+/// keep-alive connection the client would reuse. (The Workers runtime
+/// itself caps request bodies.)
+pub async fn body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
+    req.bytes()
         .await
-        .map_err(|_| ApiError::bad_request("could not read request body"))?;
+        .map_err(|_| ApiError::bad_request("could not read request body"))
+}
+
+/// Parses a body read with [`body`]: over `max` bytes is 413, bad JSON 400.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, ApiError> {
     if bytes.len() > max {
         return Err(too_large());
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 

@@ -19,8 +19,8 @@
 //!   `GET` then gets 409 `incomplete`.
 //! - **Expiry.** A blob expires `BLOB_TTL_S` after its `POST` (410 from then
 //!   on) and is forgotten (404) 7 days later. Expired pieces are deleted
-//!   from R2 when the same user next declares a blob (there is no cron
-//!   sweep yet).
+//!   from R2 by the cron sweep ([`sweep_expired`], `crate::sweep`) and
+//!   when the same user next declares a blob.
 //!
 //! What differs from the native relay: a `PATCH` needs `Content-Length`
 //! (the client always sends it), and a `PATCH` whose body breaks off keeps
@@ -264,6 +264,104 @@ async fn sweep(env: &Env, user: UserId, now: i64) -> Result<(), ApiError> {
         ])?
         .run()
         .await?;
+    Ok(())
+}
+
+/// Most expired blobs one [`sweep_expired`] run empties (the next cron run
+/// takes the rest), so a run stays within a Worker's limits.
+pub const SWEEP_BATCH: u32 = 500;
+
+/// What one cron sweep did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct SweepReport {
+    /// Expired blobs whose R2 objects were deleted (rows kept, 410).
+    pub emptied: u64,
+    /// R2 objects deleted.
+    pub objects: u64,
+    /// Rows of blobs expired longer than the tombstone time, deleted (404).
+    pub forgotten: u64,
+}
+
+/// The cron sweep's blob part, for every user: deletes the R2 objects of
+/// up to [`SWEEP_BATCH`] expired blobs (their rows stay as 410 answers for
+/// [`FORGET_AFTER_S`], as natively), then the rows older than that.
+pub async fn sweep_expired(env: &Env, now: i64) -> Result<SweepReport, ApiError> {
+    #[derive(Deserialize)]
+    struct Gone {
+        user_id: u64,
+        id: String,
+        parts: String,
+    }
+    let db = env.d1(DB)?;
+    let gone: Vec<Gone> = db
+        .prepare(
+            "SELECT user_id, id, parts FROM blobs WHERE expires_at <= ?1 AND parts != '[]' LIMIT ?2",
+        )
+        .bind(&[
+            JsValue::from_f64(now as f64),
+            JsValue::from_f64(f64::from(SWEEP_BATCH)),
+        ])?
+        .all()
+        .await?
+        .results()?;
+    let bucket = env.bucket(BUCKET)?;
+    let mut report = SweepReport::default();
+    for g in gone {
+        let user = UserId(g.user_id);
+        if let Ok(blob) = BlobId::from_str(&g.id) {
+            let pieces: Vec<(u64, u64)> = serde_json::from_str(&g.parts).unwrap_or_default();
+            let keys: Vec<String> = pieces.iter().map(|p| key(user, &blob, p.0)).collect();
+            report.objects += keys.len() as u64;
+            if !keys.is_empty() {
+                bucket.delete_multiple(keys).await?;
+            }
+        }
+        db.prepare("UPDATE blobs SET parts = '[]' WHERE user_id = ?1 AND id = ?2")
+            .bind(&[js_u64(g.user_id), JsValue::from_str(&g.id)])?
+            .run()
+            .await?;
+        report.emptied += 1;
+    }
+    report.forgotten = db
+        .prepare("DELETE FROM blobs WHERE expires_at <= ?1")
+        .bind(&[JsValue::from_f64((now - FORGET_AFTER_S) as f64)])?
+        .run()
+        .await?
+        .meta()
+        .ok()
+        .flatten()
+        .and_then(|m| m.changes)
+        .unwrap_or(0) as u64;
+    Ok(report)
+}
+
+/// Every R2 object under `user`'s prefix, with its size (an admin's view,
+/// and what deleting the user removes).
+pub async fn user_objects(env: &Env, user: UserId) -> Result<Vec<(String, u64)>, ApiError> {
+    let bucket = env.bucket(BUCKET)?;
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    // 1000 keys a page; a user's quota bounds the pages.
+    loop {
+        let mut list = bucket.list().prefix(format!("{}/", user.0));
+        if let Some(c) = cursor.take() {
+            list = list.cursor(c);
+        }
+        let page = list.execute().await?;
+        out.extend(page.objects().iter().map(|o| (o.key(), o.size())));
+        match page.cursor().filter(|_| page.truncated()) {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Deletes R2 objects by key, 1000 at a time.
+pub async fn delete_objects(env: &Env, keys: Vec<String>) -> Result<(), ApiError> {
+    let bucket = env.bucket(BUCKET)?;
+    for chunk in keys.chunks(1000) {
+        bucket.delete_multiple(chunk.to_vec()).await?;
+    }
     Ok(())
 }
 

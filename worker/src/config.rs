@@ -2,7 +2,9 @@
 //! runtime's bindings), with the native relay's defaults.
 
 use clipmesh_room::conn::ConnLimits;
+use clipmesh_room::throttle::Backoff;
 use clipmesh_room::RoomLimits;
+use std::time::Duration;
 use worker::Env;
 
 /// Who may sign up (`SIGNUP`): `open`, `closed`, or `first` (only the
@@ -53,6 +55,9 @@ pub struct Settings {
     /// Messages per user per day before new connections are refused with
     /// a "quota exceeded" close (0: no quota).
     pub daily_message_quota: u64,
+    /// The login throttle (`THROTTLE_FREE_FAILURES`, `THROTTLE_BASE_S`,
+    /// `THROTTLE_MAX_S`; the native defaults 5, 1 s, 900 s).
+    pub throttle: Backoff,
 }
 
 fn var<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
@@ -94,6 +99,11 @@ impl Settings {
                 bad_frame_strikes: var(env, "BAD_FRAME_STRIKES", 3u32),
             },
             daily_message_quota: var(env, "DAILY_MESSAGE_QUOTA", 0u64),
+            throttle: Backoff {
+                free: var(env, "THROTTLE_FREE_FAILURES", 5u32),
+                base: Duration::from_secs(var(env, "THROTTLE_BASE_S", 1u64).max(1)),
+                max: Duration::from_secs(var(env, "THROTTLE_MAX_S", 900u64).max(1)),
+            },
             hello_timeout_s: var(env, "HELLO_TIMEOUT_S", 10u64).max(1),
             blob_max_bytes: var(env, "BLOB_MAX_BYTES", 4u64 << 30),
             blob_quota_bytes: var(env, "BLOB_QUOTA_BYTES", 8u64 << 30),

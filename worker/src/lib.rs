@@ -5,13 +5,16 @@
 //!
 //! - The Worker ([`fetch`]) serves `/healthz`, `/readyz` and the JSON API
 //!   under `/api/v1` with the native relay's paths and bodies: accounts,
-//!   devices and sessions live in **D1** ([`account`]); session tokens are
+//!   devices and sessions live in **D1** ([`account`], [`admin`]), logins
+//!   go through the same throttle rules ([`throttle`]); session tokens are
 //!   looked up through **KV** with a TTL in front of D1 ([`session`]);
 //!   blobs are stored on **R2** with their rows in D1 ([`blobs`]).
 //! - `/api/v1/ws` is authenticated here and handed to the user's
 //!   [`room::UserRoom`] Durable Object (`idFromName(user_id)`), which holds
 //!   the user's sockets with the Hibernation API and drives
 //!   `clipmesh_room::RoomState`.
+//! - A cron trigger runs [`sweep`]: expired blobs' R2 objects, stale
+//!   throttle rows and expired half-finished logins.
 //!
 //! **Architecture Invariant:** this crate decides nothing about the
 //! protocol that the native relay also decides: room behaviour, inbound
@@ -19,12 +22,15 @@
 //! What must differ is listed in `docs/protocol.md`.
 
 pub mod account;
+pub mod admin;
 pub mod api;
 pub mod blobs;
 pub mod config;
 pub mod opaque;
 pub mod room;
 pub mod session;
+pub mod sweep;
+pub mod throttle;
 
 use api::ApiError;
 use worker::{event, Context, Env, Method, Request, Response, Result};
@@ -57,6 +63,8 @@ async fn route(
         (Post, "/api/v1/logout") => account::logout(req, env).await,
         (Post, "/api/v1/session/renew") => account::renew(req, env).await,
         (Get, "/api/v1/devices") => account::devices(req, env).await,
+        (Post, "/api/v1/password") => account::change_password(req, env).await,
+        (Get, "/api/v1/admin/users") => admin::list_users(req, env).await,
         (Delete, p) if p.starts_with("/api/v1/devices/") => {
             let id = &p["/api/v1/devices/".len()..];
             account::delete_device(req, env, id).await
@@ -78,9 +86,18 @@ async fn route(
         (Get, "/api/v2/epoch-wrap") => opaque::epoch_wrap(req, env).await,
         (Get, "/api/v1/ws") => room::upgrade(req, env).await,
         (Get, "/api/v1/status") => room::status(req, env).await,
-        (Get, p) if p.starts_with("/api/v1/admin/users/") && p.ends_with("/status") => {
-            let id = &p["/api/v1/admin/users/".len()..p.len() - "/status".len()];
-            room::admin_status(req, env, id).await
+        (_, p) if p.starts_with("/api/v1/admin/users/") => {
+            let rest = &p["/api/v1/admin/users/".len()..];
+            match (method, rest.split_once('/')) {
+                (Get, Some((id, "status"))) => room::admin_status(req, env, id).await,
+                (Get, Some((id, "blobs"))) => admin::user_blobs(req, env, id).await,
+                (Post, Some((id, "disable"))) => admin::disable_user(req, env, id).await,
+                (Delete, None) => admin::delete_user(req, env, rest).await,
+                (_, Some((_, "status" | "blobs" | "disable"))) | (_, None) => {
+                    Err(ApiError::new(405, "bad_request", "method not allowed"))
+                }
+                _ => Err(ApiError::not_found("route")),
+            }
         }
         (_, p) if known_path(p) => Err(ApiError::new(405, "bad_request", "method not allowed")),
         _ => Err(ApiError::not_found("route")),
@@ -100,6 +117,8 @@ fn known_path(p: &str) -> bool {
             | "/api/v1/devices"
             | "/api/v1/ws"
             | "/api/v1/status"
+            | "/api/v1/password"
+            | "/api/v1/admin/users"
             | "/api/v2/signup/start"
             | "/api/v2/signup/finish"
             | "/api/v2/login/start"

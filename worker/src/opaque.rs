@@ -21,13 +21,16 @@
 //!   with one `DELETE … RETURNING`, so a replayed KE3 finds nothing. At
 //!   most [`MAX_PENDING_LOGINS`](clipmesh_room::opaque::MAX_PENDING_LOGINS)
 //!   unexpired rows exist; more starts are 429.
-//! - Not here (as for v1 on the Worker): the login throttle per name and
-//!   network, and dropping the room's newest clip on an epoch change.
+//! - Logins and password changes go through the login throttle
+//!   ([`crate::throttle`]) as natively: a start counts against the account
+//!   from that network until a finish that verifies clears it; a finish
+//!   that does not verify counts against the network.
 
 use crate::account::{self, UserRow};
 use crate::api::{self, ApiError};
 use crate::config::{Settings, SignupPolicy};
 use crate::session::{self, js_u64, Session, DB};
+use crate::throttle;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use clipmesh_proto::api::v2::{
@@ -197,9 +200,10 @@ async fn park(
 /// Takes a parked login (once) and checks KE3; `Ok` names the account.
 async fn finish_parked(
     env: &Env,
+    s: &Settings,
     o: &Opaque,
-    login_id: &str,
-    finish: &str,
+    (login_id, finish): (&str, &str),
+    net: std::net::IpAddr,
 ) -> Result<(UserId, String), ApiError> {
     let id = rules::login_id(login_id)?;
     let ke3 = rules::login_finish_bytes("finish", finish)?;
@@ -244,7 +248,11 @@ async fn finish_parked(
     let ok = rules::login_finish(state, &ke3).is_ok();
     match row.user_id.filter(|_| ok) {
         Some(user) => Ok((UserId(user), row.username)),
-        None => Err(invalid_credentials()),
+        None => {
+            // The start already counted against the account.
+            throttle::net_failure(env, s, net).await?;
+            Err(invalid_credentials())
+        }
     }
 }
 
@@ -327,10 +335,15 @@ pub async fn signup_finish(mut req: Request, env: &Env) -> Answer {
 /// on v1 get OPAQUE's fake record and the parameters a v1 prelogin shows.
 pub async fn login_start(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let net = throttle::client_net(&req);
     let req: LoginStartRequest = api::json(&mut req, s.max_json).await?;
     validate::username(&req.username)?;
     let ke1 = rules::login_request("request", &req.request)?;
     let o = opaque(env)?;
+    throttle::check(env, &req.username, net).await?;
+    // Counted now, cleared by a finish that verifies: a guesser learns
+    // whether its guess was right from KE2 alone and never sends KE3.
+    throttle::attempt(env, &s, &req.username, net).await?;
     let row = v2_by_name(env, &req.username).await?;
     let account = match &row {
         Some(r) => Some(AccountAuth {
@@ -367,10 +380,11 @@ pub async fn login_start(mut req: Request, env: &Env) -> Answer {
 /// `POST /api/v2/login/finish`: KE3; success logs a new device in.
 pub async fn login_finish(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let net = throttle::client_net(&req);
     let req: LoginFinishRequest = api::json(&mut req, s.max_json).await?;
     validate::device_name(&req.device_name)?;
     let o = opaque(env)?;
-    let (user, _) = finish_parked(env, &o, &req.login_id, &req.finish).await?;
+    let (user, username) = finish_parked(env, &s, &o, (&req.login_id, &req.finish), net).await?;
     let row = v2_by_id(env, user).await?.ok_or_else(invalid_credentials)?;
     if row.disabled != 0 {
         return Err(ApiError::new(
@@ -379,6 +393,7 @@ pub async fn login_finish(mut req: Request, env: &Env) -> Answer {
             "this account is disabled",
         ));
     }
+    throttle::success(env, &username, net).await?;
     let (token, token_hash) = auth::new_token();
     let device = account::new_session(env, row.id, &req.device_name, &token_hash).await?;
     login_answer(&row, device, token)
@@ -406,6 +421,7 @@ pub async fn register_start(mut req: Request, env: &Env) -> Answer {
 pub async fn upgrade(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
     let me = me(&req, env, &s).await?;
+    let net = throttle::client_net(&req);
     let body: UpgradeRequest = api::json(&mut req, s.max_json).await?;
     let current = validate::key_hex("current_auth_key", &body.current_auth_key)?;
     let record = rules::record(&body.record)?;
@@ -414,8 +430,10 @@ pub async fn upgrade(mut req: Request, env: &Env) -> Answer {
     opaque(env)?;
     let row: Option<UserRow> = account::user_by_id(env, me.user).await?;
     let row = row.ok_or_else(ApiError::unauthorized)?;
+    throttle::check(env, &row.username, net).await?;
     let v1 = rules::v1_login_allowed(row.is_v2());
     if !account::verify_v1(&s, v1.then_some(row.auth_hash.as_str()), &current) {
+        throttle::failure(env, &s, &row.username, net).await?;
         return Err(invalid_credentials());
     }
     let kdf = serde_json::to_string(&kdf).map_err(ApiError::internal)?;
@@ -445,6 +463,7 @@ pub async fn upgrade(mut req: Request, env: &Env) -> Answer {
 pub async fn password_start(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
     let me = me(&req, env, &s).await?;
+    let net = throttle::client_net(&req);
     let body: PasswordStartRequest = api::json(&mut req, s.max_json).await?;
     let ke1 = rules::login_request("login", &body.login)?;
     let reg = rules::registration_request("registration", &body.registration)?;
@@ -452,6 +471,8 @@ pub async fn password_start(mut req: Request, env: &Env) -> Answer {
     let row = v2_by_id(env, me.user)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    throttle::check(env, &row.username, net).await?;
+    throttle::attempt(env, &s, &row.username, net).await?;
     let Some(record) = row.opaque_record.as_deref().map(record_of).transpose()? else {
         return Err(ApiError::bad_request(
             "this account still uses v1 login: log in again with this client to upgrade it",
@@ -491,15 +512,17 @@ pub async fn password_start(mut req: Request, env: &Env) -> Answer {
 pub async fn password_finish(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
     let me = me(&req, env, &s).await?;
+    let net = throttle::client_net(&req);
     let body: PasswordFinishRequest = api::json(&mut req, s.max_json).await?;
     let record = rules::record(&body.record)?;
     let kdf = rules::record_kdf(&body.kdf)?;
     let wrap = rules::export_wrap(&body.export_wrap)?;
     let o = opaque(env)?;
-    let (user, _) = finish_parked(env, &o, &body.login_id, &body.finish).await?;
+    let (user, username) = finish_parked(env, &s, &o, (&body.login_id, &body.finish), net).await?;
     if user != me.user {
         return Err(invalid_credentials());
     }
+    throttle::success(env, &username, net).await?;
     let row = v2_by_id(env, user)
         .await?
         .ok_or_else(ApiError::unauthorized)?;

@@ -724,15 +724,24 @@ impl DurableObject for UserRoom {
                     .query_pairs()
                     .find(|(k, _)| k == "device")
                     .and_then(|(_, v)| v.parse::<u64>().ok());
-                if let Some(d) = device {
-                    if let Some(inner) = self.inner.borrow_mut().as_mut() {
-                        inner.room.revoke(Some(DeviceId(d)));
-                    }
-                    // Sockets still waiting for their Hello.
-                    for ws in self.state.get_websockets_with_tag(&format!("d{d}")) {
-                        let c = CloseCode::Unauthorized;
-                        let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
-                    }
+                // Without a device: every socket (an account disabled or
+                // deleted by an admin; `forget=1` also wipes the storage).
+                if let Some(inner) = self.inner.borrow_mut().as_mut() {
+                    inner.room.revoke(device.map(DeviceId));
+                }
+                // Sockets still waiting for their Hello.
+                let c = CloseCode::Unauthorized;
+                let left = match device {
+                    Some(d) => self.state.get_websockets_with_tag(&format!("d{d}")),
+                    None => self.state.get_websockets(),
+                };
+                for ws in left {
+                    let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
+                }
+                if device.is_none() && url.query_pairs().any(|(k, v)| k == "forget" && v == "1") {
+                    self.state.storage().delete_alarm().await?;
+                    self.state.storage().delete_all().await?;
+                    *self.inner.borrow_mut() = None;
                 }
                 Response::empty()
             }
@@ -740,9 +749,16 @@ impl DurableObject for UserRoom {
                 // A new key epoch: every socket of the account closes with
                 // 1012, members and sockets still waiting for their Hello,
                 // so each device reconnects and fetches its wrap on join.
+                // The stored clip is sealed under the old epoch: it goes,
+                // the sequence number stays (as natively).
                 self.ensure_loaded(None).await?;
-                if let Some(inner) = self.inner.borrow_mut().as_mut() {
+                let seq = self.inner.borrow_mut().as_mut().map(|inner| {
                     inner.room.reconnect_all();
+                    inner.room.seq()
+                });
+                if let Some(seq) = seq {
+                    self.state.storage().put("seq", seq).await?;
+                    self.state.storage().delete("clip").await?;
                 }
                 let c = CloseCode::ServiceRestart;
                 for ws in self.state.get_websockets() {
@@ -866,6 +882,22 @@ pub async fn upgrade(req: Request, env: &Env) -> Result<Response, ApiError> {
 pub async fn revoke(env: &Env, user: UserId, device: DeviceId) {
     if let Ok(st) = stub(env, user) {
         let url = format!("https://room/revoke?user={}&device={}", user.0, device.0);
+        if let Err(e) = st.fetch_with_str(&url).await {
+            worker::console_warn!("revoke in room failed: {e}");
+        }
+    }
+}
+
+/// Closes every socket of the user's room with 4001 (an admin disabled
+/// the account; with `forget`, deleted it: the room's storage goes too).
+/// Best effort, as [`revoke`].
+pub async fn revoke_all(env: &Env, user: UserId, forget: bool) {
+    if let Ok(st) = stub(env, user) {
+        let url = format!(
+            "https://room/revoke?user={}&forget={}",
+            user.0,
+            u8::from(forget)
+        );
         if let Err(e) = st.fetch_with_str(&url).await {
             worker::console_warn!("revoke in room failed: {e}");
         }

@@ -14,7 +14,11 @@
 //! status on the way). `--lifetimes IDLE_S` checks that a session idle
 //! past IDLE_S ends, against a relay configured with that idle lifetime;
 //! `--blob-expiry TTL_S` that blobs expire (410) after TTL_S, against a
-//! relay with that blob lifetime.
+//! relay with that blob lifetime. `--throttle FREE` checks the login
+//! throttle against a relay allowing FREE failures with a long first block
+//! (it blocks this network: run it last); `--cron-sweep TTL_S` the Worker's
+//! scheduled sweep of expired blobs against a fresh Worker with that blob
+//! lifetime.
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -57,8 +61,16 @@ fn main() -> Result<()> {
             clipmesh_tests::conformance::blob_expiry(url, ttl.parse()?)?;
             println!("blob expiry: a blob older than {ttl} s answered 410 blob_expired");
         }
+        [flag, url, th, free] if flag == "--url" && th == "--throttle" => {
+            clipmesh_tests::conformance::login_throttle(url, free.parse()?)?;
+            println!("throttle: after {free} free failures and one more, the right key, a password change and a v2 login start were refused with 429");
+        }
+        [flag, url, c, ttl] if flag == "--url" && c == "--cron-sweep" => {
+            clipmesh_tests::conformance::cron_sweep(url, ttl.parse()?)?;
+            println!("cron sweep: the scheduled handler deleted an expired blob's R2 objects; the blob answers 410");
+        }
         _ => bail!(
-            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S]"
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S | --throttle FREE | --cron-sweep TTL_S]"
         ),
     }
     Ok(())
