@@ -754,6 +754,7 @@ impl DurableObject for UserRoom {
                 self.ensure_loaded(None).await?;
                 let seq = self.inner.borrow_mut().as_mut().map(|inner| {
                     inner.room.reconnect_all();
+                    inner.room.forget_newest();
                     inner.room.seq()
                 });
                 if let Some(seq) = seq {
