@@ -12,10 +12,12 @@ cd "$(dirname "$0")/../.."
 . scripts/lib/apt.sh
 apt_install wine wine64 gcc-mingw-w64-x86-64 wixl xvfb xclip trayer
 
+# One clippy call for the client, the meter and the tray: two calls with
+# different package selections unify dependency features differently
+# (tracing, serde_json, windows-sys) and type-check the graph twice.
 echo "--> clippy x86_64-pc-windows-gnu"
-scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh -p clipmesh-winmeter --all-targets -- -D warnings
-echo "--> clippy x86_64-pc-windows-gnu: the tray"
-scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh-tray-shell -p clipmesh-tray -- -D warnings
+scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh -p clipmesh-winmeter \
+    -p clipmesh-tray-shell -p clipmesh-tray --all-targets -- -D warnings
 echo "--> clippy aarch64-pc-windows-gnullvm (check only)"
 scripts/cross aarch64-pc-windows-gnullvm clippy --locked -p clipmesh -- -D warnings
 echo "--> release exe and MSI"

@@ -27,9 +27,12 @@ apt_install xvfb trayer xdotool libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-
     libayatana-appindicator3-1 pkg-config libgtk-3-dev \
     sway waybar grim dunst dbus libglib2.0-bin
 
-cargo build --locked -p clipmesh -p clipmesh-relay --bins
-cargo clippy --locked -p clipmesh-tray --test desktop -- -D warnings
-cargo test --locked -p clipmesh-tray --test desktop -- --test-threads 1
+# Every cargo call here selects --workspace, like the base steps: a -p
+# selection unifies dependency features differently and rebuilds most of the
+# dependency graph (seen with `cargo --unit-graph`: libc, serde, tracing).
+cargo build --locked --workspace --bins
+cargo clippy --locked --workspace --test desktop -- -D warnings
+cargo test --locked --workspace --test desktop -- --test-threads 1
 
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 keep=$target_dir/tray-screenshots

@@ -26,7 +26,10 @@ scripts/worker-dev --build-only
 )
 
 echo "--- Worker: conformance suite on a local workerd"
-cargo build --quiet -p clipmesh-tests --bin clipmesh-conformance
+# Every cargo call here selects --workspace, like the base steps: a -p
+# selection unifies dependency features differently and rebuilds most of the
+# dependency graph (seen with `cargo --unit-graph`: libc, serde, tracing).
+cargo build --quiet --workspace --bins --locked
 state=$(mktemp -d)
 log=$state/worker.log
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -93,4 +96,4 @@ qpid=
 
 echo "--- Worker: two stock daemons on Xvfb through the Worker, and its restart"
 CLIPMESH_WORKER_BUNDLE=$root/target/worker/bundle \
-    cargo test --quiet -p clipmesh-tests --test worker -- --ignored
+    cargo test --quiet --workspace --locked --test worker -- --ignored

@@ -11,7 +11,10 @@ cd "$(dirname "$0")/../.."
 . scripts/lib/apt.sh
 apt_install strace
 
-cargo build -q -p clipmesh --bin clipmesh --locked
+# Every cargo call here selects --workspace, like the base steps: a -p
+# selection unifies dependency features differently and rebuilds most of the
+# dependency graph (seen with `cargo --unit-graph`: libc, serde, tracing).
+cargo build -q --workspace --bins --locked
 client=target/debug/clipmesh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

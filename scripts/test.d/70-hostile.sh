@@ -21,7 +21,10 @@ case "${HOSTILE_PROFILE:-debug}" in
     release) profile_flag=(--release) dir=release ;;
     *) echo "HOSTILE_PROFILE must be debug or release" >&2; exit 2 ;;
 esac
-cargo build -q "${profile_flag[@]}" -p clipmesh-relay -p clipmesh-loadtest --locked
+# Every cargo call here selects --workspace, like the base steps: a -p
+# selection unifies dependency features differently and rebuilds most of the
+# dependency graph (seen with `cargo --unit-graph`: libc, serde, tracing).
+cargo build -q "${profile_flag[@]}" --workspace --bins --locked
 target_dir=${CARGO_TARGET_DIR:-target}
 relay=$target_dir/$dir/clipmesh-relay
 load=$target_dir/$dir/clipmesh-load
