@@ -451,7 +451,9 @@ pub async fn change_password(mut req: Request, env: &Env) -> Answer {
 /// `POST /api/v1/session/renew`: a new token for the caller's device with
 /// a fresh absolute lifetime; the old token is accepted until the new one
 /// is first used (a device that lost this answer can renew again).
-pub async fn renew(req: Request, env: &Env) -> Answer {
+pub async fn renew(mut req: Request, env: &Env) -> Answer {
+    // Any body is ignored, but read (see `api::body`).
+    api::body(&mut req).await?;
     let s = Settings::from_env(env);
     let (token, _) = session::request_token(&req);
     session::authenticate(env, &s, token.as_deref()).await?;
@@ -468,7 +470,9 @@ pub async fn renew(req: Request, env: &Env) -> Answer {
 }
 
 /// `POST /api/v1/logout`: ends this device's session and closes its socket.
-pub async fn logout(req: Request, env: &Env) -> Answer {
+pub async fn logout(mut req: Request, env: &Env) -> Answer {
+    // Any body is ignored, but read (see `api::body`).
+    api::body(&mut req).await?;
     let s = Settings::from_env(env);
     let (token, _) = session::request_token(&req);
     let me = session::authenticate(env, &s, token.as_deref()).await?;
