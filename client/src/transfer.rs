@@ -121,10 +121,12 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    /// Whether retrying (after a HEAD or with a range) may help.
+    /// Whether retrying (after a HEAD or with a range) may help: a broken
+    /// connection, an offset mismatch, a 5xx, or a 408 (the relay ended a
+    /// body it found too slow, keeping what arrived).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unreachable(_) | Self::OffsetMismatch)
-            || matches!(self, Self::Relay { status, .. } if *status >= 500)
+            || matches!(self, Self::Relay { status, .. } if *status >= 500 || *status == 408)
     }
 
     pub(crate) fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
@@ -153,5 +155,13 @@ mod tests {
         assert!(TransferError::Unreachable("x".into()).is_retryable());
         assert!(!TransferError::Expired.is_retryable());
         assert!(!TransferError::Corrupt(BlobError::Open).is_retryable());
+        let relay = |status| TransferError::Relay {
+            status,
+            code: "bad_request".into(),
+        };
+        // A PATCH the relay ended as too slow resumes; a bad request does not.
+        assert!(relay(408).is_retryable());
+        assert!(relay(503).is_retryable());
+        assert!(!relay(400).is_retryable());
     }
 }

@@ -84,8 +84,15 @@ impl std::fmt::Display for Attack {
 /// What an attack's requests got.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Answers by HTTP status (101 for a WebSocket that opened).
+    /// Answers by HTTP status (101 for a WebSocket that opened) to the
+    /// requests an attack makes and does not hold (a stalled upload's
+    /// `POST` create, floods).
     statuses: Mutex<BTreeMap<u16, u64>>,
+    /// The answers that ended a held request (a stalled upload's `PATCH`, a
+    /// slowloris request), by status: the relay's own limits at work, e.g.
+    /// 400 for a `PATCH` below the minimum upload rate, 408 for a body past
+    /// the request timeout.
+    ended: Mutex<BTreeMap<u16, u64>>,
     /// Connections the relay closed without an answer (or refused).
     closed: AtomicU64,
     /// Connections held open right now (stalled requests, pending sockets).
@@ -105,6 +112,12 @@ impl Counters {
         }
     }
 
+    fn ended(&self, s: u16) {
+        if let Ok(mut m) = self.ended.lock() {
+            *m.entry(s).or_insert(0) += 1;
+        }
+    }
+
     fn closed(&self) {
         self.closed.fetch_add(1, Ordering::Relaxed);
     }
@@ -117,18 +130,19 @@ impl Counters {
 
     /// One line for the report.
     pub fn summary(&self) -> String {
-        let statuses = self
-            .statuses
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(s, n)| format!("{s}:{n}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
+        let list = |m: &Mutex<BTreeMap<u16, u64>>| {
+            m.lock()
+                .map(|m| {
+                    m.iter()
+                        .map(|(s, n)| format!("{s}:{n}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
+        let (statuses, ended) = (list(&self.statuses), list(&self.ended));
         format!(
-            "answers {{{statuses}}} closed={} held_peak={} published={} delivered={}",
+            "answers {{{statuses}}} held requests ended by {{{ended}}} closed={} held_peak={} published={} delivered={}",
             self.closed.load(Ordering::Relaxed),
             self.held_peak.load(Ordering::Relaxed),
             self.published.load(Ordering::Relaxed),
@@ -337,9 +351,10 @@ async fn trickle(s: TcpStream, step: &[u8], every: Duration) -> Option<u16> {
     }
 }
 
+/// How a held request ended: the relay's answer, or a close without one.
 fn record(c: &Counters, status: Option<u16>) {
     match status {
-        Some(s) => c.status(s),
+        Some(s) => c.ended(s),
         None => c.closed(),
     }
 }

@@ -385,6 +385,16 @@ async fn patch(
             ApiError::bad_request("upload body broke off; resume from Upload-Offset"),
             stored,
         )),
+        // The relay's own limit, not a malformed request: a timeout (as the
+        // whole-request timeout of other requests), which clients resume.
+        End::Stalled => Ok(with_offset(
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ApiErrorCode::BadRequest,
+                "upload body too slow (idle, or below the relay's minimum upload rate); resume from Upload-Offset",
+            ),
+            stored,
+        )),
         _ => Ok((
             StatusCode::NO_CONTENT,
             [(UPLOAD_OFFSET, HeaderValue::from(stored))],

@@ -30,9 +30,12 @@ use tokio::time::Instant;
 pub(crate) enum End {
     /// The whole body was written.
     Done,
-    /// The body broke off (client gone, bad chunked encoding, or no frame
-    /// for the idle time); the bytes before the break were written.
+    /// The body broke off (client gone, bad chunked encoding); the bytes
+    /// before the break were written.
     Interrupted,
+    /// The relay ended a body too slow to keep: no frame for the idle time,
+    /// or a window below the minimum rate. The bytes before were written.
+    Stalled,
     /// The body was longer than allowed; nothing of it is kept.
     Overflow,
 }
@@ -55,7 +58,7 @@ pub(crate) struct Written {
 /// blocking write so the blob stays locked until they have all finished,
 /// even if this future is dropped. `mark` is the blob's progress mark;
 /// a body with no frame for `idle`, or with fewer than `min_rate` bytes per
-/// second over an `idle` window, ends as [`End::Interrupted`].
+/// second over an `idle` window, ends as [`End::Stalled`].
 // The blob's path, bounds, lock and mark are separate on purpose: each
 // comes from a different owner in the handler.
 #[allow(clippy::too_many_arguments)]
@@ -87,14 +90,14 @@ pub(crate) async fn write_body(
                     continue;
                 }
                 tracing::debug!(min_rate, "blob upload body below the minimum rate; ended");
-                break End::Interrupted;
+                break End::Stalled;
             }
             Err(_) => {
                 tracing::debug!(
                     idle_ms = idle.as_millis() as u64,
                     "blob upload body idle; ended"
                 );
-                break End::Interrupted;
+                break End::Stalled;
             }
         };
         match next {
@@ -103,7 +106,7 @@ pub(crate) async fn write_body(
                 rate.got(n);
                 if rate.ends <= Instant::now() && !rate.roll(Instant::now()) {
                     tracing::debug!(min_rate, "blob upload body below the minimum rate; ended");
-                    break End::Interrupted;
+                    break End::Stalled;
                 }
                 if bytes + pending_len as u64 + n > allowed {
                     break End::Overflow;

@@ -643,6 +643,6 @@ async fn a_slow_patch_that_progresses_outlives_the_request_timeout_and_a_stalled
     let id = bid.to_string();
     assert_eq!(create(u, t, &id, sealed.len() as u64).await.status, 201);
     let (status, offset) = slow_patch(addr, t, &id, sealed.len(), &[&sealed[..70_000]], gap).await;
-    assert_eq!((status, offset), (400, 70_000));
+    assert_eq!((status, offset), (408, 70_000));
     assert_eq!(head(u, t, &id).await.offset(), 70_000);
 }

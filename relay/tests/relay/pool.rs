@@ -228,7 +228,7 @@ async fn a_trickling_upload_ends_at_the_minimum_rate() {
     let took = started.elapsed();
     trickle.abort();
     let text = String::from_utf8_lossy(&answer).to_lowercase();
-    assert!(text.starts_with("http/1.1 400"), "{text}");
+    assert!(text.starts_with("http/1.1 408"), "{text}");
     assert!(took < Duration::from_secs(5), "ended after {took:?}");
     let kept: u64 = text
         .lines()
