@@ -4,7 +4,9 @@
 //! config dir and tries), an offline device picks the new epoch up when it
 //! joins, a password change starts a new epoch that running daemons adopt,
 //! and a clip one device forges as another (delivered by a hostile relay)
-//! is refused with one line and nothing applied.
+//! is refused with one line and nothing applied; a flood of clips from a
+//! sender the listing does not vouch for costs a few listing fetches, not
+//! one per clip.
 
 use crate::support::*;
 use clipmesh::clipkeys::{self, Opened};
@@ -322,4 +324,162 @@ async fn a_clip_forged_as_another_device_is_refused() {
         assert!(c.applied.try_recv().is_err(), "nothing applied");
         c.stop().await.unwrap();
     }
+}
+
+/// A loopback TCP proxy to `to` (the relay) that counts the requests for
+/// the account's key listing passing through it. Its task (and the
+/// connections it holds) ends when the returned handle is aborted.
+async fn counting_proxy(
+    to: std::net::SocketAddr,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const NEEDLE: &[u8] = b"GET /api/v2/device-keys";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((inbound, _)) = listener.accept().await {
+            let counted = counted.clone();
+            conns.spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    // The end of what came before, so a request line split
+                    // across two reads is still seen.
+                    let mut seen: Vec<u8> = Vec::new();
+                    loop {
+                        let n = match ri.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        let hits = seen.windows(NEEDLE.len()).filter(|w| *w == NEEDLE).count();
+                        counted.fetch_add(hits, Ordering::SeqCst);
+                        let keep = seen.len().min(NEEDLE.len() - 1);
+                        seen.drain(..seen.len() - keep);
+                        if wo.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = wo.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut ro, &mut wi).await;
+                    let _ = wi.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (url, count, task)
+}
+
+/// A sender the relay's listing does not vouch for (its certificate is not
+/// one any device of the account made) floods a running daemon with 20
+/// clips: the daemon fetches the listing once for them and refuses the
+/// rest without fetching again (before, every clip fetched it, inside the
+/// daemon's loop). Counted at a proxy in front of the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_a_sender_the_listing_does_not_vouch_for_costs_few_listing_fetches() {
+    use std::sync::atomic::Ordering;
+    let mut relay = TestRelay::start(SignupPolicy::Open).await;
+    let (a_dir, b_dir) = (device_dir(), device_dir());
+    ok(auth("signup", a_dir.path(), &relay.url, "ann", PASSWORD, "a").await);
+    ok(auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b").await);
+    let user = user_of(a_dir.path());
+    let b_id = DeviceId(device_id(b_dir.path()));
+    let b_public = secrets_of(b_dir.path()).device.unwrap().public();
+    relay.stop().await;
+    assert!(db(&relay)
+        .set_device_key(
+            user,
+            b_id,
+            &b_public.to_bytes(),
+            1,
+            &[7u8; clipmesh_proto::epoch::CERT_LEN]
+        )
+        .unwrap());
+    relay.restart().await;
+
+    // A's daemon talks to the relay through the counting proxy.
+    let (proxy, fetches, proxy_task) = counting_proxy(relay.addr).await;
+    let mut device = Device::load(a_dir.path()).unwrap();
+    device.account.server = proxy;
+    let transport = clipmesh::daemon::Transport {
+        mode: clipmesh::p2p::Mode::Relay,
+        bind: String::new(),
+        idle_close: None,
+    };
+    let mut a = TestDaemon::start_as(a_dir.path(), device, transport);
+    wait_online(&a, 1).await;
+
+    // B publishes 20 clips it signs with its own key.
+    let b = Device::load(b_dir.path()).unwrap();
+    let b_keys = clipkeys::for_device(b_dir.path(), &b).unwrap();
+    let (handle, commands) = clipmesh::link::channel();
+    let (events, mut _events) = tokio::sync::mpsc::channel(256);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let cfg = clipmesh::link::LinkConfig {
+        server: relay.url.clone(),
+        token: clipmesh::token::TokenCell::new(b.secrets.token.clone()),
+        last_seen: 0,
+        seed: 1,
+        roots: b.roots().unwrap(),
+    };
+    let link = tokio::spawn(clipmesh::link::run(cfg, commands, events, cancel.clone()));
+    let mut acks = Vec::new();
+    for seq in 1..=20u64 {
+        let item = ClipItem {
+            timestamp_ms: clipmesh::clock::now_ms(),
+            content: ClipContent::Text(format!("from b {seq}")),
+        };
+        acks.push(handle.publish(b_keys.seal(seq, &item)).await.unwrap());
+    }
+    for ack in acks {
+        tokio::time::timeout(STEP, ack)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    // A refuses them, with a few fetches (A's join, B's presence, the
+    // first clip), not one per clip.
+    let line = tokio::time::timeout(STEP, async {
+        loop {
+            let n = fetches.load(Ordering::SeqCst);
+            assert!(n <= 4, "{n} listing fetches for 20 clips");
+            if let Some(e) = a.status().await.and_then(|s| s.last_error) {
+                if e.contains(&format!("clip from device {b_id} refused")) {
+                    break e;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(line.contains("roster"), "{line}");
+    // And no more come (the old loop fetched once per clip).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let n = fetches.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&n), "{n} listing fetches for 20 clips");
+    assert!(a.applied.try_recv().is_err(), "nothing applied");
+
+    cancel.cancel();
+    tokio::time::timeout(STEP, link).await.unwrap().unwrap();
+    a.stop().await.unwrap();
+    proxy_task.abort();
+    let _ = proxy_task.await;
+    relay.stop().await;
 }

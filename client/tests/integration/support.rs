@@ -312,7 +312,11 @@ impl TestDaemon {
     }
 
     pub fn start_with(dir: &Path, transport: Transport) -> Self {
-        let device = Device::load(dir).unwrap();
+        Self::start_as(dir, Device::load(dir).unwrap(), transport)
+    }
+
+    /// The device in `dir` as `device` says (e.g. with another server URL).
+    pub fn start_as(dir: &Path, device: Device, transport: Transport) -> Self {
         let (ltx, lrx) = mpsc::channel(16);
         let (atx, arx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
