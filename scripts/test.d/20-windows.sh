@@ -4,7 +4,8 @@
 # release exes (clipmesh, clipmeshw, clipmesh-tray) and MSI
 # (scripts/build-windows), then under Wine 8 on Xvfb the end-to-end test
 # against a Linux daemon, the tray test (it connects, its icon docks in
-# trayer, a second start says it runs) and the MSI install / --version / upgrade / uninstall test. Each Wine test makes its own fresh WINEPREFIX in
+# trayer, a second start says it runs, its menu opened by a right click on
+# the icon pauses and quits) and the MSI install / --version / upgrade / uninstall test. Each Wine test makes its own fresh WINEPREFIX in
 # its temp dir and ends it with `wineserver -k` on that prefix.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -173,3 +173,45 @@ pub fn screenshot(display: &str, window: Option<Window>, file: &Path) -> Result<
     )?;
     Ok(())
 }
+
+/// The mapped top-level windows (children of the root).
+pub fn mapped_top_levels(display: &str) -> Result<Vec<Window>> {
+    let (conn, screen) = RustConnection::connect(Some(display))?;
+    let root = conn.setup().roots[screen].root;
+    let mut out = Vec::new();
+    for w in conn.query_tree(root)?.reply()?.children {
+        if conn.get_window_attributes(w)?.reply()?.map_state == MapState::VIEWABLE {
+            out.push(w);
+        }
+    }
+    Ok(out)
+}
+
+/// A window's place on the screen: (x, y, width, height) in root
+/// coordinates.
+pub fn screen_rect(display: &str, window: Window) -> Result<(i32, i32, u16, u16)> {
+    let (conn, screen) = RustConnection::connect(Some(display))?;
+    let root = conn.setup().roots[screen].root;
+    let g = conn.get_geometry(window)?.reply()?;
+    let t = conn.translate_coordinates(window, root, 0, 0)?.reply()?;
+    Ok((t.dst_x.into(), t.dst_y.into(), g.width, g.height))
+}
+
+/// Moves the pointer to (`x`, `y`) on the screen and clicks `button`
+/// (1 left, 3 right) with xdotool.
+pub fn click_at(display: &str, x: i32, y: i32, button: u8) -> Result<()> {
+    let out = Command::new("xdotool")
+        .args(["mousemove", "--sync", &x.to_string(), &y.to_string()])
+        .args(["click", &button.to_string()])
+        .env("DISPLAY", display)
+        .stdin(Stdio::null())
+        .output()
+        .context("xdotool (apt-get install -y xdotool)")?;
+    if !out.status.success() {
+        bail!(
+            "xdotool click at {x},{y}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -9,8 +9,13 @@
 //! - [`icons`]: the icon pictures, compiled in;
 //! - [`platform`]: [`platform::TrayShell`] (tray-icon and muda) and
 //!   [`platform::run`], the loop: GTK's on Linux, winit's (a Win32 message
-//!   loop, `NSApplication`) on Windows and macOS.
+//!   loop, `NSApplication`) on Windows and macOS;
+//! - `winmenu` (Windows only): opens the menu on a click on the icon, the
+//!   crate's only `unsafe` code.
 
 pub mod icons;
 pub mod menu;
 pub mod platform;
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod winmenu;

@@ -6,7 +6,10 @@
 //!   XEmbed tray (GtkStatusIcon) when no StatusNotifier host runs.
 //! - Windows and macOS: winit's event loop (a Win32 message loop,
 //!   `NSApplication`), which tray-icon needs running on the thread that
-//!   owns the icon; the icon is made once the loop runs.
+//!   owns the icon; the icon is made once the loop runs. On Windows a
+//!   click on the icon opens the menu through our own handler
+//!   (`crate::winmenu`), not tray-icon's, which needs the icon's rectangle
+//!   (Wine cannot give it).
 
 use crate::menu::{Entry, IconState, Notice, Shell, TrayApp};
 use std::collections::HashMap;
@@ -38,6 +41,9 @@ fn shape(entries: &[Entry], out: &mut Vec<String>) {
 
 /// The tray icon and its menu.
 pub struct TrayShell {
+    /// Opens the menu on a click (Windows); dropped before the icon.
+    #[cfg(windows)]
+    click: crate::winmenu::ClickMenu,
     /// The icon.
     tray: TrayIcon,
     /// One decoded icon per state.
@@ -74,9 +80,18 @@ impl TrayShell {
             .with_title("clipmesh")
             .with_tooltip("clipmesh")
             .with_icon(icon(IconState::Offline)?)
-            .with_menu(Box::new(Menu::new()))
-            .build()?;
+            .with_menu(Box::new(Menu::new()));
+        // On Windows the menu opens from crate::winmenu's handler instead.
+        #[cfg(windows)]
+        let tray = tray
+            .with_menu_on_left_click(false)
+            .with_menu_on_right_click(false);
+        let tray = tray.build()?;
+        #[cfg(windows)]
+        let click = crate::winmenu::ClickMenu::attach(tray.window_handle())?;
         Ok(Self {
+            #[cfg(windows)]
+            click,
             tray,
             icons,
             shown: None,
@@ -203,6 +218,8 @@ impl Shell for TrayShell {
         }
         match self.build(entries) {
             Ok(menu) => {
+                #[cfg(windows)]
+                self.click.set_menu(&menu);
                 self.tray.set_menu(Some(Box::new(menu)));
                 self.shape = s;
             }
@@ -313,6 +330,10 @@ pub fn run<A: TrayApp + 'static, R: Send + 'static>(
     let proxy = event_loop.create_proxy();
     let ui_fwd = forward(ui, proxy.clone(), |e| e)?;
     let rep_fwd = forward(reports, proxy.clone(), wrap)?;
+    // The icon's own events (clicks, hovers) are not used; without a
+    // handler tray-icon would queue each one in an unbounded channel that
+    // nobody reads.
+    tray_icon::TrayIconEvent::set_event_handler(Some(|_: tray_icon::TrayIconEvent| {}));
     let menu_proxy = std::sync::Mutex::new(proxy);
     tray_icon::menu::MenuEvent::set_event_handler(Some(move |e: tray_icon::menu::MenuEvent| {
         if let Ok(p) = menu_proxy.lock() {

@@ -6,8 +6,12 @@
 //! starts for its config directory, its engine connects (the log says the
 //! icon shows "connected"), its icon is found docked in trayer's panel and
 //! a screenshot is kept (`target/tmp/desktop-test/windows-tray.png`), and a
-//! second start says it already runs. Its menu cannot be opened under Wine
-//! 8 (see the end of the test), so it is ended by PID.
+//! second start says it already runs. Then its menu is opened with a right
+//! click on the docked icon (xdotool), "Pause syncing" is clicked (the icon
+//! turns to paused), the menu is opened again and "Quit clipmesh" ends the
+//! program with success; pictures of both menus are kept
+//! (`windows-tray-menu.png`, `windows-tray-menu-paused.png`). The tray,
+//! trayer and Xvfb are ended by PID, the prefix with `wineserver -k`.
 //!
 //! Needs `clipmesh.exe` and `clipmesh-tray.exe` (`scripts/build-windows`);
 //! without them the test says so and passes without running.
@@ -16,7 +20,9 @@
 use crate::world::{World, LOG};
 use clipmesh_tests::wait::poll_until;
 use clipmesh_tests::wine::{win_path, windows_exe, WinePrefix};
-use clipmesh_tests::xtray::{embedded_icon, grab, screenshot, Trayer};
+use clipmesh_tests::xtray::{
+    click_at, embedded_icon, grab, mapped_top_levels, screen_rect, screenshot, Trayer,
+};
 use clipmesh_tests::{Device, Xvfb};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -57,7 +63,7 @@ fn read(p: &Path) -> String {
 }
 
 #[test]
-fn windows_tray_under_wine_docks_its_icon_connects_and_runs_once() {
+fn windows_tray_under_wine_docks_connects_runs_once_and_its_menu_pauses_and_quits() {
     let Some((cli, tray)) = tray_exe() else {
         eprintln!(
             "SKIPPED windows_tray_*: no Windows clipmesh-tray.exe (build it with \
@@ -127,11 +133,123 @@ fn windows_tray_under_wine_docks_its_icon_connects_and_runs_once() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("already running"), "{said}");
 
-    // Wine 8's Shell_NotifyIconGetRect is a stub (E_NOTIMPL), and
-    // tray-icon drops a click on the icon when it cannot get the icon's
-    // rectangle: under Wine the menu does not open, so Quit cannot be
-    // chosen here. The tray is ended by PID, then the prefix.
-    assert!(child.0.try_wait().unwrap().is_none(), "{}", read(&log));
-    drop(child);
+    // The menu, opened by a right click on the docked icon (the tray opens
+    // it itself: tray-icon's own handling needs Shell_NotifyIconGetRect,
+    // a stub in Wine 8). "Pause syncing" pauses the engine.
+    let (ix, iy, iw, ih) = screen_rect(&d, icon).unwrap();
+    let (cx, cy) = (ix + i32::from(iw) / 2, iy + i32::from(ih) / 2);
+    let (menu, bands) = open_menu(&d, (cx, cy), &keep("windows-tray-menu.png"));
+    // Status line, Pause, Mode, Recent, Devices, Open download folder,
+    // Open log, Start at login, Log out, Quit.
+    assert_eq!(bands.len(), 10, "menu rows {bands:?}");
+    click_at(&d, bands[1].0, bands[1].1, 1).unwrap();
+    poll_until("the tray to pause", WSTEP, POLL, || {
+        Ok(read(&log).contains("tray icon state=paused").then_some(()))
+    })
+    .unwrap();
+    wait_menu_closed(&d, menu);
+
+    // "Quit clipmesh" ends the program, successfully.
+    let (_, bands) = open_menu(&d, (cx, cy), &keep("windows-tray-menu-paused.png"));
+    assert_eq!(bands.len(), 10, "menu rows {bands:?}");
+    click_at(&d, bands[9].0, bands[9].1, 1).unwrap();
+    let status = poll_until("the tray to quit", WSTEP, POLL, || {
+        Ok(child.0.try_wait()?)
+    })
+    .unwrap();
+    assert!(status.success(), "{status}\n{}", read(&log));
+    assert!(
+        read(&log).contains("clipmesh-tray stopped"),
+        "{}",
+        read(&log)
+    );
     drop(prefix);
+}
+
+/// The menu window Wine maps for the tray's popup menu: a new mapped
+/// top-level window (none of `before`) at least 40 px high.
+fn menu_window(d: &str, before: &[u32]) -> anyhow::Result<Option<u32>> {
+    for w in mapped_top_levels(d)? {
+        if before.contains(&w) {
+            continue;
+        }
+        if screen_rect(d, w)?.3 >= 40 {
+            return Ok(Some(w));
+        }
+    }
+    Ok(None)
+}
+
+/// Right-clicks the icon at `at`, waits for the menu, keeps a picture of it
+/// and returns the menu's window and the screen centre of each row of text
+/// in it, top to bottom.
+///
+/// The rows are found in the menu's pixels: Wine draws a popup menu on
+/// white with dark text and one-pixel grey separator lines, so a text row
+/// is a run of pixel rows that have dark pixels in the left half (the
+/// submenu arrows sit at the right edge) and are not a separator (a line
+/// across most of the width), with gaps of at most 2 blank rows.
+fn open_menu(d: &str, at: (i32, i32), picture: &Path) -> (u32, Vec<(i32, i32)>) {
+    let before = mapped_top_levels(d).unwrap();
+    click_at(d, at.0, at.1, 3).unwrap();
+    let menu = poll_until("the tray menu to open", WSTEP, POLL, || {
+        menu_window(d, &before)
+    })
+    .unwrap();
+    let (mx, my, _, _) = screen_rect(d, menu).unwrap();
+    // Drawn once its text rows stop changing between two grabs.
+    let mut last = Vec::new();
+    let rows = poll_until("the menu to be drawn", WSTEP, POLL, || {
+        let (px, w, h) = grab(d, Some(menu))?;
+        let rows = text_rows(&px, usize::from(w), usize::from(h));
+        let same = !rows.is_empty() && rows == last;
+        last = rows.clone();
+        Ok(same.then_some(rows))
+    })
+    .unwrap();
+    screenshot(d, Some(menu), picture).unwrap();
+    let rows = rows
+        .into_iter()
+        .map(|(x, y)| (mx + x as i32, my + y as i32))
+        .collect();
+    (menu, rows)
+}
+
+/// The centres (x, y) of the text rows in a menu's RGBA pixels.
+fn text_rows(px: &[u8], w: usize, h: usize) -> Vec<(usize, usize)> {
+    let dark = |x: usize, y: usize| {
+        let p = &px[(y * w + x) * 4..][..3];
+        p.iter().all(|&c| c < 150)
+    };
+    let inked = |x: usize, y: usize| {
+        let p = &px[(y * w + x) * 4..][..3];
+        p.iter().any(|&c| c < 235)
+    };
+    let margin = 4;
+    // Runs of text rows (top, bottom), then the runs less than 3 rows
+    // apart joined (a glyph's descender can leave a blank row); rows of
+    // different items are at least 4 rows apart.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for y in margin..h.saturating_sub(margin) {
+        let line =
+            (margin..w - margin).filter(|&x| inked(x, y)).count() * 10 >= (w - 2 * margin) * 9;
+        if line || !(margin..w / 2).any(|x| dark(x, y)) {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((_, bottom)) if y - *bottom <= 3 => *bottom = y,
+            _ => runs.push((y, y)),
+        }
+    }
+    runs.into_iter()
+        .map(|(top, bottom)| (w / 4, (top + bottom) / 2))
+        .collect()
+}
+
+/// Waits until the menu's window is no longer mapped.
+fn wait_menu_closed(d: &str, menu: u32) {
+    poll_until("the menu to close", WSTEP, POLL, || {
+        Ok((!mapped_top_levels(d)?.contains(&menu)).then_some(()))
+    })
+    .unwrap();
 }
