@@ -20,11 +20,16 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use zeroize::Zeroizing;
 
-/// The one line about what the defaults leave off.
+/// The one line about what the defaults leave off (the primary selection
+/// only exists on Linux desktops).
 pub fn defaults_line() -> String {
+    let primary = if cfg!(target_os = "linux") {
+        "; the X11 primary selection is not synced"
+    } else {
+        ""
+    };
     format!(
-        "Syncs text, HTML, images and files. Items over {} wait until you choose Download; \
-         the X11 primary selection is not synced.",
+        "Syncs text, HTML, images and files. Items over {} wait until you choose Download{primary}.",
         crate::model::size(DEFAULT_AUTO_DOWNLOAD_MAX)
     )
 }

@@ -6,7 +6,10 @@
 //! starts for its config directory, its engine connects (the log says the
 //! icon shows "connected"), its icon is found docked in trayer's panel and
 //! a screenshot is kept (`target/tmp/desktop-test/windows-tray.png`), and a
-//! second start says it already runs. Then its menu is opened with a right
+//! second start says it already runs. Before the tray starts, its login
+//! window (`clipmesh-tray.exe login`) logs a second device of the account
+//! in, typed into with xdotool: a wrong password first shows the error
+//! (picture kept: `windows-login-error.png`). Then its menu is opened with a right
 //! click on the docked icon (xdotool), "Pause syncing" is clicked (the icon
 //! turns to paused), the menu is opened again and "Quit clipmesh" ends the
 //! program with success; pictures of both menus are kept
@@ -24,8 +27,10 @@ use clipmesh_tests::xtray::{
     click_at, embedded_icon, grab, mapped_top_levels, screen_rect, screenshot, Trayer,
 };
 use clipmesh_tests::{Device, Xvfb};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 const PASSWORD: &str = "tray pass phrase";
@@ -63,7 +68,7 @@ fn read(p: &Path) -> String {
 }
 
 #[test]
-fn windows_tray_under_wine_docks_connects_runs_once_and_its_menu_pauses_and_quits() {
+fn windows_tray_under_wine_login_window_dock_single_instance_menu_pause_and_quit() {
     let Some((cli, tray)) = tray_exe() else {
         eprintln!(
             "SKIPPED windows_tray_*: no Windows clipmesh-tray.exe (build it with \
@@ -80,6 +85,9 @@ fn windows_tray_under_wine_docks_connects_runs_once_and_its_menu_pauses_and_quit
     let prefix = WinePrefix::create(&w.root.join("wine"), &d).unwrap();
     let dev = Device::new_wine(&w.root, &w.logs, "wintray", prefix.exe(&cli)).unwrap();
     dev.signup(&w.relay.url(), "tess", PASSWORD, LOG).unwrap();
+
+    // The login window, for a second device of the account.
+    login_window(&prefix, &tray, &d, &w.root.join("winlogin"), &w.relay.url());
 
     let start = || {
         let mut c = prefix.exe(&tray).command();
@@ -164,6 +172,114 @@ fn windows_tray_under_wine_docks_connects_runs_once_and_its_menu_pauses_and_quit
         read(&log)
     );
     drop(prefix);
+}
+
+/// Runs xdotool on `d` and returns what it printed.
+fn xdotool(d: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", d)
+        .stdin(Stdio::null())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "xdotool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The lines `out` prints, as they come.
+fn lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line of `rx` that contains `needle` (within [`WSTEP`]).
+fn expect_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(WSTEP) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no line with {needle:?} within {WSTEP:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// `clipmesh-tray.exe login` (egui on Wine's OpenGL, on Xvfb) for a new
+/// config directory `dir`, typed into with xdotool: a wrong password shows
+/// "Wrong username or password." (printed, and drawn in red: a picture is
+/// kept as `windows-login-error.png`), the right one logs the device in
+/// (its config and secrets are written) and the window exits with success.
+fn login_window(prefix: &WinePrefix, tray: &Path, d: &str, dir: &Path, server: &str) {
+    let mut login = Killed(
+        prefix
+            .exe(tray)
+            .command()
+            .arg("--config-dir")
+            .arg(win_path(dir))
+            .arg("login")
+            .env("DISPLAY", d)
+            .env("CLIPMESH_SECRET_STORE", "file")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = lines(login.0.stdout.take().unwrap());
+    let win = poll_until("the login window", WSTEP, POLL, || {
+        let found = xdotool(
+            d,
+            &["search", "--onlyvisible", "--name", "^clipmesh: log in$"],
+        )
+        .unwrap_or_default();
+        Ok(found.lines().next().map(str::to_owned))
+    })
+    .unwrap();
+    let type_ = |text: &str| xdotool(d, &["type", "--delay", "30", text]).unwrap();
+    xdotool(d, &["windowfocus", "--sync", &win]).unwrap();
+    // The server field has focus; Tab moves to username, then password.
+    type_(server);
+    xdotool(d, &["key", "Tab"]).unwrap();
+    type_("tess");
+    xdotool(d, &["key", "Tab"]).unwrap();
+    type_("not the password");
+    xdotool(d, &["key", "Return"]).unwrap();
+    let line = expect_line(&out, "login: error:");
+    assert!(line.ends_with("Wrong username or password."), "{line}");
+    let id: u32 = win.trim().parse().unwrap();
+    poll_until("the error text on screen", WSTEP, POLL, || {
+        let (px, _, _) = grab(d, Some(id))?;
+        Ok(px
+            .chunks_exact(4)
+            .any(|p| p[0] > 200 && p[1] < 90 && p[2] < 90)
+            .then_some(()))
+    })
+    .unwrap();
+    screenshot(d, Some(id), &keep("windows-login-error.png")).unwrap();
+    // The password field has focus again, emptied.
+    type_(PASSWORD);
+    xdotool(d, &["key", "Return"]).unwrap();
+    let line = expect_line(&out, "login: ok:");
+    assert!(line.contains("Logged in as tess"), "{line}");
+    let status = poll_until("the login window to exit", WSTEP, POLL, || {
+        Ok(login.0.try_wait()?)
+    })
+    .unwrap();
+    assert!(status.success(), "login window exited with {status}");
+    let config = read(&dir.join("config.toml"));
+    assert!(config.contains("username = \"tess\""), "{config}");
+    assert!(dir.join("secrets.json").is_file());
 }
 
 /// The menu window Wine maps for the tray's popup menu: a new mapped
