@@ -56,11 +56,11 @@ target/debug/clipmesh-conformance --url "http://127.0.0.1:$port"
 echo "--- Worker: hibernation (30 s idle per phase, keepalive every 5 s)"
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$port" --hibernation 30 5
 
-echo "--- Worker: metering, the connect-time quota and the admin's room status (a second Worker, DAILY_MESSAGE_QUOTA=5)"
+echo "--- Worker: metering, the connect-time quota, the admin's room status and the rate-limiting binding (a second Worker, DAILY_MESSAGE_QUOTA=5, --rate-limit 5)"
 qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
     node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/quota-state" \
-    --var SIGNUP=open --var DAILY_MESSAGE_QUOTA=5 >"$state/quota.log" 2>&1 &
+    --var SIGNUP=open --var DAILY_MESSAGE_QUOTA=5 --rate-limit 5 >"$state/quota.log" 2>&1 &
 qpid=$!
 for _ in $(seq 1 120); do
     grep -q "listening on" "$state/quota.log" && break
@@ -68,6 +68,7 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --quota 5
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --rate-limit 5
 kill "$qpid"
 wait "$qpid" 2>/dev/null || true
 qpid=

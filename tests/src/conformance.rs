@@ -20,7 +20,8 @@
 //! the old epoch not replayed after it. [`lifetimes`] and
 //! [`blob_expiry`] run against relays configured with short lifetimes,
 //! [`login_throttle`] against relays with a small failure allowance, and
-//! the Worker-only [`cron_sweep`] against a fresh Worker.
+//! the Worker-only [`cron_sweep`] against a fresh Worker and
+//! [`rate_limit_binding`] against a Worker with the rate-limiting binding.
 //! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
 //!
 //! Every wait is bounded by a socket read timeout; nothing sleeps.
@@ -1270,6 +1271,42 @@ pub fn cron_sweep(base: &str, ttl: u64) -> Result<()> {
         r.error()
     );
     Ok(())
+}
+
+/// The optional rate-limiting binding, against a Worker started with
+/// `--rate-limit LIMIT` (LIMIT requests a minute per client network):
+/// pre-logins from this client are answered at first, then refused with
+/// 429 `rate_limited` and a `Retry-After`. Up to 2·LIMIT + 2 requests are
+/// sent, since the limiter's minute may turn over during the run (and
+/// earlier checks on the same Worker may have used some of it).
+pub fn rate_limit_binding(base: &str, limit: u32) -> Result<()> {
+    let t = Target::new(base)?;
+    let json_ct = [("Content-Type", "application/json".to_owned())];
+    let mut answered = 0;
+    for _ in 0..2 * limit + 2 {
+        let body = json!({"username": unique("rl")}).to_string();
+        let r = t.raw("POST", "/api/v1/prelogin", None, &json_ct, body.as_bytes())?;
+        match r.status {
+            200 => answered += 1,
+            429 => {
+                ensure!(
+                    answered > 0,
+                    "the first pre-login was refused: budget used up before the check"
+                );
+                ensure!(
+                    r.error() == "rate_limited" && r.u64("retry-after").is_some_and(|s| s >= 1),
+                    "the refusal: {} {:?}",
+                    r.error(),
+                    r.headers.get("retry-after")
+                );
+                let (s, _) = t.get_text("/healthz")?;
+                ensure!(s == 200, "an unguarded path while limited: {s}");
+                return Ok(());
+            }
+            s => bail!("pre-login answered {s} {}", r.error()),
+        }
+    }
+    bail!("{answered} pre-logins answered, none refused, with a limit of {limit} a minute")
 }
 
 /// A v2 registration: step 1 at `start` (`token` for the caller's own

@@ -2,6 +2,11 @@
 // 127.0.0.1 with persistent D1/KV/R2/Durable Object state.
 //
 //   node dev/serve.mjs --build DIR --port PORT --state DIR [--var K=V ...]
+//                      [--rate-limit N]
+//
+// --rate-limit N binds the optional rate-limiting binding (RATE_LIMITER,
+// N requests per minute per key), as `[[ratelimits]]` in wrangler.toml
+// does on Cloudflare; without it the binding is absent (the default).
 //
 // Nothing here reaches the internet: miniflare is used directly (no
 // wrangler telemetry or update checks) and binds loopback only.
@@ -20,7 +25,8 @@ for (let i = 0; i < args.length; i++) {
   else if (a === "--var") {
     const [k, ...v] = args[++i].split("=");
     opt.vars[k] = v.join("=");
-  } else {
+  } else if (a === "--rate-limit") opt.rateLimit = Number(args[++i]);
+  else {
     console.error(`serve.mjs: unknown argument ${a}`);
     process.exit(2);
   }
@@ -77,6 +83,9 @@ const mf = new Miniflare({
   // once, as the tests do; on Cloudflare the cron trigger in wrangler.toml
   // runs it. Loopback only, like everything here.
   unsafeTriggerHandlers: true,
+  ...(Number.isInteger(opt.rateLimit)
+    ? { ratelimits: { RATE_LIMITER: { simple: { limit: opt.rateLimit, period: 60 } } } }
+    : {}),
 });
 await mf.ready;
 // Apply the D1 migrations not applied yet, in order, recording each in

@@ -6,7 +6,8 @@
 //! - The Worker ([`fetch`]) serves `/healthz`, `/readyz` and the JSON API
 //!   under `/api/v1` with the native relay's paths and bodies: accounts,
 //!   devices and sessions live in **D1** ([`account`], [`admin`]), logins
-//!   go through the same throttle rules ([`throttle`]); session tokens are
+//!   go through the same throttle rules ([`throttle`]), and the optional
+//!   rate-limiting binding guards the tokenless ones; session tokens are
 //!   looked up through **KV** with a TTL in front of D1 ([`session`]);
 //!   blobs are stored on **R2** with their rows in D1 ([`blobs`]).
 //! - `/api/v1/ws` is authenticated here and handed to the user's
@@ -54,6 +55,14 @@ async fn route(
     path: &str,
 ) -> std::result::Result<Response, ApiError> {
     use Method::{Delete, Get, Post, Put};
+    if *method == Post && guarded(path) {
+        if let Err(e) = throttle::rate_limit(env, throttle::client_net(&req)).await {
+            // Read the body before answering (see `api::body`).
+            let mut req = req;
+            api::body(&mut req).await?;
+            return Err(e);
+        }
+    }
     match (method, path) {
         (Get, "/healthz") => Ok(Response::ok("ok\n")?),
         (Get, "/readyz") => account::readyz(env).await,
@@ -102,6 +111,21 @@ async fn route(
         (_, p) if known_path(p) => Err(ApiError::new(405, "bad_request", "method not allowed")),
         _ => Err(ApiError::not_found("route")),
     }
+}
+
+/// The endpoints a client calls without a token, which the optional
+/// rate-limiting binding guards ([`throttle::rate_limit`]).
+fn guarded(p: &str) -> bool {
+    matches!(
+        p,
+        "/api/v1/prelogin"
+            | "/api/v1/signup"
+            | "/api/v1/login"
+            | "/api/v2/signup/start"
+            | "/api/v2/signup/finish"
+            | "/api/v2/login/start"
+            | "/api/v2/login/finish"
+    )
 }
 
 fn known_path(p: &str) -> bool {

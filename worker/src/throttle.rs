@@ -150,3 +150,36 @@ pub async fn success(env: &Env, name: &str, net: IpAddr) -> Result<(), ApiError>
         .await?;
     Ok(())
 }
+
+/// The optional rate-limiting binding (`[[ratelimits]]` named
+/// `RATE_LIMITER` in `wrangler.toml`; off unless configured there).
+pub const RATE_LIMITER: &str = "RATE_LIMITER";
+
+/// The `Retry-After` of a request the binding refused, seconds: the
+/// longest period the binding supports.
+const RATE_LIMIT_RETRY_S: u64 = 60;
+
+/// With the rate-limiting binding configured: counts this request against
+/// its client network and refuses it (429 `rate_limited`) over the
+/// binding's limit. Guards the endpoints a client calls without a token
+/// (pre-login, signup, login; v1 and v2), before any hashing, on top of
+/// the login throttle. Without the binding: `Ok` and nothing counted.
+pub async fn rate_limit(env: &Env, net: IpAddr) -> Result<(), ApiError> {
+    let Ok(limiter) = env.rate_limiter(RATE_LIMITER) else {
+        return Ok(());
+    };
+    let outcome = limiter
+        .limit(net.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    if outcome.success {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            429,
+            "rate_limited",
+            format!("too many requests from this network; retry in {RATE_LIMIT_RETRY_S} s"),
+        )
+        .retry_after(RATE_LIMIT_RETRY_S))
+    }
+}

@@ -18,7 +18,8 @@
 //! throttle against a relay allowing FREE failures with a long first block
 //! (it blocks this network: run it last); `--cron-sweep TTL_S` the Worker's
 //! scheduled sweep of expired blobs against a fresh Worker with that blob
-//! lifetime.
+//! lifetime; `--rate-limit LIMIT` the optional rate-limiting binding
+//! against a Worker served with `--rate-limit LIMIT`.
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -69,8 +70,12 @@ fn main() -> Result<()> {
             clipmesh_tests::conformance::cron_sweep(url, ttl.parse()?)?;
             println!("cron sweep: the scheduled handler deleted an expired blob's R2 objects; the blob answers 410");
         }
+        [flag, url, r, limit] if flag == "--url" && r == "--rate-limit" => {
+            clipmesh_tests::conformance::rate_limit_binding(url, limit.parse()?)?;
+            println!("rate-limiting binding: pre-logins over {limit} a minute were refused with 429");
+        }
         _ => bail!(
-            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S | --throttle FREE | --cron-sweep TTL_S]"
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S | --throttle FREE | --cron-sweep TTL_S | --rate-limit LIMIT]"
         ),
     }
     Ok(())
