@@ -39,9 +39,10 @@ scripts/worker-dev --port "$port" --state "$state/state" --var SIGNUP=open \
     --var THROTTLE_FREE_FAILURES=1000 >"$log" 2>&1 &
 pid=$!
 qpid=
+tpid=
 cleanup() {
-    kill "$pid" ${qpid:+"$qpid"} 2>/dev/null || true
-    wait "$pid" ${qpid:+"$qpid"} 2>/dev/null || true
+    kill "$pid" ${qpid:+"$qpid"} ${tpid:+"$tpid"} 2>/dev/null || true
+    wait "$pid" ${qpid:+"$qpid"} ${tpid:+"$tpid"} 2>/dev/null || true
     rm -rf "$state"
 }
 trap cleanup EXIT
@@ -56,22 +57,30 @@ target/debug/clipmesh-conformance --url "http://127.0.0.1:$port"
 echo "--- Worker: hibernation (30 s idle per phase, keepalive every 5 s)"
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$port" --hibernation 30 5
 
-echo "--- Worker: metering, the connect-time quota, the admin's room status and the rate-limiting binding (a second Worker, DAILY_MESSAGE_QUOTA=5, --rate-limit 5)"
+echo "--- Worker: metering, the connect-time quota, the admin's room status and the rate-limiting binding (a second Worker, DAILY_MESSAGE_QUOTA=5, --rate-limit 5); Turnstile on signup (a fourth, started alongside, TURNSTILE_SECRET = Cloudflare's always-pass test secret, siteverify answered by serve.mjs)"
 qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
     node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/quota-state" \
     --var SIGNUP=open --var DAILY_MESSAGE_QUOTA=5 --rate-limit 5 >"$state/quota.log" 2>&1 &
 qpid=$!
+tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
+    node worker/dev/serve.mjs --build target/worker/bundle --port "$tport" --state "$state/ts-state" \
+    --var SIGNUP=open --var TURNSTILE_SECRET=1x0000000000000000000000000000000AA >"$state/ts.log" 2>&1 &
+tpid=$!
 for _ in $(seq 1 120); do
-    grep -q "listening on" "$state/quota.log" && break
+    grep -q "listening on" "$state/quota.log" && grep -q "listening on" "$state/ts.log" && break
     kill -0 "$qpid" 2>/dev/null || { cat "$state/quota.log"; exit 1; }
+    kill -0 "$tpid" 2>/dev/null || { cat "$state/ts.log"; exit 1; }
     sleep 0.5
 done
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --quota 5
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --rate-limit 5
-kill "$qpid"
-wait "$qpid" 2>/dev/null || true
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$tport" --turnstile
+kill "$qpid" "$tpid"
+wait "$qpid" "$tpid" 2>/dev/null || true
 qpid=
+tpid=
 
 echo "--- Worker: the cron sweep, session lifetimes, blob expiry and the login throttle (a third Worker, SESSION_IDLE_S=2, BLOB_TTL_S=2, THROTTLE_FREE_FAILURES=2, THROTTLE_BASE_S=300)"
 qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -21,7 +21,8 @@
 //! [`blob_expiry`] run against relays configured with short lifetimes,
 //! [`login_throttle`] against relays with a small failure allowance, and
 //! the Worker-only [`cron_sweep`] against a fresh Worker and
-//! [`rate_limit_binding`] against a Worker with the rate-limiting binding.
+//! [`rate_limit_binding`] against a Worker with the rate-limiting binding,
+//! [`turnstile`] against one with Turnstile on.
 //! Behaviour that must differ between hosts is listed in `docs/protocol.md`.
 //!
 //! Every wait is bounded by a socket read timeout; nothing sleeps.
@@ -1307,6 +1308,103 @@ pub fn rate_limit_binding(base: &str, limit: u32) -> Result<()> {
         }
     }
     bail!("{answered} pre-logins answered, none refused, with a limit of {limit} a minute")
+}
+
+/// Cloudflare's documented Turnstile test secret that always passes, and
+/// the dummy token it accepts; `worker/dev/serve.mjs` answers siteverify
+/// locally the way Cloudflare does for them.
+pub const TURNSTILE_TEST_SECRET: &str = "1x0000000000000000000000000000000AA";
+const TURNSTILE_DUMMY_TOKEN: &str = "XXXX.DUMMY.TOKEN.XXXX";
+
+/// Optional Turnstile on signup, against a Worker with `TURNSTILE_SECRET`
+/// set to [`TURNSTILE_TEST_SECRET`]: a v1 signup and a v2 signup finish
+/// without a token, or with one siteverify refuses, are 403 `forbidden`
+/// and create nothing; with the accepted token both succeed.
+pub fn turnstile(base: &str) -> Result<()> {
+    use clipmesh_proto::{Epoch, EpochKey};
+    let t = Target::new(base)?;
+    let name = unique("ts");
+    let v1 = json!({
+        "username": name, "salt": hex_rand(16), "kdf": KdfParams::default(),
+        "auth_key": hex_rand(32), "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+        "device_name": "t1",
+    })
+    .to_string();
+    let ct = ("Content-Type", "application/json".to_owned());
+    let with = |token: &str| [ct.clone(), ("CF-Turnstile-Response", token.to_owned())];
+    let r = t.raw(
+        "POST",
+        "/api/v1/signup",
+        None,
+        std::slice::from_ref(&ct),
+        v1.as_bytes(),
+    )?;
+    ensure!(
+        r.status == 403 && r.error() == "forbidden",
+        "v1 signup without a token: {} {}",
+        r.status,
+        r.error()
+    );
+    let r = t.raw(
+        "POST",
+        "/api/v1/signup",
+        None,
+        &with("not-a-solved-challenge"),
+        v1.as_bytes(),
+    )?;
+    ensure!(
+        r.status == 403 && r.error() == "forbidden",
+        "v1 signup with a refused token: {} {}",
+        r.status,
+        r.error()
+    );
+    let r = t.raw(
+        "POST",
+        "/api/v1/signup",
+        None,
+        &with(TURNSTILE_DUMMY_TOKEN),
+        v1.as_bytes(),
+    )?;
+    ensure!(
+        r.status == 200,
+        "v1 signup with the accepted token: {} {}",
+        r.status,
+        r.error()
+    );
+
+    let name = unique("ts2");
+    let (record, ek) = v2_register(&t, &name, b"pw", None)?;
+    let k = EpochKey::generate(&mut rand::rngs::OsRng);
+    let v2 = json!({"username": name, "record": record, "kdf": KdfParams::default(), "epoch": 1,
+                    "export_wrap": ek.kek().wrap(Epoch(1), &k).to_hex(), "device_name": "t2"})
+    .to_string();
+    let r = t.raw(
+        "POST",
+        "/api/v2/signup/finish",
+        None,
+        std::slice::from_ref(&ct),
+        v2.as_bytes(),
+    )?;
+    ensure!(
+        r.status == 403 && r.error() == "forbidden",
+        "v2 signup without a token: {} {}",
+        r.status,
+        r.error()
+    );
+    let r = t.raw(
+        "POST",
+        "/api/v2/signup/finish",
+        None,
+        &with(TURNSTILE_DUMMY_TOKEN),
+        v2.as_bytes(),
+    )?;
+    ensure!(
+        r.status == 200,
+        "v2 signup with the accepted token: {} {}",
+        r.status,
+        r.error()
+    );
+    Ok(())
 }
 
 /// A v2 registration: step 1 at `start` (`token` for the caller's own

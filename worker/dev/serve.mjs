@@ -83,6 +83,21 @@ const mf = new Miniflare({
   // once, as the tests do; on Cloudflare the cron trigger in wrangler.toml
   // runs it. Loopback only, like everything here.
   unsafeTriggerHandlers: true,
+  // The Worker's only outbound request is Turnstile's siteverify (when
+  // TURNSTILE_SECRET is set). Nothing leaves the machine: it is answered
+  // here the way Cloudflare's published test keys behave (secret
+  // 1x0000000000000000000000000000000AA with the dummy token
+  // XXXX.DUMMY.TOKEN.XXXX passes, anything else fails), and every other
+  // outbound request is refused.
+  outboundService: async (req) => {
+    if (req.url !== "https://challenges.cloudflare.com/turnstile/v0/siteverify") {
+      return new Response("no outbound network in local dev", { status: 502 });
+    }
+    const b = await req.json().catch(() => ({}));
+    const success =
+      b.secret === "1x0000000000000000000000000000000AA" && b.response === "XXXX.DUMMY.TOKEN.XXXX";
+    return Response.json({ success, "error-codes": success ? [] : ["invalid-input-response"] });
+  },
   ...(Number.isInteger(opt.rateLimit)
     ? { ratelimits: { RATE_LIMITER: { simple: { limit: opt.rateLimit, period: 60 } } } }
     : {}),

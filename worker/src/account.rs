@@ -275,9 +275,9 @@ pub(crate) fn signup_closed() -> ApiError {
 }
 
 /// `POST /api/v1/signup`.
-pub async fn signup(mut req: Request, env: &Env) -> Answer {
+pub async fn signup(mut http: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
-    let req: SignupRequest = api::json(&mut req, s.max_json).await?;
+    let req: SignupRequest = api::json(&mut http, s.max_json).await?;
     validate::username(&req.username)?;
     validate::device_name(&req.device_name)?;
     let creds = validate::credentials(&req.salt, &req.kdf, &req.wrapped_data_key)?;
@@ -285,6 +285,7 @@ pub async fn signup(mut req: Request, env: &Env) -> Answer {
     if s.signup == SignupPolicy::Closed {
         return Err(signup_closed());
     }
+    crate::turnstile::check_signup(&http, env, throttle::client_ip(&http)).await?;
     let auth_hash = hash_key(&s, &auth_key)?;
     let db = env.d1(DB)?;
     let kdf = serde_json::to_string(&creds.kdf).map_err(ApiError::internal)?;

@@ -7,7 +7,8 @@
 //!   under `/api/v1` with the native relay's paths and bodies: accounts,
 //!   devices and sessions live in **D1** ([`account`], [`admin`]), logins
 //!   go through the same throttle rules ([`throttle`]), and the optional
-//!   rate-limiting binding guards the tokenless ones; session tokens are
+//!   rate-limiting binding guards the tokenless ones and optional
+//!   Turnstile the signups ([`turnstile`]); session tokens are
 //!   looked up through **KV** with a TTL in front of D1 ([`session`]);
 //!   blobs are stored on **R2** with their rows in D1 ([`blobs`]).
 //! - `/api/v1/ws` is authenticated here and handed to the user's
@@ -32,6 +33,7 @@ pub mod room;
 pub mod session;
 pub mod sweep;
 pub mod throttle;
+pub mod turnstile;
 
 use api::ApiError;
 use worker::{event, Context, Env, Method, Request, Response, Result};

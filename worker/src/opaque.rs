@@ -287,9 +287,9 @@ pub async fn signup_start(mut req: Request, env: &Env) -> Answer {
 }
 
 /// `POST /api/v2/signup/finish`: creates the account from its record.
-pub async fn signup_finish(mut req: Request, env: &Env) -> Answer {
+pub async fn signup_finish(mut http: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
-    let req: SignupFinishRequest = api::json(&mut req, s.max_json).await?;
+    let req: SignupFinishRequest = api::json(&mut http, s.max_json).await?;
     validate::username(&req.username)?;
     validate::device_name(&req.device_name)?;
     let record = rules::record(&req.record)?;
@@ -299,6 +299,7 @@ pub async fn signup_finish(mut req: Request, env: &Env) -> Answer {
         return Err(account::signup_closed());
     }
     opaque(env)?;
+    crate::turnstile::check_signup(&http, env, throttle::client_ip(&http)).await?;
     let kdf = serde_json::to_string(&kdf).map_err(ApiError::internal)?;
     let guard = match s.signup {
         SignupPolicy::First => "WHERE NOT EXISTS (SELECT 1 FROM users)",

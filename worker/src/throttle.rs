@@ -29,14 +29,17 @@ use worker::{Env, Request};
 /// [`net_key`] counts it). Without the header (never on Cloudflare) every
 /// such request counts as one network, 0.0.0.0.
 pub fn client_net(req: &Request) -> IpAddr {
-    let ip = req
-        .headers()
+    net_key(client_ip(req))
+}
+
+/// The client's address (`CF-Connecting-IP`; 0.0.0.0 without it).
+pub fn client_ip(req: &Request) -> IpAddr {
+    req.headers()
         .get("CF-Connecting-IP")
         .ok()
         .flatten()
         .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    net_key(ip)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 fn net_row(net: IpAddr) -> String {

@@ -19,7 +19,9 @@
 //! (it blocks this network: run it last); `--cron-sweep TTL_S` the Worker's
 //! scheduled sweep of expired blobs against a fresh Worker with that blob
 //! lifetime; `--rate-limit LIMIT` the optional rate-limiting binding
-//! against a Worker served with `--rate-limit LIMIT`.
+//! against a Worker served with `--rate-limit LIMIT`; `--turnstile`
+//! Turnstile on signup against a Worker whose `TURNSTILE_SECRET` is
+//! Cloudflare's always-pass test secret (answered locally by serve.mjs).
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -74,8 +76,12 @@ fn main() -> Result<()> {
             clipmesh_tests::conformance::rate_limit_binding(url, limit.parse()?)?;
             println!("rate-limiting binding: pre-logins over {limit} a minute were refused with 429");
         }
+        [flag, url, ts] if flag == "--url" && ts == "--turnstile" => {
+            clipmesh_tests::conformance::turnstile(url)?;
+            println!("turnstile: signups without a solved challenge were refused (403), with one accepted");
+        }
         _ => bail!(
-            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S | --throttle FREE | --cron-sweep TTL_S | --rate-limit LIMIT]"
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S | --throttle FREE | --cron-sweep TTL_S | --rate-limit LIMIT | --turnstile]"
         ),
     }
     Ok(())
