@@ -44,6 +44,22 @@ pub struct Rotation {
     pub revoke: Vec<DeviceId>,
 }
 
+/// What `DELETE /api/v1/devices/{id}` answers (409) when
+/// [`v1_revoke_allowed`] refuses it.
+pub const V1_REVOKE_NEEDS_EPOCH: &str = "this account uses key epochs: revoking another device must start a new epoch, or the revoked device could still open clips sealed from now on; run `clipmesh devices --revoke ID` (it asks for the password and starts a new epoch)";
+
+/// Whether `DELETE /api/v1/devices/{id}` by device `caller` may end the
+/// session of `target` on an account at `account_epoch`. That request ends
+/// a session without a new epoch, so the device keeps the current key:
+/// allowed only while the account is at epoch 0 (a v1 account, or an
+/// upgraded one before its first new epoch, whose v1 clients have no other
+/// revoke), or when a device ends its own session (a logout). Anything else
+/// must be a rotation (`password/finish` with `revoke`), answered 409 with
+/// [`V1_REVOKE_NEEDS_EPOCH`].
+pub fn v1_revoke_allowed(account_epoch: u32, caller: DeviceId, target: DeviceId) -> bool {
+    account_epoch == 0 || caller == target
+}
+
 /// The epoch a `password/finish` names against the account's `current`
 /// one: `Ok(false)` for the same epoch (which carries no revoke, wrap or
 /// certificate), `Ok(true)` for the next one; anything else is refused.
@@ -133,6 +149,18 @@ mod tests {
     use clipmesh_proto::api::v2::{CertUpload, WrapUpload};
     use clipmesh_proto::epoch::{CERT_LEN, DEVICE_WRAPPED_LEN};
     use clipmesh_proto::KdfParams;
+
+    #[test]
+    fn a_v1_revoke_of_another_device_needs_epoch_zero() {
+        let (me, other) = (DeviceId(1), DeviceId(2));
+        assert!(v1_revoke_allowed(0, me, other), "v1 and epoch-0 accounts");
+        assert!(!v1_revoke_allowed(1, me, other));
+        assert!(!v1_revoke_allowed(7, me, other));
+        assert!(
+            v1_revoke_allowed(7, me, me),
+            "a device ends its own session"
+        );
+    }
 
     fn req(epoch: u32) -> PasswordFinishRequest {
         PasswordFinishRequest {

@@ -1715,7 +1715,9 @@ fn change_with(
 /// A and B is accepted: C's session ends, B's socket closes with 1012, B
 /// gets its wrap (signed by A, opening to the new key) and both remaining
 /// devices are certified in the new epoch; the clip B published under the
-/// old epoch is not replayed to A when it joins afterwards.
+/// old epoch is not replayed to A when it joins afterwards. Then the v1
+/// revoke of another device (no new epoch) is refused with 409; of itself
+/// it is a logout.
 fn epochs(t: &Target) -> Result<()> {
     use clipmesh_proto::{DeviceSecrets, DeviceWrappedKey, Epoch, EpochKey};
     let mut rng = rand::rngs::OsRng;
@@ -1903,6 +1905,29 @@ fn epochs(t: &Target) -> Result<()> {
             envelope: b"sealed-under-epoch-2".to_vec()
         },
         "after a new epoch A gets only the new clip, not the stored epoch-1 one: {d:?}"
+    );
+    // The v1 revoke would end B's session without a new epoch (B would
+    // keep the key): refused on an account past epoch 0, nothing changed.
+    let r = t.delete(&format!("/api/v1/devices/{}", b.device), &a.token)?;
+    ensure!(
+        r.status == 409
+            && r.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("clipmesh devices --revoke")),
+        "a v1 revoke of another device at epoch 2: {r:?}"
+    );
+    let keys = t.get("/api/v2/device-keys", Some(&b.token))?;
+    ensure!(
+        keys.status == 200 && keys.body["epoch"] == 2,
+        "B's session after the refused v1 revoke: {keys:?}"
+    );
+    // A device may still end its own session that way (a logout).
+    let r = t.delete(&format!("/api/v1/devices/{}", b.device), &b.token)?;
+    ensure!(r.status == 204, "a device's v1 revoke of itself: {r:?}");
+    let gone = t.get("/api/v2/device-keys", Some(&b.token))?;
+    ensure!(
+        gone.status == 401,
+        "B's session after its own revoke: {gone:?}"
     );
     Ok(())
 }

@@ -526,6 +526,18 @@ pub async fn delete_device(req: Request, env: &Env, id: &str) -> Answer {
     let (token, _) = session::request_token(&req);
     let me = session::authenticate(env, &s, token.as_deref()).await?;
     let device = DeviceId(validate::path_id(id)?);
+    // Without a new epoch the device would keep the current key.
+    let epoch: u32 = env
+        .d1(DB)?
+        .prepare("SELECT epoch FROM users WHERE id = ?1")
+        .bind(&[js_u64(me.user.0)])?
+        .first(Some("epoch"))
+        .await?
+        .unwrap_or(0);
+    if !clipmesh_room::epoch::v1_revoke_allowed(epoch, me.device, device) {
+        let msg = clipmesh_room::epoch::V1_REVOKE_NEEDS_EPOCH;
+        return Err(ApiError::new(409, "bad_request", msg));
+    }
     if !session::delete_device(env, me.user, device).await? {
         return Err(ApiError::not_found("device"));
     }

@@ -31,6 +31,8 @@ impl TestDaemon {
     }
 }
 
+/// The password after A revokes B (a revoke starts a new epoch).
+const NEW_PASSWORD: &str = "the password after the revoke";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
     let mut relay = TestRelay::start(SignupPolicy::Open).await;
@@ -133,13 +135,26 @@ async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
     assert!(c.applied.try_recv().is_err());
 
     // Revocation: A revokes B; B's daemon stops with the revocation error.
+    // The account uses key epochs, so the v1 revoke (no new epoch, B would
+    // keep the key) is refused with 409; `clipmesh devices --revoke` starts
+    // a new epoch and changes the password.
     let api = clipmesh::Api::new(&relay.url);
     let tok = token(a_dir.path());
     let id_b = device_id(b_dir.path());
-    tokio::task::spawn_blocking(move || api.revoke(&tok, DeviceId(id_b)))
+    let refused = tokio::task::spawn_blocking(move || api.revoke(&tok, DeviceId(id_b)))
         .await
-        .unwrap()
         .unwrap();
+    assert!(
+        matches!(
+            &refused,
+            Err(clipmesh::api::ApiError::Other { status: 409, .. })
+        ),
+        "{refused:?}"
+    );
+    let mut cmd = clipmesh(a_dir.path());
+    cmd.args(["devices", "--revoke", &id_b.to_string(), "--password-stdin"]);
+    let out = run(cmd, Some(&format!("{PASSWORD}\n{NEW_PASSWORD}\n"))).await;
+    assert!(out.status.success(), "{out:?}");
     let r = tokio::time::timeout(STEP, &mut b.task)
         .await
         .unwrap()
@@ -153,7 +168,7 @@ async fn two_daemons_sync_survive_restart_and_stop_on_revocation() {
     // B logs in again. The relay may hand out the same device id again;
     // A, still running, has seen that id's old sequence numbers and must
     // still accept the new device's clips.
-    let out = auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b2").await;
+    let out = auth("login", b_dir.path(), &relay.url, "ann", NEW_PASSWORD, "b2").await;
     assert!(out.status.success(), "{out:?}");
     let b = TestDaemon::start(b_dir.path());
     b.wait_connected(2).await;

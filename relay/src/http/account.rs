@@ -364,12 +364,28 @@ pub(super) async fn delete_device(
 ) -> Result<StatusCode, ApiError> {
     let device = DeviceId(validate::path_id(&id)?);
     let user = me.user;
+    // Ending another device's session without a new epoch would leave it
+    // the current key (docs/crypto.md, "Key epochs").
     let found = s
         .store
-        .call(move |db| db.delete_device(user, device))
+        .call(move |db| {
+            let epoch = db.v2_account_by_id(user)?.map_or(0, |a| a.epoch);
+            if !clipmesh_room::epoch::v1_revoke_allowed(epoch, me.device, device) {
+                return Ok(None);
+            }
+            db.delete_device(user, device).map(Some)
+        })
         .await?;
-    if !found {
-        return Err(ApiError::not_found("device"));
+    match found {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ApiErrorCode::BadRequest,
+                clipmesh_room::epoch::V1_REVOKE_NEEDS_EPOCH,
+            ))
+        }
+        Some(false) => return Err(ApiError::not_found("device")),
+        Some(true) => {}
     }
     s.registry.revoke(user, Some(device)).await;
     tracing::info!(%user, %device, "device revoked");
