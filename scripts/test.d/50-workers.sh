@@ -35,8 +35,11 @@ log=$state/worker.log
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # The suite fails logins on purpose: the throttle is checked on the third
 # Worker instead (as natively, tests/tests/conformance.rs).
+# SETUP_TOKEN: the suite's first signups check it (the native relay under
+# test has the same one, clipmesh_tests::procs::SETUP_TOKEN).
 scripts/worker-dev --port "$port" --state "$state/state" --var SIGNUP=open \
-    --var THROTTLE_FREE_FAILURES=1000 >"$log" 2>&1 &
+    --var THROTTLE_FREE_FAILURES=1000 \
+    --var SETUP_TOKEN=clipmesh-test-setup-token-xxxxxxxxxxxxxxxxx >"$log" 2>&1 &
 pid=$!
 qpid=
 tpid=

@@ -365,6 +365,7 @@ fn unique(prefix: &str) -> String {
 pub fn run(base: &str) -> Result<()> {
     let t = Target::new(base)?;
     health(&t).context("health")?;
+    setup_token(&t).context("setup token")?;
     let admin = fake_kdf(&t).context("fake kdf")?;
     let a = accounts(&t).context("accounts")?;
     password_v1(&t).context("v1 password change")?;
@@ -387,6 +388,44 @@ fn health(t: &Target) -> Result<()> {
     ensure!(
         a.status == 404 && a.body["error"] == "not_found",
         "404: {a:?}"
+    );
+    Ok(())
+}
+
+/// On a fresh relay set up with a setup token ([`crate::procs::SETUP_TOKEN`]:
+/// natively from its data directory, on the Worker the `SETUP_TOKEN`
+/// secret), the first signup needs it: without it, or with another one,
+/// v1 and v2 signups answer 403 `setup_token_required` and create nothing.
+fn setup_token(t: &Target) -> Result<()> {
+    for token in [None, Some("not-the-setup-token")] {
+        let a = t.post(
+            "/api/v1/signup",
+            &json!({
+                "username": unique("first"), "salt": hex_rand(16), "kdf": KdfParams::default(),
+                "auth_key": hex_rand(32),
+                "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+                "device_name": "f1", "setup_token": token,
+            }),
+            None,
+        )?;
+        ensure!(
+            a.status == 403 && a.body["error"] == "setup_token_required",
+            "a first signup with setup token {token:?}: {a:?}"
+        );
+    }
+    let name = unique("first2");
+    let (record, ek) = v2_register(t, &name, b"pw", None)?;
+    let k = clipmesh_proto::EpochKey::generate(&mut rand::rngs::OsRng);
+    let a = t.post(
+        "/api/v2/signup/finish",
+        &json!({"username": name, "record": record, "kdf": KdfParams::default(), "epoch": 1,
+                "export_wrap": ek.kek().wrap(clipmesh_proto::Epoch(1), &k).to_hex(),
+                "device_name": "f2"}),
+        None,
+    )?;
+    ensure!(
+        a.status == 403 && a.body["error"] == "setup_token_required",
+        "a first v2 signup without the setup token: {a:?}"
     );
     Ok(())
 }

@@ -266,6 +266,42 @@ pub(crate) async fn new_session(
         .ok_or_else(|| ApiError::internal("session row missing after insert"))
 }
 
+/// The first account's setup token, as natively: with the Worker secret
+/// `SETUP_TOKEN` set, a signup while no account exists must present it
+/// (`setup_token`), else 403 `setup_token_required`; the first account
+/// becomes the admin. Without the secret, nothing is checked (the first
+/// signup of a fresh deployment becomes the admin: set it before the
+/// Worker is reachable, see `docs/cloudflare.md`).
+pub(crate) async fn check_setup_token(env: &Env, presented: Option<&str>) -> Result<(), ApiError> {
+    use sha2::{Digest, Sha256};
+    let Some(token) = env
+        .secret("SETUP_TOKEN")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("SETUP_TOKEN").map(|s| s.to_string()))
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    let any: Option<serde_json::Value> = env
+        .d1(DB)?
+        .prepare("SELECT 1 AS one FROM users LIMIT 1")
+        .first(None)
+        .await?;
+    if any.is_some() {
+        return Ok(());
+    }
+    // Digests compared, so the time taken says nothing about the token.
+    if presented.is_some_and(|p| Sha256::digest(p) == Sha256::digest(&token)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "setup_token_required",
+        "the first account needs the relay's setup token (the Worker secret SETUP_TOKEN)",
+    ))
+}
+
 pub(crate) fn signup_closed() -> ApiError {
     ApiError::new(
         403,
@@ -285,6 +321,7 @@ pub async fn signup(mut http: Request, env: &Env) -> Answer {
     if s.signup == SignupPolicy::Closed {
         return Err(signup_closed());
     }
+    check_setup_token(env, req.setup_token.as_deref()).await?;
     crate::turnstile::check_signup(&http, env, throttle::client_ip(&http)).await?;
     let auth_hash = hash_key(&s, &auth_key)?;
     let db = env.d1(DB)?;

@@ -299,6 +299,7 @@ pub async fn signup_finish(mut http: Request, env: &Env) -> Answer {
         return Err(account::signup_closed());
     }
     opaque(env)?;
+    account::check_setup_token(env, req.setup_token.as_deref()).await?;
     crate::turnstile::check_signup(&http, env, throttle::client_ip(&http)).await?;
     let kdf = serde_json::to_string(&kdf).map_err(ApiError::internal)?;
     let guard = match s.signup {
