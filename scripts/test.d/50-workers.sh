@@ -38,7 +38,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 # SETUP_TOKEN: the suite's first signups check it (the native relay under
 # test has the same one, clipmesh_tests::procs::SETUP_TOKEN).
 scripts/worker-dev --port "$port" --state "$state/state" --var SIGNUP=open \
-    --var THROTTLE_FREE_FAILURES=1000 \
+    --var THROTTLE_FREE_FAILURES=1000 --var SIGNUP_FREE_PER_IP=1000000 \
     --var SETUP_TOKEN=clipmesh-test-setup-token-xxxxxxxxxxxxxxxxx >"$log" 2>&1 &
 pid=$!
 qpid=
@@ -85,12 +85,13 @@ wait "$qpid" "$tpid" 2>/dev/null || true
 qpid=
 tpid=
 
-echo "--- Worker: the cron sweep, session lifetimes, blob expiry and the login throttle (a third Worker, SESSION_IDLE_S=2, BLOB_TTL_S=2, THROTTLE_FREE_FAILURES=2, THROTTLE_BASE_S=300)"
+echo "--- Worker: the cron sweep, session lifetimes, blob expiry, the login throttle and the signup budget (a third Worker, SESSION_IDLE_S=2, BLOB_TTL_S=2, THROTTLE_FREE_FAILURES=2, THROTTLE_BASE_S=300, SIGNUP_FREE_PER_IP=6)"
 qport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1 \
     node worker/dev/serve.mjs --build target/worker/bundle --port "$qport" --state "$state/life-state" \
     --var SIGNUP=open --var SESSION_IDLE_S=2 --var BLOB_TTL_S=2 \
-    --var THROTTLE_FREE_FAILURES=2 --var THROTTLE_BASE_S=300 >"$state/life.log" 2>&1 &
+    --var THROTTLE_FREE_FAILURES=2 --var THROTTLE_BASE_S=300 \
+    --var SIGNUP_FREE_PER_IP=6 >"$state/life.log" 2>&1 &
 qpid=$!
 for _ in $(seq 1 120); do
     grep -q "listening on" "$state/life.log" && break
@@ -103,6 +104,8 @@ target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --cron-sweep 2
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --lifetimes 2
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --blob-expiry 2
 target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --throttle 2
+# The checks above made 5 signups from here; one of 6 is left.
+target/debug/clipmesh-conformance --url "http://127.0.0.1:$qport" --signup-budget 6
 kill "$qpid"
 wait "$qpid" 2>/dev/null || true
 qpid=

@@ -1349,6 +1349,53 @@ pub fn rate_limit_binding(base: &str, limit: u32) -> Result<()> {
     bail!("{answered} pre-logins answered, none refused, with a limit of {limit} a minute")
 }
 
+/// The Worker's per-network signup budget (natively `NetGuard`, tested in
+/// the relay's own tests), against a Worker allowing `free` signups per
+/// network: signups from this client are accepted until the budget is
+/// spent (earlier checks on the same Worker may have used some of it, but
+/// at least one must be left), then refused with 429 `rate_limited` and a
+/// `Retry-After`, and so is the next one (the block holds).
+pub fn signup_budget(base: &str, free: u32) -> Result<()> {
+    let t = Target::new(base)?;
+    let json_ct = [("Content-Type", "application/json".to_owned())];
+    let signup = || -> Result<RawAnswer> {
+        let body = json!({
+            "username": unique("bud"), "salt": hex_rand(16), "kdf": KdfParams::default(),
+            "auth_key": hex_rand(32),
+            "wrapped_data_key": hex_rand(clipmesh_proto::keys::WRAPPED_LEN),
+            "device_name": "b1",
+        })
+        .to_string();
+        t.raw("POST", "/api/v1/signup", None, &json_ct, body.as_bytes())
+    };
+    let mut accepted = 0;
+    for _ in 0..=free {
+        let r = signup()?;
+        match r.status {
+            200 => accepted += 1,
+            429 => {
+                ensure!(accepted > 0, "no signup was left of a budget of {free}");
+                ensure!(
+                    r.error() == "rate_limited" && r.u64("retry-after").is_some_and(|s| s >= 1),
+                    "the refusal: {} {:?}",
+                    r.error(),
+                    r.headers.get("retry-after")
+                );
+                let again = signup()?;
+                ensure!(
+                    again.status == 429 && again.error() == "rate_limited",
+                    "a signup during the block: {} {}",
+                    again.status,
+                    again.error()
+                );
+                return Ok(());
+            }
+            s => bail!("signup answered {s} {}", r.error()),
+        }
+    }
+    bail!("{accepted} signups accepted with a budget of {free}")
+}
+
 /// Cloudflare's documented Turnstile test secret that always passes, and
 /// the dummy token it accepts; `worker/dev/serve.mjs` answers siteverify
 /// locally the way Cloudflare does for them.

@@ -323,6 +323,7 @@ pub async fn signup(mut http: Request, env: &Env) -> Answer {
     }
     check_setup_token(env, req.setup_token.as_deref()).await?;
     crate::turnstile::check_signup(&http, env, throttle::client_ip(&http)).await?;
+    throttle::admit_signup(env, &s, throttle::client_net(&http)).await?;
     let auth_hash = hash_key(&s, &auth_key)?;
     let db = env.d1(DB)?;
     let kdf = serde_json::to_string(&creds.kdf).map_err(ApiError::internal)?;

@@ -58,6 +58,9 @@ pub struct Settings {
     /// The login throttle (`THROTTLE_FREE_FAILURES`, `THROTTLE_BASE_S`,
     /// `THROTTLE_MAX_S`; the native defaults 5, 1 s, 900 s).
     pub throttle: Backoff,
+    /// Signups per client network (`SIGNUP_FREE_PER_IP`, 3), then blocks
+    /// from `SIGNUP_BACKOFF_S` (600 s) doubling up to a day, as natively.
+    pub signup_budget: Backoff,
 }
 
 fn var<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
@@ -103,6 +106,11 @@ impl Settings {
                 free: var(env, "THROTTLE_FREE_FAILURES", 5u32),
                 base: Duration::from_secs(var(env, "THROTTLE_BASE_S", 1u64).max(1)),
                 max: Duration::from_secs(var(env, "THROTTLE_MAX_S", 900u64).max(1)),
+            },
+            signup_budget: Backoff {
+                free: var(env, "SIGNUP_FREE_PER_IP", 3u32),
+                base: Duration::from_secs(var(env, "SIGNUP_BACKOFF_S", 600u64).max(1)),
+                max: Duration::from_secs(24 * 3600),
             },
             hello_timeout_s: var(env, "HELLO_TIMEOUT_S", 10u64).max(1),
             blob_max_bytes: var(env, "BLOB_MAX_BYTES", 4u64 << 30),

@@ -301,6 +301,7 @@ pub async fn signup_finish(mut http: Request, env: &Env) -> Answer {
     opaque(env)?;
     account::check_setup_token(env, req.setup_token.as_deref()).await?;
     crate::turnstile::check_signup(&http, env, throttle::client_ip(&http)).await?;
+    throttle::admit_signup(env, &s, throttle::client_net(&http)).await?;
     let kdf = serde_json::to_string(&kdf).map_err(ApiError::internal)?;
     let guard = match s.signup {
         SignupPolicy::First => "WHERE NOT EXISTS (SELECT 1 FROM users)",

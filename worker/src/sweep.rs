@@ -42,7 +42,9 @@ pub async fn sweep(env: &Env) -> Result<Report, ApiError> {
     let now_ms = worker::Date::now().as_millis() as f64;
     let blobs = blobs::sweep_expired(env, now).await?;
     let db = env.d1(DB)?;
-    let quiet_since = now_ms - s.throttle.max.as_millis() as f64;
+    // Rows of both kinds (logins, the signup budget) quiet for longer than
+    // the longer of their longest blocks.
+    let quiet_since = now_ms - s.throttle.max.max(s.signup_budget.max).as_millis() as f64;
     let throttle_rows = changes(
         db.prepare("DELETE FROM login_throttle WHERE last_failure < ?1 AND blocked_until < ?2")
             .bind(&[JsValue::from_f64(quiet_since), JsValue::from_f64(now_ms)])?

@@ -18,7 +18,7 @@
 use crate::api::ApiError;
 use crate::config::Settings;
 use crate::session::DB;
-use clipmesh_room::throttle::net_key;
+use clipmesh_room::throttle::{net_key, Backoff};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -93,8 +93,9 @@ pub async fn check(env: &Env, name: &str, net: IpAddr) -> Result<(), ApiError> {
 }
 
 /// Counts one failure against `key` (starting over after a quiet spell
-/// longer than the longest block) and blocks it as the shared rules say.
-async fn bump(env: &Env, s: &Settings, key: String) -> Result<(), ApiError> {
+/// longer than the longest block) and blocks it as the shared rules say;
+/// returns the block it started, if any.
+async fn bump(env: &Env, b: &Backoff, key: String) -> Result<Option<Duration>, ApiError> {
     #[derive(Deserialize)]
     struct Failures {
         failures: u32,
@@ -102,7 +103,7 @@ async fn bump(env: &Env, s: &Settings, key: String) -> Result<(), ApiError> {
     let db = env.d1(DB)?;
     let now = now_ms();
     let (k, t) = (JsValue::from_str(&key), JsValue::from_f64(now as f64));
-    let max_ms = JsValue::from_f64(s.throttle.max.as_millis() as f64);
+    let max_ms = JsValue::from_f64(b.max.as_millis() as f64);
     let n = db
         .prepare(
             "INSERT INTO login_throttle (key, failures, blocked_until, last_failure) VALUES (?1, 1, 0, ?2) \
@@ -114,32 +115,64 @@ async fn bump(env: &Env, s: &Settings, key: String) -> Result<(), ApiError> {
         .first::<Failures>(None)
         .await?
         .map_or(1, |f| f.failures);
-    if let Some(wait) = s.throttle.block_for(n) {
+    let wait = b.block_for(n);
+    if let Some(wait) = wait {
         let until = now.saturating_add(wait.as_millis() as u64);
         db.prepare("UPDATE login_throttle SET blocked_until = ?2 WHERE key = ?1")
             .bind(&[k, JsValue::from_f64(until as f64)])?
             .run()
             .await?;
     }
-    Ok(())
+    Ok(wait)
+}
+
+/// The per-network signup budget, as the native relay's `NetGuard`: each
+/// signup that got this far counts against its client network (key
+/// `s:<network>`, in the same table); past `SIGNUP_FREE_PER_IP` it is
+/// refused with 429 `rate_limited`, and so is every signup from there
+/// while the block lasts (those are not counted).
+pub async fn admit_signup(env: &Env, s: &Settings, net: IpAddr) -> Result<(), ApiError> {
+    let key = format!("s:{net}");
+    #[derive(Deserialize)]
+    struct Until {
+        blocked_until: f64,
+    }
+    let until = env
+        .d1(DB)?
+        .prepare("SELECT blocked_until FROM login_throttle WHERE key = ?1")
+        .bind(&[JsValue::from_str(&key)])?
+        .first::<Until>(None)
+        .await?
+        .map_or(0, |u| u.blocked_until as u64);
+    let now = now_ms();
+    if until > now {
+        return Err(rate_limited(Duration::from_millis(until - now)));
+    }
+    match bump(env, &s.signup_budget, key).await? {
+        Some(wait) => Err(rate_limited(wait)),
+        None => Ok(()),
+    }
 }
 
 /// A failed login for `name` from `net`: counts against both keys.
 pub async fn failure(env: &Env, s: &Settings, name: &str, net: IpAddr) -> Result<(), ApiError> {
-    bump(env, s, net_row(net)).await?;
-    bump(env, s, account_row(name, net)).await
+    bump(env, &s.throttle, net_row(net)).await?;
+    bump(env, &s.throttle, account_row(name, net)).await?;
+    Ok(())
 }
 
 /// A started v2 login for `name` from `net`: counts against the account
 /// until a finish that verifies clears it ([`success`]).
 pub async fn attempt(env: &Env, s: &Settings, name: &str, net: IpAddr) -> Result<(), ApiError> {
-    bump(env, s, account_row(name, net)).await
+    bump(env, &s.throttle, account_row(name, net)).await?;
+    Ok(())
 }
 
 /// A v2 finish that did not verify: counts against the network only (its
 /// start already counted against the account).
 pub async fn net_failure(env: &Env, s: &Settings, net: IpAddr) -> Result<(), ApiError> {
-    bump(env, s, net_row(net)).await
+    bump(env, &s.throttle, net_row(net)).await?;
+    Ok(())
 }
 
 /// A login succeeded: the account's history from that network starts over

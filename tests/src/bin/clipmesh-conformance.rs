@@ -21,7 +21,9 @@
 //! lifetime; `--rate-limit LIMIT` the optional rate-limiting binding
 //! against a Worker served with `--rate-limit LIMIT`; `--turnstile`
 //! Turnstile on signup against a Worker whose `TURNSTILE_SECRET` is
-//! Cloudflare's always-pass test secret (answered locally by serve.mjs).
+//! Cloudflare's always-pass test secret (answered locally by serve.mjs);
+//! `--signup-budget FREE` the per-network signup budget against a Worker
+//! allowing FREE signups per network.
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -80,8 +82,12 @@ fn main() -> Result<()> {
             clipmesh_tests::conformance::turnstile(url)?;
             println!("turnstile: signups without a solved challenge were refused (403), with one accepted");
         }
+        [flag, url, b, free] if flag == "--url" && b == "--signup-budget" => {
+            clipmesh_tests::conformance::signup_budget(url, free.parse()?)?;
+            println!("signup budget: once {free} signups from this network were spent, the next were refused with 429");
+        }
         _ => bail!(
-            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S | --throttle FREE | --cron-sweep TTL_S | --rate-limit LIMIT | --turnstile]"
+            "usage: clipmesh-conformance --url http://127.0.0.1:PORT [--hibernation IDLE_S PING_S | --quota LIMIT | --lifetimes IDLE_S | --blob-expiry TTL_S | --throttle FREE | --cron-sweep TTL_S | --rate-limit LIMIT | --turnstile | --signup-budget FREE]"
         ),
     }
     Ok(())
