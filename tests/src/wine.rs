@@ -86,13 +86,18 @@ pub struct WineExe {
 }
 
 impl WineExe {
-    /// `wine64 EXE` with the prefix's environment (no Wine debug output,
-    /// no Mono or Gecko installers).
+    /// `wine64 EXE` with the prefix's environment (no Wine debug output
+    /// unless `CLIPMESH_WINEDEBUG` asks for it, no Mono or Gecko installers).
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.wine);
         c.arg(&self.exe)
             .env("WINEPREFIX", &self.prefix)
-            .env("WINEDEBUG", "-all")
+            // CLIPMESH_WINEDEBUG (e.g. +timestamp,+clipboard) turns Wine's
+            // own tracing on, for looking into a slow or lost update.
+            .env(
+                "WINEDEBUG",
+                std::env::var_os("CLIPMESH_WINEDEBUG").unwrap_or_else(|| "-all".into()),
+            )
             .env("WINEDLLOVERRIDES", "mscoree=;mshtml=");
         c
     }

@@ -236,6 +236,10 @@ fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
         .context("copies on Linux A (destinations: 0 = Linux B, 1 = Windows W)")
         .map_err(with_w_log)?;
     drop(owner_a);
+    // The meter is a second clipboard reader on W: left running, it opens
+    // the clipboard at every copy made on W, while the daemon does, and
+    // Wine converts the X selection for each of them.
+    drop(w_meter);
     let owner_w = SelectionOwner::connect(&xw.display())?;
     let mut from_w =
         timed_copies(args, &owner_w, &w_events, &[&a_events, &b_events]).map_err(with_w_log)?;
@@ -272,9 +276,30 @@ fn run_wine(args: &LatencyArgs, exe: &std::path::Path) -> Result<()> {
         );
         idle_report(daemon_w.pid(), args.idle_secs)?;
     }
-    drop(w_meter);
     drop(daemon_w);
     drop(prefix);
+    keep_logs(&pair.logs)?;
+    Ok(())
+}
+
+/// `CLIPMESH_LATENCY_KEEP_LOGS=DIR`: copies the run's logs (relay and
+/// daemons, at `--rust-log`'s level) into DIR before the temporary
+/// directory goes away, to line a slow stage up with the daemons' own
+/// timestamps.
+fn keep_logs(logs: &std::path::Path) -> Result<()> {
+    let Some(dir) = std::env::var_os("CLIPMESH_LATENCY_KEEP_LOGS") else {
+        return Ok(());
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    for entry in std::fs::read_dir(logs)? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.join(name))
+                .with_context(|| format!("copy {}", path.display()))?;
+        }
+    }
+    eprintln!("logs kept in {}", dir.display());
     Ok(())
 }
 
