@@ -335,6 +335,13 @@ impl RelayHandle {
                 "tasks still running after drain timeout"
             );
         }
+        // Clip writes the rooms queued last are committed before the end.
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.store.flush_batches())
+            .await
+            .is_err()
+        {
+            tracing::warn!("clip writes still queued after drain timeout");
+        }
         if let Err(e) = self.store.call(|db| db.checkpoint()).await {
             tracing::warn!(error = %e, "checkpoint failed");
         }

@@ -813,6 +813,9 @@ pub struct Store {
     permits: Arc<tokio::sync::Semaphore>,
     /// Clip writes waiting for their batch (`batch.rs`).
     pending: Arc<batch::Pending>,
+    /// The batch tasks (`batch.rs`): owned, so that shutdown waits for the
+    /// writes they hold ([`Store::flush_batches`]).
+    batches: tokio_util::task::TaskTracker,
 }
 
 impl Store {
@@ -822,6 +825,7 @@ impl Store {
             db: Arc::new(Mutex::new(db)),
             permits: Arc::new(tokio::sync::Semaphore::new(DB_CONCURRENCY)),
             pending: Arc::default(),
+            batches: tokio_util::task::TaskTracker::new(),
         }
     }
 

@@ -9,7 +9,9 @@
 //! so [`Store::save_clip`] queues the write here and the first write of a
 //! batch starts a task that waits [`BATCH_WINDOW`], takes everything queued
 //! by then and writes it in one transaction. Each caller learns whether its
-//! own write succeeded.
+//! own write succeeded. The batch task belongs to the store's tracker, and
+//! [`Store::flush_batches`] (called when the relay stops) waits until every
+//! queued write is committed.
 
 use super::{Db, Store, StoreError};
 use axum::body::Bytes;
@@ -84,9 +86,19 @@ impl Store {
             !std::mem::replace(&mut q.scheduled, true)
         };
         if start {
-            tokio::spawn(self.clone().run_batches());
+            self.batches.spawn(self.clone().run_batches());
         }
         rx
+    }
+
+    /// Waits until every clip write queued so far is committed (or has
+    /// failed and told its caller). The relay calls it when it stops, after
+    /// the rooms ended and before the final checkpoint, so that a clip
+    /// published just before shutdown is not lost with its batch task.
+    pub async fn flush_batches(&self) {
+        self.batches.close();
+        self.batches.wait().await;
+        self.batches.reopen();
     }
 
     /// Waits the batch window, then writes batches until the queue is empty.
@@ -242,5 +254,24 @@ mod tests {
             })
             .await
             .unwrap();
+    }
+
+    // The test runtime has one thread: the batch task cannot run before
+    // the test awaits, so the first reply is still pending when checked.
+    #[tokio::test]
+    async fn flush_waits_for_a_queued_batch() {
+        let mut db = Db::open_in_memory().unwrap();
+        let u = user(&mut db, "u");
+        let store = Store::new(db);
+        let mut reply = store.save_clip(write(u, 3, 1003));
+        // Queued: the batch task is still in its window.
+        assert!(reply.try_recv().is_err());
+        store.flush_batches().await;
+        assert_eq!(reply.try_recv(), Ok(true));
+        assert!(store.batches.is_empty());
+        let floor = store.call(move |db| db.seq_floor(u)).await.unwrap();
+        assert_eq!(floor, 1003);
+        // The tracker takes new batches after a flush.
+        assert!(store.save_clip(write(u, 4, 1004)).await.unwrap());
     }
 }
