@@ -105,18 +105,21 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         let half = step / 2;
         // Uniform in [half, step].
-        let frac = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let frac = (xorshift64(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64;
         half + half.mul_f64(frac)
     }
+}
 
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
+/// One step of xorshift64 over `state` (never 0): the jitter of the
+/// sans-IO schedulers ([`Backoff`] and the key-listing fetch), seeded by their
+/// drivers, so tests replay the same sequence.
+pub(crate) fn xorshift64(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ impl<T> KeyFetch<T> {
         // may be different now.
         self.settled.clear();
         if why == (Why::Joined { rekey: true }) {
-            let spread = self.next_random() % (REKEY_SPREAD_MS + 1);
+            let spread = crate::backoff::xorshift64(&mut self.rng) % (REKEY_SPREAD_MS + 1);
             self.hold_until = self.hold_until.max(now_ms.saturating_add(spread));
         }
         self.wanted = true;
@@ -233,15 +233,6 @@ impl<T> KeyFetch<T> {
         self.in_flight = true;
         self.starts.push_back(now_ms);
         self.out.push_back(Output::Fetch);
-    }
-
-    fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
     }
 }
 

@@ -170,6 +170,33 @@ impl Target {
         )
     }
 
+    /// Creates a blob of one small sealed chunk (random bytes) and uploads
+    /// it whole with `token`; answers its path and its bytes.
+    pub fn upload_small_blob(&self, token: &str) -> Result<(String, Vec<u8>)> {
+        let len = clipmesh_proto::BlobLayout::new(100)?.sealed_len();
+        let mut data = vec![0u8; len as usize];
+        rand::rngs::OsRng.fill_bytes(&mut data);
+        let path = format!("/api/v1/blobs/{}", hex_rand(16));
+        let tok = Some(token);
+        let r = self.raw(
+            "POST",
+            &path,
+            tok,
+            &[("Upload-Length", len.to_string())],
+            b"",
+        )?;
+        ensure!(r.status == 201, "create: {}", r.status);
+        let r = self.raw(
+            "PATCH",
+            &path,
+            tok,
+            &[("Upload-Offset", "0".to_owned())],
+            &data,
+        )?;
+        ensure!(r.status == 204, "upload: {}", r.status);
+        Ok((path, data))
+    }
+
     /// Any request: method, path, bearer token, extra headers and a raw
     /// body; answers status, headers (lower-case names) and body bytes.
     pub fn raw(
@@ -1131,30 +1158,10 @@ pub fn lifetimes(base: &str, idle: u64) -> Result<()> {
 /// for it answers 410 `blob_expired`. Waits `ttl` + 2 s of wall time
 /// (expiry is wall time, in whole seconds).
 pub fn blob_expiry(base: &str, ttl: u64) -> Result<()> {
-    use clipmesh_proto::BlobLayout;
     let t = Target::new(base)?;
     let (l, _) = t.signup(&unique("exp"), "e1")?;
-    let len = BlobLayout::new(100)?.sealed_len();
-    let mut data = vec![0u8; len as usize];
-    rand::rngs::OsRng.fill_bytes(&mut data);
-    let path = format!("/api/v1/blobs/{}", hex_rand(16));
+    let (path, data) = t.upload_small_blob(&l.token)?;
     let tok = Some(l.token.as_str());
-    let r = t.raw(
-        "POST",
-        &path,
-        tok,
-        &[("Upload-Length", len.to_string())],
-        b"",
-    )?;
-    ensure!(r.status == 201, "create: {}", r.status);
-    let r = t.raw(
-        "PATCH",
-        &path,
-        tok,
-        &[("Upload-Offset", "0".to_owned())],
-        &data,
-    )?;
-    ensure!(r.status == 204, "upload: {}", r.status);
     let r = t.raw("GET", &path, tok, &[], b"")?;
     ensure!(
         r.status == 200 && r.body == data,
@@ -1240,7 +1247,6 @@ pub fn login_throttle(base: &str, free: u32) -> Result<()> {
 /// runtime's trigger) deletes them, and the blob still answers 410
 /// `blob_expired` (its row stays as a tombstone). Waits `ttl` + 2 s.
 pub fn cron_sweep(base: &str, ttl: u64) -> Result<()> {
-    use clipmesh_proto::BlobLayout;
     let t = Target::new(base)?;
     let admin_name = unique("root");
     let (admin, admin_key) = t.signup(&admin_name, "r1")?;
@@ -1261,27 +1267,8 @@ pub fn cron_sweep(base: &str, ttl: u64) -> Result<()> {
     };
     let u_name = unique("swp");
     let (u, key) = t.signup(&u_name, "s1")?;
-    let len = BlobLayout::new(100)?.sealed_len();
-    let mut data = vec![0u8; len as usize];
-    rand::rngs::OsRng.fill_bytes(&mut data);
-    let path = format!("/api/v1/blobs/{}", hex_rand(16));
-    let tok = Some(u.token.as_str());
-    let r = t.raw(
-        "POST",
-        &path,
-        tok,
-        &[("Upload-Length", len.to_string())],
-        b"",
-    )?;
-    ensure!(r.status == 201, "create: {}", r.status);
-    let r = t.raw(
-        "PATCH",
-        &path,
-        tok,
-        &[("Upload-Offset", "0".to_owned())],
-        &data,
-    )?;
-    ensure!(r.status == 204, "upload: {}", r.status);
+    let (path, data) = t.upload_small_blob(&u.token)?;
+    let len = data.len() as u64;
     let usage = format!("/api/v1/admin/users/{}/blobs", u.user);
     let r = t.get(&usage, Some(&fresh(&admin_name, &admin_key)?))?;
     ensure!(

@@ -361,9 +361,7 @@ pub async fn signup(mut http: Request, env: &Env) -> Answer {
 /// unique violation a taken name.
 pub(crate) fn insert_outcome(inserted: worker::Result<worker::D1Result>) -> Result<(), ApiError> {
     match inserted {
-        Ok(r) if r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) == 0 => {
-            Err(signup_closed())
-        }
+        Ok(r) if crate::session::changes(&r) == 0 => Err(signup_closed()),
         Ok(_) => Ok(()),
         Err(e) if e.to_string().contains("UNIQUE") => Err(ApiError::new(
             409,
@@ -467,13 +465,8 @@ pub async fn change_password(mut req: Request, env: &Env) -> Answer {
             JsValue::from_str(&hex::encode(creds.wrapped_data_key)),
         ])?
         .run()
-        .await?
-        .meta()
-        .ok()
-        .flatten()
-        .and_then(|m| m.changes)
-        .unwrap_or(0);
-    if changed == 0 {
+        .await?;
+    if crate::session::changes(&changed) == 0 {
         // The account moved to v2 meanwhile.
         return Err(invalid_credentials());
     }

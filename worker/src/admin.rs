@@ -97,29 +97,6 @@ pub async fn list_users(req: Request, env: &Env) -> Answer {
     })
 }
 
-/// The SHA-256 (hex) of every session token of `user`'s devices.
-async fn user_tokens(env: &Env, user: UserId) -> Result<Vec<String>, ApiError> {
-    #[derive(Deserialize)]
-    struct Tok {
-        token_sha256: String,
-        prev_sha256: Option<String>,
-    }
-    let rows: Vec<Tok> = env
-        .d1(DB)?
-        .prepare(
-            "SELECT s.token_sha256 AS token_sha256, s.prev_sha256 AS prev_sha256 \
-             FROM sessions s JOIN devices d ON d.id = s.device_id WHERE d.user_id = ?1",
-        )
-        .bind(&[js_u64(user.0)])?
-        .all()
-        .await?
-        .results()?;
-    Ok(rows
-        .into_iter()
-        .flat_map(|t| std::iter::once(t.token_sha256).chain(t.prev_sha256))
-        .collect())
-}
-
 /// `POST /api/v1/admin/users/{id}/disable`.
 pub async fn disable_user(mut req: Request, env: &Env, id: &str) -> Answer {
     // Any body is ignored, but read (see `api::body`).
@@ -131,16 +108,11 @@ pub async fn disable_user(mut req: Request, env: &Env, id: &str) -> Answer {
         .prepare("UPDATE users SET disabled = 1 WHERE id = ?1")
         .bind(&[js_u64(user.0)])?
         .run()
-        .await?
-        .meta()
-        .ok()
-        .flatten()
-        .and_then(|m| m.changes)
-        .unwrap_or(0);
-    if changed == 0 {
+        .await?;
+    if session::changes(&changed) == 0 {
         return Err(ApiError::not_found("user"));
     }
-    for t in user_tokens(env, user).await? {
+    for t in session::token_hashes(env, user, None).await? {
         session::forget_token(env, &t).await?;
     }
     crate::room::revoke_all(env, user, false).await;
@@ -160,7 +132,7 @@ pub async fn delete_user(req: Request, env: &Env, id: &str) -> Answer {
     if exists.is_none() {
         return Err(ApiError::not_found("user"));
     }
-    let tokens = user_tokens(env, user).await?;
+    let tokens = session::token_hashes(env, user, None).await?;
     let keys = crate::blobs::user_objects(env, user)
         .await?
         .into_iter()
@@ -180,11 +152,7 @@ pub async fn delete_user(req: Request, env: &Env, id: &str) -> Answer {
             one("DELETE FROM users WHERE id = ?1")?,
         ])
         .await?;
-    let deleted = res
-        .last()
-        .and_then(|r| r.meta().ok().flatten())
-        .and_then(|m| m.changes)
-        .unwrap_or(0);
+    let deleted = res.last().map_or(0, session::changes);
     for t in tokens {
         session::forget_token(env, &t).await?;
     }

@@ -326,12 +326,8 @@ pub async fn sweep_expired(env: &Env, now: i64) -> Result<SweepReport, ApiError>
         .prepare("DELETE FROM blobs WHERE expires_at <= ?1")
         .bind(&[JsValue::from_f64((now - FORGET_AFTER_S) as f64)])?
         .run()
-        .await?
-        .meta()
-        .ok()
-        .flatten()
-        .and_then(|m| m.changes)
-        .unwrap_or(0) as u64;
+        .await
+        .map(|r| crate::session::changes(&r))?;
     Ok(report)
 }
 

@@ -455,7 +455,7 @@ pub async fn upgrade(mut req: Request, env: &Env) -> Answer {
         ])?
         .run()
         .await?;
-    if r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) == 0 {
+    if session::changes(&r) == 0 {
         return Err(invalid_credentials());
     }
     api::no_content()
@@ -560,7 +560,7 @@ pub async fn password_finish(mut req: Request, env: &Env) -> Answer {
     if let Some(r) = &rotation {
         for d in &r.revoke {
             let d = js_u64(d.0);
-            revoked_tokens.extend(session_tokens(env, user, &d).await?);
+            revoked_tokens.extend(session::token_hashes(env, user, Some(&d)).await?);
             batch.push(
                 db.prepare(
                     "DELETE FROM sessions WHERE device_id = ?1 \
@@ -665,36 +665,6 @@ async fn account_devices(env: &Env, user: UserId) -> Result<Vec<AccountDevice>, 
         .collect()
 }
 
-/// The session token hashes of one of the user's devices, the current one
-/// and the one its last renewal replaced (to drop from KV once its rows
-/// are gone).
-async fn session_tokens(
-    env: &Env,
-    user: UserId,
-    device: &JsValue,
-) -> Result<Vec<String>, ApiError> {
-    #[derive(Deserialize)]
-    struct Tok {
-        token_sha256: String,
-        prev_sha256: Option<String>,
-    }
-    let rows: Vec<Tok> = env
-        .d1(DB)?
-        .prepare(
-            "SELECT s.token_sha256 AS token_sha256, s.prev_sha256 AS prev_sha256 \
-             FROM sessions s JOIN devices d ON d.id = s.device_id \
-             WHERE d.id = ?1 AND d.user_id = ?2",
-        )
-        .bind(&[device.clone(), js_u64(user.0)])?
-        .all()
-        .await?
-        .results()?;
-    Ok(rows
-        .into_iter()
-        .flat_map(|t| std::iter::once(t.token_sha256).chain(t.prev_sha256))
-        .collect())
-}
-
 /// `PUT /api/v2/device-key` (token): publishes the caller's public keys
 /// with their certificate; a different key for a device that has one is
 /// refused (409).
@@ -730,7 +700,7 @@ pub async fn put_device_key(mut req: Request, env: &Env) -> Answer {
         ])?
         .run()
         .await?;
-    if r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) == 0 {
+    if session::changes(&r) == 0 {
         return Err(ApiError::new(
             409,
             "bad_request",

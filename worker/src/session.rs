@@ -221,11 +221,7 @@ pub async fn delete_device(env: &Env, user: UserId, device: DeviceId) -> Result<
             .await
             .map_err(ApiError::internal)?;
     }
-    let changed = res
-        .get(1)
-        .and_then(|r| r.meta().ok().flatten())
-        .and_then(|m| m.changes)
-        .unwrap_or(0);
+    let changed = res.get(1).map_or(0, changes);
     Ok(changed > 0)
 }
 
@@ -253,7 +249,7 @@ pub async fn renew(env: &Env, old: &[u8; 32], new: &[u8; 32]) -> Result<bool, Ap
         .delete(&cache_key(old))
         .await
         .map_err(ApiError::internal)?;
-    Ok(r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) > 0)
+    Ok(changes(&r) > 0)
 }
 
 /// Drops a session's cache entry (by the token's SHA-256, hex) from KV,
@@ -268,4 +264,45 @@ pub async fn forget_token(env: &Env, token_sha256: &str) -> Result<(), ApiError>
 /// A D1 integer parameter (D1 numbers are f64; ids stay below 2^53).
 pub fn js_u64(v: u64) -> JsValue {
     JsValue::from_f64(v as f64)
+}
+
+/// How many rows a D1 statement changed (0 when D1 reports nothing).
+pub fn changes(r: &worker::D1Result) -> u64 {
+    r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) as u64
+}
+
+/// The hashes of the session tokens of `user`'s devices, or of one of them
+/// when `device` is given: the current token and the one its last renewal
+/// replaced, to drop from KV once their rows are gone.
+pub async fn token_hashes(
+    env: &Env,
+    user: UserId,
+    device: Option<&JsValue>,
+) -> Result<Vec<String>, ApiError> {
+    #[derive(Deserialize)]
+    struct Tok {
+        token_sha256: String,
+        prev_sha256: Option<String>,
+    }
+    let db = env.d1(DB)?;
+    let query = match device {
+        None => db
+            .prepare(
+                "SELECT s.token_sha256 AS token_sha256, s.prev_sha256 AS prev_sha256 \
+                 FROM sessions s JOIN devices d ON d.id = s.device_id WHERE d.user_id = ?1",
+            )
+            .bind(&[js_u64(user.0)])?,
+        Some(device) => db
+            .prepare(
+                "SELECT s.token_sha256 AS token_sha256, s.prev_sha256 AS prev_sha256 \
+                 FROM sessions s JOIN devices d ON d.id = s.device_id \
+                 WHERE d.user_id = ?1 AND d.id = ?2",
+            )
+            .bind(&[js_u64(user.0), device.clone()])?,
+    };
+    let rows: Vec<Tok> = query.all().await?.results()?;
+    Ok(rows
+        .into_iter()
+        .flat_map(|t| std::iter::once(t.token_sha256).chain(t.prev_sha256))
+        .collect())
 }

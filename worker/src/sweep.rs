@@ -16,7 +16,7 @@
 use crate::api::{self, ApiError};
 use crate::blobs;
 use crate::config::Settings;
-use crate::session::DB;
+use crate::session::{changes, DB};
 use wasm_bindgen::JsValue;
 use worker::{event, Env, ScheduleContext, ScheduledEvent};
 
@@ -31,10 +31,6 @@ pub struct Report {
     pub pending_logins: u64,
 }
 
-fn changes(r: worker::D1Result) -> u64 {
-    r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) as u64
-}
-
 /// Runs one sweep at the Worker's clock.
 pub async fn sweep(env: &Env) -> Result<Report, ApiError> {
     let s = Settings::from_env(env);
@@ -46,13 +42,13 @@ pub async fn sweep(env: &Env) -> Result<Report, ApiError> {
     // the longer of their longest blocks.
     let quiet_since = now_ms - s.throttle.max.max(s.signup_budget.max).as_millis() as f64;
     let throttle_rows = changes(
-        db.prepare("DELETE FROM login_throttle WHERE last_failure < ?1 AND blocked_until < ?2")
+        &db.prepare("DELETE FROM login_throttle WHERE last_failure < ?1 AND blocked_until < ?2")
             .bind(&[JsValue::from_f64(quiet_since), JsValue::from_f64(now_ms)])?
             .run()
             .await?,
     );
     let pending_logins = changes(
-        db.prepare("DELETE FROM pending_logins WHERE expires_at <= ?1")
+        &db.prepare("DELETE FROM pending_logins WHERE expires_at <= ?1")
             .bind(&[JsValue::from_f64(now_ms)])?
             .run()
             .await?,
