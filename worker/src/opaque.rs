@@ -129,6 +129,9 @@ async fn v2_by_id(env: &Env, user: UserId) -> Result<Option<V2Row>, ApiError> {
         .await?)
 }
 
+/// The caller's session. Handlers with a body read it first (see
+/// [`api::body`]): a 401 answered before the body is read makes the runtime
+/// close the client's keep-alive connection.
 async fn me(req: &Request, env: &Env, s: &Settings) -> Result<Session, ApiError> {
     let (token, _) = session::request_token(req);
     session::authenticate(env, s, token.as_deref()).await
@@ -406,8 +409,9 @@ pub async fn login_finish(mut req: Request, env: &Env) -> Answer {
 /// caller's own account (the upgrade uses it).
 pub async fn register_start(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let raw = api::body(&mut req).await?;
     let me = me(&req, env, &s).await?;
-    let body: OwnRegisterStartRequest = api::json(&mut req, s.max_json).await?;
+    let body: OwnRegisterStartRequest = api::parse(&raw, s.max_json)?;
     let request = rules::registration_request("request", &body.request)?;
     let o = opaque(env)?;
     let row = v2_by_id(env, me.user)
@@ -423,9 +427,10 @@ pub async fn register_start(mut req: Request, env: &Env) -> Answer {
 /// the v1 `auth_key` as proof; v1 login stops working for the account.
 pub async fn upgrade(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let raw = api::body(&mut req).await?;
     let me = me(&req, env, &s).await?;
     let net = throttle::client_net(&req);
-    let body: UpgradeRequest = api::json(&mut req, s.max_json).await?;
+    let body: UpgradeRequest = api::parse(&raw, s.max_json)?;
     let current = validate::key_hex("current_auth_key", &body.current_auth_key)?;
     let record = rules::record(&body.record)?;
     let kdf = rules::record_kdf(&body.kdf)?;
@@ -465,9 +470,10 @@ pub async fn upgrade(mut req: Request, env: &Env) -> Answer {
 /// password plus a registration start for the new one.
 pub async fn password_start(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let raw = api::body(&mut req).await?;
     let me = me(&req, env, &s).await?;
     let net = throttle::client_net(&req);
-    let body: PasswordStartRequest = api::json(&mut req, s.max_json).await?;
+    let body: PasswordStartRequest = api::parse(&raw, s.max_json)?;
     let ke1 = rules::login_request("login", &body.login)?;
     let reg = rules::registration_request("registration", &body.registration)?;
     let o = opaque(env)?;
@@ -514,9 +520,10 @@ pub async fn password_start(mut req: Request, env: &Env) -> Answer {
 /// `end_other_sessions`, every other device is logged out.
 pub async fn password_finish(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let raw = api::body(&mut req).await?;
     let me = me(&req, env, &s).await?;
     let net = throttle::client_net(&req);
-    let body: PasswordFinishRequest = api::json(&mut req, s.max_json).await?;
+    let body: PasswordFinishRequest = api::parse(&raw, s.max_json)?;
     let record = rules::record(&body.record)?;
     let kdf = rules::record_kdf(&body.kdf)?;
     let wrap = rules::export_wrap(&body.export_wrap)?;
@@ -670,8 +677,9 @@ async fn account_devices(env: &Env, user: UserId) -> Result<Vec<AccountDevice>, 
 /// refused (409).
 pub async fn put_device_key(mut req: Request, env: &Env) -> Answer {
     let s = Settings::from_env(env);
+    let raw = api::body(&mut req).await?;
     let me = me(&req, env, &s).await?;
-    let body: DeviceKeyRequest = api::json(&mut req, s.max_json).await?;
+    let body: DeviceKeyRequest = api::parse(&raw, s.max_json)?;
     let public = rules::device_public(&body.public_key)?;
     let cert = rules::cert(&body.cert)?;
     let row = v2_by_id(env, me.user)
