@@ -1403,80 +1403,33 @@ pub fn turnstile(base: &str) -> Result<()> {
         "device_name": "t1",
     })
     .to_string();
-    let ct = ("Content-Type", "application/json".to_owned());
-    let with = |token: &str| [ct.clone(), ("CF-Turnstile-Response", token.to_owned())];
-    let r = t.raw(
-        "POST",
-        "/api/v1/signup",
-        None,
-        std::slice::from_ref(&ct),
-        v1.as_bytes(),
-    )?;
-    ensure!(
-        r.status == 403 && r.error() == "forbidden",
-        "v1 signup without a token: {} {}",
-        r.status,
-        r.error()
-    );
-    let r = t.raw(
-        "POST",
-        "/api/v1/signup",
-        None,
-        &with("not-a-solved-challenge"),
-        v1.as_bytes(),
-    )?;
-    ensure!(
-        r.status == 403 && r.error() == "forbidden",
-        "v1 signup with a refused token: {} {}",
-        r.status,
-        r.error()
-    );
-    let r = t.raw(
-        "POST",
-        "/api/v1/signup",
-        None,
-        &with(TURNSTILE_DUMMY_TOKEN),
-        v1.as_bytes(),
-    )?;
-    ensure!(
-        r.status == 200,
-        "v1 signup with the accepted token: {} {}",
-        r.status,
-        r.error()
-    );
-
     let name = unique("ts2");
     let (record, ek) = v2_register(&t, &name, b"pw", None)?;
     let k = EpochKey::generate(&mut rand::rngs::OsRng);
     let v2 = json!({"username": name, "record": record, "kdf": KdfParams::default(), "epoch": 1,
                     "export_wrap": ek.kek().wrap(Epoch(1), &k).to_hex(), "device_name": "t2"})
     .to_string();
-    let r = t.raw(
-        "POST",
-        "/api/v2/signup/finish",
-        None,
-        std::slice::from_ref(&ct),
-        v2.as_bytes(),
-    )?;
-    ensure!(
-        r.status == 403 && r.error() == "forbidden",
-        "v2 signup without a token: {} {}",
-        r.status,
-        r.error()
-    );
-    let r = t.raw(
-        "POST",
-        "/api/v2/signup/finish",
-        None,
-        &with(TURNSTILE_DUMMY_TOKEN),
-        v2.as_bytes(),
-    )?;
-    ensure!(
-        r.status == 200,
-        "v2 signup with the accepted token: {} {}",
-        r.status,
-        r.error()
-    );
+    let ct = ("Content-Type", "application/json".to_owned());
+    for (what, path, body) in [
+        ("v1 signup", "/api/v1/signup", &v1),
+        ("v2 signup", "/api/v2/signup/finish", &v2),
+    ] {
+        for (token, want, case) in [
+            (None, 403, "without a token"),
+            (Some("not-a-solved-challenge"), 403, "with a refused token"),
+            (Some(TURNSTILE_DUMMY_TOKEN), 200, "with the accepted token"),
+        ] {
+            let mut headers = vec![ct.clone()];
+            headers.extend(token.map(|v| ("CF-Turnstile-Response", v.to_owned())));
+            let r = t.raw("POST", path, None, &headers, body.as_bytes())?;
+            ensure!(
+                r.status == want && (want == 200 || r.error() == "forbidden"),
+                "{what} {case}: {} {}",
+                r.status,
+                r.error()
+            );
+        }
+    }
     Ok(())
 }
 
