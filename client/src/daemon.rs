@@ -313,26 +313,8 @@ pub async fn run_daemon_mode<C: ClipboardSink>(
         while let Some(o) = engine.poll_output() {
             d.carry_out(o, &mut engine).await;
         }
-        let wake = engine.poll_timeout();
-        let timer = async move {
-            match wake {
-                Some(at) => {
-                    let ms = at.saturating_sub(now_ms());
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let fetch_wake = d.fetch.poll_timeout();
-        let fetch_timer = async move {
-            match fetch_wake {
-                Some(at) => {
-                    let ms = at.saturating_sub(now_ms());
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let timer = sleep_until_ms(engine.poll_timeout());
+        let fetch_timer = sleep_until_ms(d.fetch.poll_timeout());
         let input = tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
             exit = &mut link_task => {
@@ -856,5 +838,17 @@ impl<C: ClipboardSink> Driver<C> {
             };
             let _ = tx.send(input).await;
         });
+    }
+}
+
+/// Sleeps until `at` (Unix ms, the sans-IO cores' `poll_timeout`), or
+/// forever when there is no deadline.
+async fn sleep_until_ms(at: Option<u64>) {
+    match at {
+        Some(at) => {
+            let ms = at.saturating_sub(now_ms());
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        None => std::future::pending().await,
     }
 }
