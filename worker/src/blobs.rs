@@ -247,11 +247,7 @@ async fn sweep(env: &Env, user: UserId, now: i64) -> Result<(), ApiError> {
         let Ok(blob) = BlobId::from_str(&g.id) else {
             continue;
         };
-        let pieces: Vec<(u64, u64)> = serde_json::from_str(&g.parts).unwrap_or_default();
-        let keys: Vec<String> = pieces.iter().map(|p| key(user, &blob, p.0)).collect();
-        if !keys.is_empty() {
-            bucket.delete_multiple(keys).await?;
-        }
+        delete_pieces(&bucket, user, &blob, &g.parts).await?;
         db.prepare("UPDATE blobs SET parts = '[]' WHERE user_id = ?1 AND id = ?2")
             .bind(&[js_u64(user.0), JsValue::from_str(&g.id)])?
             .run()
@@ -265,6 +261,23 @@ async fn sweep(env: &Env, user: UserId, now: i64) -> Result<(), ApiError> {
         .run()
         .await?;
     Ok(())
+}
+
+/// Deletes the R2 objects of a blob's stored pieces (`parts`, its row's
+/// JSON list of `(offset, length)`); answers how many there were.
+async fn delete_pieces(
+    bucket: &worker::Bucket,
+    user: UserId,
+    blob: &BlobId,
+    parts: &str,
+) -> Result<u64, ApiError> {
+    let pieces: Vec<(u64, u64)> = serde_json::from_str(parts).unwrap_or_default();
+    let keys: Vec<String> = pieces.iter().map(|p| key(user, blob, p.0)).collect();
+    let n = keys.len() as u64;
+    if n > 0 {
+        bucket.delete_multiple(keys).await?;
+    }
+    Ok(n)
 }
 
 /// Most expired blobs one [`sweep_expired`] run empties (the next cron run
@@ -309,12 +322,7 @@ pub async fn sweep_expired(env: &Env, now: i64) -> Result<SweepReport, ApiError>
     for g in gone {
         let user = UserId(g.user_id);
         if let Ok(blob) = BlobId::from_str(&g.id) {
-            let pieces: Vec<(u64, u64)> = serde_json::from_str(&g.parts).unwrap_or_default();
-            let keys: Vec<String> = pieces.iter().map(|p| key(user, &blob, p.0)).collect();
-            report.objects += keys.len() as u64;
-            if !keys.is_empty() {
-                bucket.delete_multiple(keys).await?;
-            }
+            report.objects += delete_pieces(&bucket, user, &blob, &g.parts).await?;
         }
         db.prepare("UPDATE blobs SET parts = '[]' WHERE user_id = ?1 AND id = ?2")
             .bind(&[js_u64(g.user_id), JsValue::from_str(&g.id)])?
