@@ -493,6 +493,14 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            // Deterministic: the same cases on every run and machine, and no
+            // regression file written into the source tree.
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x636c_6970_6d65_7368),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
         #[test]
         fn any_bytes_decode_or_fail_cleanly(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let l = Limits::default();

@@ -10,6 +10,7 @@ use clipmesh_proto::{
     BlobError, BlobId, BlobKey, BlobLayout, BlobOpener, BlobSealer, BlobStreamSealer, BlobSummary,
 };
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -219,8 +220,10 @@ fn apply(a: &Attack, s: &Sealed) -> Option<Vec<Vec<u8>>> {
         }
         Attack::FromOtherBlob(i) => {
             // Same key, same length, another blob id: ids are in the AAD.
+            // The other id is the complement of this one, so it differs for
+            // every seed (a constant id equalled `seal`'s for seed 237).
             let i = i % n;
-            let other_id = BlobId([0xee; 16]);
+            let other_id = BlobId(s.id.0.map(|b| !b));
             let mut o = BlobStreamSealer::new(&s.key, other_id);
             let mut oc = Vec::new();
             for p in s.plaintext.chunks(CHUNK_LEN) {
@@ -234,7 +237,14 @@ fn apply(a: &Attack, s: &Sealed) -> Option<Vec<Vec<u8>>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        // Deterministic: the same cases on every run and machine, and no
+        // regression file written into the source tree.
+        rng_seed: RngSeed::Fixed(0x636c_6970_6d65_7368),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn untouched_streams_open(len in blob_len(), piece in 1usize..200_000, seed: u8) {

@@ -18,6 +18,7 @@ use clipmesh_proto::{
     EnvelopeKind, ErrorCode, FileEntry, Frame, SignalKind, UserId,
 };
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 /// Asserts `frame` encodes to exactly `hex` and `hex` decodes to `frame`.
 #[track_caller]
@@ -713,6 +714,14 @@ fn rest_payload_fixed_len(f: &Frame) -> Option<usize> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        // Deterministic: the same cases on every run and machine, and no
+        // regression file written into the source tree.
+        rng_seed: RngSeed::Fixed(0x636c_6970_6d65_7368),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn frame_round_trips(f in frame()) {
         let bytes = f.encode();
