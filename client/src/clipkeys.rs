@@ -21,7 +21,7 @@
 //!   revoked device drops out) and reviewed for new devices to announce.
 //!
 //! No network IO here except [`fetch_listing`] (blocking, for the callers'
-//! blocking tasks; when the daemon fetches is [`crate::keyfetch`]'s
+//! blocking tasks; [`fetch_listing_until`] runs it in one); when the daemon fetches is [`crate::keyfetch`]'s
 //! decision); the roster file is written when it changes, and the
 //! caller persists a new epoch key ([`Refreshed::moved_to`]).
 
@@ -46,6 +46,28 @@ pub struct Listing {
     /// `GET /api/v2/epoch-wrap` (fetched only for a newer epoch; `None`
     /// also on a relay without key epochs).
     pub wrap: Option<EpochWrapRecord>,
+}
+
+/// What [`fetch_listing_until`] brings: the listing (`None`: the relay
+/// has no v2), or why it could not be fetched.
+pub type Fetched = Result<Option<Listing>, String>;
+
+/// [`fetch_listing`] for async callers, in a blocking thread; `None` when
+/// `cancel` fired first.
+pub async fn fetch_listing_until(
+    api: &crate::api::Api,
+    token: &str,
+    holds: Epoch,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<Fetched> {
+    let (api, token) = (api.clone(), token.to_owned());
+    let work = tokio::task::spawn_blocking(move || {
+        fetch_listing(&api, &token, holds).map_err(|e| e.to_string())
+    });
+    tokio::select! {
+        r = work => Some(r.unwrap_or_else(|e| Err(format!("device key task failed: {e}")))),
+        _ = cancel.cancelled() => None,
+    }
 }
 
 /// The relay's listing for a device at epoch `holds`; `None` when the

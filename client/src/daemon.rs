@@ -31,7 +31,7 @@
 
 use crate::account::Device;
 use crate::clipboard::LocalEvent;
-use crate::clipkeys::{ClipKeys, Listing, Opened};
+use crate::clipkeys::{ClipKeys, Fetched, Listing, Opened};
 use crate::clock::now_ms;
 use crate::control::{ControlError, ControlServer, Incoming, Response};
 use crate::engine::{Downloaded, Engine, Input, JobId, Output, Ticket, Via};
@@ -146,10 +146,6 @@ struct Parked {
     from: DeviceId,
     envelope: Vec<u8>,
 }
-
-/// What a key listing fetch task reports: the listing (`None`: the relay
-/// has no v2), or why it failed.
-type Fetched = Result<Option<Listing>, String>;
 
 /// What carries the engine's outputs out: the IO half of the daemon.
 struct Driver<C> {
@@ -468,14 +464,11 @@ impl<C: ClipboardSink> Driver<C> {
         let (api, token, holds) = (self.api.clone(), self.token.get(), self.keys.epoch());
         let (tx, cancel) = (self.listings.clone(), self.cancel.clone());
         self.tracker.spawn(async move {
-            let work = tokio::task::spawn_blocking(move || {
-                crate::clipkeys::fetch_listing(&api, &token, holds).map_err(|e| e.to_string())
-            });
-            let fetched = tokio::select! {
-                r = work => r.unwrap_or_else(|e| Err(format!("device key task failed: {e}"))),
-                _ = cancel.cancelled() => return,
-            };
-            let _ = tx.send(fetched).await;
+            if let Some(fetched) =
+                crate::clipkeys::fetch_listing_until(&api, &token, holds, &cancel).await
+            {
+                let _ = tx.send(fetched).await;
+            }
         });
     }
 

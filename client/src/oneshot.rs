@@ -112,9 +112,10 @@ pub async fn publish_once(
         etx,
         cancel.clone(),
     ));
-    let revoked = || OneshotError::Revoked;
     let result = match handle.publish(env).await {
-        Err(e) => Err(OneshotError::Publish(e)),
+        // The link ended before it took the clip (a revoked session can
+        // end it that fast): its exit says why.
+        Err(_) => Err(gave_up((&mut link_task).await)),
         Ok(ack) => {
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
@@ -126,16 +127,10 @@ pub async fn publish_once(
                     r = &mut ack => break match r {
                         Ok(Ok(seq)) => Ok(seq),
                         // The link gave up: its exit says why.
-                        Ok(Err(PublishError::Stopped)) | Err(_) => match (&mut link_task).await {
-                            Ok(LinkExit::Revoked) => Err(revoked()),
-                            _ => Err(OneshotError::Publish(PublishError::Stopped)),
-                        },
+                        Ok(Err(PublishError::Stopped)) | Err(_) => Err(gave_up((&mut link_task).await)),
                         Ok(Err(e)) => Err(OneshotError::Publish(e)),
                     },
-                    exit = &mut link_task => break match exit {
-                        Ok(LinkExit::Revoked) => Err(revoked()),
-                        _ => Err(OneshotError::Publish(PublishError::Stopped)),
-                    },
+                    exit = &mut link_task => break Err(gave_up(exit)),
                     ev = erx.recv(), if events_open => match ev {
                         Some(LinkEvent::Disconnected { reason, .. }) => last_problem = Some(reason),
                         Some(_) => {}
@@ -154,4 +149,12 @@ pub async fn publish_once(
     tracker.close();
     tracker.wait().await;
     result
+}
+
+/// Why the link stopped before the clip was acknowledged, from its exit.
+fn gave_up(exit: Result<LinkExit, tokio::task::JoinError>) -> OneshotError {
+    match exit {
+        Ok(LinkExit::Revoked) => OneshotError::Revoked,
+        _ => OneshotError::Publish(PublishError::Stopped),
+    }
 }

@@ -13,6 +13,7 @@ use crate::link::{self, LinkConfig, LinkEvent, LinkExit};
 use crate::state::State;
 use crate::sync::SyncEngine;
 use clipmesh_proto::{ClipContent, DeviceId};
+use std::collections::HashSet;
 use std::path::Path;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -80,6 +81,10 @@ pub async fn watch(
         link_cancel.clone(),
     ));
     let revoked = || WatchError::Revoked;
+    // Needs a listing was fetched for since the link came up, and whether
+    // the relay has a listing at all (a v1 relay has none).
+    let mut settled = HashSet::new();
+    let mut listings = true;
     let result = loop {
         tokio::select! {
             exit = &mut link_task => break match exit {
@@ -90,17 +95,22 @@ pub async fn watch(
                 Some(LinkEvent::Deliver { seq, from, envelope }) => {
                     let mut go_on = true;
                     let mut opened = keys.open(from, &envelope, false);
-                    if matches!(opened, Opened::Refresh(_)) {
-                        let (a, t, holds) = (api.clone(), device.secrets.token.clone(), keys.epoch());
-                        match tokio::task::spawn_blocking(move || crate::clipkeys::fetch_listing(&a, &t, holds)).await {
-                            Ok(Ok(Some(listing))) => {
-                                if let Err(line) = keys.refresh(&listing) {
-                                    tracing::warn!("{line}");
+                    if let Opened::Refresh(need) = opened {
+                        // One listing per need and connection, as the
+                        // daemon's scheduler settles needs: an unknown
+                        // sender's later clips are refused at once instead
+                        // of each costing the relay a listing.
+                        if listings && settled.insert(need) {
+                            match crate::clipkeys::fetch_listing_until(&api, &device.secrets.token, keys.epoch(), &cancel).await {
+                                Some(Ok(Some(listing))) => {
+                                    if let Err(line) = keys.refresh(&listing) {
+                                        tracing::warn!("{line}");
+                                    }
                                 }
+                                Some(Ok(None)) => listings = false,
+                                Some(Err(e)) => tracing::warn!(error = %e, "cannot fetch the account's device keys"),
+                                None => break Ok(()),
                             }
-                            Ok(Ok(None)) => {}
-                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot fetch the account's device keys"),
-                            Err(e) => tracing::warn!(error = %e, "device key task failed"),
                         }
                         opened = keys.open(from, &envelope, true);
                     }
@@ -126,6 +136,8 @@ pub async fn watch(
                     }
                 }
                 Some(LinkEvent::Connected { online, .. }) => {
+                    // The account's devices may have changed meanwhile.
+                    settled.clear();
                     tracing::info!(online = online.len(), "watching");
                 }
                 Some(LinkEvent::Disconnected { reason, retry_in, .. }) => {

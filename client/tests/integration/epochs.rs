@@ -385,18 +385,23 @@ async fn counting_proxy(
     (url, count, task)
 }
 
-/// A sender the relay's listing does not vouch for (its certificate is not
-/// one any device of the account made) floods a running daemon with 20
-/// clips: the daemon fetches the listing once for them and refuses the
-/// rest without fetching again (before, every clip fetched it, inside the
-/// daemon's loop). Counted at a proxy in front of the relay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_from_a_sender_the_listing_does_not_vouch_for_costs_few_listing_fetches() {
-    use std::sync::atomic::Ordering;
+/// An account whose relay listing does not vouch for device B (B's
+/// certificate is not one any device of the account made); A and C are
+/// ordinary devices.
+struct Unvouched {
+    relay: TestRelay,
+    a_dir: tempfile::TempDir,
+    b_dir: tempfile::TempDir,
+    c_dir: tempfile::TempDir,
+    b_id: DeviceId,
+}
+
+async fn unvouched_sender() -> Unvouched {
     let mut relay = TestRelay::start(SignupPolicy::Open).await;
-    let (a_dir, b_dir) = (device_dir(), device_dir());
+    let (a_dir, b_dir, c_dir) = (device_dir(), device_dir(), device_dir());
     ok(auth("signup", a_dir.path(), &relay.url, "ann", PASSWORD, "a").await);
     ok(auth("login", b_dir.path(), &relay.url, "ann", PASSWORD, "b").await);
+    ok(auth("login", c_dir.path(), &relay.url, "ann", PASSWORD, "c").await);
     let user = user_of(a_dir.path());
     let b_id = DeviceId(device_id(b_dir.path()));
     let b_public = secrets_of(b_dir.path()).device.unwrap().public();
@@ -411,27 +416,25 @@ async fn a_flood_from_a_sender_the_listing_does_not_vouch_for_costs_few_listing_
         )
         .unwrap());
     relay.restart().await;
+    Unvouched {
+        relay,
+        a_dir,
+        b_dir,
+        c_dir,
+        b_id,
+    }
+}
 
-    // A's daemon talks to the relay through the counting proxy.
-    let (proxy, fetches, proxy_task) = counting_proxy(relay.addr).await;
-    let mut device = Device::load(a_dir.path()).unwrap();
-    device.account.server = proxy;
-    let transport = clipmesh::daemon::Transport {
-        mode: clipmesh::p2p::Mode::Relay,
-        bind: String::new(),
-        idle_close: None,
-    };
-    let mut a = TestDaemon::start_as(a_dir.path(), device, transport);
-    wait_online(&a, 1).await;
-
-    // B publishes 20 clips it signs with its own key.
-    let b = Device::load(b_dir.path()).unwrap();
-    let b_keys = clipkeys::for_device(b_dir.path(), &b).unwrap();
+/// B publishes `n` clips it signs with its own key and waits for the
+/// relay's `Ack` of each.
+async fn flood_from(b_dir: &Path, relay_url: &str, n: u64) {
+    let b = Device::load(b_dir).unwrap();
+    let b_keys = clipkeys::for_device(b_dir, &b).unwrap();
     let (handle, commands) = clipmesh::link::channel();
     let (events, mut _events) = tokio::sync::mpsc::channel(256);
     let cancel = tokio_util::sync::CancellationToken::new();
     let cfg = clipmesh::link::LinkConfig {
-        server: relay.url.clone(),
+        server: relay_url.to_owned(),
         token: clipmesh::token::TokenCell::new(b.secrets.token.clone()),
         last_seen: 0,
         seed: 1,
@@ -439,7 +442,7 @@ async fn a_flood_from_a_sender_the_listing_does_not_vouch_for_costs_few_listing_
     };
     let link = tokio::spawn(clipmesh::link::run(cfg, commands, events, cancel.clone()));
     let mut acks = Vec::new();
-    for seq in 1..=20u64 {
+    for seq in 1..=n {
         let item = ClipItem {
             timestamp_ms: clipmesh::clock::now_ms(),
             content: ClipContent::Text(format!("from b {seq}")),
@@ -453,6 +456,38 @@ async fn a_flood_from_a_sender_the_listing_does_not_vouch_for_costs_few_listing_
             .unwrap()
             .unwrap();
     }
+    cancel.cancel();
+    tokio::time::timeout(STEP, link).await.unwrap().unwrap();
+}
+
+/// A sender the relay's listing does not vouch for floods a running daemon
+/// with 20 clips: the daemon fetches the listing once for them and refuses
+/// the rest without fetching again (before, every clip fetched it, inside
+/// the daemon's loop). Counted at a proxy in front of the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_a_sender_the_listing_does_not_vouch_for_costs_few_listing_fetches() {
+    use std::sync::atomic::Ordering;
+    let Unvouched {
+        mut relay,
+        a_dir,
+        b_dir,
+        b_id,
+        ..
+    } = unvouched_sender().await;
+
+    // A's daemon talks to the relay through the counting proxy.
+    let (proxy, fetches, proxy_task) = counting_proxy(relay.addr).await;
+    let mut device = Device::load(a_dir.path()).unwrap();
+    device.account.server = proxy;
+    let transport = clipmesh::daemon::Transport {
+        mode: clipmesh::p2p::Mode::Relay,
+        bind: String::new(),
+        idle_close: None,
+    };
+    let mut a = TestDaemon::start_as(a_dir.path(), device, transport);
+    wait_online(&a, 1).await;
+
+    flood_from(b_dir.path(), &relay.url, 20).await;
     // A refuses them, with a few fetches (A's join, B's presence, the
     // first clip), not one per clip.
     let line = tokio::time::timeout(STEP, async {
@@ -476,9 +511,65 @@ async fn a_flood_from_a_sender_the_listing_does_not_vouch_for_costs_few_listing_
     assert!((1..=4).contains(&n), "{n} listing fetches for 20 clips");
     assert!(a.applied.try_recv().is_err(), "nothing applied");
 
-    cancel.cancel();
-    tokio::time::timeout(STEP, link).await.unwrap().unwrap();
     a.stop().await.unwrap();
+    proxy_task.abort();
+    let _ = proxy_task.await;
+    relay.stop().await;
+}
+
+/// The same flood reaches `clipmesh watch`: it fetches the listing once
+/// for the unvouched sender and refuses its later clips without fetching
+/// again (before, each clip fetched the listing and the watcher waited for
+/// it), then still prints a clip from an ordinary device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fetches_the_listing_once_for_a_flood_from_an_unvouched_sender() {
+    use std::sync::atomic::Ordering;
+    let Unvouched {
+        mut relay,
+        a_dir,
+        b_dir,
+        c_dir,
+        ..
+    } = unvouched_sender().await;
+    let (proxy, fetches, proxy_task) = counting_proxy(relay.addr).await;
+    let mut device = Device::load(a_dir.path()).unwrap();
+    device.account.server = proxy;
+
+    let (clips_tx, mut clips) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let dir = a_dir.path().to_path_buf();
+    let watcher = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            clipmesh::watch::watch(&dir, &device, cancel, |clip| {
+                let _ = clips_tx.send(clip.content);
+                false
+            })
+            .await
+        }
+    });
+    flood_from(b_dir.path(), &relay.url, 20).await;
+    // C's clip comes after B's 20 in the room's order: when the watcher
+    // prints it, it has handled all of them.
+    let c = Device::load(c_dir.path()).unwrap();
+    clipmesh::oneshot::publish_once(c_dir.path(), &c, ClipContent::Text("from c".into()), STEP)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(STEP, clips.recv()).await.unwrap();
+    assert_eq!(
+        got,
+        Some(ClipContent::Text("from c".into())),
+        "B's clips are refused"
+    );
+    tokio::time::timeout(STEP, watcher)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let n = fetches.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&n), "{n} listing fetches for 20 clips");
+
+    cancel.cancel();
     proxy_task.abort();
     let _ = proxy_task.await;
     relay.stop().await;

@@ -56,7 +56,19 @@ async fn v2_accounts_sync_show_safety_numbers_and_refuse_a_swapped_key() {
     assert_eq!(b.next_applied().await, "hello over v2");
     // A's daemon announced B (it joined while A was not running) in its
     // status, with B's safety number, and B's clip was signed by that key.
-    let st = a.status().await.unwrap();
+    // The announcement comes from A's key listing, which A fetches off its
+    // loop after joining: it may land after the clip went through.
+    let st = tokio::time::timeout(STEP, async {
+        loop {
+            let st = a.status().await.unwrap();
+            if !st.new_devices.is_empty() {
+                break st;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(
         st.new_devices,
         vec![clipmesh::control::AnnouncedDevice {
