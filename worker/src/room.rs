@@ -39,6 +39,10 @@
 //!   `DAILY_MESSAGE_QUOTA` (0: none) is answered 101, then
 //!   `Error{RateLimited, "quota exceeded: …"}` and close 4003.
 //! - One alarm serves both the `Hello` timeout and the usage flush.
+//! - **`last_seen_at`** (a device's last connect, in D1) is written by the
+//!   flush for every socket that connected since the last one, in one D1
+//!   batch, or by the close handler of a socket that ends before it; the
+//!   Worker's upgrade path writes nothing to D1.
 
 use crate::api::{self, ApiError};
 use crate::config::Settings;
@@ -145,6 +149,11 @@ struct Inner {
     closed: Usage,
     /// When the armed usage flush is due (Unix ms), if counts wait for one.
     flush_due: Option<u64>,
+    /// Connections whose device's `last_seen_at` (its connect time) is in
+    /// D1; the next flush records the others. Empty after a construction,
+    /// so the first flush after a wake records every socket again (the
+    /// update never moves `last_seen_at` back).
+    seen: std::collections::HashSet<u64>,
     settings: Settings,
     wakes: u64,
     /// WebSocket messages handled since this construction (memory only).
@@ -299,6 +308,7 @@ impl UserRoom {
             members: index,
             closed: Usage::default(),
             flush_due: None,
+            seen: Default::default(),
             settings,
             wakes,
             messages: 0,
@@ -425,7 +435,65 @@ impl UserRoom {
                 }
             }
         }
-        self.add_usage(sum).await
+        self.add_usage(sum).await?;
+        self.record_seen().await;
+        Ok(())
+    }
+
+    /// Writes `last_seen_at` (the connect time) of the devices whose sockets
+    /// connected since the last flush: one D1 batch per flush instead of a
+    /// write per connect. Best effort, as the native relay's: a failure is
+    /// logged and the next flush after a wake tries again.
+    async fn record_seen(&self) {
+        let mut latest: HashMap<u64, i64> = HashMap::new();
+        let mut conns = Vec::new();
+        {
+            let inner = self.inner.borrow();
+            let Some(inner) = inner.as_ref() else {
+                return;
+            };
+            for a in self.state.get_websockets().iter().filter_map(attachment) {
+                if !inner.seen.contains(&a.conn) {
+                    conns.push(a.conn);
+                    let t = latest.entry(a.device).or_insert(a.since);
+                    *t = (*t).max(a.since);
+                }
+            }
+        }
+        if latest.is_empty() {
+            return;
+        }
+        if self.write_seen(&latest).await {
+            if let Some(i) = self.inner.borrow_mut().as_mut() {
+                i.seen.extend(conns);
+            }
+        }
+    }
+
+    /// Writes each device's `last_seen_at` (never moving it back) in one D1
+    /// batch; false (and a warning) when it failed.
+    async fn write_seen(&self, latest: &HashMap<u64, i64>) -> bool {
+        let write = async {
+            let db = self.env.d1(session::DB)?;
+            let mut batch = Vec::with_capacity(latest.len());
+            for (device, t) in latest {
+                batch.push(
+                    db.prepare(
+                        "UPDATE devices SET last_seen_at = MAX(last_seen_at, ?1) WHERE id = ?2",
+                    )
+                    .bind(&[JsValue::from_f64(*t as f64), session::js_u64(*device)])?,
+                );
+            }
+            db.batch(batch).await?;
+            Ok::<_, worker::Error>(())
+        };
+        match write.await {
+            Ok(()) => true,
+            Err(e) => {
+                worker::console_warn!("recording last_seen_at failed: {e}");
+                false
+            }
+        }
     }
 
     /// Adds `mem` to today's stored usage.
@@ -668,14 +736,20 @@ impl UserRoom {
             return Ok(());
         };
         let mut counts = Usage::default();
+        let mut unseen = false;
         if let Some(inner) = self.inner.borrow_mut().as_mut() {
             inner.room.leave(ConnId(a.conn));
             inner.members.delete(js_key(ws));
+            // A connection that ends before a flush recorded its connect.
+            unseen = !inner.seen.remove(&a.conn);
             // A close and an error for one socket must not count it twice:
             // the entry goes with the first.
             if let Some(c) = inner.conns.remove(&a.conn) {
                 counts = c.unmetered;
             }
+        }
+        if unseen {
+            self.write_seen(&HashMap::from([(a.device, a.since)])).await;
         }
         self.add_usage(counts).await
     }
@@ -841,8 +915,8 @@ fn stub(env: &Env, user: UserId) -> worker::Result<worker::Stub> {
         .get_stub()
 }
 
-/// `GET /api/v1/ws`: authenticates, records `last_seen`, and hands the
-/// upgrade to the user's room.
+/// `GET /api/v1/ws`: authenticates and hands the upgrade to the user's
+/// room (which records the device's `last_seen_at` in its next flush).
 pub async fn upgrade(req: Request, env: &Env) -> Result<Response, ApiError> {
     let s = Settings::from_env(env);
     let (token, v1) = session::request_token(&req);
@@ -854,15 +928,6 @@ pub async fn upgrade(req: Request, env: &Env) -> Result<Response, ApiError> {
     if !is_ws {
         return Err(ApiError::bad_request("expected a WebSocket upgrade"));
     }
-    let _ = env
-        .d1(session::DB)?
-        .prepare("UPDATE devices SET last_seen_at = ?1 WHERE id = ?2")
-        .bind(&[
-            wasm_bindgen::JsValue::from_f64(api::unix_now() as f64),
-            session::js_u64(me.device.0),
-        ])?
-        .run()
-        .await;
     let headers = Headers::new();
     headers.set("Upgrade", "websocket")?;
     headers.set(
