@@ -40,9 +40,9 @@
 //!   `Error{RateLimited, "quota exceeded: …"}` and close 4003.
 //! - One alarm serves both the `Hello` timeout and the usage flush.
 //! - **`last_seen_at`** (a device's last connect, in D1) is written by the
-//!   flush for every socket that connected since the last one, in one D1
-//!   batch, or by the close handler of a socket that ends before it; the
-//!   Worker's upgrade path writes nothing to D1.
+//!   flush for every socket whose attachment is not yet marked `seen`, in
+//!   one D1 batch, or by the close handler of a socket that ends before
+//!   it; the Worker's upgrade path writes nothing to D1.
 
 use crate::api::{self, ApiError};
 use crate::config::Settings;
@@ -87,6 +87,9 @@ pub struct Attachment {
     /// room, so they do not count.
     #[serde(default)]
     pub last_msg: i64,
+    /// Whether its connect time is in its device's `last_seen_at` (D1).
+    #[serde(default)]
+    pub seen: bool,
 }
 
 /// How long usage counts stay in memory before the alarm writes them:
@@ -149,11 +152,6 @@ struct Inner {
     closed: Usage,
     /// When the armed usage flush is due (Unix ms), if counts wait for one.
     flush_due: Option<u64>,
-    /// Connections whose device's `last_seen_at` (its connect time) is in
-    /// D1; the next flush records the others. Empty after a construction,
-    /// so the first flush after a wake records every socket again (the
-    /// update never moves `last_seen_at` back).
-    seen: std::collections::HashSet<u64>,
     settings: Settings,
     wakes: u64,
     /// WebSocket messages handled since this construction (memory only).
@@ -308,7 +306,6 @@ impl UserRoom {
             members: index,
             closed: Usage::default(),
             flush_due: None,
-            seen: Default::default(),
             settings,
             wakes,
             messages: 0,
@@ -357,6 +354,7 @@ impl UserRoom {
             joined: false,
             since: api::unix_now(),
             last_msg: 0,
+            seen: false,
         })?;
         let quota = self
             .inner
@@ -441,31 +439,33 @@ impl UserRoom {
     }
 
     /// Writes `last_seen_at` (the connect time) of the devices whose sockets
-    /// connected since the last flush: one D1 batch per flush instead of a
-    /// write per connect. Best effort, as the native relay's: a failure is
-    /// logged and the next flush after a wake tries again.
+    /// are not marked `seen` in their attachment: one D1 batch per flush
+    /// instead of a write per connect. Best effort, as the native relay's:
+    /// after a failure the next flush tries again.
     async fn record_seen(&self) {
         let mut latest: HashMap<u64, i64> = HashMap::new();
         let mut conns = Vec::new();
-        {
-            let inner = self.inner.borrow();
-            let Some(inner) = inner.as_ref() else {
-                return;
-            };
-            for a in self.state.get_websockets().iter().filter_map(attachment) {
-                if !inner.seen.contains(&a.conn) {
-                    conns.push(a.conn);
-                    let t = latest.entry(a.device).or_insert(a.since);
-                    *t = (*t).max(a.since);
-                }
+        for a in self.state.get_websockets().iter().filter_map(attachment) {
+            if !a.seen {
+                conns.push(a.conn);
+                let t = latest.entry(a.device).or_insert(a.since);
+                *t = (*t).max(a.since);
             }
         }
-        if latest.is_empty() {
+        if latest.is_empty() || !self.write_seen(&latest).await {
             return;
         }
-        if self.write_seen(&latest).await {
-            if let Some(i) = self.inner.borrow_mut().as_mut() {
-                i.seen.extend(conns);
+        // Other events ran during the write: read each attachment again
+        // and change only its mark.
+        for ws in self.state.get_websockets() {
+            let Some(mut a) = attachment(&ws) else {
+                continue;
+            };
+            if !a.seen && conns.contains(&a.conn) {
+                a.seen = true;
+                if let Err(e) = ws.serialize_attachment(&a) {
+                    worker::console_warn!("marking a socket seen failed: {e}");
+                }
             }
         }
     }
@@ -736,12 +736,13 @@ impl UserRoom {
             return Ok(());
         };
         let mut counts = Usage::default();
-        let mut unseen = false;
+        // A connection that ends before a flush recorded its connect. A
+        // close and an error for one socket may both get here: the second
+        // write changes nothing.
+        let unseen = !a.seen;
         if let Some(inner) = self.inner.borrow_mut().as_mut() {
             inner.room.leave(ConnId(a.conn));
             inner.members.delete(js_key(ws));
-            // A connection that ends before a flush recorded its connect.
-            unseen = !inner.seen.remove(&a.conn);
             // A close and an error for one socket must not count it twice:
             // the entry goes with the first.
             if let Some(c) = inner.conns.remove(&a.conn) {
