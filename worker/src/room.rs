@@ -270,9 +270,17 @@ impl UserRoom {
             .await?
             .unwrap_or(0)
             .max(clip.as_ref().map_or(0, |c| c.seq));
+        // The user is stored once (reads cost nothing measurable; a write
+        // per construction would cost a row each time).
+        let stored = storage.get::<u64>("user").await?;
         let user = match user {
-            Some(u) => u,
-            None => UserId(storage.get::<u64>("user").await?.unwrap_or(0)),
+            Some(u) => {
+                if stored != Some(u.0) {
+                    storage.put("user", u.0).await?;
+                }
+                u
+            }
+            None => UserId(stored.unwrap_or(0)),
         };
         let wakes: u64 = storage.get::<u64>("wakes").await?.unwrap_or(0) + 1;
         storage.put("wakes", wakes).await?;
@@ -786,9 +794,6 @@ impl DurableObject for UserRoom {
             .and_then(|(_, v)| v.parse::<u64>().ok())
             .map(UserId);
         if let Some(u) = user {
-            if self.inner.borrow().is_none() {
-                self.state.storage().put("user", u.0).await?;
-            }
             self.ensure_loaded(Some(u)).await?;
         }
         match url.path() {
