@@ -1947,6 +1947,15 @@ fn epochs(t: &Target) -> Result<()> {
         keys.status == 200 && keys.body["epoch"] == 2,
         "B's session after the refused v1 revoke: {keys:?}"
     );
+    // An id that is no device of this account is not found, as at epoch 0
+    // (C's was revoked by the rotation).
+    for id in [c.device, 999_999_999] {
+        let r = t.delete(&format!("/api/v1/devices/{id}"), &a.token)?;
+        ensure!(
+            r.status == 404,
+            "a v1 revoke of no device ({id}) at epoch 2: {r:?}"
+        );
+    }
     // A device may still end its own session that way (a logout).
     let r = t.delete(&format!("/api/v1/devices/{}", b.device), &b.token)?;
     ensure!(r.status == 204, "a device's v1 revoke of itself: {r:?}");

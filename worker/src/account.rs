@@ -558,14 +558,24 @@ pub async fn delete_device(req: Request, env: &Env, id: &str) -> Answer {
     let me = session::authenticate(env, &s, token.as_deref()).await?;
     let device = DeviceId(validate::path_id(id)?);
     // Without a new epoch the device would keep the current key.
-    let epoch: u32 = env
-        .d1(DB)?
+    let db = env.d1(DB)?;
+    let epoch: u32 = db
         .prepare("SELECT epoch FROM users WHERE id = ?1")
         .bind(&[js_u64(me.user.0)])?
         .first(Some("epoch"))
         .await?
         .unwrap_or(0);
     if !clipmesh_room::epoch::v1_revoke_allowed(epoch, me.device, device) {
+        // Refused for a device of this account; any other id is not found,
+        // as at epoch 0.
+        let mine: Option<u32> = db
+            .prepare("SELECT 1 AS one FROM devices WHERE id = ?1 AND user_id = ?2")
+            .bind(&[js_u64(device.0), js_u64(me.user.0)])?
+            .first(Some("one"))
+            .await?;
+        if mine.is_none() {
+            return Err(ApiError::not_found("device"));
+        }
         let msg = clipmesh_room::epoch::V1_REVOKE_NEEDS_EPOCH;
         return Err(ApiError::new(409, "bad_request", msg));
     }

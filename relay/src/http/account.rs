@@ -371,7 +371,10 @@ pub(super) async fn delete_device(
         .call(move |db| {
             let epoch = db.v2_account_by_id(user)?.map_or(0, |a| a.epoch);
             if !clipmesh_room::epoch::v1_revoke_allowed(epoch, me.device, device) {
-                return Ok(None);
+                // Refused for a device of this account; any other id is not
+                // found, as at epoch 0.
+                let mine = db.list_devices(user)?.iter().any(|d| d.id == device);
+                return Ok(if mine { None } else { Some(false) });
             }
             db.delete_device(user, device).map(Some)
         })
