@@ -20,10 +20,11 @@
 //!   then the roster pruned to the devices certified in the new epoch (a
 //!   revoked device drops out) and reviewed for new devices to announce.
 //!
-//! No network IO here except [`fetch_listing`] (blocking, for the callers'
-//! blocking tasks; [`fetch_listing_until`] runs it in one); when the daemon fetches is [`crate::keyfetch`]'s
-//! decision); the roster file is written when it changes, and the
-//! caller persists a new epoch key ([`Refreshed::moved_to`]).
+//! No network IO here except [`fetch_listing`] (blocking; async callers use
+//! [`fetch_listing_until`], which runs it in a blocking thread; when the
+//! daemon fetches is [`crate::keyfetch`]'s decision); the roster file is
+//! written when it changes, and the caller persists a new epoch key
+//! ([`Refreshed::moved_to`]).
 
 use crate::keyfetch::Need;
 use crate::roster::{Roster, Trust};

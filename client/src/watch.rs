@@ -9,6 +9,7 @@
 use crate::account::{AccountError, Device};
 use crate::clipkeys::Opened;
 use crate::clock::now_ms;
+use crate::keyfetch::Need;
 use crate::link::{self, LinkConfig, LinkEvent, LinkExit};
 use crate::state::State;
 use crate::sync::SyncEngine;
@@ -81,10 +82,7 @@ pub async fn watch(
         link_cancel.clone(),
     ));
     let revoked = || WatchError::Revoked;
-    // Needs a listing was fetched for since the link came up, and whether
-    // the relay has a listing at all (a v1 relay has none).
-    let mut settled = HashSet::new();
-    let mut listings = true;
+    let mut gate = ListingGate::default();
     let result = loop {
         tokio::select! {
             exit = &mut link_task => break match exit {
@@ -96,19 +94,18 @@ pub async fn watch(
                     let mut go_on = true;
                     let mut opened = keys.open(from, &envelope, false);
                     if let Opened::Refresh(need) = opened {
-                        // One listing per need and connection, as the
-                        // daemon's scheduler settles needs: an unknown
-                        // sender's later clips are refused at once instead
-                        // of each costing the relay a listing.
-                        if listings && settled.insert(need) {
+                        if gate.should_fetch(need, now_ms()) {
                             match crate::clipkeys::fetch_listing_until(&api, &device.secrets.token, keys.epoch(), &cancel).await {
                                 Some(Ok(Some(listing))) => {
                                     if let Err(line) = keys.refresh(&listing) {
                                         tracing::warn!("{line}");
                                     }
                                 }
-                                Some(Ok(None)) => listings = false,
-                                Some(Err(e)) => tracing::warn!(error = %e, "cannot fetch the account's device keys"),
+                                Some(Ok(None)) => gate.no_listings(),
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "cannot fetch the account's device keys");
+                                    gate.failed(need, now_ms());
+                                }
                                 None => break Ok(()),
                             }
                         }
@@ -136,8 +133,7 @@ pub async fn watch(
                     }
                 }
                 Some(LinkEvent::Connected { online, .. }) => {
-                    // The account's devices may have changed meanwhile.
-                    settled.clear();
+                    gate.reconnected();
                     tracing::info!(online = online.len(), "watching");
                 }
                 Some(LinkEvent::Disconnected { reason, retry_in, .. }) => {
@@ -160,6 +156,43 @@ pub async fn watch(
     tracker.close();
     tracker.wait().await;
     result
+}
+
+/// When `watch` fetches the account's key listing for a clip it cannot
+/// open (an unknown sender, a newer epoch): once per need and connection,
+/// as the daemon's [`crate::keyfetch`] settles needs, so an unvouched
+/// sender's later clips are refused at once instead of each costing the
+/// relay a listing. A failed fetch leaves the need open for a later clip
+/// once [`crate::keyfetch::MIN_INTERVAL_MS`] has passed; a relay without
+/// listings (v1) is not asked again.
+#[derive(Debug, Default)]
+struct ListingGate {
+    settled: HashSet<Need>,
+    no_listings: bool,
+    retry_at_ms: u64,
+}
+
+impl ListingGate {
+    /// Whether to fetch for `need` now; true marks it settled.
+    fn should_fetch(&mut self, need: Need, now_ms: u64) -> bool {
+        !self.no_listings && now_ms >= self.retry_at_ms && self.settled.insert(need)
+    }
+
+    /// The fetch for `need` failed.
+    fn failed(&mut self, need: Need, now_ms: u64) {
+        self.settled.remove(&need);
+        self.retry_at_ms = now_ms + crate::keyfetch::MIN_INTERVAL_MS;
+    }
+
+    /// The relay has no key listing (v1).
+    fn no_listings(&mut self) {
+        self.no_listings = true;
+    }
+
+    /// The link came up again: the account's devices may have changed.
+    fn reconnected(&mut self) {
+        self.settled.clear();
+    }
 }
 
 /// [`render`] for a terminal: control characters other than newline and
@@ -227,6 +260,31 @@ pub fn render(clip: &WatchedClip, json: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listing_gate_fetches_once_per_need_retries_after_a_failure_and_resets_on_reconnect() {
+        use crate::keyfetch::MIN_INTERVAL_MS;
+        let (b, c) = (Need::Sender(DeviceId(2)), Need::Sender(DeviceId(3)));
+        let mut g = ListingGate::default();
+        assert!(g.should_fetch(b, 0));
+        assert!(!g.should_fetch(b, 1), "settled after one fetch");
+        assert!(g.should_fetch(c, 1), "another need is not settled");
+        g.failed(c, 10);
+        assert!(
+            !g.should_fetch(c, 10 + MIN_INTERVAL_MS - 1),
+            "not before the interval"
+        );
+        assert!(!g.should_fetch(b, 10 + MIN_INTERVAL_MS), "b stays settled");
+        assert!(g.should_fetch(c, 10 + MIN_INTERVAL_MS), "c again after it");
+        g.reconnected();
+        assert!(g.should_fetch(b, 10 + MIN_INTERVAL_MS));
+        g.no_listings();
+        g.reconnected();
+        assert!(
+            !g.should_fetch(b, u64::MAX),
+            "a v1 relay is not asked again"
+        );
+    }
 
     fn clip(content: ClipContent) -> WatchedClip {
         WatchedClip {
