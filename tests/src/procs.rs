@@ -449,7 +449,12 @@ impl Device {
         let mut child = cmd.spawn().with_context(|| format!("clipmesh {what}"))?;
         if let Some(mut i) = child.stdin.take() {
             if let Some(s) = stdin {
-                i.write_all(s.as_bytes())?;
+                // The command may exit without reading its input (it
+                // refused the arguments first): its status and output say so.
+                match i.write_all(s.as_bytes()) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    r => r?,
+                }
             }
         }
         let out = child.wait_with_output()?;
