@@ -49,7 +49,7 @@ fn first_existing(candidates: &[&str]) -> Result<PathBuf> {
         }
     }
     bail!(
-        "{} not found: install Wine (apt-get install -y wine wine64; scripts/test.d/20-windows.sh does)",
+        "{} not found: install Wine (apt-get install -y wine wine64; scripts/test --only 55 does)",
         candidates[0]
     )
 }

@@ -8,7 +8,7 @@
 //!
 //! Needs the Windows executable (`scripts/build-windows --no-msi`, or
 //! `CLIPMESH_WINDOWS_EXE`); without it the test says so and passes without
-//! running. `scripts/test.d/20-windows.sh` builds it and runs this test.
+//! running. `scripts/test --only 55` builds it and runs this test.
 
 use crate::world::{add_sync, encode, sample, unique, World, LOG};
 use clipmesh_tests::payload::{file_sha256, find_received};
@@ -108,7 +108,7 @@ fn windows_under_wine_syncs_text_html_image_and_files_with_linux() {
         eprintln!(
             "SKIPPED windows_under_wine_*: no Windows clipmesh.exe (build it with \
              `scripts/build-windows --no-msi` or set CLIPMESH_WINDOWS_EXE); \
-             scripts/test.d/20-windows.sh builds it and runs this test"
+             scripts/test --only 55 builds it and runs this test"
         );
         return;
     };
@@ -315,7 +315,7 @@ fn windows_msi_installs_upgrades_and_uninstalls_under_wine() {
     let (Some(_), Some(msi)) = (windows_exe(), msi()) else {
         eprintln!(
             "SKIPPED windows_msi_*: no MSI in target/windows (build it with \
-             scripts/build-windows); scripts/test.d/20-windows.sh builds it and runs this test"
+             scripts/build-windows); scripts/test --only 55 builds it and runs this test"
         );
         return;
     };

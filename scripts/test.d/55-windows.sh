@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Windows (docs/windows.md): clippy with warnings denied for the client on
-# x86_64-pc-windows-gnu and aarch64-pc-windows-gnullvm (Debian's Rust with -Zbuild-std, scripts/cross), the
-# release exes (clipmesh, clipmeshw, clipmesh-tray) and MSI
-# (scripts/build-windows), then under Wine 8 on Xvfb the end-to-end test
+# Windows (docs/windows.md), after its build (55-windows.build.sh: clippy for
+# both Windows targets, the release exes and the MSI): under Wine 8 on Xvfb
+# the end-to-end test
 # against a Linux daemon, the tray test (it connects, its icon docks in
 # trayer, a second start says it runs, its menu opened by a right click on
 # the icon pauses and quits) and the MSI install / --version / upgrade / uninstall test. Each Wine test makes its own fresh WINEPREFIX in
@@ -11,18 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/lib/apt.sh
 . scripts/lib/apt.sh
-apt_install wine wine64 gcc-mingw-w64-x86-64 wixl xvfb xclip trayer
+apt_install wine wine64 xvfb xclip trayer
 
-# One clippy call for the client, the meter and the tray: two calls with
-# different package selections unify dependency features differently
-# (tracing, serde_json, windows-sys) and type-check the graph twice.
-echo "--> clippy x86_64-pc-windows-gnu"
-scripts/cross x86_64-pc-windows-gnu clippy --locked -p clipmesh -p clipmesh-winmeter \
-    -p clipmesh-tray-shell -p clipmesh-tray --all-targets -- -D warnings
-echo "--> clippy aarch64-pc-windows-gnullvm (check only)"
-scripts/cross aarch64-pc-windows-gnullvm clippy --locked -p clipmesh -- -D warnings
-echo "--> release exe and MSI"
-scripts/build-windows
 echo "--> under Wine: Windows <-> Linux end to end, and the MSI"
 # The relay and the Linux client come from the base steps' `cargo build`;
 # build and test with the same package selection (--workspace) so Cargo's
