@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Windows, the build half of step 55 (scripts/test runs it ahead, in the
-# background at the lowest CPU priority, while steps 30 to 50 run; step 55
-# waits for it): clippy with warnings denied for the client on
+# background at the lowest CPU priority, from when the base steps' tests are
+# compiled; step 55 waits for it): clippy with warnings denied for the client on
 # x86_64-pc-windows-gnu and aarch64-pc-windows-gnullvm (Debian's Rust with
 # -Zbuild-std, scripts/cross), and the release exes (clipmesh, clipmeshw,
 # clipmesh-tray) and MSI (scripts/build-windows). It writes only under
