@@ -20,9 +20,15 @@
 //!    keeping it in memory or waking it.
 //!
 //! 4. **Metering survives eviction:** the day's usage in `/api/v1/status`
-//!    counts every message the devices sent (two `Hello`s, the publish,
+//!    counts every message the devices sent (three `Hello`s, the publish,
 //!    the frame pings), although the room was evicted between the publish
 //!    and the alarm that writes the counts to storage.
+//! 5. **An acknowledged clip is stored:** after the publish the room is
+//!    evicted again, and a third device that has not seen the clip joins:
+//!    the join wakes the room once, and the clip it gets comes from the
+//!    room's storage. (The room writes the newest clip behind a zero-delay
+//!    timer, one write for the clips published meanwhile, and sends their
+//!    `Ack`s after it.)
 //!
 //! Waiting here is on wall time by necessity: eviction is the runtime's
 //! reaction to real idleness. Every wait is bounded by `idle`.
@@ -156,6 +162,31 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
         }
     );
 
+    // 5: the acknowledged clip is in storage, not only in the room's
+    // memory: once the room is evicted again, a device that has not seen
+    // it joins, wakes the room (exactly one wake) and gets it.
+    let l3 = t.login(&name, &key, "h3")?;
+    ensure!(l3.status == 200, "login: {l3:?}");
+    let token3 = l3.body["token"].as_str().context("token")?.to_owned();
+    std::thread::sleep(idle);
+    let (mut c, _) = t.join(&token3, 0)?;
+    let d = c.recv()?;
+    ensure!(
+        d == Frame::Deliver {
+            seq,
+            from: DeviceId(l1.device),
+            envelope: b"after-idle".to_vec()
+        },
+        "the newest clip after an eviction: {d:?}"
+    );
+    let w1b = wakes(&t, &l1.token)?;
+    ensure!(
+        w1b - w1 == 1,
+        "expected the join to wake the evicted room once, saw {} wakes",
+        w1b - w1
+    );
+    drop(c);
+
     // 3: frame pings, for comparison. The messages counter is per
     // construction; wait for an eviction first so it starts from zero.
     std::thread::sleep(idle);
@@ -172,7 +203,8 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
     let metered = s.body["usage_today"]["messages"]
         .as_u64()
         .context("usage")?;
-    let sent = 2 + 1 + frame_pings;
+    // (three `Hello`s: the third device's in check 5.)
+    let sent = 3 + 1 + frame_pings;
     ensure!(
         metered == sent,
         "metering counted {metered} messages of the {sent} sent across an eviction"
@@ -180,7 +212,7 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
     Ok(Report {
         wakes_protocol_pings,
         protocol_pings,
-        wakes_frame_pings: w2 - w1,
+        wakes_frame_pings: w2 - w1b,
         messages_frame_pings: m2,
         frame_pings,
         metered,

@@ -56,7 +56,7 @@ function jsModules(dir) {
 }
 
 const here = path.dirname(new URL(import.meta.url).pathname);
-const mf = new Miniflare({
+const options = {
   host: "127.0.0.1",
   // No request.cf fetch from Cloudflare: a fixed placeholder, offline.
   cf: false,
@@ -101,25 +101,50 @@ const mf = new Miniflare({
   ...(Number.isInteger(opt.rateLimit)
     ? { ratelimits: { RATE_LIMITER: { simple: { limit: opt.rateLimit, period: 60 } } } }
     : {}),
-});
-await mf.ready;
+};
+
 // Apply the D1 migrations not applied yet, in order, recording each in
 // wrangler's own table (d1_migrations), as `wrangler d1 migrations apply`
 // does on Cloudflare. (0001 and 0002 are idempotent, so a state dir made
 // before this table existed gets them again harmlessly.)
-const db = await mf.getD1Database("DB");
-await db.exec(
-  "CREATE TABLE IF NOT EXISTS d1_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)",
-);
-const applied = new Set((await db.prepare("SELECT name FROM d1_migrations").all()).results.map((r) => r.name));
-const migrations = path.join(here, "..", "migrations");
-for (const file of readdirSync(migrations).filter((f) => f.endsWith(".sql")).sort()) {
-  if (applied.has(file)) continue;
-  const sql = readFileSync(path.join(migrations, file), "utf8")
-    .split("\n").filter((l) => !l.startsWith("--")).join("\n");
-  const stmts = sql.split(";").map((s) => s.trim()).filter(Boolean).map((s) => db.prepare(s));
-  stmts.push(db.prepare("INSERT INTO d1_migrations (name) VALUES (?1)").bind(file));
-  await db.batch(stmts);
+async function migrate(mf) {
+  const db = await mf.getD1Database("DB");
+  await db.exec(
+    "CREATE TABLE IF NOT EXISTS d1_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)",
+  );
+  const applied = new Set((await db.prepare("SELECT name FROM d1_migrations").all()).results.map((r) => r.name));
+  const migrations = path.join(here, "..", "migrations");
+  for (const file of readdirSync(migrations).filter((f) => f.endsWith(".sql")).sort()) {
+    if (applied.has(file)) continue;
+    const sql = readFileSync(path.join(migrations, file), "utf8")
+      .split("\n").filter((l) => !l.startsWith("--")).join("\n");
+    const stmts = sql.split(";").map((s) => s.trim()).filter(Boolean).map((s) => db.prepare(s));
+    stmts.push(db.prepare("INSERT INTO d1_migrations (name) VALUES (?1)").bind(file));
+    await db.batch(stmts);
+  }
+}
+// miniflare's bindings proxy makes `prepare` a synchronous call to workerd;
+// once (scripts/test --only 50, 2026-12-06) that bridge failed its own
+// assertion (SynchronousFetcher: `message?.id === id`), and a bridge that
+// lost a reply stays out of step. So on that error the runtime starts over
+// with a new bridge; each migration is one atomic batch that records it,
+// so starting over applies only the ones not recorded. Any other error
+// stops the server.
+let mf;
+for (let attempt = 1; ; attempt++) {
+  mf = new Miniflare(options);
+  try {
+    await mf.ready;
+    await migrate(mf);
+    break;
+  } catch (e) {
+    const flake = e?.code === "ERR_ASSERTION" && String(e?.stack).includes("SynchronousFetcher");
+    await mf.dispose().catch(() => {});
+    if (!flake || attempt === 3) throw e;
+    console.error(
+      `serve.mjs: miniflare's synchronous bridge failed (${e.message}); starting the runtime again (${attempt} of 3)`,
+    );
+  }
 }
 console.log(`clipmesh worker listening on http://127.0.0.1:${opt.port}`);
 

@@ -11,16 +11,20 @@
 //!   writes no attachment.
 //! - **The newest clip** and the sequence number live in DO storage
 //!   (`clip`, which carries its sequence number and the sealed envelope as
-//!   bytes, and `seq` when the two differ). A publish fans out at once,
-//!   then issues the write and sends the publisher's `Ack` right after
-//!   it, without waiting: the runtime's output gate holds the `Ack` (and
-//!   anything else the object sends after the write) until the write is
-//!   confirmed, so an acknowledged clip is stored, as on the native relay,
-//!   while the socket's next message is handled at once. A write the
-//!   runtime refuses at once closes the publisher with 1013 instead; one
-//!   that fails later breaks the output gate and the runtime resets the
-//!   object (its sockets close, and the devices publish their
-//!   unacknowledged clips again after they reconnect).
+//!   bytes, and `seq` when the two differ). A publish fans out at once;
+//!   the write and the publisher's `Ack` wait for a zero-delay timer
+//!   ([`UserRoom::schedule_write`]), which the runtime runs when no other
+//!   event is ready: so the clips published meanwhile share one write
+//!   (group commit; only the newest of them is kept anyway), and their
+//!   `Ack`s are sent right after it is issued. The runtime's output gate
+//!   holds those `Ack`s (and anything else the object sends after the
+//!   write) until the write is confirmed, so an acknowledged clip is
+//!   stored, as on the native relay, while the sockets' next messages are
+//!   handled at once. A write the runtime refuses at once closes the
+//!   publishers with 1013 instead; one that fails later breaks the output
+//!   gate and the runtime resets the object (its sockets close, and the
+//!   devices publish their unacknowledged clips again after they
+//!   reconnect).
 //! - `wakes` in storage counts how often the object was constructed to
 //!   handle an event (a cold start or a wake from hibernation); `/status`
 //!   reports it, which is how the hibernation test sees eviction and
@@ -49,14 +53,16 @@ use crate::config::Settings;
 use crate::session::{self, Session};
 use clipmesh_proto::{CloseCode, DeviceId, ErrorCode, Frame, UserId};
 use clipmesh_room::conn::{ConnState, Inbound};
-use clipmesh_room::{Clip, ConnId, Member, MemberKind, Port, PortFull, RoomState};
+use clipmesh_room::{Clip, ConnId, HeldAck, Member, MemberKind, Port, PortFull, RoomState};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::{self, Reflect, Uint8Array};
-use worker::wasm_bindgen_futures::JsFuture;
+use worker::wasm_bindgen_futures::{self, JsFuture};
+use worker::worker_sys::DurableObjectStorage;
 use worker::{
     durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, State,
     Storage, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -156,6 +162,13 @@ struct Inner {
     wakes: u64,
     /// WebSocket messages handled since this construction (memory only).
     messages: u64,
+    /// The newest clip, published but not yet written to storage.
+    unstored: Option<Clip>,
+    /// The `Ack`s of the clips published since the last write: sent after
+    /// the next write (group commit, see the module's documentation).
+    held: Vec<HeldAck>,
+    /// Whether the write of `unstored` is scheduled.
+    write_scheduled: bool,
 }
 
 impl Inner {
@@ -191,7 +204,8 @@ impl Inner {
 pub struct UserRoom {
     state: State,
     env: Env,
-    inner: RefCell<Option<Inner>>,
+    /// Shared with the scheduled clip write ([`write_unstored`]).
+    inner: Rc<RefCell<Option<Inner>>>,
 }
 
 fn now_ms() -> u64 {
@@ -216,10 +230,58 @@ fn js_set(obj: &js_sys::Object, key: &str, value: &JsValue) -> worker::Result<()
 /// holds every message the object sends after it until the write is
 /// confirmed (and resets the object if it fails), so the event need not
 /// wait for it.
-fn put_gated(storage: &Storage, key: &str, value: JsValue) -> worker::Result<()> {
+fn put_gated(storage: &DurableObjectStorage, key: &str, value: JsValue) -> worker::Result<()> {
     // Not awaited: the output gate is what waits for it.
-    let _confirmed = storage.as_raw().put(key, value)?;
+    let _confirmed = storage.put(key, value)?;
     Ok(())
+}
+
+/// Issues the write of the room's sequence number and newest clip (one
+/// write when the clip carries the room's sequence number, which a
+/// publish's does; [`UserRoom::ensure_loaded`] takes the larger of the two
+/// keys). Messages sent after it wait for its confirmation.
+fn persist(storage: &DurableObjectStorage, seq: u64, c: &Clip) -> worker::Result<()> {
+    let v = js_sys::Object::new();
+    js_set(&v, "seq", &JsValue::from_f64(c.seq as f64))?;
+    js_set(&v, "from", &JsValue::from_f64(c.from.0 as f64))?;
+    let envelope = match &c.envelope {
+        Some(e) => Uint8Array::from(&e[..]).into(),
+        None => JsValue::NULL,
+    };
+    js_set(&v, "envelope", &envelope)?;
+    js_set(&v, "stored_at", &JsValue::from_f64(c.stored_at as f64))?;
+    put_gated(storage, "clip", v.into())?;
+    if c.seq != seq {
+        put_gated(storage, "seq", JsValue::from_f64(seq as f64))?;
+    }
+    Ok(())
+}
+
+/// The scheduled write of a room's newest clip: writes the clip published
+/// last (if any is still unstored) and then sends every held `Ack`, which
+/// the output gate holds until that write is confirmed; if the runtime
+/// refuses the write at once, their publishers are closed with 1013
+/// instead.
+fn write_unstored(inner: &RefCell<Option<Inner>>, storage: &DurableObjectStorage) {
+    let mut guard = inner.borrow_mut();
+    let Some(inner) = guard.as_mut() else {
+        return;
+    };
+    inner.write_scheduled = false;
+    let held = std::mem::take(&mut inner.held);
+    let stored = match inner.unstored.take() {
+        Some(clip) => persist(storage, inner.room.seq(), &clip),
+        // Nothing to write: the clip was forgotten (a new key epoch) and
+        // every member was closed meanwhile.
+        None => Ok(()),
+    };
+    match stored {
+        Ok(()) => held.into_iter().for_each(|a| inner.room.release_ack(a)),
+        Err(e) => {
+            worker::console_warn!("storing the newest clip failed: {e}");
+            held.into_iter().for_each(|a| inner.room.fail_ack(a));
+        }
+    }
 }
 
 /// The stored newest clip: `{seq, from, envelope, stored_at}`, the
@@ -317,30 +379,25 @@ impl UserRoom {
             settings,
             wakes,
             messages: 0,
+            unstored: None,
+            held: Vec::new(),
+            write_scheduled: false,
         });
         Ok(())
     }
 
-    /// Issues the write of the room's sequence number and newest clip (one
-    /// write when the clip carries the room's sequence number, which a
-    /// publish's does; [`Self::ensure_loaded`] takes the larger of the two
-    /// keys). Messages sent after it wait for its confirmation.
-    fn persist(&self, seq: u64, c: &Clip) -> worker::Result<()> {
-        let storage = self.state.storage();
-        let v = js_sys::Object::new();
-        js_set(&v, "seq", &JsValue::from_f64(c.seq as f64))?;
-        js_set(&v, "from", &JsValue::from_f64(c.from.0 as f64))?;
-        let envelope = match &c.envelope {
-            Some(e) => Uint8Array::from(&e[..]).into(),
-            None => JsValue::NULL,
-        };
-        js_set(&v, "envelope", &envelope)?;
-        js_set(&v, "stored_at", &JsValue::from_f64(c.stored_at as f64))?;
-        put_gated(&storage, "clip", v.into())?;
-        if c.seq != seq {
-            put_gated(&storage, "seq", JsValue::from_f64(seq as f64))?;
-        }
-        Ok(())
+    /// Schedules [`write_unstored`] on a zero-delay timer: the runtime
+    /// runs timers when it has no other event ready, so every clip
+    /// published before then shares one storage write (group commit).
+    fn schedule_write(&self) {
+        let inner = Rc::clone(&self.inner);
+        let storage: DurableObjectStorage = AsRef::<JsValue>::as_ref(self.state.storage().as_raw())
+            .clone()
+            .unchecked_into();
+        wasm_bindgen_futures::spawn_local(async move {
+            worker::Delay::from(Duration::ZERO).await;
+            write_unstored(&inner, &storage);
+        });
     }
 
     async fn accept(&self, req: Request) -> worker::Result<Response> {
@@ -641,17 +698,15 @@ impl UserRoom {
             match decided {
                 Inbound::Nothing => {}
                 Inbound::Publish { id: pid, envelope } => {
-                    // `Deliver`s go out now, before the write; the `Ack`
-                    // after it, so the output gate holds it until the
-                    // clip is stored.
+                    // `Deliver`s go out now; the clip is written by the
+                    // scheduled write, and the `Ack` sent after it.
                     let out = inner.room.publish_held(id, pid, envelope, now_s);
                     if let (Some(clip), Some(ack)) = (out.persist, out.held_ack) {
-                        match self.persist(inner.room.seq(), &clip) {
-                            Ok(()) => inner.room.release_ack(ack),
-                            Err(e) => {
-                                worker::console_warn!("storing the newest clip failed: {e}");
-                                inner.room.fail_ack(ack);
-                            }
+                        inner.unstored = Some(clip);
+                        inner.held.push(ack);
+                        if !inner.write_scheduled {
+                            inner.write_scheduled = true;
+                            self.schedule_write();
                         }
                     }
                 }
@@ -780,7 +835,7 @@ impl DurableObject for UserRoom {
         Self {
             state,
             env,
-            inner: RefCell::new(None),
+            inner: Rc::new(RefCell::new(None)),
         }
     }
 
@@ -835,6 +890,8 @@ impl DurableObject for UserRoom {
                 let seq = self.inner.borrow_mut().as_mut().map(|inner| {
                     inner.room.reconnect_all();
                     inner.room.forget_newest();
+                    // Sealed under the old epoch: never written now.
+                    inner.unstored = None;
                     inner.room.seq()
                 });
                 if let Some(seq) = seq {

@@ -42,6 +42,7 @@ fn main() -> Result<()> {
             println!(
                 "hibernation: {}s idle per phase, keepalive every {}s per device; \
                  protocol pings: {} sent, {} wake (the publish after eviction, delivered to both); \
+                 the clip replayed from storage to a third device after the next eviction; \
                  frame pings: {} sent, {} handled by the room, {} wakes; \
                  metering counted all {} messages across the evictions",
                 r.idle.as_secs(),
