@@ -861,8 +861,15 @@ impl DurableObject for UserRoom {
                     .and_then(|(_, v)| v.parse::<u64>().ok());
                 // Without a device: every socket (an account disabled or
                 // deleted by an admin; `forget=1` also wipes the storage).
+                let forget =
+                    device.is_none() && url.query_pairs().any(|(k, v)| k == "forget" && v == "1");
                 if let Some(inner) = self.inner.borrow_mut().as_mut() {
                     inner.room.revoke(device.map(DeviceId));
+                    if forget {
+                        // A scheduled write must not store the newest clip
+                        // after the wipe below.
+                        inner.unstored = None;
+                    }
                 }
                 // Sockets still waiting for their Hello.
                 let c = CloseCode::Unauthorized;
@@ -873,7 +880,7 @@ impl DurableObject for UserRoom {
                 for ws in left {
                     let _ = ws.close(Some(c.as_u16()), Some(c.reason()));
                 }
-                if device.is_none() && url.query_pairs().any(|(k, v)| k == "forget" && v == "1") {
+                if forget {
                     self.state.storage().delete_alarm().await?;
                     self.state.storage().delete_all().await?;
                     *self.inner.borrow_mut() = None;
