@@ -140,15 +140,13 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
     let Frame::Ack { id: 1, seq } = ack else {
         anyhow::bail!("expected Ack after the idle period, got {ack:?}");
     };
+    let published = Frame::Deliver {
+        seq,
+        from: DeviceId(l1.device),
+        envelope: b"after-idle".to_vec(),
+    };
     let d = b.recv()?;
-    ensure!(
-        d == Frame::Deliver {
-            seq,
-            from: DeviceId(l1.device),
-            envelope: b"after-idle".to_vec()
-        },
-        "deliver after the idle period: {d:?}"
-    );
+    ensure!(d == published, "deliver after the idle period: {d:?}");
     let w1 = wakes(&t, &l1.token)?;
     let wakes_protocol_pings = w1 - w0;
     ensure!(
@@ -171,14 +169,7 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
     std::thread::sleep(idle);
     let (mut c, _) = t.join(&token3, 0)?;
     let d = c.recv()?;
-    ensure!(
-        d == Frame::Deliver {
-            seq,
-            from: DeviceId(l1.device),
-            envelope: b"after-idle".to_vec()
-        },
-        "the newest clip after an eviction: {d:?}"
-    );
+    ensure!(d == published, "the newest clip after an eviction: {d:?}");
     let w1b = wakes(&t, &l1.token)?;
     ensure!(
         w1b - w1 == 1,
