@@ -165,10 +165,9 @@ struct Inner {
     /// The newest clip, published but not yet written to storage.
     unstored: Option<Clip>,
     /// The `Ack`s of the clips published since the last write: sent after
-    /// the next write (group commit, see the module's documentation).
+    /// the next write (group commit, see the module's documentation). Not
+    /// empty exactly while that write is scheduled.
     held: Vec<HeldAck>,
-    /// Whether the write of `unstored` is scheduled.
-    write_scheduled: bool,
 }
 
 impl Inner {
@@ -267,7 +266,6 @@ fn write_unstored(inner: &RefCell<Option<Inner>>, storage: &DurableObjectStorage
     let Some(inner) = guard.as_mut() else {
         return;
     };
-    inner.write_scheduled = false;
     let held = std::mem::take(&mut inner.held);
     let stored = match inner.unstored.take() {
         Some(clip) => persist(storage, inner.room.seq(), &clip),
@@ -381,7 +379,6 @@ impl UserRoom {
             messages: 0,
             unstored: None,
             held: Vec::new(),
-            write_scheduled: false,
         });
         Ok(())
     }
@@ -703,11 +700,10 @@ impl UserRoom {
                     let out = inner.room.publish_held(id, pid, envelope, now_s);
                     if let (Some(clip), Some(ack)) = (out.persist, out.held_ack) {
                         inner.unstored = Some(clip);
-                        inner.held.push(ack);
-                        if !inner.write_scheduled {
-                            inner.write_scheduled = true;
+                        if inner.held.is_empty() {
                             self.schedule_write();
                         }
+                        inner.held.push(ack);
                     }
                 }
                 Inbound::Signal {
