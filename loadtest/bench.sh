@@ -19,8 +19,9 @@
 # is the clipmesh Worker (build it first with scripts/worker-dev
 # --build-only; WORKER_BUNDLE names another build's bundle directory, for
 # comparing two builds; give each its own WORK, since a newer build's
-# stored state need not read in an older one) and "reference" the plain Durable Object relay of
-# loadtest/reference/, both on the same local workerd (miniflare from
+# stored state need not read in an older one), "reference" the plain Durable Object relay of
+# loadtest/reference/ and "floor" that reference plus the work a clipmesh
+# room must do (do-relay-floor.mjs), all on the same local workerd (miniflare from
 # worker/package-lock.json); memory and CPU are read from the workerd
 # process. They need PRIO=nice: workerd's threads wait on each other
 # busily, and under SCHED_FIFO on one CPU they livelock (seen: workerd at
@@ -51,9 +52,9 @@ esac
 $prio_cmd true 2>/dev/null || prio_cmd=
 nice_cmd=$prio_cmd
 case " ${KINDS:-} " in
-*" worker "* | *" reference "*)
+*" worker "* | *" reference "* | *" floor "*)
     case "$prio_cmd" in
-    chrt*) echo "bench.sh: the worker and reference kinds need PRIO=nice (workerd livelocks under SCHED_FIFO on one CPU)" >&2; exit 2 ;;
+    chrt*) echo "bench.sh: the worker, reference and floor kinds need PRIO=nice (workerd livelocks under SCHED_FIFO on one CPU)" >&2; exit 2 ;;
     esac ;;
 esac
 pin_server="$nice_cmd taskset -c $server_cpu"
@@ -111,7 +112,7 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_server relay|clipcascade|baseline|worker|reference: starts it
+# start_server relay|clipcascade|baseline|worker|reference|floor: starts it
 # pinned, sets $pid, $server_pid (the process to measure: workerd for the
 # Workers kinds), $url, $proto (the load tool's --server) and $sessions
 # (clipcascade is the relay too).
@@ -120,7 +121,7 @@ start_server() {
     : > "$out"
     proto=$1
     sessions=$work/sessions.json
-    if [ "$1" = worker ] || [ "$1" = reference ]; then
+    if [ "$1" = worker ] || [ "$1" = reference ] || [ "$1" = floor ]; then
         local port
         port=$(free_port)
         export WRANGLER_SEND_METRICS=false NO_UPDATE_NOTIFIER=1 MINIFLARE_TELEMETRY_DISABLED=1
@@ -136,6 +137,10 @@ start_server() {
             $pin_node node "$root/worker/dev/serve.mjs" --build "${WORKER_BUNDLE:-$root/target/worker/bundle}" \
                 --port "$port" --state "$work/worker-state" "${worker_vars[@]}" \
                 > "$out" 2> "$work/worker.err" &
+        elif [ "$1" = floor ]; then
+            proto=baseline
+            $pin_node node "$root/loadtest/reference/serve.mjs" --port "$port" --floor --state "$work/floor-state" \
+                > "$out" 2> "$work/floor.err" &
         else
             proto=baseline
             $pin_node node "$root/loadtest/reference/serve.mjs" --port "$port" \

@@ -203,6 +203,10 @@ struct RunResult {
     p999_us: f64,
     max_us: f64,
     lost: u64,
+    /// `Ack`s the publishers received, and the run's publishes (warm-up
+    /// included): the baseline server sends none.
+    acks: u64,
+    published_total: u64,
     errors: u64,
     stalls: u64,
     /// Longest wait of one `max` publisher for its window, ms.
@@ -296,7 +300,7 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
         .await?;
         groups = back;
         println!(
-            "  run {}: published {:.0}/s delivered {:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  lost {} errors {} stalls {} (longest wait {:.0} ms)  per-user spread: jain {:.3} min {:.2} p1 {:.2} max {:.2} of median  cpu server {:.2} tool {:.2}",
+            "  run {}: published {:.0}/s delivered {:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  lost {} acked {}/{} errors {} stalls {} (longest wait {:.0} ms)  per-user spread: jain {:.3} min {:.2} p1 {:.2} max {:.2} of median  cpu server {:.2} tool {:.2}",
             r + 1,
             res.published_per_s,
             res.delivered_per_s,
@@ -305,6 +309,8 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<()> {
             res.p999_us,
             res.max_us,
             res.lost,
+            res.acks,
+            res.published_total,
             res.errors,
             res.stalls,
             res.longest_wait_ms,
@@ -517,6 +523,8 @@ async fn run_once(
         p999_us: us(hist.value_at_quantile(0.999)),
         max_us: us(hist.max()),
         lost: expected_window.saturating_sub(delivered),
+        acks: counters.acks.load(Ordering::Relaxed),
+        published_total: counters.published_total.load(Ordering::Relaxed),
         errors: counters.errors.load(Ordering::Relaxed),
         stalls: counters.stalls.load(Ordering::Relaxed),
         longest_wait_ms: counters.longest_wait_us.load(Ordering::Relaxed) as f64 / 1000.0,
