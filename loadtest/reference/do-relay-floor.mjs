@@ -27,20 +27,18 @@
 // the group's other sockets), so `clipmesh-load --server baseline` drives
 // it unchanged; the tool counts the `Ack`s and ignores them otherwise.
 import { DurableObject } from "cloudflare:workers";
+import { group } from "./do-relay.mjs";
 
 /** Usage counts stay in memory at most this long. */
 const FLUSH_MS = 5_000;
 
 export default {
   async fetch(req, env) {
-    const m = new URL(req.url).pathname.match(/^\/g\/([A-Za-z0-9_-]{1,64})$/);
-    if (!m) return new Response("not found\n", { status: 404 });
-    if (req.headers.get("Upgrade") !== "websocket") {
-      return new Response("expected a WebSocket upgrade\n", { status: 426 });
-    }
+    const g = group(req);
+    if (g instanceof Response) return g;
     // The session check's KV read.
-    await env.SESSIONS.get(`session:${m[1]}`);
-    return env.RELAY.get(env.RELAY.idFromName(m[1])).fetch(req);
+    await env.SESSIONS.get(`session:${g}`);
+    return env.RELAY.get(env.RELAY.idFromName(g)).fetch(req);
   },
 };
 

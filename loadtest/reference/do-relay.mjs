@@ -8,14 +8,24 @@
 // `clipmesh-load --server baseline` drives it unchanged.
 import { DurableObject } from "cloudflare:workers";
 
+/**
+ * The group a request upgrades into (the path after /g/), or the Response
+ * refusing it. The floor (do-relay-floor.mjs) routes the same way.
+ */
+export function group(req) {
+  const m = new URL(req.url).pathname.match(/^\/g\/([A-Za-z0-9_-]{1,64})$/);
+  if (!m) return new Response("not found\n", { status: 404 });
+  if (req.headers.get("Upgrade") !== "websocket") {
+    return new Response("expected a WebSocket upgrade\n", { status: 426 });
+  }
+  return m[1];
+}
+
 export default {
   async fetch(req, env) {
-    const m = new URL(req.url).pathname.match(/^\/g\/([A-Za-z0-9_-]{1,64})$/);
-    if (!m) return new Response("not found\n", { status: 404 });
-    if (req.headers.get("Upgrade") !== "websocket") {
-      return new Response("expected a WebSocket upgrade\n", { status: 426 });
-    }
-    return env.RELAY.get(env.RELAY.idFromName(m[1])).fetch(req);
+    const g = group(req);
+    if (g instanceof Response) return g;
+    return env.RELAY.get(env.RELAY.idFromName(g)).fetch(req);
   },
 };
 
