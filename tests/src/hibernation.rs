@@ -188,8 +188,9 @@ pub fn run(base: &str, idle: Duration, ping_every: Duration) -> Result<Report> {
         "the room handled {m2} messages for {frame_pings} frame pings"
     );
     // 4: two Hellos, the publish and the frame pings, none lost to the
-    // eviction after the publish (the room's 5 s flush alarm has to store
-    // its count before the runtime evicts the idle object).
+    // eviction after the publish (the room's flush alarm, at most 5 s
+    // after the first uncounted message, has to store its count before
+    // the runtime evicts the idle object).
     let s = t.get("/api/v1/status", Some(&l1.token))?;
     let metered = s.body["usage_today"]["messages"]
         .as_u64()

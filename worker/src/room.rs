@@ -32,8 +32,9 @@
 //! - Per-connection state (bad-frame strikes, the publish limiter, usage
 //!   counts not yet stored, the last message time) lives in memory.
 //! - **Metering:** every inbound message counts (messages, bytes) in
-//!   memory; the first uncounted one arms the alarm for
-//!   [`USAGE_FLUSH_MS`] later, which adds the counts to the day's
+//!   memory; the first uncounted one arms the alarm for at most
+//!   [`USAGE_FLUSH_MS`] later (up to [`USAGE_FLUSH_JITTER_MS`] earlier, at
+//!   random, so rooms do not flush in step), which adds the counts to the day's
 //!   `usage:<day>` in storage and writes each socket's last message time
 //!   into its attachment. A closing socket's counts go to storage in its
 //!   close handler. The flush is shorter than the idle time after which
@@ -98,10 +99,16 @@ pub struct Attachment {
     pub seen: bool,
 }
 
-/// How long usage counts stay in memory before the alarm writes them:
-/// shorter than the idle time after which the runtime may evict the
+/// How long usage counts stay in memory before the alarm writes them, at
+/// most: shorter than the idle time after which the runtime may evict the
 /// object, so an eviction finds them stored.
 const USAGE_FLUSH_MS: u64 = 5_000;
+/// Each flush comes up to this much earlier than [`USAGE_FLUSH_MS`], at
+/// random: rooms that start together (a relay's restart, a benchmark) would
+/// otherwise keep flushing together, and their alarms then hold the
+/// runtime's thread for tens of milliseconds every few seconds (measured:
+/// docs/benchmarks.md, "Sixth round").
+const USAGE_FLUSH_JITTER_MS: u32 = 1_000;
 
 /// Messages and bytes a user's devices sent (metering).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -185,7 +192,7 @@ impl Inner {
         if self.flush_due.is_some() {
             return None;
         }
-        let due = now_ms() + USAGE_FLUSH_MS;
+        let due = now_ms() + USAGE_FLUSH_MS - u64::from(rand_u32() % USAGE_FLUSH_JITTER_MS);
         self.flush_due = Some(due);
         Some(due)
     }
