@@ -137,14 +137,12 @@ start_server() {
             $pin_node node "$root/worker/dev/serve.mjs" --build "${WORKER_BUNDLE:-$root/target/worker/bundle}" \
                 --port "$port" --state "$work/worker-state" "${worker_vars[@]}" \
                 > "$out" 2> "$work/worker.err" &
-        elif [ "$1" = floor ]; then
-            proto=baseline
-            $pin_node node "$root/loadtest/reference/serve.mjs" --port "$port" --floor --state "$work/floor-state" \
-                > "$out" 2> "$work/floor.err" &
         else
             proto=baseline
-            $pin_node node "$root/loadtest/reference/serve.mjs" --port "$port" \
-                > "$out" 2> "$work/reference.err" &
+            local floor=()
+            [ "$1" = floor ] && floor=(--floor --state "$work/floor-state")
+            $pin_node node "$root/loadtest/reference/serve.mjs" --port "$port" "${floor[@]}" \
+                > "$out" 2> "$work/$1.err" &
         fi
         pid=$!
         for _ in $(seq 600); do

@@ -18,8 +18,9 @@
 //   until the clip is stored;
 // - the wake counter: read and written when the object is built;
 // - metering: messages and bytes counted in memory, written to DO storage
-//   by an alarm 5 s after the first uncounted one (the Worker's flush,
-//   shorter than the local runtime's idle eviction). A clipmesh device's
+//   by an alarm 5 s after the first uncounted one (the Worker's flush when
+//   the floor was measured; it now comes up to 1 s earlier, at random;
+//   either is shorter than the local runtime's idle eviction). A clipmesh device's
 //   `Hello` counts as a message, and the baseline protocol has none, so a
 //   connect counts here.
 // Speaks clipmesh-load's baseline protocol (the group is the URL path after
